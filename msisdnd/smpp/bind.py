@@ -1,0 +1,229 @@
+"""Keep one SMPP session bound: connect, bind, reconnect with backoff.
+
+L{SMPPBind} is a service around Twisted's L{ClientService}.  The bind runs
+inside C{prepareConnection}, so ClientService resets its backoff only once the
+SMSC has accepted the bind, not merely when TCP connects: a refused bind is
+retried with growing delays, never in a hot loop.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from typing import Callable, Protocol
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from msisdnd.smpp import codec
+from msisdnd.smpp.config import CarrierConfig, SessionConfig
+from msisdnd.smpp.errors import CommandStatusError
+from msisdnd.smpp.session import ESMESession
+
+
+class BindState(enum.Enum):
+    """The bind state machine, as operators see it.
+
+    STOPPED --start--> CONNECTING --TCP up--> BINDING --bind_resp OK--> BOUND;
+    a refused bind or a lost connection goes back to CONNECTING (after the
+    backoff delay); stopping goes through UNBINDING to STOPPED.
+    """
+
+    STOPPED = "stopped"
+    CONNECTING = "connecting"
+    BINDING = "binding"
+    BOUND = "bound"
+    UNBINDING = "unbinding"
+
+
+class BindListener(Protocol):
+    """What a bind tells its carrier."""
+
+    def bindUp(self, bind: "SMPPBind", session: ESMESession) -> None: ...
+
+    def bindDown(self, bind: "SMPPBind", session: ESMESession) -> None: ...
+
+    def inbound(self, pdu: codec.PDU) -> None: ...
+
+
+def _holdDisconnectNotice(proxy: object) -> Callable[[], None]:
+    """Keep ClientService from hearing of a connection lost during the bind.
+
+    ClientService's state machine has no transition for a disconnect while
+    C{prepareConnection} runs or after it failed, and raises from the
+    protocol's C{connectionLost} when one comes.  During the bind our own
+    session already fails the bind's Deferred on disconnect, which is what
+    ClientService must see; so the proxy's notice is held until the bind
+    succeeds, and dropped if it fails.
+
+    @return: a callable that restores the notice.
+    """
+    original = getattr(proxy, "_lostNotification", None)
+    if original is None:
+        return lambda: None
+    proxy._lostNotification = lambda reason: None
+
+    def restore() -> None:
+        proxy._lostNotification = original
+
+    return restore
+
+
+class SMPPBind(Service):
+    """One SMPP session of a carrier, kept bound.
+
+    @ivar state: a L{BindState}.
+    @ivar session: the bound L{ESMESession}, or C{None}.
+    @ivar reconnects: sessions lost after being bound.
+    @ivar bind_failures: binds the SMSC refused or did not answer.
+    @ivar last_bind_status: the status of the last refused bind, or C{None}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        name: str,
+        spec: SessionConfig,
+        carrier: CarrierConfig,
+        endpoint: IStreamClientEndpoint,
+        clock: IReactorTime,
+        listener: BindListener,
+        jitter: Callable[[], float] = random.random,
+        drain_timeout: float = 5.0,
+    ):
+        self.setName(name)
+        self.spec = spec
+        self.carrier = carrier
+        self.clock = clock
+        self.listener = listener
+        self.drain_timeout = drain_timeout
+        self.state = BindState.STOPPED
+        self.session: ESMESession | None = None
+        self.reconnects = 0
+        self.bind_failures = 0
+        self.last_bind_status: int | None = None
+        self._building: ESMESession | None = None
+        self._backoff = backoffPolicy(
+            initialDelay=carrier.reconnect_delay_initial,
+            maxDelay=carrier.reconnect_delay_max,
+            factor=2.0,
+            jitter=lambda: jitter() * carrier.reconnect_delay_initial,
+        )
+        self._client = ClientService(
+            endpoint,
+            Factory.forProtocol(self._buildSession),
+            retryPolicy=self._retryDelay,
+            clock=clock,
+            prepareConnection=self._bind,
+        )
+
+    def _buildSession(self) -> ESMESession:
+        carrier = self.carrier
+        self.state = BindState.CONNECTING
+        session = ESMESession(
+            self.clock,
+            window=carrier.window,
+            response_timeout=carrier.response_timeout,
+            enquire_link_interval=carrier.enquire_link_interval,
+            onInbound=self.listener.inbound,
+        )
+        self._building = session
+        return session
+
+    def _retryDelay(self, attempt: int) -> float:
+        delay = self._backoff(attempt)
+        if self.last_bind_status == codec.ESME_RALYBND:
+            delay = max(delay, self.carrier.already_bound_delay)
+        return delay
+
+    def _bind(self, proxy: object) -> Deferred:
+        session, self._building = self._building, None
+        assert session is not None
+        restore = _holdDisconnectNotice(proxy)
+        self.state = BindState.BINDING
+        spec = self.spec
+        d = session.bind(
+            spec.bind,
+            system_id=spec.system_id, password=spec.password, system_type=spec.system_type,
+            addr_ton=spec.addr_ton, addr_npi=spec.addr_npi, address_range=spec.address_range,
+            timeout=self.carrier.bind_timeout,
+        )
+
+        def bound(smsc_id: str) -> None:
+            restore()
+            self.state = BindState.BOUND
+            self.last_bind_status = None
+            self.session = session
+            self.log.info("{bind}: bound as {mode} to {smsc}", bind=self.name, mode=spec.bind,
+                          smsc=smsc_id or "SMSC")
+            session.whenClosed().addCallback(self._lost, session)
+            self.listener.bindUp(self, session)
+
+        def refused(failure: Failure) -> Failure:
+            self.bind_failures += 1
+            self.state = BindState.CONNECTING
+            if failure.check(CommandStatusError):
+                self.last_bind_status = failure.value.status
+                self.log.warn("{bind}: bind refused: {status}", bind=self.name,
+                              status=codec.status_name(failure.value.status))
+            else:
+                self.last_bind_status = None
+                self.log.warn("{bind}: bind failed: {why}", bind=self.name,
+                              why=failure.getErrorMessage())
+            if session.transport is not None:
+                session.transport.loseConnection()
+            return failure
+
+        return d.addCallbacks(bound, refused)
+
+    def _lost(self, _: object, session: ESMESession) -> None:
+        if self.session is session:
+            self.session = None
+        if self.running:
+            self.reconnects += 1
+            self.state = BindState.CONNECTING
+            self.log.warn("{bind}: session lost; reconnecting", bind=self.name)
+        self.listener.bindDown(self, session)
+
+    def startService(self) -> None:
+        super().startService()
+        self._client.startService()
+
+    @inlineCallbacks
+    def stopService(self):
+        """Unbind gracefully (bounded), then stop reconnecting."""
+        super().stopService()
+        session = self.session
+        if session is not None:
+            self.state = BindState.UNBINDING
+            yield session.unbind(self.drain_timeout)
+        yield self._client.stopService()
+        self.state = BindState.STOPPED
+
+    def whenBound(self) -> Deferred:
+        """Fires with the session once bound (at once if it is)."""
+        if self.session is not None:
+            return succeed(self.session)
+        return self._client.whenConnected()
+
+    def snapshot(self) -> dict:
+        """What operators see of this bind."""
+        session = self.session
+        return {
+            "name": self.name,
+            "mode": self.spec.bind,
+            "state": self.state.value,
+            "window": self.carrier.window,
+            "in_flight": session.in_flight if session is not None else 0,
+            "reconnects": self.reconnects,
+            "bind_failures": self.bind_failures,
+            "last_bind_status": (codec.status_name(self.last_bind_status)
+                                 if self.last_bind_status is not None else None),
+            "last_enquire_link_rtt": session.last_enquire_link_rtt if session is not None else None,
+        }

@@ -1,0 +1,438 @@
+"""SMPP 3.4 PDU codec: bytes in, L{PDU} records out, and back.
+
+The codec knows bytes and PDUs, nothing of sessions.  smpplib's PDU classes
+do the long tail of commands, but smpplib is not safe on hostile input (it
+raises on unknown or misplaced TLVs and on trailing bytes, and silently
+corrupts a C-string that lacks its NUL).  So every frame first goes through
+L{_validate_body}, our own walk of the mandatory fields and the TLVs, which
+drops what smpplib cannot take and rejects what no one can parse; only then
+does smpplib see it, and none of its exceptions leave this module.
+
+The hot pair has lean paths of its own: L{encode_submit_sm_body} and the
+C{submit_sm_resp} branch of L{decode}.  Property tests prove that smpplib
+parses the lean bytes back to the same fields.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from smpplib import command as _sm_command
+from smpplib import command_codes as _sm_codes
+from smpplib import consts as _sm_consts
+from smpplib import smpp as _sm
+from smpplib.ptypes import ostr as _OSTR
+
+HEADER = struct.Struct(">IIII")
+HEADER_LENGTH = HEADER.size
+MAX_PDU_LENGTH = 64 * 1024
+
+#: command_id values, by SMPP name.
+COMMANDS: dict[str, int] = dict(_sm_codes.commands)
+COMMAND_NAMES: dict[int, str] = {v: k for k, v in COMMANDS.items()}
+
+GENERIC_NACK = COMMANDS["generic_nack"]
+BIND_RECEIVER = COMMANDS["bind_receiver"]
+BIND_TRANSMITTER = COMMANDS["bind_transmitter"]
+BIND_TRANSCEIVER = COMMANDS["bind_transceiver"]
+SUBMIT_SM = COMMANDS["submit_sm"]
+SUBMIT_SM_RESP = COMMANDS["submit_sm_resp"]
+DELIVER_SM = COMMANDS["deliver_sm"]
+DELIVER_SM_RESP = COMMANDS["deliver_sm_resp"]
+DATA_SM = COMMANDS["data_sm"]
+DATA_SM_RESP = COMMANDS["data_sm_resp"]
+UNBIND = COMMANDS["unbind"]
+UNBIND_RESP = COMMANDS["unbind_resp"]
+ENQUIRE_LINK = COMMANDS["enquire_link"]
+ENQUIRE_LINK_RESP = COMMANDS["enquire_link_resp"]
+RESPONSE_BIT = 0x80000000
+
+#: command_status values, by their SMPP name (C{ESME_ROK}, C{ESME_RTHROTTLED}...).
+STATUSES: dict[str, int] = {
+    name[len("SMPP_"):]: value
+    for name, value in vars(_sm_consts).items()
+    if name.startswith("SMPP_ESME_")
+}
+_STATUS_NAMES: dict[int, str] = {v: k for k, v in STATUSES.items()}
+
+ESME_ROK = STATUSES["ESME_ROK"]
+ESME_RINVMSGLEN = STATUSES["ESME_RINVMSGLEN"]
+ESME_RINVCMDLEN = STATUSES["ESME_RINVCMDLEN"]
+ESME_RINVCMDID = STATUSES["ESME_RINVCMDID"]
+ESME_RINVBNDSTS = STATUSES["ESME_RINVBNDSTS"]
+ESME_RALYBND = STATUSES["ESME_RALYBND"]
+ESME_RSYSERR = STATUSES["ESME_RSYSERR"]
+ESME_RBINDFAIL = STATUSES["ESME_RBINDFAIL"]
+ESME_RINVPASWD = STATUSES["ESME_RINVPASWD"]
+ESME_RMSGQFUL = STATUSES["ESME_RMSGQFUL"]
+ESME_RTHROTTLED = STATUSES["ESME_RTHROTTLED"]
+ESME_RX_T_APPN = STATUSES["ESME_RX_T_APPN"]
+ESME_RINVOPTPARSTREAM = STATUSES["ESME_RINVOPTPARSTREAM"]
+
+
+def status_name(status: int) -> str:
+    """The SMPP name of a command_status, or its hex form when it has none."""
+    return _STATUS_NAMES.get(status) or f"0x{status:08X}"
+
+
+def status_code(name: str) -> int:
+    """The command_status for an SMPP name such as C{"ESME_RTHROTTLED"}.
+
+    @raise KeyError: for a name SMPP 3.4 does not define.
+    """
+    return STATUSES[name.upper()]
+
+
+class DecodeError(Exception):
+    """A frame that cannot be decoded.
+
+    @ivar status: the command_status to answer it with in a C{generic_nack}.
+    @ivar command_id: the frame's command_id, when the header was readable.
+    @ivar sequence: the frame's sequence_number, when the header was readable.
+    """
+
+    def __init__(self, status: int, reason: str, command_id: int = 0, sequence: int = 0):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.command_id = command_id
+        self.sequence = sequence
+
+
+class EncodeError(ValueError):
+    """Fields that cannot be put into a PDU."""
+
+
+@dataclass(slots=True)
+class PDU:
+    """One decoded PDU.
+
+    C-string fields are C{str} (decoded as latin-1, so no byte is lost);
+    octet strings such as C{short_message} stay C{bytes}; integers are C{int}.
+    Only fields present in the frame appear in C{fields}.
+
+    @ivar dropped_tlvs: tags of TLVs that were present but unusable (unknown,
+        not allowed in this command, or of the wrong length), in frame order.
+    """
+
+    command_id: int
+    status: int
+    sequence: int
+    fields: dict[str, Any] = field(default_factory=dict)
+    dropped_tlvs: tuple[int, ...] = ()
+
+    @property
+    def command(self) -> str:
+        return COMMAND_NAMES.get(self.command_id, f"0x{self.command_id:08X}")
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.command_id & RESPONSE_BIT)
+
+
+def read_header(data: bytes, offset: int = 0) -> tuple[int, int, int, int]:
+    """(command_length, command_id, command_status, sequence_number)."""
+    return HEADER.unpack_from(data, offset)
+
+
+def frame(command_id: int, sequence: int, body: bytes = b"", status: int = ESME_ROK) -> bytes:
+    """A whole PDU: the header in front of an already-encoded body."""
+    return HEADER.pack(HEADER_LENGTH + len(body), command_id, status, sequence) + body
+
+
+def generic_nack(sequence: int, status: int) -> bytes:
+    return frame(GENERIC_NACK, sequence, b"", status)
+
+
+# --- the lean hot path -------------------------------------------------------
+
+_SUBMIT_STRING_LIMITS = (
+    ("service_type", 6),
+    ("source_addr", 21),
+    ("destination_addr", 21),
+    ("schedule_delivery_time", 17),
+    ("validity_period", 17),
+)
+
+
+def _cstring(value: str, limit: int, name: str) -> bytes:
+    raw = value.encode("latin-1")
+    if len(raw) >= limit or b"\0" in raw:
+        raise EncodeError(f"{name} must be under {limit} bytes with no NUL")
+    return raw + b"\0"
+
+
+def encode_submit_sm_body(
+    *,
+    source_addr: str,
+    destination_addr: str,
+    short_message: bytes,
+    source_addr_ton: int = 0,
+    source_addr_npi: int = 0,
+    dest_addr_ton: int = 1,
+    dest_addr_npi: int = 1,
+    esm_class: int = 0,
+    protocol_id: int = 0,
+    priority_flag: int = 0,
+    registered_delivery: int = 0,
+    replace_if_present_flag: int = 0,
+    data_coding: int = 0,
+    sm_default_msg_id: int = 0,
+    service_type: str = "",
+    schedule_delivery_time: str = "",
+    validity_period: str = "",
+) -> bytes:
+    """The body of a C{submit_sm} (no header, no TLVs).
+
+    The body is encoded once per message part; the session prepends a header
+    with a fresh sequence number each time the part goes out, so a resend
+    costs no re-encoding.
+
+    @raise EncodeError: a field SMPP cannot carry (too long, out of range).
+    """
+    if len(short_message) > 254:
+        raise EncodeError("short_message must be at most 254 octets")
+    try:
+        return b"".join((
+            _cstring(service_type, 6, "service_type"),
+            bytes((source_addr_ton, source_addr_npi)),
+            _cstring(source_addr, 21, "source_addr"),
+            bytes((dest_addr_ton, dest_addr_npi)),
+            _cstring(destination_addr, 21, "destination_addr"),
+            bytes((esm_class, protocol_id, priority_flag)),
+            _cstring(schedule_delivery_time, 17, "schedule_delivery_time"),
+            _cstring(validity_period, 17, "validity_period"),
+            bytes((registered_delivery, replace_if_present_flag, data_coding,
+                   sm_default_msg_id, len(short_message))),
+            short_message,
+        ))
+    except (ValueError, UnicodeEncodeError) as e:
+        if isinstance(e, EncodeError):
+            raise
+        raise EncodeError(str(e)) from None
+
+
+def _decode_submit_sm_resp(command_length: int, status: int, sequence: int, data: bytes) -> PDU:
+    body = data[HEADER_LENGTH:]
+    if not body:
+        return PDU(SUBMIT_SM_RESP, status, sequence)
+    end = body.find(b"\0")
+    if end < 0 or end > 64:
+        raise DecodeError(ESME_RINVMSGLEN, "submit_sm_resp message_id without NUL",
+                          SUBMIT_SM_RESP, sequence)
+    return PDU(SUBMIT_SM_RESP, status, sequence,
+               {"message_id": body[:end].decode("latin-1")})
+
+
+# --- validation of everything else -------------------------------------------
+
+_TLV_NAMES: dict[int, str] = {v: k for k, v in _sm_consts.OPTIONAL_PARAMS.items()}
+_TLV = struct.Struct(">HH")
+
+
+def _smpplib_class(name: str) -> type | None:
+    try:
+        return type(_sm_command.factory(name, sequence=0))
+    except Exception:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """What our TLV walk needs to know of one command, read off smpplib."""
+
+    mandatory: tuple[tuple[str, Any], ...]
+    optional: dict[str, Any]
+
+
+def _layout_of(cls: type) -> _Layout:
+    mandatory, optional = [], {}
+    probe = cls.__new__(cls)
+    for name in cls.params_order:
+        param = cls.params[name]
+        if probe.field_is_optional(name):
+            optional[name] = param
+        else:
+            mandatory.append((name, param))
+    return _Layout(tuple(mandatory), optional)
+
+
+_LAYOUTS: dict[int, _Layout] = {}
+for _name, _code in COMMANDS.items():
+    _cls = _smpplib_class(_name)
+    if _cls is not None:
+        _LAYOUTS[_code] = _layout_of(_cls)
+del _name, _code, _cls
+
+
+def _walk_mandatory(layout: _Layout, body: bytes, command_id: int, sequence: int) -> int:
+    """Check the mandatory fields; return the offset where the TLVs start."""
+    pos, end = 0, len(body)
+    lengths: dict[str, int] = {}
+    for name, param in layout.mandatory:
+        if param.type is int:
+            size = param.size
+            if pos + size > end:
+                raise DecodeError(ESME_RINVCMDLEN, f"{name} is cut short", command_id, sequence)
+            lengths[name] = int.from_bytes(body[pos:pos + size], "big")
+            pos += size
+        elif param.type is str:
+            limit = getattr(param, "max", None) or getattr(param, "size", 1)
+            nul = body.find(b"\0", pos, pos + limit)
+            if nul < 0:
+                raise DecodeError(ESME_RINVMSGLEN, f"{name} has no NUL within {limit} octets",
+                                  command_id, sequence)
+            pos = nul + 1
+        elif param.type is _OSTR:
+            size = lengths.get(param.len_field, 0)
+            if pos + size > end:
+                raise DecodeError(ESME_RINVMSGLEN, f"{name} runs past the PDU",
+                                  command_id, sequence)
+            pos += size
+    return pos
+
+
+def _usable_tlv(tag: int, param: Any, value: bytes) -> bytes | None:
+    """The TLV as smpplib can take it, or C{None} when it is unusable.
+
+    A C-string TLV that lacks its NUL (some SMSCs send receipted_message_id
+    so) gets one, rather than losing its last character in smpplib.
+    """
+    if param.type is int:
+        return _TLV.pack(tag, len(value)) + value if len(value) == param.size else None
+    if param.type is str:
+        nul = value.find(b"\0")
+        if nul == len(value) - 1 and nul > 0:
+            return _TLV.pack(tag, len(value)) + value
+        if nul < 0 and value:
+            return _TLV.pack(tag, len(value) + 1) + value + b"\0"
+        return None
+    if param.type is _OSTR:
+        return _TLV.pack(tag, len(value)) + value
+    return None
+
+
+def _validate_body(command_id: int, sequence: int, body: bytes) -> tuple[bytes, tuple[int, ...]]:
+    """Walk one body; return it with unusable TLVs removed, and their tags.
+
+    @raise DecodeError: mandatory fields that do not parse, or a TLV stream
+        that runs past the end of the PDU.
+    """
+    layout = _LAYOUTS[command_id]
+    if not body:
+        if command_id & RESPONSE_BIT or not layout.mandatory:
+            return body, ()  # error responses often come as a bare header
+        raise DecodeError(ESME_RINVCMDLEN, "mandatory fields are missing", command_id, sequence)
+    pos = _walk_mandatory(layout, body, command_id, sequence)
+    kept, dropped = [body[:pos]], []
+    end = len(body)
+    while pos < end:
+        if pos + 4 > end:
+            raise DecodeError(ESME_RINVOPTPARSTREAM, "truncated TLV header", command_id, sequence)
+        tag, length = _TLV.unpack_from(body, pos)
+        value_end = pos + 4 + length
+        if value_end > end:
+            raise DecodeError(ESME_RINVOPTPARSTREAM, f"TLV 0x{tag:04X} runs past the PDU",
+                              command_id, sequence)
+        name = _TLV_NAMES.get(tag)
+        param = layout.optional.get(name) if name else None
+        usable = _usable_tlv(tag, param, body[pos + 4:value_end]) if param is not None else None
+        if usable is None:
+            dropped.append(tag)
+        else:
+            kept.append(usable)
+        pos = value_end
+    return b"".join(kept), tuple(dropped)
+
+
+def _as_field(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return value
+
+
+def decode(data: bytes) -> PDU:
+    """Decode one whole frame (header included, exactly C{command_length} long).
+
+    @raise DecodeError: whatever makes the frame unusable, with the status to
+        answer it with.  No other exception leaves this function.
+    """
+    if len(data) < HEADER_LENGTH:
+        raise DecodeError(ESME_RINVCMDLEN, "shorter than a PDU header")
+    command_length, command_id, status, sequence = HEADER.unpack_from(data)
+    if command_length != len(data):
+        raise DecodeError(ESME_RINVCMDLEN, "command_length does not match the frame",
+                          command_id, sequence)
+    if command_id == SUBMIT_SM_RESP:
+        return _decode_submit_sm_resp(command_length, status, sequence, data)
+    if command_id not in _LAYOUTS:
+        raise DecodeError(ESME_RINVCMDID, f"unsupported command_id 0x{command_id:08X}",
+                          command_id, sequence)
+    layout = _LAYOUTS[command_id]
+    body = data[HEADER_LENGTH:]
+    if not layout.mandatory and not layout.optional:
+        if body:
+            raise DecodeError(ESME_RINVCMDLEN, "a body where none belongs", command_id, sequence)
+        return PDU(command_id, status, sequence)
+    clean, dropped = _validate_body(command_id, sequence, body)
+    try:
+        parsed = _sm.parse_pdu(data[:HEADER_LENGTH] + clean, sequence=sequence,
+                              allow_unknown_opt_params=True)
+    except Exception as e:  # smpplib's failures, whatever their type
+        raise DecodeError(ESME_RSYSERR, f"unparseable {COMMAND_NAMES[command_id]}: {e!r}",
+                          command_id, sequence) from None
+    fields = {}
+    if clean:
+        for name in parsed.params_order:
+            value = getattr(parsed, name, None)
+            if value is not None:
+                fields[name] = _as_field(value) if parsed.params[name].type is str else value
+    return PDU(command_id, status, sequence, fields, tuple(dropped))
+
+
+def encode(command: str, sequence: int, status: int = ESME_ROK, **fields: Any) -> bytes:
+    """Encode any command smpplib knows, by name, with smpplib.
+
+    C-string fields are given as C{str}; octet strings as C{bytes}.
+
+    @raise EncodeError: an unknown command, or fields it cannot carry.  A
+        C-string longer than SMPP allows is refused here, where smpplib would
+        silently truncate it.
+    """
+    cls = _smpplib_class(command)
+    if cls is None:
+        raise EncodeError(f"unknown command {command!r}")
+    for name, value in fields.items():
+        param = cls.params.get(name)
+        if param is None:
+            raise EncodeError(f"{command} has no field {name!r}")
+        if param.type is str and value is not None:
+            limit = getattr(param, "max", None) or getattr(param, "size", None) or 256
+            if not isinstance(value, str) or not value.isascii() or len(value) >= limit:
+                raise EncodeError(f"{command}.{name} must be ASCII text under {limit} octets")
+    try:
+        pdu = _sm.make_pdu(command, sequence=sequence, status=status, **fields)
+        pdu.sequence = sequence  # smpplib's constructor keeps its own default
+        pdu.status = status
+        return pdu.generate()
+    except Exception as e:
+        raise EncodeError(f"cannot encode {command}: {e!r}") from None
+
+
+def relative_validity(seconds: float) -> str:
+    """An SMPP relative time (C{YYMMDDhhmmss000R}) for C{seconds} from now.
+
+    Fractions are dropped, and anything under one second becomes one second,
+    because an empty validity_period means the SMSC's (long) default.
+    """
+    total = max(1, int(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    years, days = divmod(days, 365)
+    months, days = divmod(days, 30)
+    if years > 99:
+        raise EncodeError("validity beyond 99 years")
+    return f"{years:02d}{months:02d}{days:02d}{hours:02d}{minutes:02d}{secs:02d}000R"

@@ -1,0 +1,86 @@
+"""Split an SMPP byte stream into PDUs.
+
+L{PDUStream} is the protocol base that both ends of a session share: the ESME
+in L{msisdnd.smpp.session} and the fake SMSC.  It frames by C{command_length},
+decodes with L{msisdnd.smpp.codec}, and guarantees that nothing a peer sends
+makes C{dataReceived} raise.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+
+from msisdnd.smpp import codec
+
+
+class PDUStream(Protocol):
+    """A byte stream of SMPP PDUs.
+
+    Subclasses implement L{pduReceived}, and may override L{undecodable}.
+    A C{command_length} outside 16 bytes .. L{max_length} makes the stream
+    unrecoverable: it answers C{generic_nack} ESME_RINVCMDLEN and drops the
+    connection.  Every other bad frame is handed to L{undecodable}, which by
+    default answers requests with a C{generic_nack} carrying the status the
+    codec chose, and the stream goes on.
+    """
+
+    log = Logger()
+    max_length = codec.MAX_PDU_LENGTH
+    _buffer = b""
+    _broken = False
+
+    def send(self, data: bytes) -> None:
+        """Write one encoded PDU."""
+        self.transport.write(data)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._broken:
+            return
+        buf = self._buffer + data if self._buffer else data
+        pos, end = 0, len(buf)
+        from_bytes = int.from_bytes
+        while end - pos >= 4:
+            length = from_bytes(buf[pos:pos + 4], "big")
+            if length < codec.HEADER_LENGTH or length > self.max_length:
+                self._framingLost(buf[pos:pos + codec.HEADER_LENGTH], length)
+                return
+            if end - pos < length:
+                break
+            frame = buf[pos:pos + length]
+            pos += length
+            try:
+                self.frameReceived(frame)
+            except Exception:
+                self.log.failure("Handling a PDU failed; the session goes on")
+            if self._broken:
+                return
+        self._buffer = buf[pos:]
+
+    def frameReceived(self, frame: bytes) -> None:
+        try:
+            pdu = codec.decode(frame)
+        except codec.DecodeError as e:
+            self.undecodable(e)
+        else:
+            self.pduReceived(pdu)
+
+    def pduReceived(self, pdu: codec.PDU) -> None:
+        raise NotImplementedError
+
+    def undecodable(self, error: codec.DecodeError) -> None:
+        """A frame with a sound length that cannot be decoded."""
+        self.log.warn(
+            "Undecodable PDU 0x{command_id:08X} seq {sequence}: {reason}",
+            command_id=error.command_id, sequence=error.sequence, reason=error.reason,
+        )
+        if not error.command_id & codec.RESPONSE_BIT:
+            self.send(codec.generic_nack(error.sequence, error.status))
+
+    def _framingLost(self, header: bytes, length: int) -> None:
+        self._broken = True
+        self._buffer = b""
+        sequence = int.from_bytes(header[12:16], "big") if len(header) == 16 else 0
+        self.log.warn("Invalid command_length {length}: dropping the link", length=length)
+        self.send(codec.generic_nack(sequence, codec.ESME_RINVCMDLEN))
+        self.transport.loseConnection()

@@ -1,0 +1,481 @@
+"""What the SMSC delivers: delivery receipts and mobile-originated text.
+
+L{InboundDispatcher} takes each C{deliver_sm} or C{data_sm} the session
+received, tells receipts from MO messages, decodes and reassembles them, and
+hands the result to the L{IReceiptReceiver} or L{IMOReceiver}.  It never
+raises and never answers the SMSC: the session answers every C{deliver_sm}
+whatever becomes of it here.
+
+The helpers it is built from (message id normalization, receipt parsing,
+source address normalization, reassembly) are public so the submit side can
+record ids under the same aliases the receipts will be matched with.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import phonenumbers
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from msisdnd.masking import mask_number
+from msisdnd.sms.interfaces import (
+    DeliveryReceipt,
+    IMOReceiver,
+    IReceiptReceiver,
+    MOMessage,
+)
+from msisdnd.smpp import codec
+from msisdnd.smpp.alphabet import MAX_PARTS, Concat, decode_text, split_udh
+
+# --- message ids -------------------------------------------------------------
+
+_DECIMAL = frozenset(string.digits)
+_HEX = frozenset(string.digits + "abcdef")
+#: Longer ids get no numeric aliases (SMPP ids are at most 64 octets).
+_MAX_ALIASED_ID = 64
+
+
+def normalize_message_id(raw: str) -> str:
+    """The canonical form of an SMSC message id.
+
+    NULs are removed, surrounding whitespace stripped, letters lowercased and
+    leading zeros dropped (an id of zeros only becomes C{"0"}).
+    """
+    text = raw.replace("\0", "").strip().lower()
+    trimmed = text.lstrip("0")
+    return trimmed or ("0" if text else "")
+
+
+def message_id_aliases(raw: str) -> frozenset[str]:
+    """Every normalized form in which the same message id may be given.
+
+    SMSCs disagree with themselves about ids: one may give C{1A2B} in the
+    C{submit_sm_resp} and C{6699} in the receipt (the same number, in hex
+    then in decimal), or drop leading zeros in one place only.  The aliases
+    are the L{normalized<normalize_message_id>} id; when it reads as hex,
+    the decimal form of that value; and when it reads as decimal, the
+    lowercase hex form of that value.
+
+    Matching contract: two ids denote the same message when their alias sets
+    intersect.  Record every alias of the submit's id; look a receipt up by
+    every alias of its id.
+
+    @return: a non-empty set, unless C{raw} is blank (then C{{""}}).
+    """
+    normal = normalize_message_id(raw)
+    aliases = {normal}
+    if normal and len(normal) <= _MAX_ALIASED_ID:
+        chars = set(normal)
+        if chars <= _HEX:
+            aliases.add(str(int(normal, 16)))
+        if chars <= _DECIMAL:
+            aliases.add(format(int(normal), "x"))
+    return frozenset(aliases)
+
+
+# --- delivery receipts ---------------------------------------------------------
+
+#: SMPP 3.4 C{message_state} values and the receipt state names they stand for.
+RECEIPT_STATES: Mapping[int, str] = MappingProxyType({
+    1: "ENROUTE",
+    2: "DELIVRD",
+    3: "EXPIRED",
+    4: "DELETED",
+    5: "UNDELIV",
+    6: "ACCEPTD",
+    7: "UNKNOWN",
+    8: "REJECTD",
+})
+_STATE_NAMES = frozenset(RECEIPT_STATES.values())
+#: Spelled-out states some SMSCs send in the C{stat:} field.
+_STATE_SPELLINGS = {"DELIVERED": "DELIVRD", "ACCEPTED": "ACCEPTD", "REJECTED": "REJECTD"}
+
+# The fields the receipt text is searched for; the free-form "text:" field,
+# which may repeat the message, is cut off first.
+_RECEIPT_TEXT_FIELD = re.compile(r"(?:^|\s)(id|stat|err):(\S*)", re.IGNORECASE)
+_RECEIPT_TEXT_TAIL = re.compile(r"(?:^|\s)text:", re.IGNORECASE)
+
+
+def _receipt_text_fields(text: str) -> dict[str, str]:
+    tail = _RECEIPT_TEXT_TAIL.search(text)
+    if tail is not None:
+        text = text[:tail.start()]
+    found: dict[str, str] = {}
+    for match in _RECEIPT_TEXT_FIELD.finditer(text):
+        found.setdefault(match.group(1).lower(), match.group(2))
+    return found
+
+
+def _state_name(stat: str) -> str:
+    upper = stat.upper()
+    name = _STATE_SPELLINGS.get(upper, upper[:7])
+    return name if name in _STATE_NAMES else "UNKNOWN"
+
+
+def _network_error(value: Any) -> str | None:
+    # network_error_code: one octet of network type, two of error code.
+    if isinstance(value, bytes) and len(value) == 3:
+        return f"{int.from_bytes(value[1:], 'big'):03d}"
+    return None
+
+
+def parse_receipt(fields: Mapping[str, Any], text: str) -> tuple[str, str, str | None] | None:
+    """Read a delivery receipt's message id, state and error.
+
+    Each comes from the TLVs when they carry it, else from the de facto
+    standard receipt text::
+
+        id:IIII sub:SSS dlvrd:DDD submit date:YYMMDDhhmm done date:YYMMDDhhmm stat:DDDDDDD err:E text:...
+
+    whose keys are matched in any case and in which any field may be missing.
+      - id: the C{receipted_message_id} TLV, else the text's C{id:}.
+      - state: the C{message_state} TLV (see L{RECEIPT_STATES}), else the
+        text's C{stat:}, upper-cased and cut to seven letters (C{DELIVERED}
+        and the like are mapped to their seven-letter names); a state that
+        is no SMPP state name becomes C{UNKNOWN}.
+      - error: the text's C{err:}, else the error code of the
+        C{network_error_code} TLV as three decimal digits, else C{None}.
+
+    @param fields: the PDU's fields.
+    @param text: the decoded C{short_message} or C{message_payload}.
+    @return: C{(raw id, state, error)}, or C{None} when no id or no state
+        can be found.
+    """
+    from_text = _receipt_text_fields(text)
+    raw_id = fields.get("receipted_message_id")
+    if not isinstance(raw_id, str) or not normalize_message_id(raw_id):
+        raw_id = from_text.get("id")
+    if raw_id is None or not normalize_message_id(raw_id):
+        return None
+    state_code = fields.get("message_state")
+    if type(state_code) is int and state_code in RECEIPT_STATES:
+        state = RECEIPT_STATES[state_code]
+    elif from_text.get("stat"):
+        state = _state_name(from_text["stat"])
+    else:
+        return None
+    error = from_text.get("err") or _network_error(fields.get("network_error_code"))
+    return raw_id, state, error
+
+
+# --- source addresses ----------------------------------------------------------
+
+TON_INTERNATIONAL = 1
+TON_ALPHANUMERIC = 5
+
+
+def _candidates(address: str, ton: int, region: str | None) -> list[tuple[str, str | None]]:
+    """The (number, region) readings of an address to try, most likely first."""
+    if address.startswith("+"):
+        return [(address, None)]
+    readings: list[tuple[str, str | None]] = []
+    if ton == TON_INTERNATIONAL:
+        readings.append(("+" + address, None))
+    if address.startswith("00"):
+        readings.append(("+" + address[2:], None))
+    if region:
+        # Also handles the region's own international prefix ("011" in the US).
+        readings.append((address, region))
+    return readings
+
+
+def normalize_source(address: str, ton: int, region: str | None) -> str | None:
+    """An MO source address in E.164 form, with its C{+}.
+
+    Accepts international forms (C{+33612345678}, C{0033612345678}, the
+    region's own international prefix, or bare digits with C{ton} 1) and
+    national forms read in C{region} (C{0612345678} in C{FR}).
+
+    @param address: the C{source_addr} as the SMSC gave it.
+    @param ton: its C{source_addr_ton}.
+    @param region: the carrier's ISO 3166 region code, if known.
+    @return: the E.164 number, or C{None} for an alphanumeric sender
+        (C{ton} 5 or letters in the address) or anything that does not read
+        as a possible number.  Never raises.
+    """
+    address = address.strip()
+    if ton == TON_ALPHANUMERIC or not address or any(c.isalpha() for c in address):
+        return None
+    for number, number_region in _candidates(address, ton, region):
+        try:
+            parsed = phonenumbers.parse(number, number_region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_possible_number(parsed):
+            return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return None
+
+
+# --- reassembly ------------------------------------------------------------------
+
+@dataclass(slots=True)
+class _Partial:
+    parts: dict[int, str]
+    timer: IDelayedCall
+
+
+class Reassembler:
+    """Joins the parts of concatenated messages.
+
+    What a stranger can make it hold is bounded: a partial message is
+    dropped C{timeout} seconds after its first part arrived, and when more
+    than C{max_pending} are held, the oldest is dropped.  Drops are logged
+    without the message's key or contents.
+    """
+
+    _log = Logger()
+
+    def __init__(self, clock: IReactorTime, timeout: float = 300.0, max_pending: int = 10000):
+        """
+        @raise ValueError: a C{timeout} that is not positive or a
+            C{max_pending} under 1.
+        """
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        self._clock = clock
+        self._timeout = timeout
+        self._max_pending = max_pending
+        self._pending: dict[tuple[Hashable, int], _Partial] = {}
+
+    @property
+    def pending(self) -> int:
+        """How many partial messages are held."""
+        return len(self._pending)
+
+    def add(self, key: Hashable, total: int, sequence: int, text: str) -> str | None:
+        """Take one part.
+
+        Parts of one message share C{key} and C{total}.  A part whose
+        sequence number was already received is ignored.
+
+        @param key: what identifies the message among those in flight, such
+            as C{(source, destination, reference)}.
+        @param total: how many parts the message has.
+        @param sequence: this part's number, from 1 to C{total}.
+        @return: the whole text, parts joined in sequence order, when this
+            part completes the message; else C{None}.
+        @raise ValueError: C{sequence} outside 1..C{total}, or C{total} over 255.
+        """
+        if not 1 <= sequence <= total <= MAX_PARTS:
+            raise ValueError(f"part {sequence} of {total} cannot exist")
+        if total == 1:
+            return text
+        slot = (key, total)
+        partial = self._pending.get(slot)
+        if partial is None:
+            partial = _Partial({}, self._clock.callLater(self._timeout, self._expire, slot))
+            self._pending[slot] = partial
+            if len(self._pending) > self._max_pending:
+                self._evict_oldest()
+        partial.parts.setdefault(sequence, text)
+        if len(partial.parts) < total:
+            return None
+        self._pending.pop(slot, None)
+        if partial.timer.active():
+            partial.timer.cancel()
+        return "".join(partial.parts[n] for n in range(1, total + 1))
+
+    def stop(self) -> None:
+        """Cancel every timer and drop every partial message."""
+        for partial in self._pending.values():
+            if partial.timer.active():
+                partial.timer.cancel()
+        self._pending.clear()
+
+    def _expire(self, slot: tuple[Hashable, int]) -> None:
+        partial = self._pending.pop(slot, None)
+        if partial is not None:
+            self._log.warn(
+                "Dropped a partial message with {received} of {total} parts after {timeout}s",
+                received=len(partial.parts), total=slot[1], timeout=self._timeout)
+
+    def _evict_oldest(self) -> None:
+        slot, partial = next(iter(self._pending.items()))
+        del self._pending[slot]
+        if partial.timer.active():
+            partial.timer.cancel()
+        self._log.warn(
+            "Dropped the oldest partial message ({received} of {total} parts): "
+            "more than {max_pending} held",
+            received=len(partial.parts), total=slot[1], max_pending=self._max_pending)
+
+
+# --- dispatch ----------------------------------------------------------------------
+
+_ESM_TYPE_MASK = 0x3C
+_ESM_RECEIPT_TYPES = (0x04, 0x08)  # SMSC delivery receipt, SME delivery acknowledgement
+_ESM_UDHI = 0x40
+# Only receipts carry these; message_state also marks a receipt whose
+# receipted_message_id the codec had to drop (one sent without its NUL).
+_RECEIPT_TLVS = frozenset({"receipted_message_id", "message_state"})
+
+
+def _int_field(fields: Mapping[str, Any], name: str) -> int | None:
+    value = fields.get(name)
+    return value if type(value) is int else None
+
+
+def _str_field(fields: Mapping[str, Any], name: str) -> str | None:
+    value = fields.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _payload(fields: Mapping[str, Any]) -> bytes:
+    for name in ("short_message", "message_payload"):
+        value = fields.get(name)
+        if isinstance(value, bytes) and value:
+            return value
+    return b""
+
+
+def _sar(fields: Mapping[str, Any]) -> Concat | None:
+    reference = _int_field(fields, "sar_msg_ref_num")
+    total = _int_field(fields, "sar_total_segments")
+    sequence = _int_field(fields, "sar_segment_seqnum")
+    if reference is None or total is None or sequence is None:
+        return None
+    if not 1 <= sequence <= total <= MAX_PARTS:
+        return None
+    return Concat(reference, total, sequence)
+
+
+class InboundDispatcher:
+    """Turns one carrier's C{deliver_sm} and C{data_sm} into receipts and MO messages.
+
+    A PDU is a receipt when its C{esm_class} message type says so (SMSC
+    delivery receipt or SME delivery acknowledgement) or when it carries a
+    C{receipted_message_id} or C{message_state}; anything else is MO text,
+    reassembled from UDH or SAR parts when concatenated, its source
+    normalized to E.164 in the carrier's region.
+
+    Receivers may return a Deferred.  Their failures, synchronous or not,
+    are logged and go no further; logs show phone numbers masked and never
+    message text.
+
+    @ivar mo_count: whole MO messages handed to the MO receiver.
+    @ivar receipt_count: receipts handed to the receipt receiver.
+    @ivar dropped_count: PDUs dropped as unusable or with no one to take them.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        carrier: str,
+        region: str | None,
+        mo_receiver: IMOReceiver | None,
+        receipt_receiver: IReceiptReceiver | None,
+        clock: IReactorTime,
+        reassembly_timeout: float = 300.0,
+        max_pending: int = 10000,
+    ):
+        """
+        @param carrier: the carrier's name, put in every receipt and MO message.
+        @param region: its ISO 3166 region, to read national source numbers in.
+        @param reassembly_timeout: seconds a partial MO message is kept.
+        @param max_pending: at most this many partial MO messages are kept.
+        """
+        self.carrier = carrier
+        self.region = region
+        self.mo_receiver = mo_receiver
+        self.receipt_receiver = receipt_receiver
+        self._reassembler = Reassembler(clock, reassembly_timeout, max_pending)
+        self.mo_count = 0
+        self.receipt_count = 0
+        self.dropped_count = 0
+
+    @property
+    def pending(self) -> int:
+        """Partial MO messages waiting for their other parts."""
+        return self._reassembler.pending
+
+    def stop(self) -> None:
+        """Drop partial MO messages and cancel their timers (when the bind goes away)."""
+        self._reassembler.stop()
+
+    def pduReceived(self, pdu: codec.PDU) -> None:
+        """Handle one C{deliver_sm} or C{data_sm}.  Never raises."""
+        try:
+            self._dispatch(pdu)
+        except Exception:
+            self.dropped_count += 1
+            self._log.failure("Dropped an inbound PDU from {carrier}: it could not be handled",
+                              carrier=self.carrier)
+
+    def _drop(self, reason: str) -> None:
+        self.dropped_count += 1
+        self._log.info("Dropped an inbound PDU from {carrier}: {reason}",
+                       carrier=self.carrier, reason=reason)
+
+    def _dispatch(self, pdu: codec.PDU) -> None:
+        if pdu.command_id not in (codec.DELIVER_SM, codec.DATA_SM):
+            return self._drop(f"unexpected command {pdu.command}")
+        fields = pdu.fields if isinstance(pdu.fields, Mapping) else {}
+        esm_class = _int_field(fields, "esm_class") or 0
+        data_coding = _int_field(fields, "data_coding") or 0
+        if esm_class & _ESM_TYPE_MASK in _ESM_RECEIPT_TYPES or _RECEIPT_TLVS & fields.keys():
+            self._receipt(fields, data_coding)
+        else:
+            self._mo(fields, esm_class, data_coding)
+
+    def _receipt(self, fields: Mapping[str, Any], data_coding: int) -> None:
+        found = parse_receipt(fields, decode_text(data_coding, _payload(fields)))
+        if found is None:
+            return self._drop("a delivery receipt with no usable message id and state")
+        if self.receipt_receiver is None:
+            return self._drop("a delivery receipt, and no receipt receiver")
+        raw_id, state, error = found
+        receipt = DeliveryReceipt(self.carrier, normalize_message_id(raw_id),
+                                  message_id_aliases(raw_id), state, error)
+        self.receipt_count += 1
+        self._deliver(self.receipt_receiver.receiptReceived, receipt,
+                      "The receipt receiver failed on the receipt for message {message_id}",
+                      message_id=receipt.message_id)
+
+    def _mo(self, fields: Mapping[str, Any], esm_class: int, data_coding: int) -> None:
+        if self.mo_receiver is None:
+            return self._drop("an MO message, and no MO receiver")
+        raw_source = _str_field(fields, "source_addr")
+        destination = _str_field(fields, "destination_addr")
+        if not raw_source or destination is None:
+            return self._drop("an MO message without source or destination address")
+        payload = _payload(fields)
+        if esm_class & _ESM_UDHI:
+            concat, body = split_udh(payload)
+        else:
+            concat, body = _sar(fields), payload
+        text: str | None = decode_text(data_coding, body)
+        source = normalize_source(raw_source, _int_field(fields, "source_addr_ton") or 0,
+                                  self.region) or raw_source
+        if concat is not None:
+            text = self._reassembler.add((source, destination, concat.reference),
+                                         concat.total, concat.sequence, text)
+            if text is None:
+                return
+        self.mo_count += 1
+        self._deliver(self.mo_receiver.moReceived, MOMessage(self.carrier, source, destination, text),
+                      "The MO receiver failed on a message from {source}",
+                      source=mask_number(source))
+
+    def _deliver(self, method: Callable[[Any], Any], argument: Any, failed: str, **log_fields: Any) -> None:
+        def logFailure(failure: Failure) -> None:
+            self._log.failure(failed, failure, carrier=self.carrier, **log_fields)
+
+        maybeDeferred(method, argument).addErrback(logFailure)
+
+
+__all__ = [
+    "InboundDispatcher", "RECEIPT_STATES", "Reassembler", "message_id_aliases",
+    "normalize_message_id", "normalize_source", "parse_receipt",
+]

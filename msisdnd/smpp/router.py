@@ -1,0 +1,72 @@
+"""Choose the carrier for each MT, and fail over when one is down."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from twisted.internet.defer import Deferred, fail
+from zope.interface import implementer
+
+from msisdnd.sms.interfaces import ISMSSender, NoRouteError, OutboundSMS, QueueFullError
+from msisdnd.smpp.carrier import Carrier
+
+
+@implementer(ISMSSender)
+class Router:
+    """The L{ISMSSender} over every configured carrier.
+
+    Carriers are ranked for a message by: MCC+MNC match, then MCC match, then
+    the longest matching destination prefix, then the default carrier.  The
+    message goes to the first ranked carrier that has a live transmitting
+    bind and room in its queue.  A message with C{carrier} set goes to that
+    carrier only (an MO's answer returns the way it came).
+    """
+
+    def __init__(self, carriers: Sequence[Carrier]):
+        self.carriers = tuple(c for c in carriers if c.config.can_transmit)
+        self._by_name = {c.name: c for c in self.carriers}
+
+    def candidates(self, sms: OutboundSMS) -> list[Carrier]:
+        """The carriers that may take C{sms}, best first."""
+        if sms.carrier is not None:
+            carrier = self._by_name.get(sms.carrier)
+            return [carrier] if carrier is not None else []
+        ranked: list[Carrier] = []
+
+        def add(carrier: Carrier) -> None:
+            if carrier not in ranked:
+                ranked.append(carrier)
+
+        if sms.mcc and sms.mnc:
+            for c in self.carriers:
+                if sms.mcc + sms.mnc in c.config.mccmnc:
+                    add(c)
+        if sms.mcc:
+            for c in self.carriers:
+                if sms.mcc in c.config.mcc:
+                    add(c)
+        by_prefix = sorted(
+            ((len(p), c) for c in self.carriers for p in c.config.prefixes
+             if sms.destination.startswith(p)),
+            key=lambda pair: -pair[0],
+        )
+        for _, c in by_prefix:
+            add(c)
+        for c in self.carriers:
+            if c.config.default:
+                add(c)
+        return ranked
+
+    def send(self, sms: OutboundSMS, timeout: float | None = None) -> Deferred:
+        candidates = self.candidates(sms)
+        if not candidates:
+            return fail(NoRouteError("no carrier serves this destination"))
+        for carrier in candidates:
+            if carrier.available and carrier.queue_depth < carrier.config.queue_size:
+                return carrier.send(sms, timeout)
+        if any(c.available for c in candidates):
+            return fail(QueueFullError("every eligible carrier's queue is full"))
+        return fail(NoRouteError("no eligible carrier has a live bind"))
+
+    def available(self) -> bool:
+        return any(c.available for c in self.carriers)

@@ -1,0 +1,380 @@
+"""One SMPP 3.4 session, ESME side.
+
+L{ESMESession} knows one session: sequence numbers, the window of outstanding
+requests with a response timer each, enquire_link on idle, binding and
+unbinding.  It knows nothing of carriers, queues or retries: a request that
+fails, for whatever reason, fails its Deferred and the caller decides.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Callable
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
+
+from msisdnd.smpp import codec
+from msisdnd.smpp.errors import (
+    BindRefused,
+    CommandStatusError,
+    MalformedResponse,
+    NotBound,
+    ResponseTimeout,
+    SessionClosed,
+)
+from msisdnd.smpp.framing import PDUStream
+
+_BIND_COMMANDS = {
+    "transmitter": codec.BIND_TRANSMITTER,
+    "receiver": codec.BIND_RECEIVER,
+    "transceiver": codec.BIND_TRANSCEIVER,
+}
+_MAX_SEQUENCE = 0x7FFFFFFF
+_HEADER_PACK = codec.HEADER.pack
+
+
+class SessionState(enum.Enum):
+    """The session state machine.
+
+    CONNECTED --bind--> BINDING --bind_resp OK--> BOUND --unbind--> UNBINDING
+    and any state --connection lost--> CLOSED.  A refused bind goes back to
+    CONNECTED (the caller closes the connection).
+    """
+
+    CONNECTED = "connected"
+    BINDING = "binding"
+    BOUND = "bound"
+    UNBINDING = "unbinding"
+    CLOSED = "closed"
+
+
+class _Pending:
+    __slots__ = ("deferred", "timer", "command_id", "sent_at")
+
+    def __init__(self, deferred: Deferred, timer: IDelayedCall, command_id: int, sent_at: float):
+        self.deferred = deferred
+        self.timer = timer
+        self.command_id = command_id
+        self.sent_at = sent_at
+
+
+class ESMESession(PDUStream):
+    """The ESME end of one SMPP session.
+
+    @ivar state: a L{SessionState}.
+    @ivar mode: the bind mode once bound: C{"transmitter"}, C{"receiver"} or
+        C{"transceiver"}.
+    @ivar window: how many requests may be outstanding at once.
+    @ivar last_enquire_link_rtt: seconds the last enquire_link took, or C{None}.
+    @ivar onInbound: called with each C{deliver_sm} / C{data_sm} L{codec.PDU},
+        after it has been answered.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        window: int = 10,
+        response_timeout: float = 10.0,
+        enquire_link_interval: float = 30.0,
+        onInbound: Callable[[codec.PDU], object] | None = None,
+    ):
+        self.clock = clock
+        self.window = window
+        self.response_timeout = response_timeout
+        self.enquire_link_interval = enquire_link_interval
+        self.onInbound = onInbound
+        self.state = SessionState.CLOSED
+        self.mode: str | None = None
+        self.last_enquire_link_rtt: float | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._sequence = 0
+        self._last_received = 0.0
+        self._idle_timer: IDelayedCall | None = None
+        self._enquiring = False
+        self._closed_waiters: list[Deferred] = []
+        self._drain_waiters: list[Deferred] = []
+        self._lost = False
+
+    # -- connection --------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.state = SessionState.CONNECTED
+        self._last_received = self.clock.seconds()
+        self._scheduleIdleCheck(self.enquire_link_interval)
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self.state = SessionState.CLOSED
+        self._lost = True
+        if self._idle_timer is not None and self._idle_timer.active():
+            self._idle_timer.cancel()
+        self._idle_timer = None
+        pending, self._pending = self._pending, {}
+        for entry in pending.values():
+            entry.timer.cancel()
+            entry.deferred.errback(SessionClosed("the connection closed before the response"))
+        self._fireDrained()
+        waiters, self._closed_waiters = self._closed_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def whenClosed(self) -> Deferred:
+        """A Deferred that fires once the connection has closed."""
+        if self._lost:
+            return succeed(None)
+        d = Deferred()
+        self._closed_waiters.append(d)
+        return d
+
+    # -- requests ----------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered (the window in use)."""
+        return len(self._pending)
+
+    @property
+    def can_submit(self) -> bool:
+        """Bound for sending, with room in the window."""
+        return (
+            self.state is SessionState.BOUND
+            and self.mode != "receiver"
+            and len(self._pending) < self.window
+        )
+
+    def _nextSequence(self) -> int:
+        seq = self._sequence + 1
+        if seq > _MAX_SEQUENCE:
+            seq = 1
+        self._sequence = seq
+        return seq
+
+    def _request(self, command_id: int, body: bytes, timeout: float) -> Deferred:
+        seq = self._nextSequence()
+        d = Deferred()
+        clock = self.clock
+        entry = _Pending(d, clock.callLater(timeout, self._expire, seq), command_id, clock.seconds())
+        self._pending[seq] = entry
+        self.transport.write(_HEADER_PACK(16 + len(body), command_id, 0, seq) + body)
+        return d
+
+    def submit(self, body: bytes) -> Deferred:
+        """Send one C{submit_sm} whose body L{codec.encode_submit_sm_body} made.
+
+        @return: a Deferred that fires with the C{submit_sm_resp} L{codec.PDU}
+            (its C{fields["message_id"]}), or fails with L{CommandStatusError},
+            L{ResponseTimeout}, L{SessionClosed}, L{MalformedResponse} or, at
+            once, L{NotBound}.
+        """
+        if self.state is not SessionState.BOUND:
+            raise NotBound(f"session is {self.state.value}")
+        return self._request(codec.SUBMIT_SM, body, self.response_timeout)
+
+    def bind(
+        self,
+        mode: str,
+        *,
+        system_id: str,
+        password: str = "",
+        system_type: str = "",
+        addr_ton: int = 0,
+        addr_npi: int = 0,
+        address_range: str = "",
+        timeout: float = 10.0,
+    ) -> Deferred:
+        """Bind as C{mode} (transmitter, receiver or transceiver).
+
+        @return: a Deferred that fires with the SMSC's C{system_id} once bound,
+            or fails with L{BindRefused}, L{ResponseTimeout} or L{SessionClosed}.
+        """
+        body = codec.encode(
+            "bind_" + mode, 0,
+            system_id=system_id, password=password, system_type=system_type,
+            addr_ton=addr_ton, addr_npi=addr_npi, address_range=address_range,
+        )[codec.HEADER_LENGTH:]
+        self.state = SessionState.BINDING
+        d = self._request(_BIND_COMMANDS[mode], body, timeout)
+
+        def bound(pdu: codec.PDU) -> str:
+            self.state = SessionState.BOUND
+            self.mode = mode
+            return pdu.fields.get("system_id", "")
+
+        def refused(failure: Failure) -> Failure:
+            if self.state is SessionState.BINDING:
+                self.state = SessionState.CONNECTED
+            if failure.check(CommandStatusError) and not failure.check(BindRefused):
+                return Failure(BindRefused(failure.value.status, failure.value.command))
+            return failure
+
+        return d.addCallbacks(bound, refused)
+
+    def enquireLink(self) -> Deferred:
+        """Send C{enquire_link}; fires with the round-trip time in seconds."""
+        started = self.clock.seconds()
+
+        def answered(_: codec.PDU) -> float:
+            rtt = self.clock.seconds() - started
+            self.last_enquire_link_rtt = rtt
+            return rtt
+
+        return self._request(codec.ENQUIRE_LINK, b"", self.response_timeout).addCallback(answered)
+
+    def unbind(self, drain_timeout: float = 5.0) -> Deferred:
+        """Close the session gracefully.
+
+        Stops taking new requests, waits up to C{drain_timeout} seconds for
+        outstanding responses, sends C{unbind}, waits up to
+        C{response_timeout} for C{unbind_resp}, and closes the connection.
+
+        @return: a Deferred that fires once the connection is closed.
+        """
+        if self.state is SessionState.CLOSED:
+            return succeed(None)
+        closed = self.whenClosed()
+        if self.state is not SessionState.BOUND:
+            self.transport.loseConnection()
+            return closed
+        self.state = SessionState.UNBINDING
+
+        def sendUnbind(_: object) -> Deferred | None:
+            if self.state is SessionState.CLOSED:
+                return None
+            return self._request(codec.UNBIND, b"", self.response_timeout)
+
+        def close(_: object) -> None:
+            if self.transport is not None and self.state is not SessionState.CLOSED:
+                self.transport.loseConnection()
+
+        drained = self._whenDrained().addTimeout(drain_timeout, self.clock)
+        drained.addBoth(sendUnbind).addBoth(close)
+        return closed
+
+    def _whenDrained(self) -> Deferred:
+        if not self._pending:
+            return succeed(None)
+        d = Deferred()
+        self._drain_waiters.append(d)
+        return d
+
+    def _fireDrained(self) -> None:
+        if self._drain_waiters and not self._pending:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for d in waiters:
+                if not d.called:  # a drain that timed out was cancelled
+                    d.callback(None)
+
+    def _expire(self, seq: int) -> None:
+        entry = self._pending.pop(seq, None)
+        if entry is None:
+            return
+        name = codec.COMMAND_NAMES.get(entry.command_id, "request")
+        if entry.command_id == codec.ENQUIRE_LINK:
+            self.log.warn("No enquire_link_resp within {timeout}s: the peer is dead",
+                          timeout=self.response_timeout)
+            self.transport.abortConnection()
+        entry.deferred.errback(ResponseTimeout(f"no response to {name} seq {seq}"))
+        self._fireDrained()
+
+    # -- liveness ----------------------------------------------------------
+
+    def _scheduleIdleCheck(self, delay: float) -> None:
+        self._idle_timer = self.clock.callLater(max(delay, 0.0), self._checkIdle)
+
+    def _checkIdle(self) -> None:
+        self._idle_timer = None
+        if self.state is SessionState.CLOSED:
+            return
+        idle = self.clock.seconds() - self._last_received
+        if idle < self.enquire_link_interval:
+            self._scheduleIdleCheck(self.enquire_link_interval - idle)
+            return
+        if self.state in (SessionState.BOUND, SessionState.BINDING) and not self._enquiring:
+            self._enquiring = True
+
+            def done(result: object) -> None:
+                self._enquiring = False
+
+            self.enquireLink().addBoth(done)
+        self._scheduleIdleCheck(self.enquire_link_interval)
+
+    # -- inbound -----------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        self._last_received = self.clock.seconds()
+        super().dataReceived(data)
+
+    def pduReceived(self, pdu: codec.PDU) -> None:
+        command_id = pdu.command_id
+        if command_id & codec.RESPONSE_BIT:
+            if command_id == codec.GENERIC_NACK:
+                self._genericNack(pdu)
+            else:
+                self._response(pdu)
+        elif command_id in (codec.DELIVER_SM, codec.DATA_SM):
+            # deliver_sm_resp and data_sm_resp carry an empty message_id.
+            self.send(codec.frame(command_id | codec.RESPONSE_BIT, pdu.sequence, b"\0"))
+            if self.onInbound is not None:
+                try:
+                    self.onInbound(pdu)
+                except Exception:
+                    self.log.failure("The inbound handler failed on a {command}",
+                                     command=pdu.command)
+        elif command_id == codec.ENQUIRE_LINK:
+            self.send(codec.frame(codec.ENQUIRE_LINK_RESP, pdu.sequence))
+        elif command_id == codec.UNBIND:
+            self.log.info("The SMSC unbound the session")
+            self.state = SessionState.UNBINDING
+            self.send(codec.frame(codec.UNBIND_RESP, pdu.sequence))
+            self.transport.loseConnection()
+        elif command_id == codec.COMMANDS["alert_notification"]:
+            pass  # it has no response, and we keep no subscriber state
+        else:
+            self.send(codec.generic_nack(pdu.sequence, codec.ESME_RINVCMDID))
+
+    def undecodable(self, error: codec.DecodeError) -> None:
+        if error.command_id in (codec.DELIVER_SM, codec.DATA_SM):
+            # Junk content still gets its OK: a stuck MO queue at the carrier hurts everyone.
+            self.log.warn("Undecodable {command} seq {sequence} answered OK: {reason}",
+                          command=codec.COMMAND_NAMES[error.command_id],
+                          sequence=error.sequence, reason=error.reason)
+            self.send(codec.frame(error.command_id | codec.RESPONSE_BIT, error.sequence, b"\0"))
+        elif error.command_id & codec.RESPONSE_BIT:
+            entry = self._pending.pop(error.sequence, None)
+            if entry is not None:
+                entry.timer.cancel()
+                entry.deferred.errback(MalformedResponse(error.reason))
+                self._fireDrained()
+        else:
+            super().undecodable(error)
+
+    def _response(self, pdu: codec.PDU) -> None:
+        entry = self._pending.pop(pdu.sequence, None)
+        if entry is None:
+            self.log.debug("A {command} for no pending request (seq {sequence})",
+                           command=pdu.command, sequence=pdu.sequence)
+            return
+        entry.timer.cancel()
+        if pdu.status:
+            entry.deferred.errback(CommandStatusError(pdu.status, pdu.command))
+        else:
+            entry.deferred.callback(pdu)
+        if self._drain_waiters:
+            self._fireDrained()
+
+    def _genericNack(self, pdu: codec.PDU) -> None:
+        if pdu.sequence == 0:
+            self.log.warn("generic_nack with sequence 0 ({status}): the link is corrupt",
+                          status=codec.status_name(pdu.status))
+            self.transport.abortConnection()
+            return
+        entry = self._pending.pop(pdu.sequence, None)
+        if entry is None:
+            self.log.warn("generic_nack for no pending request (seq {sequence})",
+                          sequence=pdu.sequence)
+            return
+        entry.timer.cancel()
+        entry.deferred.errback(CommandStatusError(pdu.status, "generic_nack"))
+        self._fireDrained()

@@ -1,0 +1,4 @@
+"""What the rest of msisdnd knows of SMS: messages, receivers, the sender.
+
+Nothing here knows SMPP; the carrier side implements these interfaces.
+"""

@@ -1,0 +1,159 @@
+"""The SMS boundary between verification logic and the carrier side.
+
+C{flows} calls an L{ISMSSender} and implements L{IMOReceiver} and
+L{IReceiptReceiver}; C{msisdnd.smpp} provides the sender and calls the
+receivers.  Neither side imports the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zope.interface import Interface
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundSMS:
+    """One mobile-terminated text to send.
+
+    @ivar destination: the number in E.164 form, with its C{+}.
+    @ivar text: the text; the carrier picks the alphabet and splits it.
+    @ivar validity: seconds the SMSC may keep trying before it drops the
+        message (the code's remaining lifetime), or C{None} for its default.
+    @ivar sender: the source address, or C{None} for the carrier's
+        C{mt_sender}.
+    @ivar mcc: the mobile country code the client told us, if any (routing).
+    @ivar mnc: the mobile network code the client told us, if any (routing).
+    @ivar carrier: send through this carrier only (an MO's reply goes back
+        through the carrier it came in on), or C{None} to let the router pick.
+    """
+
+    destination: str
+    text: str
+    validity: float | None = None
+    sender: str | None = None
+    mcc: str | None = None
+    mnc: str | None = None
+    carrier: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """An SMS the SMSC accepted: which carrier, and its message ids (one per part)."""
+
+    carrier: str
+    message_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MOMessage:
+    """A mobile-originated text, whole (concatenated parts joined).
+
+    @ivar source: the sender, normalized to E.164 (C{+...}), or the raw
+        address when it is not a phone number (alphanumeric senders).
+    @ivar destination: our number it was sent to, as the SMSC gave it.
+    """
+
+    carrier: str
+    source: str
+    destination: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReceipt:
+    """What a carrier said became of a message it accepted.
+
+    @ivar message_id: the id as normalized by C{msisdnd.smpp.inbound}.
+    @ivar aliases: every normalized form the id may have been given in
+        (hex and decimal readings), to match against the ids recorded at
+        submit time.
+    @ivar state: the final or intermediate state name: C{DELIVRD},
+        C{EXPIRED}, C{DELETED}, C{UNDELIV}, C{ACCEPTD}, C{UNKNOWN},
+        C{REJECTD} or C{ENROUTE}.
+    @ivar error: the carrier's error code, if it sent one.
+    """
+
+    carrier: str
+    message_id: str
+    aliases: frozenset[str]
+    state: str
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """The message will not arrive."""
+        return self.state in ("UNDELIV", "REJECTD", "EXPIRED", "DELETED")
+
+
+class SendError(Exception):
+    """An SMS that did not reach the SMSC, or that it refused."""
+
+    #: Whether trying again later, or elsewhere, may succeed.
+    temporary = True
+
+
+class NoRouteError(SendError):
+    """No carrier with a live bind serves this destination."""
+
+
+class QueueFullError(SendError):
+    """The carrier's queue is full: back-pressure, tried at once."""
+
+
+class SendTimeoutError(SendError):
+    """The SMSC did not accept the message before its deadline; it was withdrawn."""
+
+
+class RejectedError(SendError):
+    """The SMSC refused the message with a final status.
+
+    @ivar status: the SMPP command_status.
+    @ivar status_name: its name, such as C{ESME_RINVDSTADR}.
+    """
+
+    temporary = False
+
+    def __init__(self, status: int, status_name: str, carrier: str):
+        super().__init__(f"{carrier} refused the message: {status_name}")
+        self.status = status
+        self.status_name = status_name
+        self.carrier = carrier
+
+
+class ISMSSender(Interface):
+    """Sends mobile-terminated SMS."""
+
+    def send(sms: OutboundSMS, timeout: float | None = None):
+        """
+        Send C{sms}, waiting at most C{timeout} seconds (the configured
+        C{send_timeout} when C{None}) for the SMSC to accept every part.
+
+        @return: a Deferred that fires with a L{SendResult}, or fails with a
+            L{SendError}.  A message not accepted in time is withdrawn from
+            every queue before the Deferred fails with L{SendTimeoutError}.
+        """
+
+    def available() -> bool:
+        """Whether at least one carrier has a live transmitting bind."""
+
+
+class IMOReceiver(Interface):
+    """Takes the mobile-originated messages the carriers deliver."""
+
+    def moReceived(message: MOMessage):
+        """Handle one whole MO message.  May return a Deferred; failures are logged."""
+
+
+class IReceiptReceiver(Interface):
+    """Takes delivery receipts."""
+
+    def receiptReceived(receipt: DeliveryReceipt):
+        """Handle one receipt.  It may arrive before the submit's response."""
+
+
+__all__ = [
+    "DeliveryReceipt", "IMOReceiver", "IReceiptReceiver", "ISMSSender",
+    "MOMessage", "NoRouteError", "OutboundSMS", "QueueFullError", "RejectedError",
+    "SendError", "SendResult", "SendTimeoutError",
+]

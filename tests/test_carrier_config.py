@@ -1,0 +1,481 @@
+"""Tests for L{msisdnd.smpp.config}: carrier tables in, frozen records out."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from typing import Any
+
+import pytest
+
+from msisdnd.smpp import codec
+from msisdnd.smpp.config import (
+    CarrierConfig,
+    ConfigError,
+    SessionConfig,
+    TLSConfig,
+    parse_carriers,
+)
+
+WHERE = 'carrier[0] "orange"'
+
+
+def minimal(**overrides: Any) -> dict[str, Any]:
+    """The smallest carrier an operator may write, with overrides."""
+    table = {
+        "name": "orange",
+        "bind": "transceiver",
+        "host": "smsc.example.net",
+        "port": 2775,
+        "system_id": "msisdnd",
+        "password": "secret",
+    }
+    table.update(overrides)
+    return table
+
+
+def carrier(**overrides: Any) -> CarrierConfig:
+    return CarrierConfig.from_mapping(minimal(**overrides), WHERE)
+
+
+def config_error(**overrides: Any) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        carrier(**overrides)
+    return info.value
+
+
+def status(name: str) -> int:
+    return codec.status_code(name)
+
+
+# --- what works ----------------------------------------------------------------
+
+def test_minimal_transceiver() -> None:
+    c = carrier()
+    assert c.name == "orange"
+    (spec,) = c.session_specs
+    assert spec == SessionConfig(bind="transceiver", host="smsc.example.net", port=2775,
+                                 tls=None, system_id="msisdnd", password="secret")
+    assert spec.can_transmit and spec.can_receive
+    assert spec.bind_command == "bind_transceiver"
+    assert c.can_transmit and c.can_receive
+
+
+def test_minimal_through_parse_carriers() -> None:
+    (c,) = parse_carriers([minimal()])
+    assert c == carrier()
+
+
+def test_defaults() -> None:
+    c = CarrierConfig.from_mapping({"name": "o", "host": "h", "system_id": "s"}, "c")
+    assert (c.port, c.tls, c.password, c.system_type) == (2775, None, "", "")
+    assert c.bind == "transceiver"
+    assert (c.binds, c.window, c.throughput) == (1, 10, 0.0)
+    assert (c.enquire_link_interval, c.response_timeout, c.bind_timeout) == (30.0, 10.0, 10.0)
+    assert (c.reconnect_delay_max, c.reconnect_delay_initial, c.already_bound_delay) == (
+        60.0, 1.0, 30.0)
+    assert (c.alphabet, c.mt_sender, c.mo_verifier) == ("gsm7", "", None)
+    assert (c.mcc, c.mccmnc, c.prefixes, c.default, c.region) == ((), (), (), False, None)
+    assert c.queue_size == 1000
+    assert c.temporary_statuses == {status("ESME_RTHROTTLED"), status("ESME_RMSGQFUL"),
+                                    status("ESME_RSYSERR"), status("ESME_RX_T_APPN")}
+    assert c.throttle_statuses == {status("ESME_RTHROTTLED"), status("ESME_RMSGQFUL")}
+    assert isinstance(c.temporary_statuses, frozenset)
+    assert (c.throttle_pause, c.throttle_pause_max, c.registered_delivery) == (1.0, 30.0, 1)
+    assert (c.addr_ton, c.addr_npi, c.address_range) == (0, 0, "")
+    assert c.source_ton_npi == (0, 0) and c.mt_source_addr == ""
+    assert [s.bind for s in c.session_specs] == ["transceiver"]
+
+
+def test_error_pickles() -> None:
+    e = config_error(window=0)
+    again = pickle.loads(pickle.dumps(e))
+    assert (again.path, again.problem, str(again)) == (e.path, e.problem, str(e))
+
+
+def test_frozen() -> None:
+    c = carrier()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.window = 3  # type: ignore[misc]
+
+
+def test_password_not_in_repr() -> None:
+    c = carrier(password="hunter2")
+    assert "hunter2" not in repr(c)
+    assert "hunter2" not in repr(c.session_specs)
+
+
+def test_password_not_in_errors() -> None:
+    e = config_error(password="p\u00e4ss")
+    assert e.path == f"{WHERE}.password"
+    assert "p\u00e4ss" not in str(e)
+
+
+def test_integers_accepted_for_floats() -> None:
+    c = carrier(throughput=50, response_timeout=5)
+    assert c.throughput == 50.0 and isinstance(c.throughput, float)
+    assert c.response_timeout == 5.0
+
+
+def test_separate_transmitter_and_receiver_sessions() -> None:
+    c = carrier(
+        bind="transceiver",
+        host="smsc.example.org",
+        port=None,
+        system_id=None,
+        binds=2,
+        sessions=[
+            {"bind": "transmitter", "port": 2775, "system_id": "mt-acct", "password": "pw-mt"},
+            {"bind": "receiver", "host": "mo.example.org", "port": 2776,
+             "system_id": "mo-acct", "address_range": "^3361"},
+        ],
+    )
+    assert c.system_id is None
+    specs = c.session_specs
+    assert len(specs) == 4
+    assert [(s.bind, s.host, s.port, s.system_id) for s in specs] == [
+        ("transmitter", "smsc.example.org", 2775, "mt-acct"),
+        ("transmitter", "smsc.example.org", 2775, "mt-acct"),
+        ("receiver", "mo.example.org", 2776, "mo-acct"),
+        ("receiver", "mo.example.org", 2776, "mo-acct"),
+    ]
+    # Unset keys fall back on the carrier's top level.
+    assert [s.password for s in specs] == ["pw-mt", "pw-mt", "secret", "secret"]
+    assert specs[2].address_range == "^3361"
+    assert [s.can_transmit for s in specs] == [True, True, False, False]
+    assert [s.can_receive for s in specs] == [False, False, True, True]
+    assert c.sessions == (specs[0], specs[2])
+
+
+def test_sessions_may_give_every_host() -> None:
+    table = minimal(sessions=[{"host": "a", "bind": "transmitter"},
+                              {"host": "b", "bind": "receiver"}])
+    del table["host"]
+    c = CarrierConfig.from_mapping(table, WHERE)
+    assert c.host is None
+    assert [s.host for s in c.session_specs] == ["a", "b"]
+
+
+def test_session_tls_overrides_carrier_tls() -> None:
+    c = carrier(tls=True, sessions=[{"bind": "transmitter"},
+                                    {"bind": "receiver", "tls": False}])
+    assert [s.tls for s in c.session_specs] == [TLSConfig(), None]
+
+
+def test_tls_true() -> None:
+    (spec,) = carrier(tls=True).session_specs
+    assert spec.tls == TLSConfig(ca_file=None, hostname=None, verify=True)
+    assert spec.tls_hostname == "smsc.example.net"
+
+
+def test_tls_false() -> None:
+    (spec,) = carrier(tls=False).session_specs
+    assert spec.tls is None and spec.tls_hostname is None
+
+
+def test_tls_table_with_files(tmp_path) -> None:
+    ca, cert, key = (tmp_path / "ca.pem", tmp_path / "me.pem", tmp_path / "me.key")
+    for path in (ca, cert, key):
+        path.write_text("-----BEGIN NOTHING-----\n")
+    c = carrier(tls={"ca_file": str(ca), "hostname": "smsc.internal", "verify": True,
+                     "cert_file": str(cert), "key_file": str(key)})
+    assert c.tls == TLSConfig(ca_file=str(ca), hostname="smsc.internal", verify=True,
+                              cert_file=str(cert), key_file=str(key))
+    assert c.session_specs[0].tls_hostname == "smsc.internal"
+
+
+def test_tls_without_verification() -> None:
+    assert carrier(tls={"verify": False}).tls == TLSConfig(verify=False)
+
+
+@pytest.mark.parametrize("key", ["ca_file", "cert_file", "key_file"])
+def test_tls_missing_file(tmp_path, key: str) -> None:
+    present = tmp_path / "present.pem"
+    present.write_text("x")
+    tls = {"cert_file": str(present), "key_file": str(present)}
+    tls[key] = str(tmp_path / "absent.pem")
+    e = config_error(tls=tls)
+    assert e.path == f"{WHERE}.tls.{key}"
+    assert "no such file" in e.problem and "absent.pem" in e.problem
+
+
+@pytest.mark.parametrize("given, missing", [("cert_file", "key_file"), ("key_file", "cert_file")])
+def test_tls_cert_and_key_go_together(tmp_path, given: str, missing: str) -> None:
+    path = tmp_path / "f.pem"
+    path.write_text("x")
+    e = config_error(tls={given: str(path)})
+    assert e.path == f"{WHERE}.tls.{missing}"
+    assert given in e.problem
+
+
+def test_sender_alphanumeric() -> None:
+    c = carrier(mt_sender="Mozilla")
+    assert c.source_ton_npi == (5, 0)
+    assert c.mt_source_addr == "Mozilla"
+
+
+def test_sender_alphanumeric_eleven_characters() -> None:
+    assert carrier(mt_sender="Hello World").mt_source_addr == "Hello World"
+
+
+@pytest.mark.parametrize("sender", ["+33612345678", "33612345678"])
+def test_sender_digits(sender: str) -> None:
+    c = carrier(mt_sender=sender)
+    assert c.source_ton_npi == (1, 1)
+    assert c.mt_source_addr == "33612345678"
+    assert c.mt_sender == sender
+
+
+def test_status_names_resolved() -> None:
+    c = carrier(temporary_statuses=["ESME_RTHROTTLED", "esme_rsyserr", "ESME_RINVSCHED"],
+                throttle_statuses=["ESME_RTHROTTLED"])
+    assert c.temporary_statuses == frozenset({0x58, 0x08, 0x61})
+    assert c.throttle_statuses == frozenset({0x58})
+
+
+def test_vendor_specific_status_codes() -> None:
+    c = carrier(temporary_statuses=["ESME_RTHROTTLED", 0x401], throttle_statuses=[0x401])
+    assert c.temporary_statuses == {0x58, 0x401}
+    assert c.throttle_statuses == {0x401}
+
+
+def test_routes_normalized() -> None:
+    c = carrier(mcc=["208", "208"], mccmnc=["20801", "310150"], prefixes=["336", "+337"],
+                region="fr", default=True, mo_verifier="+33612345678")
+    assert c.mcc == ("208",)
+    assert c.mccmnc == ("20801", "310150")
+    assert c.prefixes == ("+336", "+337")
+    assert c.region == "FR"
+    assert c.default is True
+    assert c.mo_verifier == "+33612345678"
+
+
+def test_built_by_hand() -> None:
+    c = CarrierConfig(name="x", host="h", system_id="s", bind="transmitter", binds=3)
+    assert [s.bind for s in c.session_specs] == ["transmitter"] * 3
+
+
+# --- what is refused ------------------------------------------------------------
+
+@pytest.mark.parametrize("overrides, key, words", [
+    ({"name": ""}, "name", "empty"),
+    ({"name": "or ange"}, "name", "letters"),
+    ({"name": 7}, "name", "string"),
+    ({"bind": "tranceiver"}, "bind", "one of"),
+    ({"host": ""}, "host", "empty"),
+    ({"host": "smsc example"}, "host", "host name"),
+    ({"port": 0}, "port", "between 1 and 65535"),
+    ({"port": 70000}, "port", "between 1 and 65535"),
+    ({"port": "2775"}, "port", "integer"),
+    ({"tls": "yes"}, "tls", "true, false or a table"),
+    ({"tls": {"hostname": 3}}, "tls.hostname", "string"),
+    ({"tls": {"verify": "no"}}, "tls.verify", "true or false"),
+    ({"system_id": "a" * 16}, "system_id", "at most 15"),
+    ({"system_id": ""}, "system_id", "empty"),
+    ({"system_id": "caf\u00e9"}, "system_id", "ASCII"),
+    ({"password": "123456789"}, "password", "at most 8"),
+    ({"password": "p\u00e4ss"}, "password", "ASCII"),
+    ({"system_type": "x" * 13}, "system_type", "at most 12"),
+    ({"address_range": "1" * 41}, "address_range", "at most 40"),
+    ({"addr_ton": 256}, "addr_ton", "between 0 and 255"),
+    ({"addr_npi": -1}, "addr_npi", "between 0 and 255"),
+    ({"binds": 0}, "binds", "between 1 and 32"),
+    ({"binds": 33}, "binds", "between 1 and 32"),
+    ({"window": 0}, "window", "between 1 and 1000"),
+    ({"window": 1001}, "window", "between 1 and 1000"),
+    ({"window": 2.5}, "window", "integer"),
+    ({"throughput": -1}, "throughput", "at least 0"),
+    ({"throughput": float("nan")}, "throughput", "finite"),
+    ({"throughput": "fast"}, "throughput", "number"),
+    ({"enquire_link_interval": 0}, "enquire_link_interval", "greater than 0"),
+    ({"enquire_link_interval": 30000}, "enquire_link_interval", "at most 3600"),
+    ({"response_timeout": 0}, "response_timeout", "greater than 0"),
+    ({"response_timeout": float("inf")}, "response_timeout", "finite"),
+    ({"bind_timeout": -1}, "bind_timeout", "greater than 0"),
+    ({"reconnect_delay_max": 0}, "reconnect_delay_max", "greater than 0"),
+    ({"reconnect_delay_initial": 0}, "reconnect_delay_initial", "greater than 0"),
+    ({"reconnect_delay_initial": 90}, "reconnect_delay_initial", "reconnect_delay_max"),
+    ({"already_bound_delay": 0}, "already_bound_delay", "greater than 0"),
+    ({"alphabet": "utf8"}, "alphabet", "'gsm7', 'latin1', 'ucs2'"),
+    ({"mt_sender": "HelloWorld12"}, "mt_sender", "11 characters"),
+    ({"mt_sender": "+" + "1" * 21}, "mt_sender", "at most 20 digits"),
+    ({"mt_sender": "Caf\u00e9"}, "mt_sender", "ASCII"),
+    ({"mt_sender": "a{b}"}, "mt_sender", "alphanumeric"),
+    ({"mt_sender": " Mozilla"}, "mt_sender", "alphanumeric"),
+    ({"mt_sender": 3361}, "mt_sender", "string"),
+    ({"mt_sender": "+"}, "mt_sender", "needs a letter"),
+    ({"mt_sender": "+33 6 12"}, "mt_sender", "needs a letter"),
+    ({"mo_verifier": "Mozilla"}, "mo_verifier", "digits"),
+    ({"mo_verifier": 33612345678}, "mo_verifier", "string"),
+    ({"mcc": "208"}, "mcc", "array"),
+    ({"mcc": ["20"]}, "mcc[0]", "3 digits"),
+    ({"mcc": [208]}, "mcc[0]", "3 digits"),
+    ({"mccmnc": ["208", "20801"]}, "mccmnc[0]", "5 or 6 digits"),
+    ({"prefixes": ["+33", "+33-6"]}, "prefixes[1]", "E.164 prefix"),
+    ({"prefixes": ["+"]}, "prefixes[0]", "E.164 prefix"),
+    ({"default": 1}, "default", "true or false"),
+    ({"region": "XX"}, "region", "ISO 3166"),
+    ({"region": "FRA"}, "region", "ISO 3166"),
+    ({"queue_size": 0}, "queue_size", "between 1 and 1000000"),
+    ({"temporary_statuses": ["ESME_RTHROTLED"]}, "temporary_statuses[0]",
+     "did you mean 'ESME_RTHROTTLED'"),
+    ({"temporary_statuses": ["ESME_RTHROTTLED", "ESME_ROK"]}, "temporary_statuses[1]",
+     "ESME_ROK"),
+    ({"temporary_statuses": [True]}, "temporary_statuses[0]", "status name"),
+    ({"temporary_statuses": [0x1_0000_0000]}, "temporary_statuses[0]", "32-bit"),
+    ({"throttle_statuses": ["NOPE"]}, "throttle_statuses[0]", "unknown SMPP status"),
+    ({"temporary_statuses": ["ESME_RSYSERR"]}, "throttle_statuses",
+     "ESME_RMSGQFUL, ESME_RTHROTTLED must also be in temporary_statuses"),
+    ({"throttle_pause": 0}, "throttle_pause", "greater than 0"),
+    ({"throttle_pause": 40}, "throttle_pause", "throttle_pause_max"),
+    ({"throttle_pause_max": 0}, "throttle_pause_max", "greater than 0"),
+    ({"registered_delivery": 256}, "registered_delivery", "between 0 and 255"),
+    ({"registered_delivery": True}, "registered_delivery", "integer"),
+    ({"sessions": {"bind": "receiver"}}, "sessions", "array"),
+    ({"sessions": []}, "sessions", "at least one session"),
+    ({"sessions": ["receiver"]}, "sessions[0]", "table"),
+    ({"sessions": [{"bind": "receiver", "port": 99999}]}, "sessions[0].port", "65535"),
+    ({"sessions": [{"bind": "sender"}]}, "sessions[0].bind", "one of"),
+    ({"sessions": [{"password": "far too long"}]}, "sessions[0].password", "at most 8"),
+    ({"sessions": [{"tls": {"ca_file": "/no/such/ca.pem"}}]}, "sessions[0].tls.ca_file",
+     "no such file"),
+    ({"sessions": [{"window": 5}]}, "sessions[0].window", "carrier's top level"),
+    ({"sessions": [{"prot": 5}]}, "sessions[0].prot", "did you mean 'port'"),
+    ({"bind": "receiver", "default": True}, "default", "receive-only"),
+])
+def test_rejected(overrides: dict[str, Any], key: str, words: str) -> None:
+    e = config_error(**overrides)
+    assert e.path == f"{WHERE}.{key}"
+    assert words in e.problem
+    assert str(e) == f"{e.path}: {e.problem}"
+    assert "\n" not in str(e)
+    assert isinstance(e, ValueError)
+
+
+@pytest.mark.parametrize("key", ["host", "system_id"])
+def test_required(key: str) -> None:
+    e = config_error(**{key: None})
+    assert (e.path, e.problem) == (f"{WHERE}.{key}", "is required")
+
+
+@pytest.mark.parametrize("key", ["host", "system_id"])
+def test_required_in_every_session(key: str) -> None:
+    e = config_error(**{key: None}, sessions=[{key: "given"}, {"bind": "receiver"}])
+    assert e.path == f"{WHERE}.sessions[1].{key}"
+    assert "neither this session nor the carrier" in e.problem
+
+
+def test_name_required() -> None:
+    table = minimal()
+    del table["name"]
+    e = pytest.raises(ConfigError, parse_carriers, [table]).value
+    assert (e.path, e.problem) == ("carrier[0].name", "is required")
+
+
+@pytest.mark.parametrize("typo, suggestion", [
+    ("windw", "window"),
+    ("sytem_id", "system_id"),
+    ("enquire_link_intervall", "enquire_link_interval"),
+    ("temporary_status", "temporary_statuses"),
+])
+def test_unknown_key_suggests_the_closest(typo: str, suggestion: str) -> None:
+    e = config_error(**{typo: 1})
+    assert e.path == f"{WHERE}.{typo}"
+    assert e.problem == f"unknown key; did you mean {suggestion!r}?"
+
+
+def test_unknown_key_without_a_close_one() -> None:
+    e = config_error(colour="blue")
+    assert e.path == f"{WHERE}.colour"
+    assert e.problem.startswith("unknown key; known keys are ")
+    assert "window" in e.problem
+
+
+def test_unknown_tls_key() -> None:
+    e = config_error(tls={"ca": "x"})
+    assert e.path == f"{WHERE}.tls.ca"
+    assert "unknown key" in e.problem
+
+
+def test_typo_reported_before_the_missing_key() -> None:
+    table = minimal(sytem_id="msisdnd")
+    del table["system_id"]
+    e = pytest.raises(ConfigError, CarrierConfig.from_mapping, table, WHERE).value
+    assert e.path == f"{WHERE}.sytem_id"
+
+
+@pytest.mark.parametrize("key", ["window", "binds", "port", "queue_size", "addr_ton"])
+def test_bool_is_not_an_integer(key: str) -> None:
+    e = config_error(**{key: True})
+    assert e.path == f"{WHERE}.{key}"
+    assert e.problem == "must be an integer, not a boolean (true)"
+
+
+def test_bool_is_not_a_number() -> None:
+    e = config_error(throughput=False)
+    assert e.problem == "must be a number, not a boolean (false)"
+
+
+def test_system_id_of_16_characters() -> None:
+    assert carrier(system_id="a" * 15).system_id == "a" * 15
+    e = config_error(system_id="a" * 16)
+    assert e.path == f"{WHERE}.system_id"
+    assert e.problem == "must be at most 15 characters (SMPP carries no more), not 16"
+
+
+def test_table_not_a_mapping() -> None:
+    e = pytest.raises(ConfigError, CarrierConfig.from_mapping, ["x"], WHERE).value
+    assert e.path == WHERE and "table" in e.problem
+
+
+# --- the set of carriers ----------------------------------------------------------
+
+def test_several_carriers() -> None:
+    carriers = parse_carriers([
+        minimal(default=True),
+        minimal(name="sfr", mcc=["208"], mccmnc=["20810"]),
+    ])
+    assert [c.name for c in carriers] == ["orange", "sfr"]
+    assert [c.default for c in carriers] == [True, False]
+
+
+def test_no_carriers() -> None:
+    e = pytest.raises(ConfigError, parse_carriers, []).value
+    assert e.path == "carrier" and "at least one" in e.problem
+
+
+def test_carriers_not_an_array() -> None:
+    e = pytest.raises(ConfigError, parse_carriers, minimal()).value
+    assert e.path == "carrier" and "array of tables" in e.problem
+
+
+def test_errors_name_the_carrier() -> None:
+    tables = [minimal(), minimal(name="sfr", window=0)]
+    e = pytest.raises(ConfigError, parse_carriers, tables).value
+    assert e.path == 'carrier[1] "sfr".window'
+    assert str(e) == 'carrier[1] "sfr".window: must be between 1 and 1000, not 0'
+
+
+def test_duplicate_names() -> None:
+    e = pytest.raises(ConfigError, parse_carriers,
+                      [minimal(), minimal(name="sfr"), minimal()]).value
+    assert e.path == 'carrier[2] "orange".name'
+    assert e.problem == 'duplicates carrier[0] "orange"'
+
+
+def test_two_defaults() -> None:
+    e = pytest.raises(ConfigError, parse_carriers, [
+        minimal(default=True), minimal(name="sfr"), minimal(name="free", default=True),
+    ]).value
+    assert e.path == 'carrier[2] "free".default'
+    assert 'carrier[0] "orange"' in e.problem
+
+
+def test_receive_only_carrier_allowed() -> None:
+    carriers = parse_carriers([minimal(), minimal(name="mo", bind="receiver")])
+    assert not carriers[1].can_transmit and carriers[1].can_receive
+
+
+def test_some_carrier_must_transmit() -> None:
+    e = pytest.raises(ConfigError, parse_carriers, [minimal(bind="receiver")]).value
+    assert e.path == "carrier" and "no carrier can send" in e.problem
