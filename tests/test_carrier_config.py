@@ -479,3 +479,16 @@ def test_receive_only_carrier_allowed() -> None:
 def test_some_carrier_must_transmit() -> None:
     e = pytest.raises(ConfigError, parse_carriers, [minimal(bind="receiver")]).value
     assert e.path == "carrier" and "no carrier can send" in e.problem
+
+
+def test_the_shipped_example_parses():
+    """etc/carriers.example.toml stays true: it parses, and says what its comments say."""
+    import pathlib
+    import tomllib
+
+    path = pathlib.Path(__file__).parent.parent / "etc" / "carriers.example.toml"
+    fake, orange = parse_carriers(tomllib.loads(path.read_text())["carrier"])
+    assert fake.source_ton_npi == (5, 0) and fake.default
+    assert [s.bind for s in orange.session_specs] == ["transmitter"] * 2 + ["receiver"] * 2
+    assert {s.port for s in orange.session_specs if s.bind == "receiver"} == {2776}
+    assert orange.source_ton_npi == (1, 1) and orange.tls is not None
