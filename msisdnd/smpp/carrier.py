@@ -184,6 +184,9 @@ class Carrier:
             return
         rate = self._rate
         while queue:
+            if queue[0].message.done:
+                queue.popleft()
+                continue
             session = self._pickSession()
             if session is None:
                 return
@@ -196,8 +199,6 @@ class Carrier:
                     return
                 self._tokens = tokens - 1.0
             part = queue.popleft()
-            if part.message.done:
-                continue
             session.submit(part.body).addCallbacks(
                 self._accepted, self._failed, (part,), None, (part,), None)
         self._notifyIdle()
