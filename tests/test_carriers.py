@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.defer import gatherResults
 from zope.interface import implementer
 
 from msisdnd.sms.interfaces import (

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 from twisted.internet.defer import Deferred, fail, gatherResults
@@ -59,9 +60,12 @@ class Faults:
     receipt_before_response: bool = False
 
     def update(self, **changes: object) -> None:
+        """Set knobs by name.  @raise KeyError: a name that is not a knob."""
+        knobs = {f.name for f in fields(self)}
+        unknown = set(changes) - knobs
+        if unknown:
+            raise KeyError(f"no fault knob {sorted(unknown)[0]!r}")
         for name, value in changes.items():
-            if not hasattr(self, name):
-                raise KeyError(f"no fault knob {name!r}")
             setattr(self, name, value)
 
 
@@ -113,6 +117,7 @@ class FakeSMSC:
         receipt_form: str = "tlv",
         receipt_id_base: str = "hex",
         max_messages: int = 100_000,
+        max_partials: int = 10_000,
     ):
         self.clock = clock
         self.credentials = credentials
@@ -120,6 +125,7 @@ class FakeSMSC:
         self.receipt_form = receipt_form
         self.receipt_id_base = receipt_id_base
         self.max_messages = max_messages
+        self.max_partials = max_partials
         self.faults = Faults()
         self.messages: list[StoredMT] = []
         self.sessions: list[SMSCSession] = []
@@ -144,6 +150,14 @@ class FakeSMSC:
         """Messages to C{to} (E.164 with or without its C{+})."""
         digits = to.lstrip("+")
         return [m for m in self.messages if m.destination.lstrip("+") == digits]
+
+    def clear(self) -> int:
+        """Forget every stored message and unfinished multipart; return how many were stored."""
+        count = len(self.messages)
+        self.messages.clear()
+        self._partials.clear()
+        self.changed()
+        return count
 
     def nextMessageId(self) -> str:
         return format(next(self._ids), "x")
@@ -181,6 +195,8 @@ class FakeSMSC:
                                  text, 1, session.system_id, self.clock.seconds()))
             return
         key = (session.system_id, source, destination, concat.reference, concat.total)
+        if key not in self._partials and len(self._partials) >= self.max_partials:
+            del self._partials[next(iter(self._partials))]  # the oldest unfinished one
         partial = self._partials.setdefault(key, _Partial())
         partial.parts[concat.sequence] = (message_id, text)
         if len(partial.parts) == concat.total:
@@ -203,7 +219,7 @@ class FakeSMSC:
         if session is None:
             return
         quoted = str(int(message_id, 16)) if self.receipt_id_base == "decimal" else message_id
-        stamp = "2611211200"
+        stamp = time.strftime("%y%m%d%H%M", time.gmtime(self.clock.seconds()))
         text = (f"id:{quoted} sub:001 dlvrd:{'001' if state == 'DELIVRD' else '000'} "
                 f"submit date:{stamp} done date:{stamp} stat:{state} err:{error} text:")
         fields: dict = {
@@ -228,7 +244,10 @@ class FakeSMSC:
         session = self._receiver()
         if session is None:
             return fail(SessionClosed("no receiver or transceiver is bound"))
-        encoded = alphabet.encode_text(text, "gsm7", random.randrange(256))
+        try:
+            encoded = alphabet.encode_text(text, "gsm7", random.randrange(256))
+        except ValueError as e:
+            return fail(e)
         results = [
             session.deliver({
                 "source_addr": source.lstrip("+"), "source_addr_ton": 1, "source_addr_npi": 1,
@@ -290,12 +309,17 @@ class SMSCSession(PDUStream):
         self._sequence = self._sequence % 0x7FFFFFFF + 1
         return self._sequence
 
-    def deliver(self, fields: dict) -> Deferred:
-        """Send a C{deliver_sm}; fires with its response."""
+    def deliver(self, values: dict) -> Deferred:
+        """Send a C{deliver_sm}; fires with its response, or fails with
+        L{codec.EncodeError} for values it cannot carry."""
         seq = self._nextSequence()
+        try:
+            data = codec.encode("deliver_sm", seq, **values)
+        except codec.EncodeError as e:
+            return fail(e)
         d = Deferred()
         self._deliveries[seq] = d
-        self.send(codec.encode("deliver_sm", seq, **fields))
+        self.send(data)
         return d
 
     def unbind(self) -> None:
