@@ -330,7 +330,7 @@ class SMSCSession(PDUStream):
         faults = self.smsc.faults
         self.received_pdus += 1
         if faults.drop_after and self.received_pdus > faults.drop_after:
-            self.transport.abortConnection()
+            self.closeLink(abort=True)
             return
         if faults.silent and self.mode is not None:
             return
@@ -343,9 +343,9 @@ class SMSCSession(PDUStream):
             self.send(codec.frame(codec.ENQUIRE_LINK_RESP, pdu.sequence))
         elif command_id == codec.UNBIND:
             self.send(codec.frame(codec.UNBIND_RESP, pdu.sequence))
-            self.transport.loseConnection()
+            self.closeLink()
         elif command_id == codec.UNBIND_RESP:
-            self.transport.loseConnection()
+            self.closeLink()
         elif command_id in (codec.DELIVER_SM_RESP, codec.GENERIC_NACK):
             d = self._deliveries.pop(pdu.sequence, None)
             if d is not None:

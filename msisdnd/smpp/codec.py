@@ -15,6 +15,7 @@ parses the lean bytes back to the same fields.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -389,6 +390,8 @@ def decode(data: bytes) -> PDU:
             value = getattr(parsed, name, None)
             if value is not None:
                 fields[name] = _as_field(value) if parsed.params[name].type is str else value
+        if fields.get("sm_length") == 0:
+            fields["short_message"] = b""  # smpplib leaves it out when nothing follows
     return PDU(command_id, status, sequence, fields, tuple(dropped))
 
 
@@ -410,8 +413,10 @@ def encode(command: str, sequence: int, status: int = ESME_ROK, **fields: Any) -
             raise EncodeError(f"{command} has no field {name!r}")
         if param.type is str and value is not None:
             limit = getattr(param, "max", None) or getattr(param, "size", None) or 256
-            if not isinstance(value, str) or not value.isascii() or len(value) >= limit:
-                raise EncodeError(f"{command}.{name} must be ASCII text under {limit} octets")
+            if (not isinstance(value, str) or not value.isascii() or "\0" in value
+                    or len(value) >= limit):
+                raise EncodeError(f"{command}.{name} must be ASCII text under {limit} octets"
+                                  " with no NUL")
     try:
         pdu = _sm.make_pdu(command, sequence=sequence, status=status, **fields)
         pdu.sequence = sequence  # smpplib's constructor keeps its own default
@@ -427,12 +432,14 @@ def relative_validity(seconds: float) -> str:
     Fractions are dropped, and anything under one second becomes one second,
     because an empty validity_period means the SMSC's (long) default.
     """
+    if not math.isfinite(seconds) or seconds > 99 * 365 * 86400:
+        raise EncodeError(f"validity of {seconds} s cannot be carried")
     total = max(1, int(seconds))
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
     years, days = divmod(days, 365)
     months, days = divmod(days, 30)
-    if years > 99:
-        raise EncodeError("validity beyond 99 years")
+    if months == 12:  # 360-364 days: keep the month field a month
+        months, days = 11, days + 30
     return f"{years:02d}{months:02d}{days:02d}{hours:02d}{minutes:02d}{secs:02d}000R"

@@ -28,14 +28,27 @@ class PDUStream(Protocol):
     log = Logger()
     max_length = codec.MAX_PDU_LENGTH
     _buffer = b""
-    _broken = False
+    _closing = False
 
     def send(self, data: bytes) -> None:
         """Write one encoded PDU."""
         self.transport.write(data)
 
+    def closeLink(self, abort: bool = False) -> None:
+        """Close the connection (at once when C{abort}).
+
+        Frames already received but not yet handled are dropped: after an
+        unbind, or on a link we declared corrupt, no PDU may be acted on.
+        """
+        self._closing = True
+        self._buffer = b""
+        if abort:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
+
     def dataReceived(self, data: bytes) -> None:
-        if self._broken:
+        if self._closing:
             return
         buf = self._buffer + data if self._buffer else data
         pos, end = 0, len(buf)
@@ -53,7 +66,7 @@ class PDUStream(Protocol):
                 self.frameReceived(frame)
             except Exception:
                 self.log.failure("Handling a PDU failed; the session goes on")
-            if self._broken:
+            if self._closing:
                 return
         self._buffer = buf[pos:]
 
@@ -78,9 +91,7 @@ class PDUStream(Protocol):
             self.send(codec.generic_nack(error.sequence, error.status))
 
     def _framingLost(self, header: bytes, length: int) -> None:
-        self._broken = True
-        self._buffer = b""
         sequence = int.from_bytes(header[12:16], "big") if len(header) == 16 else 0
         self.log.warn("Invalid command_length {length}: dropping the link", length=length)
         self.send(codec.generic_nack(sequence, codec.ESME_RINVCMDLEN))
-        self.transport.loseConnection()
+        self.closeLink()

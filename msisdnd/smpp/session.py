@@ -235,7 +235,7 @@ class ESMESession(PDUStream):
             return succeed(None)
         closed = self.whenClosed()
         if self.state is not SessionState.BOUND:
-            self.transport.loseConnection()
+            self.closeLink()
             return closed
         self.state = SessionState.UNBINDING
 
@@ -246,7 +246,7 @@ class ESMESession(PDUStream):
 
         def close(_: object) -> None:
             if self.transport is not None and self.state is not SessionState.CLOSED:
-                self.transport.loseConnection()
+                self.closeLink()
 
         drained = self._whenDrained().addTimeout(drain_timeout, self.clock)
         drained.addBoth(sendUnbind).addBoth(close)
@@ -274,7 +274,7 @@ class ESMESession(PDUStream):
         if entry.command_id == codec.ENQUIRE_LINK:
             self.log.warn("No enquire_link_resp within {timeout}s: the peer is dead",
                           timeout=self.response_timeout)
-            self.transport.abortConnection()
+            self.closeLink(abort=True)
         entry.deferred.errback(ResponseTimeout(f"no response to {name} seq {seq}"))
         self._fireDrained()
 
@@ -328,7 +328,7 @@ class ESMESession(PDUStream):
             self.log.info("The SMSC unbound the session")
             self.state = SessionState.UNBINDING
             self.send(codec.frame(codec.UNBIND_RESP, pdu.sequence))
-            self.transport.loseConnection()
+            self.closeLink()
         elif command_id == codec.COMMANDS["alert_notification"]:
             pass  # it has no response, and we keep no subscriber state
         else:
@@ -368,7 +368,7 @@ class ESMESession(PDUStream):
         if pdu.sequence == 0:
             self.log.warn("generic_nack with sequence 0 ({status}): the link is corrupt",
                           status=codec.status_name(pdu.status))
-            self.transport.abortConnection()
+            self.closeLink(abort=True)
             return
         entry = self._pending.pop(pdu.sequence, None)
         if entry is None:
