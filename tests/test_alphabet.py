@@ -328,3 +328,18 @@ def test_escape_pairs_survive_every_boundary(alphabet, count, pair, repeat):
 def test_surrogate_pairs_survive_every_boundary(count, emoji, repeat):
     text = ("ж" * count + emoji) * repeat + "z" * 70
     check_parts(text, encode_text(text, "gsm7", 1), 1)
+
+
+@given(st.text(alphabet=st.sampled_from(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCXYZÄÖÑÜ§¿abcxyzäöñüà"
+    "^{}\\[~]|€`\x1bé😀ŁЖ"), max_size=200))
+def test_table_encoding_agrees_with_the_gsm0338_codec(text):
+    """The translate-table fast path gives exactly the gsm0338 codec's septets, and
+    refuses exactly what the codec cannot encode (and the bare escape)."""
+    from msisdnd.smpp.alphabet import _gsm_septets
+
+    try:
+        expected = None if "\x1b" in text else text.encode("gsm03.38")
+    except UnicodeEncodeError:
+        expected = None
+    assert _gsm_septets(text) == expected

@@ -306,7 +306,7 @@ def test_faults_make_the_next_submit_throttled(rig):
     with pytest.raises(CommandStatusError) as info:
         yield esme.submit(submit_body())
     assert info.value.status == 0x58
-    assert r.smsc.messages == []
+    assert not r.smsc.messages
 
 
 @pytest_twisted.inlineCallbacks

@@ -417,7 +417,7 @@ def test_fake_smsc_takes_no_submit_after_unbind():
             + codec.frame(codec.UNBIND, 2) + _submit(3, 0, 0, b"after unbind"))
     result, peer, failures = yield exchange("smsc", data, until=closed, server=server)
     assert result == "closed" and failures == []
-    assert server.smsc.messages == []
+    assert not server.smsc.messages
     assert (codec.SUBMIT_SM_RESP, codec.ESME_ROK, 3) not in {h[1:] for h in peer.headers()}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
@@ -127,7 +128,7 @@ class FakeSMSC:
         self.max_messages = max_messages
         self.max_partials = max_partials
         self.faults = Faults()
-        self.messages: list[StoredMT] = []
+        self.messages: deque[StoredMT] = deque(maxlen=max_messages)
         self.sessions: list[SMSCSession] = []
         self.submit_count = 0
         self.bind_count = 0
@@ -207,9 +208,7 @@ class FakeSMSC:
                                  concat.total, session.system_id, self.clock.seconds()))
 
     def _store(self, message: StoredMT) -> None:
-        self.messages.append(message)
-        if len(self.messages) > self.max_messages:
-            del self.messages[: len(self.messages) - self.max_messages]
+        self.messages.append(message)  # the oldest falls off past max_messages
         self.changed()
 
     def receiptFor(self, message_id: str, source: str, destination: str,

@@ -76,16 +76,37 @@ class Concat:
     sequence: int
 
 
+def _septet_table() -> dict[int, str]:
+    """Every character the GSM 03.38 codec encodes, mapped to its septets.
+
+    Read off the codec itself (an extension character maps to the escape and
+    its code), so that L{_gsm_septets} can encode with one C{str.translate}
+    instead of the codec's per-character Python loop.  U+001B is left out: a
+    bare 0x1B is read by handsets as the escape, not as a character.
+    """
+    table: dict[int, str] = {}
+    for code in range(0x80):
+        if code == _ESCAPE:
+            continue
+        for raw in (bytes((code,)), bytes((_ESCAPE, code))):
+            try:
+                char = raw.decode(GSM_CODEC)
+            except UnicodeDecodeError:
+                continue
+            if len(char) == 1 and ord(char) not in table and char.encode(GSM_CODEC) == raw:
+                table[ord(char)] = raw.decode("latin-1")
+    return table
+
+
+_SEPTETS: Final = _septet_table()
+_GSM_CHARACTERS: Final = frozenset(chr(c) for c in _SEPTETS)
+
+
 def _gsm_septets(text: str) -> bytes | None:
     """The unpacked GSM 03.38 septets for C{text}, or C{None} if it does not fit."""
-    # U+001B would encode to a bare 0x1B, which a handset reads as the escape
-    # to the extension table and not as a character.
-    if "\x1b" in text:
+    if not _GSM_CHARACTERS.issuperset(text):
         return None
-    try:
-        return text.encode(GSM_CODEC)
-    except UnicodeEncodeError:
-        return None
+    return text.translate(_SEPTETS).encode("latin-1")
 
 
 def septet_length(text: str) -> int | None:

@@ -111,7 +111,8 @@ class Carrier:
         self._capacity = max(1.0, config.throughput / 10)
         self._tokens = self._capacity
         self._refilled_at = clock.seconds()
-        self._source_ton, self._source_npi = config.source_ton_npi
+        self._templates: dict[str | None, codec.SubmitTemplate] = {
+            None: self._template(config.mt_source_addr, *config.source_ton_npi)}
         self._idle_waiters: list[Deferred] = []
 
     # -- what the router and operators read ----------------------------------
@@ -153,23 +154,30 @@ class Carrier:
         self._pump()
         return message.deferred
 
+    def _template(self, source: str, ton: int, npi: int) -> codec.SubmitTemplate:
+        return codec.SubmitTemplate(
+            source_addr=source, source_addr_ton=ton, source_addr_npi=npi,
+            dest_addr_ton=1, dest_addr_npi=1,
+            registered_delivery=self.config.registered_delivery)
+
+    def _templateFor(self, sender: str | None) -> codec.SubmitTemplate:
+        template = self._templates.get(sender)
+        if template is None:
+            source = sender.lstrip("+")
+            template = self._template(source, *((1, 1) if source.isdigit() else (5, 0)))
+            if len(self._templates) < 64:
+                self._templates[sender] = template
+        return template
+
     def _encode(self, sms: OutboundSMS) -> list[bytes]:
-        config = self.config
-        encoded = alphabet.encode_text(sms.text, config.alphabet, random.randrange(256))
-        if sms.sender is None:
-            source, ton, npi = config.mt_source_addr, self._source_ton, self._source_npi
-        else:
-            source = sms.sender.lstrip("+")
-            ton, npi = (1, 1) if source.isdigit() else (5, 0)
+        encoded = alphabet.encode_text(sms.text, self.config.alphabet, random.randrange(256))
+        template = self._templateFor(sms.sender)
+        destination = sms.destination.lstrip("+")
         validity = codec.relative_validity(sms.validity) if sms.validity else ""
+        esm_class, data_coding = encoded.esm_class, encoded.data_coding
         return [
-            codec.encode_submit_sm_body(
-                source_addr=source, source_addr_ton=ton, source_addr_npi=npi,
-                destination_addr=sms.destination.lstrip("+"), dest_addr_ton=1, dest_addr_npi=1,
-                esm_class=encoded.esm_class, data_coding=encoded.data_coding,
-                registered_delivery=config.registered_delivery, validity_period=validity,
-                short_message=part,
-            )
+            template.body(destination, part, esm_class=esm_class, data_coding=data_coding,
+                          validity_period=validity)
             for part in encoded.parts
         ]
 
@@ -183,24 +191,28 @@ class Carrier:
             self._wakeAt(self._paused_until)
             return
         rate = self._rate
+        accepted, failed = self._accepted, self._failed
         while queue:
-            if queue[0].message.done:
-                queue.popleft()
-                continue
             session = self._pickSession()
             if session is None:
                 return
-            if rate:
-                tokens = min(self._capacity, self._tokens + (now - self._refilled_at) * rate)
-                self._refilled_at = now
-                if tokens < 1.0:
-                    self._tokens = tokens
-                    self._wakeAt(now + (1.0 - tokens) / rate)
-                    return
-                self._tokens = tokens - 1.0
-            part = queue.popleft()
-            session.submit(part.body).addCallbacks(
-                self._accepted, self._failed, (part,), None, (part,), None)
+            # Fill this session's window, then move on to the next session.
+            while queue and session.can_submit:
+                part = queue[0]
+                if part.message.done:
+                    queue.popleft()
+                    continue
+                if rate:
+                    tokens = min(self._capacity, self._tokens + (now - self._refilled_at) * rate)
+                    self._refilled_at = now
+                    if tokens < 1.0:
+                        self._tokens = tokens
+                        self._wakeAt(now + (1.0 - tokens) / rate)
+                        return
+                    self._tokens = tokens - 1.0
+                queue.popleft()
+                session.submit(part.body).addCallbacks(
+                    accepted, failed, (part,), None, (part,), None)
         self._notifyIdle()
 
     def _pickSession(self) -> ESMESession | None:

@@ -8,8 +8,9 @@ L{_validate_body}, our own walk of the mandatory fields and the TLVs, which
 drops what smpplib cannot take and rejects what no one can parse; only then
 does smpplib see it, and none of its exceptions leave this module.
 
-The hot pair has lean paths of its own: L{encode_submit_sm_body} and the
-C{submit_sm_resp} branch of L{decode}.  Property tests prove that smpplib
+The hot pair has lean paths of its own: L{SubmitTemplate} (with
+L{encode_submit_sm_body} over it) and the C{submit_sm_resp} branch of
+L{decode}.  Property tests prove that smpplib
 parses the lean bytes back to the same fields.
 """
 
@@ -165,54 +166,95 @@ def _cstring(value: str, limit: int, name: str) -> bytes:
     return raw + b"\0"
 
 
+class SubmitTemplate:
+    """The fixed part of a carrier's C{submit_sm} bodies, encoded once.
+
+    A carrier sends every MT from the same source address with the same flags;
+    only the destination, validity, coding and text change.  L{body} appends
+    those to the prefix built here.
+
+    @raise EncodeError: fields SMPP cannot carry (too long, out of range).
+    """
+
+    __slots__ = ("_head", "_dest_ton_npi", "_flags")
+
+    def __init__(
+        self,
+        *,
+        source_addr: str,
+        source_addr_ton: int = 0,
+        source_addr_npi: int = 0,
+        dest_addr_ton: int = 1,
+        dest_addr_npi: int = 1,
+        protocol_id: int = 0,
+        priority_flag: int = 0,
+        registered_delivery: int = 0,
+        replace_if_present_flag: int = 0,
+        sm_default_msg_id: int = 0,
+        service_type: str = "",
+        schedule_delivery_time: str = "",
+    ):
+        try:
+            self._head = (_cstring(service_type, 6, "service_type")
+                          + bytes((source_addr_ton, source_addr_npi))
+                          + _cstring(source_addr, 21, "source_addr"))
+            self._dest_ton_npi = bytes((dest_addr_ton, dest_addr_npi))
+            self._flags = (bytes((protocol_id, priority_flag))
+                           + _cstring(schedule_delivery_time, 17, "schedule_delivery_time"),
+                           bytes((registered_delivery, replace_if_present_flag)),
+                           sm_default_msg_id)
+            if not 0 <= sm_default_msg_id <= 255:
+                raise EncodeError("sm_default_msg_id must be one octet")
+        except (ValueError, UnicodeEncodeError) as e:
+            if isinstance(e, EncodeError):
+                raise
+            raise EncodeError(str(e)) from None
+
+    def body(self, destination_addr: str, short_message: bytes, *, esm_class: int = 0,
+             data_coding: int = 0, validity_period: str = "") -> bytes:
+        """One C{submit_sm} body (no header, no TLVs).
+
+        The session prepends a header with a fresh sequence number each time
+        the part goes out, so a resend costs no re-encoding.
+        """
+        if len(short_message) > 254:
+            raise EncodeError("short_message must be at most 254 octets")
+        after_esm, before_coding, default_msg_id = self._flags
+        try:
+            return b"".join((
+                self._head, self._dest_ton_npi,
+                _cstring(destination_addr, 21, "destination_addr"),
+                bytes((esm_class,)), after_esm,
+                _cstring(validity_period, 17, "validity_period"),
+                before_coding, bytes((data_coding, default_msg_id, len(short_message))),
+                short_message,
+            ))
+        except (ValueError, UnicodeEncodeError) as e:
+            if isinstance(e, EncodeError):
+                raise
+            raise EncodeError(str(e)) from None
+
+
 def encode_submit_sm_body(
     *,
     source_addr: str,
     destination_addr: str,
     short_message: bytes,
-    source_addr_ton: int = 0,
-    source_addr_npi: int = 0,
-    dest_addr_ton: int = 1,
-    dest_addr_npi: int = 1,
     esm_class: int = 0,
-    protocol_id: int = 0,
-    priority_flag: int = 0,
-    registered_delivery: int = 0,
-    replace_if_present_flag: int = 0,
     data_coding: int = 0,
-    sm_default_msg_id: int = 0,
-    service_type: str = "",
-    schedule_delivery_time: str = "",
     validity_period: str = "",
+    **fixed: object,
 ) -> bytes:
-    """The body of a C{submit_sm} (no header, no TLVs).
+    """The body of one C{submit_sm} (no header, no TLVs), from all its fields.
 
-    The body is encoded once per message part; the session prepends a header
-    with a fresh sequence number each time the part goes out, so a resend
-    costs no re-encoding.
+    The same as C{SubmitTemplate(source_addr=..., **fixed).body(...)}; the
+    sending path keeps a template per carrier instead.
 
     @raise EncodeError: a field SMPP cannot carry (too long, out of range).
     """
-    if len(short_message) > 254:
-        raise EncodeError("short_message must be at most 254 octets")
-    try:
-        return b"".join((
-            _cstring(service_type, 6, "service_type"),
-            bytes((source_addr_ton, source_addr_npi)),
-            _cstring(source_addr, 21, "source_addr"),
-            bytes((dest_addr_ton, dest_addr_npi)),
-            _cstring(destination_addr, 21, "destination_addr"),
-            bytes((esm_class, protocol_id, priority_flag)),
-            _cstring(schedule_delivery_time, 17, "schedule_delivery_time"),
-            _cstring(validity_period, 17, "validity_period"),
-            bytes((registered_delivery, replace_if_present_flag, data_coding,
-                   sm_default_msg_id, len(short_message))),
-            short_message,
-        ))
-    except (ValueError, UnicodeEncodeError) as e:
-        if isinstance(e, EncodeError):
-            raise
-        raise EncodeError(str(e)) from None
+    template = SubmitTemplate(source_addr=source_addr, **fixed)  # type: ignore[arg-type]
+    return template.body(destination_addr, short_message, esm_class=esm_class,
+                         data_coding=data_coding, validity_period=validity_period)
 
 
 def _decode_submit_sm_resp(command_length: int, status: int, sequence: int, data: bytes) -> PDU:

@@ -25,6 +25,11 @@ class Router:
     def __init__(self, carriers: Sequence[Carrier]):
         self.carriers = tuple(c for c in carriers if c.config.can_transmit)
         self._by_name = {c.name: c for c in self.carriers}
+        self._by_prefix = sorted(
+            ((p, c) for c in self.carriers for p in c.config.prefixes),
+            key=lambda pair: -len(pair[0]),
+        )
+        self._defaults = [c for c in self.carriers if c.config.default]
 
     def candidates(self, sms: OutboundSMS) -> list[Carrier]:
         """The carriers that may take C{sms}, best first."""
@@ -45,16 +50,11 @@ class Router:
             for c in self.carriers:
                 if sms.mcc in c.config.mcc:
                     add(c)
-        by_prefix = sorted(
-            ((len(p), c) for c in self.carriers for p in c.config.prefixes
-             if sms.destination.startswith(p)),
-            key=lambda pair: -pair[0],
-        )
-        for _, c in by_prefix:
-            add(c)
-        for c in self.carriers:
-            if c.config.default:
+        for prefix, c in self._by_prefix:
+            if sms.destination.startswith(prefix):
                 add(c)
+        for c in self._defaults:
+            add(c)
         return ranked
 
     def send(self, sms: OutboundSMS, timeout: float | None = None) -> Deferred:

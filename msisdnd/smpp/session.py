@@ -51,17 +51,21 @@ class SessionState(enum.Enum):
 
 
 class _Pending:
-    __slots__ = ("deferred", "timer", "command_id", "sent_at")
+    __slots__ = ("deferred", "deadline", "command_id")
 
-    def __init__(self, deferred: Deferred, timer: IDelayedCall, command_id: int, sent_at: float):
+    def __init__(self, deferred: Deferred, deadline: float, command_id: int):
         self.deferred = deferred
-        self.timer = timer
+        self.deadline = deadline
         self.command_id = command_id
-        self.sent_at = sent_at
 
 
 class ESMESession(PDUStream):
     """The ESME end of one SMPP session.
+
+    Every request has its own response deadline.  One timer per session
+    enforces them: requests are kept in the order they were sent, and on a
+    bound session all use C{response_timeout}, so the oldest one is always
+    the next to expire.  (A bind, with its own timeout, is alone in flight.)
 
     @ivar state: a L{SessionState}.
     @ivar mode: the bind mode once bound: C{"transmitter"}, C{"receiver"} or
@@ -93,6 +97,7 @@ class ESMESession(PDUStream):
         self._sequence = 0
         self._last_received = 0.0
         self._idle_timer: IDelayedCall | None = None
+        self._expiry_timer: IDelayedCall | None = None
         self._enquiring = False
         self._closed_waiters: list[Deferred] = []
         self._drain_waiters: list[Deferred] = []
@@ -108,12 +113,12 @@ class ESMESession(PDUStream):
     def connectionLost(self, reason: Failure = None) -> None:
         self.state = SessionState.CLOSED
         self._lost = True
-        if self._idle_timer is not None and self._idle_timer.active():
-            self._idle_timer.cancel()
-        self._idle_timer = None
+        for timer in (self._idle_timer, self._expiry_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._idle_timer = self._expiry_timer = None
         pending, self._pending = self._pending, {}
         for entry in pending.values():
-            entry.timer.cancel()
             entry.deferred.errback(SessionClosed("the connection closed before the response"))
         self._fireDrained()
         waiters, self._closed_waiters = self._closed_waiters, []
@@ -154,9 +159,13 @@ class ESMESession(PDUStream):
     def _request(self, command_id: int, body: bytes, timeout: float) -> Deferred:
         seq = self._nextSequence()
         d = Deferred()
-        clock = self.clock
-        entry = _Pending(d, clock.callLater(timeout, self._expire, seq), command_id, clock.seconds())
-        self._pending[seq] = entry
+        deadline = self.clock.seconds() + timeout
+        self._pending[seq] = _Pending(d, deadline, command_id)
+        timer = self._expiry_timer
+        if timer is None:
+            self._expiry_timer = self.clock.callLater(timeout, self._expireDue)
+        elif timer.getTime() > deadline:
+            timer.reset(timeout)  # a bind's longer timer outlived the bind
         self.transport.write(_HEADER_PACK(16 + len(body), command_id, 0, seq) + body)
         return d
 
@@ -266,6 +275,19 @@ class ESMESession(PDUStream):
                 if not d.called:  # a drain that timed out was cancelled
                     d.callback(None)
 
+    def _expireDue(self) -> None:
+        """Expire every request past its deadline; wake again for the next one."""
+        self._expiry_timer = None
+        now = self.clock.seconds()
+        due = []
+        for seq, entry in self._pending.items():
+            if entry.deadline > now:
+                self._expiry_timer = self.clock.callLater(entry.deadline - now, self._expireDue)
+                break
+            due.append(seq)
+        for seq in due:
+            self._expire(seq)
+
     def _expire(self, seq: int) -> None:
         entry = self._pending.pop(seq, None)
         if entry is None:
@@ -344,7 +366,6 @@ class ESMESession(PDUStream):
         elif error.command_id & codec.RESPONSE_BIT:
             entry = self._pending.pop(error.sequence, None)
             if entry is not None:
-                entry.timer.cancel()
                 entry.deferred.errback(MalformedResponse(error.reason))
                 self._fireDrained()
         else:
@@ -356,7 +377,6 @@ class ESMESession(PDUStream):
             self.log.debug("A {command} for no pending request (seq {sequence})",
                            command=pdu.command, sequence=pdu.sequence)
             return
-        entry.timer.cancel()
         if pdu.status:
             entry.deferred.errback(CommandStatusError(pdu.status, pdu.command))
         else:
@@ -375,6 +395,5 @@ class ESMESession(PDUStream):
             self.log.warn("generic_nack for no pending request (seq {sequence})",
                           sequence=pdu.sequence)
             return
-        entry.timer.cancel()
         entry.deferred.errback(CommandStatusError(pdu.status, "generic_nack"))
         self._fireDrained()
