@@ -25,7 +25,6 @@ from collections import Counter, deque
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from msisdnd.masking import mask_number
 from msisdnd.sms.interfaces import (
@@ -114,6 +113,7 @@ class Carrier:
         self._templates: dict[str | None, codec.SubmitTemplate] = {
             None: self._template(config.mt_source_addr, *config.source_ton_npi)}
         self._idle_waiters: list[Deferred] = []
+        self._reference = random.randrange(256)  # UDH concatenation reference, per message
 
     # -- what the router and operators read ----------------------------------
 
@@ -150,8 +150,12 @@ class Carrier:
         message = _Message(sms, len(bodies))
         message.deadline = self.clock.callLater(
             self.send_timeout if timeout is None else timeout, self._expire, message)
+        waiting = bool(self._queue)
         self._queue.extend(_Part(message, i, body) for i, body in enumerate(bodies))
-        self._pump()
+        if not waiting:
+            # A queue that already held parts is waiting on a response, a
+            # timer or a bind, each of which pumps it: no need to look now.
+            self._pump()
         return message.deferred
 
     def _template(self, source: str, ton: int, npi: int) -> codec.SubmitTemplate:
@@ -170,7 +174,8 @@ class Carrier:
         return template
 
     def _encode(self, sms: OutboundSMS) -> list[bytes]:
-        encoded = alphabet.encode_text(sms.text, self.config.alphabet, random.randrange(256))
+        self._reference = reference = (self._reference + 1) & 0xFF
+        encoded = alphabet.encode_text(sms.text, self.config.alphabet, reference)
         template = self._templateFor(sms.sender)
         destination = sms.destination.lstrip("+")
         validity = codec.relative_validity(sms.validity) if sms.validity else ""
@@ -192,10 +197,12 @@ class Carrier:
             return
         rate = self._rate
         accepted, failed = self._accepted, self._failed
-        while queue:
-            session = self._pickSession()
-            if session is None:
-                return
+        sessions = self._sessions
+        count = len(sessions)
+        start = self._next_session
+        self._next_session = start + 1
+        for offset in range(count):
+            session = sessions[(start + offset) % count]
             # Fill this session's window, then move on to the next session.
             while queue and session.can_submit:
                 part = queue[0]
@@ -211,20 +218,10 @@ class Carrier:
                         return
                     self._tokens = tokens - 1.0
                 queue.popleft()
-                session.submit(part.body).addCallbacks(
-                    accepted, failed, (part,), None, (part,), None)
+                session.submitWith(part.body, accepted, failed, part)
+            if not queue:
+                break
         self._notifyIdle()
-
-    def _pickSession(self) -> ESMESession | None:
-        sessions = self._sessions
-        count = len(sessions)
-        for offset in range(count):
-            index = (self._next_session + offset) % count
-            session = sessions[index]
-            if session.can_submit:
-                self._next_session = index + 1
-                return session
-        return None
 
     def _wakeAt(self, when: float) -> None:
         wakeup = self._wakeup
@@ -253,8 +250,7 @@ class Carrier:
             message.deferred.callback(SendResult(self.name, tuple(message.message_ids)))
         self._pump()
 
-    def _failed(self, failure: Failure, part: _Part) -> None:
-        error = failure.value
+    def _failed(self, error: SMPPError, part: _Part) -> None:
         if isinstance(error, CommandStatusError):
             status = error.status
             self.errors[codec.status_name(status)] += 1
@@ -265,11 +261,8 @@ class Carrier:
                 self.clock.callLater(self.config.throttle_pause, self._requeue, part)
             else:
                 self._reject(part.message, status)
-        elif isinstance(error, SMPPError):
-            self.errors[type(error).__name__] += 1
-            self._requeue(part, front=True)
         else:
-            self.log.failure("Unexpected submit failure on {carrier}", failure, carrier=self.name)
+            self.errors[type(error).__name__] += 1
             self._requeue(part, front=True)
         self._pump()
 

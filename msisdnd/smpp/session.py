@@ -23,6 +23,7 @@ from msisdnd.smpp.errors import (
     NotBound,
     ResponseTimeout,
     SessionClosed,
+    SMPPError,
 )
 from msisdnd.smpp.framing import PDUStream
 
@@ -50,13 +51,30 @@ class SessionState(enum.Enum):
     CLOSED = "closed"
 
 
-class _Pending:
-    __slots__ = ("deferred", "deadline", "command_id")
+Succeeded = Callable[[codec.PDU, object], object]
+Failed = Callable[[SMPPError, object], object]
 
-    def __init__(self, deferred: Deferred, deadline: float, command_id: int):
-        self.deferred = deferred
+
+class _Pending:
+    """One request awaiting its response: whom to tell, and by when."""
+
+    __slots__ = ("succeeded", "failed", "context", "deadline", "command_id")
+
+    def __init__(self, succeeded: Succeeded, failed: Failed, context: object,
+                 deadline: float, command_id: int):
+        self.succeeded = succeeded
+        self.failed = failed
+        self.context = context
         self.deadline = deadline
         self.command_id = command_id
+
+
+def _fireCallback(pdu: codec.PDU, d: Deferred) -> None:
+    d.callback(pdu)
+
+
+def _fireErrback(error: SMPPError, d: Deferred) -> None:
+    d.errback(error)
 
 
 class ESMESession(PDUStream):
@@ -90,8 +108,8 @@ class ESMESession(PDUStream):
         self.response_timeout = response_timeout
         self.enquire_link_interval = enquire_link_interval
         self.onInbound = onInbound
-        self.state = SessionState.CLOSED
         self.mode: str | None = None
+        self.state = SessionState.CLOSED
         self.last_enquire_link_rtt: float | None = None
         self._pending: dict[int, _Pending] = {}
         self._sequence = 0
@@ -119,7 +137,7 @@ class ESMESession(PDUStream):
         self._idle_timer = self._expiry_timer = None
         pending, self._pending = self._pending, {}
         for entry in pending.values():
-            entry.deferred.errback(SessionClosed("the connection closed before the response"))
+            self._fail(entry, SessionClosed("the connection closed before the response"))
         self._fireDrained()
         waiters, self._closed_waiters = self._closed_waiters, []
         for d in waiters:
@@ -136,6 +154,16 @@ class ESMESession(PDUStream):
     # -- requests ----------------------------------------------------------
 
     @property
+    def state(self) -> SessionState:
+        """The L{SessionState}."""
+        return self._state
+
+    @state.setter
+    def state(self, value: SessionState) -> None:
+        self._state = value
+        self._submittable = value is SessionState.BOUND and self.mode != "receiver"
+
+    @property
     def in_flight(self) -> int:
         """Requests sent and not yet answered (the window in use)."""
         return len(self._pending)
@@ -143,11 +171,7 @@ class ESMESession(PDUStream):
     @property
     def can_submit(self) -> bool:
         """Bound for sending, with room in the window."""
-        return (
-            self.state is SessionState.BOUND
-            and self.mode != "receiver"
-            and len(self._pending) < self.window
-        )
+        return self._submittable and len(self._pending) < self.window
 
     def _nextSequence(self) -> int:
         seq = self._sequence + 1
@@ -157,17 +181,27 @@ class ESMESession(PDUStream):
         return seq
 
     def _request(self, command_id: int, body: bytes, timeout: float) -> Deferred:
-        seq = self._nextSequence()
         d = Deferred()
+        self._send(command_id, body, timeout, _fireCallback, _fireErrback, d)
+        return d
+
+    def _send(self, command_id: int, body: bytes, timeout: float,
+              succeeded: Succeeded, failed: Failed, context: object) -> None:
+        seq = self._nextSequence()
         deadline = self.clock.seconds() + timeout
-        self._pending[seq] = _Pending(d, deadline, command_id)
+        self._pending[seq] = _Pending(succeeded, failed, context, deadline, command_id)
         timer = self._expiry_timer
         if timer is None:
             self._expiry_timer = self.clock.callLater(timeout, self._expireDue)
         elif timer.getTime() > deadline:
             timer.reset(timeout)  # a bind's longer timer outlived the bind
         self.transport.write(_HEADER_PACK(16 + len(body), command_id, 0, seq) + body)
-        return d
+
+    def _fail(self, entry: _Pending, error: SMPPError) -> None:
+        try:
+            entry.failed(error, entry.context)
+        except Exception:
+            self.log.failure("A request's failure handler failed")
 
     def submit(self, body: bytes) -> Deferred:
         """Send one C{submit_sm} whose body L{codec.encode_submit_sm_body} made.
@@ -180,6 +214,18 @@ class ESMESession(PDUStream):
         if self.state is not SessionState.BOUND:
             raise NotBound(f"session is {self.state.value}")
         return self._request(codec.SUBMIT_SM, body, self.response_timeout)
+
+    def submitWith(self, body: bytes, succeeded: Succeeded, failed: Failed,
+                   context: object) -> None:
+        """L{submit} without a Deferred, for the carrier's hot path.
+
+        Calls C{succeeded(pdu, context)} with the C{submit_sm_resp}, or
+        C{failed(error, context)} with the L{SMPPError} that L{submit}'s
+        Deferred would have failed with.
+        """
+        if self.state is not SessionState.BOUND:
+            raise NotBound(f"session is {self.state.value}")
+        self._send(codec.SUBMIT_SM, body, self.response_timeout, succeeded, failed, context)
 
     def bind(
         self,
@@ -207,8 +253,8 @@ class ESMESession(PDUStream):
         d = self._request(_BIND_COMMANDS[mode], body, timeout)
 
         def bound(pdu: codec.PDU) -> str:
-            self.state = SessionState.BOUND
             self.mode = mode
+            self.state = SessionState.BOUND
             return pdu.fields.get("system_id", "")
 
         def refused(failure: Failure) -> Failure:
@@ -297,7 +343,7 @@ class ESMESession(PDUStream):
             self.log.warn("No enquire_link_resp within {timeout}s: the peer is dead",
                           timeout=self.response_timeout)
             self.closeLink(abort=True)
-        entry.deferred.errback(ResponseTimeout(f"no response to {name} seq {seq}"))
+        self._fail(entry, ResponseTimeout(f"no response to {name} seq {seq}"))
         self._fireDrained()
 
     # -- liveness ----------------------------------------------------------
@@ -366,7 +412,7 @@ class ESMESession(PDUStream):
         elif error.command_id & codec.RESPONSE_BIT:
             entry = self._pending.pop(error.sequence, None)
             if entry is not None:
-                entry.deferred.errback(MalformedResponse(error.reason))
+                self._fail(entry, MalformedResponse(error.reason))
                 self._fireDrained()
         else:
             super().undecodable(error)
@@ -378,9 +424,9 @@ class ESMESession(PDUStream):
                            command=pdu.command, sequence=pdu.sequence)
             return
         if pdu.status:
-            entry.deferred.errback(CommandStatusError(pdu.status, pdu.command))
+            self._fail(entry, CommandStatusError(pdu.status, pdu.command))
         else:
-            entry.deferred.callback(pdu)
+            entry.succeeded(pdu, entry.context)
         if self._drain_waiters:
             self._fireDrained()
 
@@ -395,5 +441,5 @@ class ESMESession(PDUStream):
             self.log.warn("generic_nack for no pending request (seq {sequence})",
                           sequence=pdu.sequence)
             return
-        entry.deferred.errback(CommandStatusError(pdu.status, "generic_nack"))
+        self._fail(entry, CommandStatusError(pdu.status, "generic_nack"))
         self._fireDrained()
