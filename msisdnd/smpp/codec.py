@@ -160,10 +160,10 @@ _SUBMIT_STRING_LIMITS = (
 
 
 def _cstring(value: str, limit: int, name: str) -> bytes:
-    raw = value.encode("latin-1")
-    if len(raw) >= limit or b"\0" in raw:
+    raw = value.encode("latin-1") + b"\0"
+    if len(raw) > limit or raw.find(b"\0") < len(raw) - 1:
         raise EncodeError(f"{name} must be under {limit} bytes with no NUL")
-    return raw + b"\0"
+    return raw
 
 
 class SubmitTemplate:
@@ -217,7 +217,8 @@ class SubmitTemplate:
         The session prepends a header with a fresh sequence number each time
         the part goes out, so a resend costs no re-encoding.
         """
-        if len(short_message) > 254:
+        length = len(short_message)
+        if length > 254:
             raise EncodeError("short_message must be at most 254 octets")
         after_esm, before_coding, default_msg_id = self._flags
         try:
@@ -225,8 +226,8 @@ class SubmitTemplate:
                 self._head, self._dest_ton_npi,
                 _cstring(destination_addr, 21, "destination_addr"),
                 bytes((esm_class,)), after_esm,
-                _cstring(validity_period, 17, "validity_period"),
-                before_coding, bytes((data_coding, default_msg_id, len(short_message))),
+                _cstring(validity_period, 17, "validity_period") if validity_period else b"\0",
+                before_coding, bytes((data_coding, default_msg_id, length)),
                 short_message,
             ))
         except (ValueError, UnicodeEncodeError) as e:
