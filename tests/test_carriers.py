@@ -533,3 +533,23 @@ def test_snapshot_reports_state(smsc_factory, services):
     assert bind["state"] == "bound" and bind["carrier"] == "test" and bind["in_flight"] == 0
     (carrier,) = snap["carriers"]
     assert carrier["sent"] == 1 and carrier["available"] is True
+
+
+@pytest_twisted.inlineCallbacks
+def test_default_send_timeout_withdraws_in_send_order(smsc_factory, services):
+    """Messages on the carrier's own send_timeout share one timer: accepted ones are
+    forgotten, unaccepted ones are withdrawn when their time is up."""
+    harness = smsc_factory(credentials=CREDENTIALS)
+    service = services([carrier_config(harness.portNumber, window=1, response_timeout=5.0)],
+                       send_timeout=0.3)
+    yield bound(service)
+    carrier = service.carriers[0]
+    yield service.router.send(sms(to="+33612340000"))
+    harness.smsc.faults.never_respond = True
+    late = [service.router.send(sms(to=f"+3361234000{i}")) for i in (1, 2)]
+    for d in late:
+        with pytest.raises(SendTimeoutError):
+            yield d
+    assert carrier.queue_depth == 0 and not carrier._deadlines
+    assert carrier.errors["deadline"] == 2
+    assert harness.smsc.submit_count == 2  # the second never left the queue

@@ -14,7 +14,9 @@ C{throughput}.  It decides what a failed submit means:
   - any other status is final and fails the message.
 
 Every message has a deadline; a message not wholly accepted by then is
-withdrawn from the queue and its caller gets L{SendTimeoutError}.
+withdrawn from the queue and its caller gets L{SendTimeoutError}.  Messages
+on the carrier's own C{send_timeout} wait in send order, so one timer serves
+them all; a message with a timeout of its own gets a timer of its own.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from msisdnd.smpp.session import ESMESession
 class _Message:
     """One OutboundSMS on its way: its parts, their ids, its deadline."""
 
-    __slots__ = ("sms", "deferred", "message_ids", "remaining", "deadline", "done")
+    __slots__ = ("sms", "deferred", "message_ids", "remaining", "deadline", "expires", "done")
 
     def __init__(self, sms: OutboundSMS, parts: int):
         self.sms = sms
@@ -54,6 +56,7 @@ class _Message:
         self.message_ids: list[str] = [""] * parts
         self.remaining = parts
         self.deadline: IDelayedCall | None = None
+        self.expires = 0.0
         self.done = False
 
 
@@ -113,6 +116,8 @@ class Carrier:
         self._templates: dict[str | None, codec.SubmitTemplate] = {
             None: self._template(config.mt_source_addr, *config.source_ton_npi)}
         self._idle_waiters: list[Deferred] = []
+        self._deadlines: deque[_Message] = deque()
+        self._deadline_timer: IDelayedCall | None = None
         self._reference = random.randrange(256)  # UDH concatenation reference, per message
 
     # -- what the router and operators read ----------------------------------
@@ -148,8 +153,13 @@ class Carrier:
             self.errors["queue_full"] += 1
             return fail(QueueFullError(f"{self.name}: the queue is full"))
         message = _Message(sms, len(bodies))
-        message.deadline = self.clock.callLater(
-            self.send_timeout if timeout is None else timeout, self._expire, message)
+        if timeout is None or timeout == self.send_timeout:
+            message.expires = self.clock.seconds() + self.send_timeout
+            self._deadlines.append(message)
+            if self._deadline_timer is None:
+                self._deadline_timer = self.clock.callLater(self.send_timeout, self._expireDue)
+        else:
+            message.deadline = self.clock.callLater(timeout, self._expire, message)
         waiting = bool(self._queue)
         self._queue.extend(_Part(message, i, body) for i, body in enumerate(bodies))
         if not waiting:
@@ -247,6 +257,9 @@ class Carrier:
             message.done = True
             if message.deadline is not None and message.deadline.active():
                 message.deadline.cancel()
+            deadlines = self._deadlines
+            while deadlines and deadlines[0].done:
+                deadlines.popleft()
             message.deferred.callback(SendResult(self.name, tuple(message.message_ids)))
         self._pump()
 
@@ -295,6 +308,22 @@ class Carrier:
         self._finish(message, RejectedError(status, codec.status_name(status), self.name))
         self.log.warn("{carrier}: message to {to} refused: {status}", carrier=self.name,
                       to=mask_number(message.sms.destination), status=codec.status_name(status))
+
+    def _expireDue(self) -> None:
+        """Expire the messages on C{send_timeout} whose time is up; wake for the next."""
+        self._deadline_timer = None
+        now = self.clock.seconds()
+        deadlines = self._deadlines
+        while deadlines:
+            message = deadlines[0]
+            if message.done:
+                deadlines.popleft()
+            elif message.expires > now:
+                self._deadline_timer = self.clock.callLater(message.expires - now, self._expireDue)
+                break
+            else:
+                deadlines.popleft()
+                self._expire(message)
 
     def _expire(self, message: _Message) -> None:
         message.deadline = None
