@@ -265,7 +265,7 @@ def test_send_past_deadline_is_withdrawn(smsc_factory, services):
     """A message not accepted by its deadline is withdrawn from the queue and reported."""
     harness = smsc_factory(credentials=CREDENTIALS)
     harness.smsc.faults.never_respond = True
-    service = services([carrier_config(harness.portNumber, window=1, response_timeout=5.0)])
+    service = services([carrier_config(harness.portNumber, window=1, response_timeout=0.5)])
     yield bound(service)
     carrier = service.carriers[0]
     first = service.router.send(sms(to="+33612340001"), timeout=0.3)
@@ -540,7 +540,7 @@ def test_default_send_timeout_withdraws_in_send_order(smsc_factory, services):
     """Messages on the carrier's own send_timeout share one timer: accepted ones are
     forgotten, unaccepted ones are withdrawn when their time is up."""
     harness = smsc_factory(credentials=CREDENTIALS)
-    service = services([carrier_config(harness.portNumber, window=1, response_timeout=5.0)],
+    service = services([carrier_config(harness.portNumber, window=1, response_timeout=0.5)],
                        send_timeout=0.3)
     yield bound(service)
     carrier = service.carriers[0]
