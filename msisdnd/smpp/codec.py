@@ -205,9 +205,9 @@ class SubmitTemplate:
                            sm_default_msg_id)
             if not 0 <= sm_default_msg_id <= 255:
                 raise EncodeError("sm_default_msg_id must be one octet")
-        except (ValueError, UnicodeEncodeError) as e:
-            if isinstance(e, EncodeError):
-                raise
+        except EncodeError:
+            raise
+        except ValueError as e:  # an octet out of range, a non-latin-1 character
             raise EncodeError(str(e)) from None
 
     def body(self, destination_addr: str, short_message: bytes, *, esm_class: int = 0,
@@ -230,9 +230,9 @@ class SubmitTemplate:
                 before_coding, bytes((data_coding, default_msg_id, length)),
                 short_message,
             ))
-        except (ValueError, UnicodeEncodeError) as e:
-            if isinstance(e, EncodeError):
-                raise
+        except EncodeError:
+            raise
+        except ValueError as e:  # an octet out of range, a non-latin-1 character
             raise EncodeError(str(e)) from None
 
 
