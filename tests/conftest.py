@@ -144,3 +144,27 @@ def smsc_factory():
     yield make
     for harness in harnesses:
         pytest_twisted.blockon(harness.stop())
+
+
+@pytest.fixture
+def redis_pool(redis_server):
+    """A txredisapi pool (bytes in, bytes out) on an emptied Redis."""
+    import txredisapi
+
+    redis_server.command("FLUSHALL")
+    pool = pytest_twisted.blockon(txredisapi.ConnectionPool(
+        "127.0.0.1", redis_server.port, poolsize=2, reconnect=True, charset=None,
+        convertNumbers=False))
+    yield pool
+    pytest_twisted.blockon(pool.disconnect())
+
+
+@pytest.fixture
+def gateway(redis_pool, tmp_path_factory):
+    """The whole gateway on loopback (see tests/gateway.py)."""
+    from gateway import start_gateway
+
+    running = pytest_twisted.blockon(start_gateway(redis_pool, tmp_path_factory.mktemp("keys")))
+    yield running
+    pytest_twisted.blockon(running.stop())
+    pytest_twisted.blockon(running.smsc.stop())

@@ -1,0 +1,1 @@
+"""The HTTP side: Klein routes that only translate HTTP to verification steps."""

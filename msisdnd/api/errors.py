@@ -1,0 +1,78 @@
+"""Error responses: C{{code, errno, error, message}} everywhere.
+
+C{error} is the HTTP reason phrase and C{message} the human text (upstream
+put the text in C{error} by accident).  The errnos are msisdn-gateway's,
+with the rate-limit ones it documented but never implemented:
+
+  - 105 invalid code, 106 bad JSON, 107 invalid parameters, 108 missing
+    parameters, 110 invalid Hawk/auth token, 111 expired, 113 too large
+  - 114 a new code was asked for within the resend cooldown (429)
+  - 115 the session has had all the codes it may have (429)
+  - 201 backend unavailable (503, with C{Retry-After}), 999 unexpected
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+INVALID_CODE = 105
+BAD_JSON = 106
+INVALID_PARAMETERS = 107
+MISSING_PARAMETERS = 108
+INVALID_AUTH = 110
+EXPIRED = 111
+TOO_LARGE = 113
+RESEND_TOO_SOON = 114
+TOO_MANY_SENDS = 115
+BACKEND_UNAVAILABLE = 201
+UNEXPECTED = 999
+
+#: Every errno this API answers with, for the OpenAPI document and the README.
+ERRNOS: dict[int, str] = {
+    INVALID_CODE: "the verification code is wrong",
+    BAD_JSON: "the body is not JSON",
+    INVALID_PARAMETERS: "a parameter has the wrong type or value",
+    MISSING_PARAMETERS: "a required parameter is missing",
+    INVALID_AUTH: "the Hawk authorization is missing, malformed, stale, replayed or unknown",
+    EXPIRED: "the code expired or its tries are spent, or the session is not verified",
+    TOO_LARGE: "the body is larger than the limit",
+    RESEND_TOO_SOON: "a new code was asked for within the resend cooldown",
+    TOO_MANY_SENDS: "the session has had all the codes it may have",
+    BACKEND_UNAVAILABLE: "Redis or every carrier is unavailable; retry after Retry-After",
+    UNEXPECTED: "an unexpected error",
+}
+
+
+class APIError(Exception):
+    """An error response.
+
+    @ivar code: the HTTP status.
+    @ivar errno: one of L{ERRNOS}.
+    @ivar headers: extra response headers (C{Retry-After}, C{WWW-Authenticate}).
+    @ivar extra: extra body fields (e.g. C{triesLeft}).
+    """
+
+    def __init__(self, code: int, errno: int, message: str,
+                 headers: dict[str, str] | None = None, **extra: object):
+        super().__init__(message)
+        self.code = code
+        self.errno = errno
+        self.message = message
+        self.headers = headers or {}
+        self.extra = extra
+
+    def body(self) -> dict:
+        return {"code": self.code, "errno": self.errno,
+                "error": HTTPStatus(self.code).phrase, "message": self.message, **self.extra}
+
+
+def invalid(message: str) -> APIError:
+    return APIError(400, INVALID_PARAMETERS, message)
+
+
+def missing(name: str) -> APIError:
+    return APIError(400, MISSING_PARAMETERS, f"Missing {name}")
+
+
+def unavailable(message: str, retry_after: int = 1) -> APIError:
+    return APIError(503, BACKEND_UNAVAILABLE, message, {"Retry-After": str(retry_after)})

@@ -1,0 +1,309 @@
+"""Verification: the state machine of one session, from register to certificate.
+
+A session goes C{registered -> code sent -> verified}, and may be dropped at
+any point.  L{Verifier} knows verification and nothing of HTTP or SMPP: it
+talks to a L{RedisStore} and an L{ISMSSender}, and raises the errors below,
+which the API layer translates.
+
+  - register: a random token; the server keeps HMAC(id) -> Hawk key.
+  - MT: the client names its number; a code is stored (as a MAC) and sent.
+  - MO: the device texts our number with its Hawk id; a long code goes back
+    to the number the MO came from, and the client posts it.
+  - verify: a try is spent, then the code is compared in constant time.
+  - sign: a verified session gets certificates for its number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from msisdnd import codes, hawk
+from msisdnd.masking import mask_number
+from msisdnd.settings import Secrets, VerificationSettings
+from msisdnd.sms.interfaces import (
+    DeliveryReceipt,
+    IMOReceiver,
+    IReceiptReceiver,
+    ISMSSender,
+    MOMessage,
+    OutboundSMS,
+    SendError,
+)
+from msisdnd.store import CheckOutcome, RedisStore, SendOutcome
+
+
+class VerificationError(Exception):
+    """Why a verification step was refused (the API layer maps each to HTTP)."""
+
+
+class UnknownSession(VerificationError):
+    """No session has this Hawk id (never registered, expired, or unregistered)."""
+
+
+class SecondNumber(VerificationError):
+    """The session already belongs to another number."""
+
+
+class ResendTooSoon(VerificationError):
+    """A new code was asked for within the cooldown."""
+
+    def __init__(self, retry_after: float):
+        super().__init__(f"retry in {retry_after:.0f}s")
+        self.retry_after = retry_after
+
+
+class TooManySends(VerificationError):
+    """The session has had all the codes it may have."""
+
+
+class NoCodeSent(VerificationError):
+    """There is no number to resend to: the session never asked for a code."""
+
+
+class WrongCode(VerificationError):
+    """The code does not match; C{tries_left} more may be made."""
+
+    def __init__(self, tries_left: int):
+        super().__init__(f"{tries_left} tries left")
+        self.tries_left = tries_left
+
+
+class CodeGone(VerificationError):
+    """No code to check: expired, tries exhausted, or never sent."""
+
+
+class NotVerified(VerificationError):
+    """The session has not verified a number."""
+
+
+class SendFailed(VerificationError):
+    """No carrier accepted the SMS in time; nothing was left queued."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedNumber:
+    """A verified session's number, and when it was verified (seconds)."""
+
+    msisdn: str
+    verified_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MOVerifier:
+    """One carrier's silent-SMS settings: the number devices text, and our sender."""
+
+    carrier: str
+    number: str
+    sender: str | None
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+@implementer(IMOReceiver, IReceiptReceiver)
+class Verifier:
+    """Every verification step, over the store and the SMS sender.
+
+    @param texts: builds the SMS texts: C{short_code_text(code, locale,
+        app_hash)} and C{long_code_text(code)}.
+    @param mo_verifiers: the carriers' MO numbers (digits, no C{+}).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        store: RedisStore,
+        sender: ISMSSender,
+        settings: VerificationSettings,
+        secrets: Secrets,
+        texts: object,
+        clock: IReactorTime,
+        mo_verifiers: tuple[MOVerifier, ...] = (),
+    ):
+        self.store = store
+        self.sender = sender
+        self.settings = settings
+        self.secrets = secrets
+        self.texts = texts
+        self.clock = clock
+        self._mo_verifiers = {(v.carrier, v.number.lstrip("+")): v for v in mo_verifiers}
+        self.mo_handled = 0
+        self.mo_dropped = 0
+
+    def _ref(self, hawk_id: str) -> bytes:
+        return codes.session_ref(self.secrets.session, hawk_id)
+
+    def now(self) -> float:
+        return self.clock.seconds()
+
+    # -- register / Hawk -----------------------------------------------------
+
+    @inlineCallbacks
+    def register(self):
+        """Create a session; fires with the token (64 hex) the client keeps."""
+        token = hawk.new_session_token()
+        credentials = hawk.derive_session(token)
+        yield self.store.createSession(self._ref(credentials.id), bytes.fromhex(credentials.key),
+                                       _ms(self.settings.unverified_session_ttl))
+        return token.hex()
+
+    def hawkKey(self, hawk_id: str) -> Deferred:
+        """Fires with the session's Hawk key (hex, as clients use it), or C{None}."""
+        return self.store.hawkKey(self._ref(hawk_id)).addCallback(
+            lambda raw: raw.hex() if raw else None)
+
+    def unregister(self, hawk_id: str) -> Deferred:
+        """Drop the session and everything in it."""
+        return self.store.deleteSession(self._ref(hawk_id))
+
+    # -- sending codes -------------------------------------------------------
+
+    @inlineCallbacks
+    def _sendCode(self, hawk_id: str, msisdn: str, make_text: Callable[[str], str],
+                  short: bool, *, resend: bool, mcc: str | None = None, mnc: str | None = None,
+                  carrier: str | None = None, sender: str | None = None):
+        settings = self.settings
+        ref = self._ref(hawk_id)
+        code = (codes.short_code(settings.short_code_digits) if short
+                else codes.long_code(settings.long_code_hex))
+        mac = codes.code_mac(self.secrets.code, ref, code)
+        now = self.now()
+        start = yield self.store.startSend(
+            ref, number_ref=codes.number_ref(self.secrets.number, msisdn),
+            sealed_number=codes.seal_number(hawk_id, msisdn), code_mac=mac,
+            now_ms=_ms(now), code_ttl_ms=_ms(settings.code_ttl),
+            cooldown_ms=_ms(settings.resend_cooldown), max_sends=settings.max_sends,
+            session_ttl_ms=_ms(settings.unverified_session_ttl))
+        outcome = start.outcome
+        if outcome is SendOutcome.NO_SESSION:
+            raise UnknownSession()
+        if outcome is SendOutcome.OTHER_NUMBER:
+            raise SecondNumber()
+        if outcome is SendOutcome.COOLDOWN:
+            if resend:
+                raise ResendTooSoon(start.wait_ms / 1000)
+            return False  # a client retrying the same request: no second SMS
+        if outcome is SendOutcome.CAPPED:
+            raise TooManySends()
+        sms = OutboundSMS(destination=msisdn, text=make_text(code), validity=settings.code_ttl,
+                          sender=sender, mcc=mcc, mnc=mnc, carrier=carrier)
+        try:
+            yield self.sender.send(sms, settings.send_timeout)
+        except SendError as e:
+            yield self.store.abortSend(ref, mac, start.previous_last)
+            self.log.warn("Code to {to} not sent: {why}", to=mask_number(msisdn), why=str(e))
+            raise SendFailed(str(e)) from None
+        return True
+
+    def sendCode(self, hawk_id: str, msisdn: str, *, mcc: str | None, mnc: str | None,
+                 short: bool, locale: str, app_hash: str | None = None) -> Deferred:
+        """The MT flow: store a new code for C{msisdn} and send it.
+
+        Fires with C{True} once the SMSC accepted it, or C{False} when the
+        same request came again within the cooldown (no second SMS).
+        """
+        texts = self.texts
+        if short:
+            make_text = lambda code: texts.short_code_text(code, locale, app_hash)  # noqa: E731
+        else:
+            make_text = texts.long_code_text
+        return self._sendCode(hawk_id, msisdn, make_text, short, resend=False, mcc=mcc, mnc=mnc)
+
+    @inlineCallbacks
+    def resendCode(self, hawk_id: str, *, locale: str, app_hash: str | None = None):
+        """A new code for the session's number; the old one stops working."""
+        fields = yield self.store.session(self._ref(hawk_id))
+        if not fields:
+            raise UnknownSession()
+        sealed = fields.get("n")
+        msisdn = codes.open_number(hawk_id, sealed) if sealed else None
+        if msisdn is None:
+            raise NoCodeSent()
+        texts = self.texts
+        yield self._sendCode(hawk_id, msisdn,
+                             lambda code: texts.short_code_text(code, locale, app_hash),
+                             True, resend=True)
+
+    # -- checking codes ------------------------------------------------------
+
+    @inlineCallbacks
+    def verifyCode(self, hawk_id: str, code: str):
+        """Check C{code}; fires with the verified number (E.164)."""
+        settings = self.settings
+        ref = self._ref(hawk_id)
+        now = self.now()
+        check = yield self.store.beginCheck(ref, _ms(now), settings.max_tries)
+        if check.outcome is CheckOutcome.NO_SESSION:
+            raise UnknownSession()
+        if check.outcome is not CheckOutcome.CHECK:
+            raise CodeGone(check.outcome.value)
+        if not codes.same_mac(codes.code_mac(self.secrets.code, ref, code), check.code_mac):
+            yield self.store.wrongCode(ref, check.code_mac, check.tries, settings.max_tries)
+            raise WrongCode(max(settings.max_tries - check.tries, 0))
+        if not (yield self.store.markVerified(ref, check.code_mac, _ms(now),
+                                              _ms(settings.verified_session_ttl))):
+            raise CodeGone("replaced")
+        number = yield self.verifiedNumber(hawk_id)
+        return number.msisdn
+
+    @inlineCallbacks
+    def verifiedNumber(self, hawk_id: str):
+        """Fires with the session's L{VerifiedNumber}; fails with L{NotVerified}."""
+        fields = yield self.store.session(self._ref(hawk_id))
+        if not fields:
+            raise UnknownSession()
+        if "v" not in fields:
+            raise NotVerified()
+        msisdn = codes.open_number(hawk_id, fields.get("n", b""))
+        if msisdn is None:
+            raise NotVerified()
+        return VerifiedNumber(msisdn, int(fields["v"]) / 1000)
+
+    # -- MO (silent SMS) -----------------------------------------------------
+
+    def moReceived(self, message: MOMessage) -> Deferred | None:
+        """A device texted us: C{... /sms/momt/verify <hawk id>} to an MO number."""
+        verifier = self._mo_verifiers.get((message.carrier, message.destination.lstrip("+")))
+        tokens = message.text.split()
+        hawk_id = tokens[-1].lower() if tokens else ""
+        if verifier is None or len(hawk_id) != 64 or not _is_hex(hawk_id) \
+                or not message.source.startswith("+"):
+            self.mo_dropped += 1
+            self.log.info("MO from {source} on {carrier} ignored: not a verification request",
+                          source=mask_number(message.source), carrier=message.carrier)
+            return None
+        texts = self.texts
+        d = self._sendCode(hawk_id, message.source, texts.long_code_text, False, resend=False,
+                           carrier=verifier.carrier, sender=verifier.sender)
+
+        def handled(sent: bool) -> None:
+            self.mo_handled += 1
+
+        def refused(failure):
+            self.mo_dropped += 1
+            failure.trap(VerificationError)
+            self.log.info("MO from {source} dropped: {why}", source=mask_number(message.source),
+                          why=type(failure.value).__name__)
+
+        return d.addCallbacks(handled, refused)
+
+    def receiptReceived(self, receipt: DeliveryReceipt) -> None:
+        """Delivery receipts are counted and logged (ids only)."""
+        self.log.debug("Receipt from {carrier}: {state}", carrier=receipt.carrier,
+                       state=receipt.state)
+
+
+def _is_hex(value: str) -> bool:
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return False
+    return True

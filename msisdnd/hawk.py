@@ -1,0 +1,406 @@
+"""Hawk sessions: token derivation, Authorization header parsing and checking.
+
+A session is a random 32-byte C{msisdnSessionToken}.  Client and server both
+derive the Hawk credentials from it with HKDF (L{derive_session}); the server
+keeps the Hawk key in Redis under L{hawk_id_lookup_key} and never stores the
+id itself.
+
+Checking a request is split around the caller's Redis round trips::
+
+    parsed = parse_header(request_authorization)        # 400 / 401, no I/O
+    key = <fetch from Redis by hawk_id_lookup_key(parsed.id, secret)>
+                                                        # absent: UnknownSession
+    verify_request(parsed, credentials, method=..., url=..., content=...,
+                   content_type=..., now=...)           # MAC, hash, clock
+    SET nonce_key(parsed) 1 NX EX nonce_ttl(skew)       # not set: ReplayedNonce
+
+This module does no I/O and imports nothing from Twisted.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import math
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+import mohawk
+import mohawk.exc
+import mohawk.util
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from mohawk.base import EmptyValue
+
+__all__ = [
+    "BadMAC",
+    "HawkCredentials",
+    "HawkError",
+    "MalformedHeader",
+    "MissingAuthorization",
+    "ParsedHeader",
+    "ReplayedNonce",
+    "StaleTimestamp",
+    "UnknownSession",
+    "authorization_header",
+    "derive_session",
+    "hawk_id_lookup_key",
+    "is_hawk_id",
+    "new_session_token",
+    "nonce_key",
+    "nonce_ttl",
+    "parse_header",
+    "verify_request",
+]
+
+SESSION_TOKEN_INFO = b"identity.mozilla.com/picl/v1/sessionToken"
+TOKEN_LENGTH = 32
+MAX_HEADER_LENGTH = 4096
+DEFAULT_SKEW = 60
+
+_HAWK_ID = re.compile(r"[0-9a-f]{64}")
+_ANY_CASE_HAWK_ID = re.compile(r"[0-9a-fA-F]{64}")
+_TIMESTAMP = re.compile(r"[0-9]{1,20}")
+
+
+@dataclass(frozen=True)
+class HawkCredentials:
+    """Hawk credentials of one session.
+
+    @ivar id: the Hawk id, 64 lowercase hex digits.
+    @ivar key: the Hawk key as 64 hex digits; this hex I{string} (its ASCII
+        bytes) is the HMAC key, as upstream clients use it.
+    @ivar algorithm: the MAC hash, always C{"sha256"} for sessions.
+    """
+
+    id: str
+    key: str
+    algorithm: str = "sha256"
+
+    def _as_mohawk(self) -> dict[str, str]:
+        # A fresh dict each time: mohawk's Resource writes into it.
+        return {"id": self.id, "key": self.key, "algorithm": self.algorithm}
+
+
+@dataclass(frozen=True)
+class ParsedHeader:
+    """A syntactically valid Hawk C{Authorization} header, not yet verified.
+
+    @ivar id: the Hawk id, 64 lowercase hex digits.
+    @ivar ts: the client's timestamp, seconds since the epoch.
+    @ivar nonce: the client's nonce (non-empty).
+    @ivar mac: the request MAC as sent (base64).
+    @ivar hash: the payload hash as sent, or C{None} if the client sent none.
+    @ivar ext: the C{ext} value, or C{None}.
+    @ivar raw: the whole header, as given to L{parse_header}.
+    """
+
+    id: str
+    ts: int
+    nonce: str
+    mac: str
+    hash: str | None
+    ext: str | None
+    raw: str
+
+
+class HawkError(Exception):
+    """A request failed Hawk authentication.
+
+    The HTTP layer answers C{status} with errno 110, and sends
+    C{www_authenticate} (when not C{None}) as the C{WWW-Authenticate} header.
+    C{reason} is safe to show the client; the exception's message is not
+    (it may hold mohawk's details).
+
+    @ivar status: 400 (malformed header) or 401.
+    @ivar reason: a short human message.
+    @ivar www_authenticate: the C{WWW-Authenticate} value, or C{None}.
+    """
+
+    status: int = 401
+    reason: str = "Unauthorized"
+    www_authenticate: str | None = None
+
+    def __init__(self, detail: str = "", www_authenticate: str | None = None) -> None:
+        super().__init__(detail or self.reason)
+        if www_authenticate is not None:
+            self.www_authenticate = www_authenticate
+
+
+class MalformedHeader(HawkError):
+    """The header is not a well-formed Hawk header (or is over 4 KiB)."""
+
+    status = 400
+    reason = "Malformed Hawk header"
+
+
+class MissingAuthorization(HawkError):
+    """The request has no C{Authorization} header at all."""
+
+    reason = "Missing Authorization header"
+    www_authenticate = "Hawk"
+
+
+class UnknownSession(HawkError):
+    """The Hawk id names no live session (raised by the caller on a Redis miss)."""
+
+    reason = "Unknown credentials"
+    www_authenticate = 'Hawk error="Unknown credentials"'
+
+
+class BadMAC(HawkError):
+    """The MAC, or the payload hash the client declared, does not match."""
+
+    reason = "Bad mac"
+    www_authenticate = 'Hawk error="Bad mac"'
+
+
+class StaleTimestamp(HawkError):
+    """The MAC is good but the timestamp is outside the allowed skew.
+
+    C{www_authenticate} is C{Hawk ts="<server time>", tsm="<MAC of it>",
+    error="Stale timestamp"} so that the client can verify it and correct
+    its clock offset.
+    """
+
+    reason = "Stale timestamp"
+
+
+class ReplayedNonce(HawkError):
+    """The (id, ts, nonce) triple was already used (raised by the caller)."""
+
+    reason = "Invalid nonce"
+    www_authenticate = 'Hawk error="Invalid nonce"'
+
+
+def new_session_token() -> bytes:
+    """A new random session token (32 bytes; clients see it hex-encoded)."""
+    return secrets.token_bytes(TOKEN_LENGTH)
+
+
+def derive_session(token: bytes) -> HawkCredentials:
+    """The Hawk credentials of the session with token C{token}.
+
+    HKDF-SHA256 with no salt and info
+    C{identity.mozilla.com/picl/v1/sessionToken}, 64 bytes: the first 32 as
+    hex are the id, the last 32 as hex are the key.
+
+    @raise ValueError: if C{token} is not 32 bytes long.
+    """
+    if len(token) != TOKEN_LENGTH:
+        raise ValueError(f"session token must be {TOKEN_LENGTH} bytes")
+    okm = HKDF(
+        algorithm=hashes.SHA256(), length=64, salt=None, info=SESSION_TOKEN_INFO
+    ).derive(token)
+    return HawkCredentials(id=okm[:32].hex(), key=okm[32:].hex())
+
+
+def is_hawk_id(text: str) -> bool:
+    """Whether C{text} has the shape of a Hawk id (64 lowercase hex digits)."""
+    return _HAWK_ID.fullmatch(text) is not None
+
+
+def hawk_id_lookup_key(hawk_id: str, secret: bytes) -> bytes:
+    """HMAC-SHA256(C{secret}, the 32 bytes of C{hawk_id}).
+
+    This is the only form in which the server stores a Hawk id: it keys the
+    session in Redis, so a dump of Redis does not give out ids that could be
+    matched to MO messages or headers without C{secret}.  Hex case does not
+    matter, so an id that went through an SMS (MO verification) still finds
+    its session.
+
+    @raise ValueError: if C{hawk_id} is not 64 hex digits.
+    """
+    if _ANY_CASE_HAWK_ID.fullmatch(hawk_id) is None:
+        raise ValueError("not a Hawk id")
+    return hmac.new(secret, bytes.fromhex(hawk_id), hashlib.sha256).digest()
+
+
+def parse_header(header: str | None) -> ParsedHeader:
+    """Parse an C{Authorization} header (as text) into a L{ParsedHeader}.
+
+    Only syntax is checked; the id is not looked up and nothing is verified.
+    A header that is not pure ASCII is malformed, so the HTTP layer may
+    decode the raw bytes as Latin-1.
+
+    @raise MissingAuthorization: if C{header} is C{None}.
+    @raise MalformedHeader: for anything else that is not a Hawk header with
+        C{id} (64 lowercase hex), C{ts} (digits), C{nonce} and C{mac}, and for
+        headers over 4 KiB.
+    """
+    if header is None:
+        raise MissingAuthorization()
+    if len(header) > MAX_HEADER_LENGTH:
+        raise MalformedHeader("header too long")
+    if not header.isascii():
+        raise MalformedHeader("header is not ASCII")
+    try:
+        attributes = mohawk.util.parse_authorization_header(header)
+    # ValueError: mohawk unpacks "scheme attributes" without checking.
+    except (mohawk.exc.HawkFail, ValueError) as e:
+        raise MalformedHeader(str(e)) from None
+    for name in ("id", "ts", "nonce", "mac"):
+        if not attributes.get(name):
+            raise MalformedHeader(f"missing {name}")
+    if not is_hawk_id(attributes["id"]):
+        raise MalformedHeader("id is not a Hawk id")
+    if _TIMESTAMP.fullmatch(attributes["ts"]) is None:
+        raise MalformedHeader("ts is not a number")
+    return ParsedHeader(
+        id=attributes["id"],
+        ts=int(attributes["ts"]),
+        nonce=attributes["nonce"],
+        mac=attributes["mac"],
+        hash=attributes.get("hash"),
+        ext=attributes.get("ext"),
+        raw=header,
+    )
+
+
+def verify_request(
+    parsed: ParsedHeader,
+    credentials: HawkCredentials,
+    *,
+    method: str,
+    url: str,
+    content: bytes,
+    content_type: str,
+    now: float,
+    skew: float = DEFAULT_SKEW,
+) -> None:
+    """Check the MAC, the payload hash if any, and the timestamp of a request.
+
+    C{url} must be built by the caller from the I{configured} public URL
+    (scheme, host, port) and the request's raw path and query: the C{Host}
+    header is never trusted, and behind a TLS-terminating proxy the MAC is
+    over port 443 even though the daemon listens elsewhere.
+
+    When the client sent a payload hash, C{content} and C{content_type} must
+    match it.  When it sent none (as upstream clients do) the body is
+    accepted unauthenticated.
+
+    The MAC is checked before the timestamp, so only a holder of the key
+    learns the server time from L{StaleTimestamp}.  Nonces are not checked
+    here: the caller stores L{nonce_key} in Redis after this returns.
+
+    @param now: the current time (seconds since the epoch); tests pin it.
+    @param skew: the largest accepted difference between C{ts} and C{now}.
+
+    @raise UnknownSession: if C{credentials} are not those of C{parsed.id}.
+    @raise BadMAC: if the MAC or the declared payload hash does not match.
+    @raise StaleTimestamp: if the MAC is good but C{ts} is too far from C{now}.
+    @raise MalformedHeader: if mohawk rejects the header itself.
+    """
+    if not hmac.compare_digest(parsed.id, credentials.id):
+        raise UnknownSession("credentials are for another id")
+    server_ts = math.floor(now)
+    sent_hash = parsed.hash is not None
+
+    def credentials_map(hawk_id: str) -> dict[str, str]:
+        return credentials._as_mohawk()
+
+    try:
+        mohawk.Receiver(
+            credentials_map,
+            parsed.raw,
+            url,
+            method,
+            content=content,
+            content_type=content_type,
+            accept_untrusted_content=not sent_hash,
+            timestamp_skew_in_seconds=skew,
+            # mohawk's clock is int(time.time()) + offset, floored: an integer
+            # offset makes it exactly floor(now).
+            localtime_offset_in_seconds=server_ts - math.floor(time.time()),
+            # Never reports a nonce as seen (Redis does that after us); with
+            # None, mohawk logs a replay warning on every request.
+            seen_nonce=_nonce_not_checked_here,
+        )
+    except mohawk.exc.TokenExpired:
+        # mohawk's own header has its debug message as error="...", not the
+        # "Stale timestamp" clients expect, and a clock of its own.
+        tsm = mohawk.util.calculate_ts_mac(server_ts, credentials._as_mohawk())
+        raise StaleTimestamp(
+            www_authenticate=(
+                f'Hawk ts="{server_ts}", tsm="{tsm.decode("ascii")}", '
+                'error="Stale timestamp"'
+            )
+        ) from None
+    except mohawk.exc.MacMismatch:
+        # mohawk's message holds the MAC we computed: keep it out of logs.
+        raise BadMAC("MAC mismatch") from None
+    except mohawk.exc.MisComputedContentHash:
+        raise BadMAC("payload hash mismatch") from None
+    except mohawk.exc.CredentialsLookupError as e:
+        raise UnknownSession(str(e)) from None
+    except (mohawk.exc.BadHeaderValue, mohawk.exc.MissingAuthorization) as e:
+        raise MalformedHeader(str(e)) from None
+    except mohawk.exc.HawkFail as e:
+        raise BadMAC(type(e).__name__) from None
+
+
+def _nonce_not_checked_here(hawk_id: str, nonce: str, ts: str) -> bool:
+    return False
+
+
+def nonce_key(parsed: ParsedHeader) -> str:
+    """The Redis key recording the use of C{parsed}'s (id, ts, nonce).
+
+    After L{verify_request} passed, the caller runs
+    C{SET <key> 1 NX EX <nonce_ttl(skew)>} and raises L{ReplayedNonce} when
+    the key already existed.  The key is C{"hn:"} and 22 base64url
+    characters: a 128-bit truncated SHA-256 of the triple.
+    """
+    triple = f"{parsed.id}\n{parsed.ts}\n{parsed.nonce}".encode("ascii")
+    digest = hashlib.sha256(triple).digest()[:16]
+    return "hn:" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def nonce_ttl(skew: float = DEFAULT_SKEW) -> int:
+    """Seconds a nonce key must live: as long as its C{ts} can be accepted.
+
+    A C{ts} is accepted from C{ts - skew} to C{ts + skew}, so C{2 * skew};
+    plus 2 s for clock flooring and for daemons whose clocks differ slightly.
+    """
+    return math.ceil(2 * skew) + 2
+
+
+def authorization_header(
+    credentials: HawkCredentials,
+    method: str,
+    url: str,
+    content: bytes = b"",
+    content_type: str = "",
+    *,
+    ts: int | None = None,
+    nonce: str | None = None,
+    with_hash: bool = False,
+) -> str:
+    """A Hawk C{Authorization} header for a request (the reference client's signer).
+
+    @param url: the absolute URL the client calls; its host and port are
+        MAC'd, so it must be the server's public URL.
+    @param ts: the timestamp to sign, default now.
+    @param nonce: the nonce, default 16 random base64url characters.
+    @param with_hash: include a payload hash over C{content} and
+        C{content_type}.  Upstream clients send none, which leaves the body
+        unauthenticated.
+    """
+    if nonce is None:
+        nonce = secrets.token_urlsafe(12)
+    if not with_hash:
+        content, content_type = EmptyValue, EmptyValue
+    sender = mohawk.Sender(
+        credentials._as_mohawk(),
+        url,
+        method,
+        content=content,
+        content_type=content_type,
+        always_hash_content=with_hash,
+        nonce=nonce,
+        _timestamp=ts,
+    )
+    return sender.request_header

@@ -1,0 +1,286 @@
+"""Verification state in Redis.
+
+One small hash per session, keyed by the HMAC of its Hawk id, holds all the
+session needs.  Its fields (one letter each: every verified user costs
+memory for as long as the session lives):
+
+  - C{k}: the Hawk key (32 raw bytes)
+  - C{n}: the number, sealed under a key derived from the Hawk id
+  - C{h}: HMAC of the number, for lookups
+  - C{c}, C{x}: the MAC of the current code and its expiry (ms)
+  - C{t}: tries spent (for the session's whole life: a resend gives none back)
+  - C{r}, C{l}: sends made, and when the last one was made (ms)
+  - C{v}: when the number was verified (ms); only verified sessions have it
+
+Every check-and-update is one Lua script, so that concurrent requests on
+several daemons cannot interleave.  Every call has our own timeout, because
+txredisapi queues commands while it is disconnected: a Redis that is down
+becomes L{StoreUnavailable} within C{timeout} seconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+
+SESSION_PREFIX = b"ms:s:"
+NONCE_PREFIX = b"ms:n:"
+MESSAGE_PREFIX = b"ms:m:"
+RECEIPT_PREFIX = b"ms:d:"
+
+
+class StoreUnavailable(Exception):
+    """Redis did not answer in time, or is not connected."""
+
+
+def _key(prefix: bytes, ref: bytes) -> bytes:
+    return prefix + base64.urlsafe_b64encode(ref).rstrip(b"=")
+
+
+class SendOutcome(enum.Enum):
+    """What L{RedisStore.startSend} decided."""
+
+    STARTED = "started"
+    NO_SESSION = "no_session"
+    OTHER_NUMBER = "other_number"
+    COOLDOWN = "cooldown"
+    CAPPED = "capped"
+
+
+class CheckOutcome(enum.Enum):
+    """What L{RedisStore.beginCheck} found."""
+
+    CHECK = "check"
+    NO_SESSION = "no_session"
+    NO_CODE = "no_code"
+    EXPIRED = "expired"
+    EXHAUSTED = "exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class SendStart:
+    outcome: SendOutcome
+    sends: int = 0
+    wait_ms: int = 0
+    previous_last: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CodeCheck:
+    outcome: CheckOutcome
+    code_mac: bytes = b""
+    tries: int = 0
+
+
+_CREATE = """
+redis.call('HSET', KEYS[1], 'k', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# ARGV: number hmac, sealed number, code mac, now ms, code ttl ms,
+#       cooldown ms, max sends, session ttl ms (when not verified)
+_START_SEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_session'} end
+local h = redis.call('HGET', KEYS[1], 'h')
+if h and h ~= ARGV[1] then return {'other_number'} end
+local now = tonumber(ARGV[4])
+local last = tonumber(redis.call('HGET', KEYS[1], 'l') or '0')
+local sends = tonumber(redis.call('HGET', KEYS[1], 'r') or '0')
+local cooldown = tonumber(ARGV[6])
+if last > 0 and now - last < cooldown then
+  return {'cooldown', sends, cooldown - (now - last)}
+end
+if sends >= tonumber(ARGV[7]) then return {'capped', sends, 0} end
+redis.call('HSET', KEYS[1], 'h', ARGV[1], 'n', ARGV[2], 'c', ARGV[3],
+           'x', now + tonumber(ARGV[5]), 'l', now, 'r', sends + 1)
+if redis.call('HEXISTS', KEYS[1], 'v') == 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[8])
+end
+return {'started', sends + 1, 0, last}
+"""
+
+# ARGV: the code mac that was started, the previous last-send time
+_ABORT_SEND = """
+if redis.call('HGET', KEYS[1], 'c') ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], 'c', 'x')
+local sends = tonumber(redis.call('HGET', KEYS[1], 'r') or '1')
+redis.call('HSET', KEYS[1], 'r', math.max(sends - 1, 0))
+if ARGV[2] == '0' then redis.call('HDEL', KEYS[1], 'l')
+else redis.call('HSET', KEYS[1], 'l', ARGV[2]) end
+return 1
+"""
+
+# ARGV: now ms, max tries.  A try is spent before the code is compared, so
+# parallel guesses cannot share one try.
+_BEGIN_CHECK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_session'} end
+local c = redis.call('HGET', KEYS[1], 'c')
+if not c then return {'no_code'} end
+if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'x') or '0') then
+  redis.call('HDEL', KEYS[1], 'c', 'x')
+  return {'expired'}
+end
+local t = redis.call('HINCRBY', KEYS[1], 't', 1)
+if t > tonumber(ARGV[2]) then
+  redis.call('HDEL', KEYS[1], 'c', 'x')
+  return {'exhausted'}
+end
+return {'check', c, t}
+"""
+
+# ARGV: the code mac checked, now ms, verified-session ttl ms
+_VERIFIED = """
+if redis.call('HGET', KEYS[1], 'c') ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], 'c', 'x', 't', 'r', 'l')
+redis.call('HSET', KEYS[1], 'v', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# ARGV: the code mac checked, tries spent, max tries
+_WRONG = """
+if tonumber(ARGV[2]) >= tonumber(ARGV[3]) and redis.call('HGET', KEYS[1], 'c') == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'c', 'x')
+end
+return 1
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisStore:
+    """The session store over a txredisapi connection (pool).
+
+    @param redis: a txredisapi connection or pool made with C{charset=None}
+        (values are bytes).
+    """
+
+    def __init__(self, redis: Any, clock: IReactorTime, timeout: float = 1.5):
+        self.redis = redis
+        self.clock = clock
+        self.timeout = timeout
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Deferred:
+        result: Deferred = Deferred()
+
+        def expire() -> None:
+            if not result.called:
+                result.errback(StoreUnavailable(f"Redis did not answer within {self.timeout}s"))
+
+        timer = self.clock.callLater(self.timeout, expire)
+
+        def done(value: Any) -> None:
+            if timer.active():
+                timer.cancel()
+            if result.called:
+                return
+            if isinstance(value, Failure):
+                if value.check(ConnectionError) or "onnection" in type(value.value).__name__:
+                    result.errback(StoreUnavailable(str(value.value)))
+                else:
+                    result.errback(value)
+            else:
+                result.callback(value)
+
+        try:
+            d = getattr(self.redis, method)(*args, **kwargs)
+        except Exception as e:
+            timer.cancel()
+            result.errback(StoreUnavailable(f"Redis call failed: {e!r}"))
+            return result
+        d.addBoth(done)
+        return result
+
+    def _eval(self, script: str, keys: list[bytes], args: list[Any]) -> Deferred:
+        return self._call("eval", script, keys, [a if isinstance(a, bytes) else str(a) for a in args])
+
+    # -- sessions ----------------------------------------------------------
+
+    def createSession(self, ref: bytes, hawk_key: bytes, ttl_ms: int) -> Deferred:
+        return self._eval(_CREATE, [_key(SESSION_PREFIX, ref)], [hawk_key, ttl_ms])
+
+    def hawkKey(self, ref: bytes) -> Deferred:
+        """Fires with the session's raw Hawk key, or C{None}."""
+        return self._call("hget", _key(SESSION_PREFIX, ref), "k")
+
+    def session(self, ref: bytes) -> Deferred:
+        """Fires with the session's fields (C{dict} of bytes), empty when there is none."""
+        return self._call("hgetall", _key(SESSION_PREFIX, ref)).addCallback(
+            lambda fields: {_text(k): v for k, v in (fields or {}).items()})
+
+    def deleteSession(self, ref: bytes) -> Deferred:
+        return self._call("delete", _key(SESSION_PREFIX, ref))
+
+    # -- sending codes -----------------------------------------------------
+
+    def startSend(self, ref: bytes, *, number_ref: bytes, sealed_number: bytes, code_mac: bytes,
+                  now_ms: int, code_ttl_ms: int, cooldown_ms: int, max_sends: int,
+                  session_ttl_ms: int) -> Deferred:
+        """Record a new code for the session's number, within its limits.
+
+        Fires with a L{SendStart}: C{STARTED} (the code is stored), or why
+        not: no session, a second number, within the cooldown (C{wait_ms}),
+        or out of sends.
+        """
+        d = self._eval(_START_SEND, [_key(SESSION_PREFIX, ref)], [
+            number_ref, sealed_number, code_mac, now_ms, code_ttl_ms, cooldown_ms,
+            max_sends, session_ttl_ms])
+
+        def parsed(reply: list) -> SendStart:
+            outcome = SendOutcome(_text(reply[0]))
+            numbers = [int(v) for v in reply[1:]] + [0, 0, 0]
+            return SendStart(outcome, numbers[0], numbers[1], numbers[2])
+
+        return d.addCallback(parsed)
+
+    def abortSend(self, ref: bytes, code_mac: bytes, previous_last: int) -> Deferred:
+        """Undo a L{startSend} whose SMS never reached the SMSC."""
+        return self._eval(_ABORT_SEND, [_key(SESSION_PREFIX, ref)], [code_mac, previous_last])
+
+    # -- checking codes ----------------------------------------------------
+
+    def beginCheck(self, ref: bytes, now_ms: int, max_tries: int) -> Deferred:
+        """Spend one try and fetch the code's MAC; fires with a L{CodeCheck}."""
+        d = self._eval(_BEGIN_CHECK, [_key(SESSION_PREFIX, ref)], [now_ms, max_tries])
+
+        def parsed(reply: list) -> CodeCheck:
+            outcome = CheckOutcome(_text(reply[0]))
+            if outcome is CheckOutcome.CHECK:
+                return CodeCheck(outcome, reply[1], int(reply[2]))
+            return CodeCheck(outcome)
+
+        return d.addCallback(parsed)
+
+    def markVerified(self, ref: bytes, code_mac: bytes, now_ms: int, ttl_ms: int) -> Deferred:
+        """The code matched: drop the volatile state, keep the session as verified.
+
+        Fires with C{True}, or C{False} if the code changed meanwhile.
+        """
+        return self._eval(_VERIFIED, [_key(SESSION_PREFIX, ref)],
+                          [code_mac, now_ms, ttl_ms]).addCallback(lambda r: bool(r))
+
+    def wrongCode(self, ref: bytes, code_mac: bytes, tries: int, max_tries: int) -> Deferred:
+        """The code did not match: after the last try, the code is gone."""
+        return self._eval(_WRONG, [_key(SESSION_PREFIX, ref)], [code_mac, tries, max_tries])
+
+    # -- Hawk nonces -------------------------------------------------------
+
+    def claimNonce(self, key: bytes, ttl: int) -> Deferred:
+        """Fires with C{True} the first time C{key} is claimed within C{ttl} seconds."""
+        return self._call("set", NONCE_PREFIX + key, b"1", expire=ttl,
+                          only_if_not_exists=True).addCallback(
+            lambda reply: reply is not None and _text(reply) == "OK")
+
+    # -- delivery receipts -------------------------------------------------
+
+    def ping(self) -> Deferred:
+        return self._call("ping")

@@ -1,0 +1,147 @@
+"""A whole verification gateway on loopback for end-to-end tests.
+
+Real parts only: the Klein API on a TCP port, Redis (the test run's
+redis-server), the SMPP stack bound to the fake SMSC over TCP, and a device
+client that signs its requests with Hawk as upstream clients do.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.web.server import Site
+
+from msisdnd import certs, hawk
+from msisdnd.api.app import DeviceAPI
+from msisdnd.api.request import limited
+from msisdnd.discovery import Discovery
+from msisdnd.flows import MOVerifier, Verifier
+from msisdnd.settings import PublicURL, Secrets, VerificationSettings
+from msisdnd.sms.text import SMSTexts
+from msisdnd.smpp.config import CarrierConfig
+from msisdnd.smpp.service import CarriersService
+from msisdnd.store import RedisStore
+
+from conftest import SMSCHarness, free_port, wait_until
+
+MO_NUMBER = "33700000000"
+SENDER = "Verify"
+
+_KEYS: dict[str, certs.SigningKey] = {}
+
+
+def signing_keys(directory: Path) -> tuple[certs.SigningKey, certs.SigningKey]:
+    """One RSA and one Ed25519 key for the whole run (RSA generation is slow)."""
+    if not _KEYS:
+        _KEYS["rsa"] = certs.generate_rsa_key(str(directory / "browserid.pem"))
+        _KEYS["ed"] = certs.generate_ed25519_key(str(directory / "jwt.pem"))
+    return _KEYS["rsa"], _KEYS["ed"]
+
+
+@dataclass
+class Response:
+    code: int
+    headers: dict[str, str]
+    body: object
+
+
+@dataclass
+class Gateway:
+    """The running pieces, and a client for them."""
+
+    url: str
+    smsc: SMSCHarness
+    carriers: CarriersService
+    verifier: Verifier
+    api: DeviceAPI
+    store: RedisStore
+    settings: VerificationSettings
+    signer: certs.Signer
+    port: object = None
+    tokens: dict[str, hawk.HawkCredentials] = field(default_factory=dict)
+
+    @inlineCallbacks
+    def call(self, method: str, path: str, body: object = None, *, token: str | None = None,
+             headers: dict[str, str] | None = None, raw: bytes | None = None,
+             with_hash: bool = False):
+        """One request; signed with Hawk when C{token} is given."""
+        data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+        sent = {"Content-Type": "application/json"} if data else {}
+        sent.update(headers or {})
+        if token is not None:
+            credentials = hawk.derive_session(bytes.fromhex(token))
+            sent["Authorization"] = hawk.authorization_header(
+                credentials, method, self.url + path, data,
+                sent.get("Content-Type", ""), with_hash=with_hash)
+        response = yield treq.request(method, self.url + path, data=data or None,
+                                      headers={k: [v] for k, v in sent.items()})
+        content = yield response.content()
+        try:
+            parsed = json.loads(content) if content else None
+        except ValueError:
+            parsed = content
+        flat = {k.decode().lower(): v[0].decode() for k, v in response.headers.getAllRawHeaders()}
+        return Response(response.code, flat, parsed)
+
+    @inlineCallbacks
+    def register(self):
+        response = yield self.call("POST", "/register")
+        assert response.code == 200, response
+        return response.body["msisdnSessionToken"]
+
+    @inlineCallbacks
+    def pin(self, msisdn: str, timeout: float = 5.0):
+        """The last code the fake SMSC holds for C{msisdn} (the last word of its text)."""
+        yield wait_until(lambda: self.smsc.smsc.received(msisdn), timeout)
+        text = self.smsc.smsc.received(msisdn)[-1].text
+        return text.split()[-1] if "\n" not in text else text.splitlines()[0].split()[-1]
+
+    @inlineCallbacks
+    def stop(self):
+        yield self.port.stopListening()
+        yield self.carriers.stopService()
+
+
+@inlineCallbacks
+def start_gateway(redis_pool, tmp_path: Path, settings: VerificationSettings | None = None,
+                  **smsc_kwargs):
+    """Start every piece; the caller stops it with C{Gateway.stop}."""
+    settings = settings or VerificationSettings(send_timeout=3.0)
+    smsc = SMSCHarness(**smsc_kwargs)
+    carrier = CarrierConfig.from_mapping({
+        "name": "fake", "host": "127.0.0.1", "port": smsc.portNumber, "system_id": "msisdnd",
+        "password": "pw", "mt_sender": SENDER, "mo_verifier": MO_NUMBER, "default": True,
+        "region": "FR", "reconnect_delay_initial": 0.05, "reconnect_delay_max": 0.2,
+    }, "carrier[fake]")
+    port_number = free_port()
+    url = f"http://127.0.0.1:{port_number}"
+    public = PublicURL(url)
+    secrets = Secrets.from_master(b"m" * 32)
+    store = RedisStore(redis_pool, reactor, timeout=settings.store_timeout)
+    texts = SMSTexts()
+    verifier = Verifier(store, None, settings, secrets, texts, reactor,
+                        mo_verifiers=(MOVerifier("fake", MO_NUMBER, None),))
+    carriers = CarriersService([carrier], reactor, send_timeout=settings.send_timeout,
+                               mo_receiver=verifier, receipt_receiver=verifier)
+    verifier.sender = carriers.router
+    rsa_key, ed_key = signing_keys(tmp_path)
+    signer = certs.Signer(browserid_keys=[rsa_key], jwt_keys=[ed_key],
+                          issuer_host=public.host, issuer_url=public.base,
+                          pseudonym_secret=secrets.pseudonym, clock=reactor.seconds)
+    api = DeviceAPI(verifier=verifier, signer=signer,
+                    discovery=Discovery([carrier], public.url_for("/sms/mt/verify")),
+                    texts=texts, store=store, public_url=public, settings=settings,
+                    clock=reactor, cors_origins=("https://app.example",),
+                    health=lambda: {"carriers": carriers.router.available()})
+    carriers.startService()
+    site = Site(api.resource(), requestFactory=limited(25 * 1024))
+    site.noisy = False
+    port = reactor.listenTCP(port_number, site, interface="127.0.0.1")
+    gateway = Gateway(url, smsc, carriers, verifier, api, store, settings, signer, port)
+    yield wait_until(lambda: carriers.router.available())
+    return gateway

@@ -1,0 +1,288 @@
+"""Hawk sessions: derivation vector, header parsing, MAC / hash / clock checks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from msisdnd.hawk import (
+    BadMAC,
+    HawkCredentials,
+    HawkError,
+    MalformedHeader,
+    MissingAuthorization,
+    StaleTimestamp,
+    UnknownSession,
+    authorization_header,
+    derive_session,
+    hawk_id_lookup_key,
+    new_session_token,
+    nonce_key,
+    nonce_ttl,
+    parse_header,
+    verify_request,
+)
+
+TOKEN = bytes(range(32))
+INFO = b"identity.mozilla.com/picl/v1/sessionToken"
+URL = "https://msisdn.example.com/v1/msisdn/sms/verify_code"
+NOW = 1_700_000_000.25
+BODY = b'{"code":"123456"}'
+JSON = "application/json"
+
+
+def rfc5869_hkdf_sha256(ikm: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-SHA256 with an empty salt, written out from RFC 5869."""
+    prk = hmac.new(b"\x00" * 32, ikm, hashlib.sha256).digest()
+    okm, block, counter = b"", b"", 1
+    while len(okm) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        okm += block
+        counter += 1
+    return okm[:length]
+
+
+@pytest.fixture
+def creds() -> HawkCredentials:
+    return derive_session(TOKEN)
+
+
+def sign(creds, *, url=URL, content=BODY, ts=int(NOW), nonce="abc123", with_hash=False):
+    return authorization_header(
+        creds, "POST", url, content, JSON, ts=ts, nonce=nonce, with_hash=with_hash
+    )
+
+
+def verify(header, creds, *, url=URL, content=BODY, content_type=JSON, now=NOW):
+    verify_request(
+        parse_header(header), creds, method="POST", url=url,
+        content=content, content_type=content_type, now=now,
+    )
+
+
+def test_derive_session_known_answer():
+    okm = rfc5869_hkdf_sha256(TOKEN, INFO, 64)
+    creds = derive_session(TOKEN)
+    assert creds == HawkCredentials(id=okm[:32].hex(), key=okm[32:].hex(), algorithm="sha256")
+    assert re.fullmatch(r"[0-9a-f]{64}", creds.id)
+
+
+def test_derive_session_rejects_wrong_length():
+    with pytest.raises(ValueError):
+        derive_session(b"short")
+
+
+def test_new_session_tokens():
+    a, b = new_session_token(), new_session_token()
+    assert len(a) == 32 and a != b
+
+
+@pytest.mark.parametrize("with_hash", [False, True])
+def test_round_trip(creds, with_hash):
+    header = sign(creds, with_hash=with_hash)
+    parsed = parse_header(header)
+    assert (parsed.id, parsed.ts, parsed.nonce) == (creds.id, int(NOW), "abc123")
+    assert (parsed.hash is not None) is with_hash
+    assert parsed.raw == header
+    verify(header, creds)
+
+
+def test_round_trip_with_query_and_empty_body(creds):
+    url = URL + "?lang=fr"
+    header = authorization_header(creds, "GET", url, ts=int(NOW), nonce="n")
+    verify_request(parse_header(header), creds, method="GET", url=url,
+                   content=b"", content_type="", now=NOW)
+
+
+def test_tampered_mac(creds):
+    header = sign(creds)
+    mac = re.search(r'mac="([^"]*)"', header).group(1)
+    forged = base64.b64encode(bytes(32)).decode()
+    with pytest.raises(BadMAC) as e:
+        verify(header.replace(mac, forged), creds)
+    assert e.value.status == 401
+
+
+def test_wrong_key(creds):
+    other = derive_session(bytes(32))
+    header = sign(HawkCredentials(id=creds.id, key=other.key))
+    with pytest.raises(BadMAC):
+        verify(header, creds)
+
+
+def test_body_changed_with_hash(creds):
+    with pytest.raises(BadMAC):
+        verify(sign(creds, with_hash=True), creds, content=b'{"code":"000000"}')
+
+
+def test_content_type_changed_with_hash(creds):
+    with pytest.raises(BadMAC):
+        verify(sign(creds, with_hash=True), creds, content_type="text/plain")
+
+
+def test_body_changed_without_hash_is_accepted(creds):
+    # Upstream clients send no payload hash; their bodies are not authenticated.
+    verify(sign(creds), creds, content=b'{"code":"000000"}')
+
+
+@pytest.mark.parametrize("url", [
+    "https://evil.example.com/v1/msisdn/sms/verify_code",
+    "https://msisdn.example.com:8443/v1/msisdn/sms/verify_code",
+    "http://msisdn.example.com/v1/msisdn/sms/verify_code",
+    "https://msisdn.example.com/v1/msisdn/sms/verify_code?x=1",
+])
+def test_mac_covers_host_port_and_resource(creds, url):
+    with pytest.raises(BadMAC):
+        verify(sign(creds), creds, url=url)
+
+
+def test_explicit_default_port_is_the_same_url(creds):
+    verify(sign(creds), creds, url="https://msisdn.example.com:443/v1/msisdn/sms/verify_code")
+
+
+def test_credentials_for_another_id(creds):
+    with pytest.raises(UnknownSession) as e:
+        verify(sign(creds), derive_session(bytes(32)))
+    assert e.value.status == 401
+
+
+@pytest.mark.parametrize("delta", [-120, 120])
+def test_stale_timestamp(creds, delta):
+    now = NOW + delta
+    with pytest.raises(StaleTimestamp) as e:
+        verify(sign(creds), creds, now=now)
+    assert e.value.status == 401
+    fields = dict(re.findall(r'(\w+)="([^"]*)"', e.value.www_authenticate))
+    assert e.value.www_authenticate.startswith("Hawk ")
+    assert fields["ts"] == str(int(now))
+    assert fields["error"] == "Stale timestamp"
+    expected = hmac.new(creds.key.encode("ascii"), f"hawk.1.ts\n{int(now)}\n".encode(),
+                        hashlib.sha256).digest()
+    assert base64.b64decode(fields["tsm"]) == expected
+
+
+def test_skew_boundary(creds):
+    verify(sign(creds), creds, now=NOW + 60)
+    with pytest.raises(StaleTimestamp):
+        verify(sign(creds), creds, now=NOW + 61)
+
+
+def test_stale_and_bad_mac_is_bad_mac(creds):
+    # The clock is only reported to a client that holds the key.
+    with pytest.raises(BadMAC):
+        verify(sign(creds), derive_session(TOKEN), content=b"x", now=NOW + 3600,
+               url="https://other.example.com/")
+
+
+def test_default_timestamp_is_now(creds):
+    header = authorization_header(creds, "POST", URL, BODY, JSON)
+    verify(header, creds, now=time.time())
+
+
+@pytest.mark.parametrize("header", [
+    'Basic dXNlcjpwYXNz',
+    'Bearer abc',
+    'Hawk',
+    '',
+    'garbage',
+    'Hawk id="{id}", ts="1700000000", nonce="n"',
+    'Hawk id="{id}", ts="1700000000", mac="m"',
+    'Hawk id="{id}", nonce="n", mac="m"',
+    'Hawk ts="1700000000", nonce="n", mac="m"',
+    'Hawk id="{id}", ts="1700000000", nonce="", mac="m"',
+    'Hawk id="{id}", ts="soon", nonce="n", mac="m"',
+    'Hawk id="{id}", ts="-5", nonce="n", mac="m"',
+    'Hawk id="abc", ts="1700000000", nonce="n", mac="m"',
+    'Hawk id="{upper}", ts="1700000000", nonce="n", mac="m"',
+    'Hawk id="{id}g", ts="1700000000", nonce="n", mac="m"',
+    'Hawk id="{id}", ts="1700000000", nonce="n", mac="m", foo="bar"',
+    'Hawk id="{id}", id="{id}", ts="1700000000", nonce="n", mac="m"',
+    'Hawk id="{id}", ts="1700000000", nonce="n", mac="m" trailing',
+    'Hawk id="{id}", ts="1700000000", nonce="n\u00e9", mac="m"',
+    'Hawk id="{id}", ts="1700000000", nonce="n", mac="m", ext="' + "x" * 5000 + '"',
+])
+def test_malformed_headers(creds, header):
+    header = header.format(id=creds.id, upper=creds.id.upper())
+    with pytest.raises(MalformedHeader) as e:
+        parse_header(header)
+    assert e.value.status == 400
+    assert e.value.www_authenticate is None
+
+
+def test_oversized_valid_header(creds):
+    header = authorization_header(creds, "GET", URL, ts=int(NOW), nonce="n" * 5000)
+    with pytest.raises(MalformedHeader):
+        parse_header(header)
+
+
+def test_missing_authorization():
+    with pytest.raises(MissingAuthorization) as e:
+        parse_header(None)
+    assert e.value.status == 401
+    assert e.value.www_authenticate == "Hawk"
+
+
+@given(st.text(max_size=300))
+def test_parse_header_only_raises_hawk_errors(text):
+    for header in (text, "Hawk " + text):
+        try:
+            parse_header(header)
+        except HawkError:
+            pass
+
+
+@given(st.dictionaries(
+    st.sampled_from(["id", "ts", "nonce", "mac", "hash", "ext", "app", "dlg", "x"]),
+    st.text(max_size=70), max_size=8))
+def test_parse_header_hawk_shaped_input(attributes):
+    header = "Hawk " + ", ".join(f'{k}="{v}"' for k, v in attributes.items())
+    try:
+        parsed = parse_header(header)
+    except HawkError:
+        return
+    assert re.fullmatch(r"[0-9a-f]{64}", parsed.id) and parsed.nonce and parsed.mac
+
+
+def test_nonce_key(creds):
+    parsed = parse_header(sign(creds))
+    key = nonce_key(parsed)
+    assert key.startswith("hn:") and len(key) <= 32
+    assert key == nonce_key(parse_header(sign(creds)))
+    assert key != nonce_key(parse_header(sign(creds, nonce="abc124")))
+    assert key != nonce_key(parse_header(sign(creds, ts=int(NOW) + 1)))
+    assert key != nonce_key(parse_header(sign(derive_session(bytes(32)))))
+
+
+def test_nonce_ttl_covers_acceptance_window():
+    assert nonce_ttl(60) >= 120
+
+
+def test_hawk_id_lookup_key(creds):
+    a = hawk_id_lookup_key(creds.id, b"secret-a")
+    assert a == hmac.new(b"secret-a", bytes.fromhex(creds.id), hashlib.sha256).digest()
+    assert a != hawk_id_lookup_key(creds.id, b"secret-b")
+    assert a == hawk_id_lookup_key(creds.id.upper(), b"secret-a")
+    with pytest.raises(ValueError):
+        hawk_id_lookup_key("not hex", b"secret-a")
+
+
+def test_bad_mac_message_does_not_reveal_our_mac(creds):
+    header = sign(creds)
+    good_mac = re.search(r'mac="([^"]*)"', header).group(1)
+    forged = header.replace(good_mac, base64.b64encode(bytes(32)).decode())
+    with pytest.raises(BadMAC) as e:
+        verify(forged, creds)
+    assert good_mac not in str(e.value)
+
+
+def test_no_mohawk_replay_warning(creds, caplog):
+    with caplog.at_level("WARNING", logger="mohawk"):
+        verify(sign(creds), creds)
+    assert caplog.records == []

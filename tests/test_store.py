@@ -1,0 +1,114 @@
+"""The session store's Lua scripts against a real redis-server."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from msisdnd.store import CheckOutcome, RedisStore, SendOutcome, StoreUnavailable
+
+REF = b"r" * 16
+NUMBER = b"n" * 16
+
+
+@pytest.fixture
+def store(redis_pool):
+    return RedisStore(redis_pool, reactor, timeout=1.0)
+
+
+def start(store, now, number=NUMBER, code=b"c" * 16, cooldown=30_000, max_sends=4):
+    return store.startSend(REF, number_ref=number, sealed_number=b"sealed", code_mac=code,
+                           now_ms=now, code_ttl_ms=600_000, cooldown_ms=cooldown,
+                           max_sends=max_sends, session_ttl_ms=1_800_000)
+
+
+@pytest_twisted.inlineCallbacks
+def test_send_limits_one_number_cooldown_and_cap(store):
+    """A session takes one number; sends inside the cooldown and past the cap are refused."""
+    assert (yield start(store, 1000)).outcome is SendOutcome.NO_SESSION
+    yield store.createSession(REF, b"k" * 32, 1_800_000)
+    first = yield start(store, 1000)
+    assert (first.outcome, first.sends) == (SendOutcome.STARTED, 1)
+    soon = yield start(store, 11_000)
+    assert (soon.outcome, soon.wait_ms) == (SendOutcome.COOLDOWN, 20_000)
+    other = yield start(store, 100_000, number=b"m" * 16)
+    assert other.outcome is SendOutcome.OTHER_NUMBER
+    for i, now in enumerate((40_000, 80_000, 120_000), start=2):
+        assert (yield start(store, now)).sends == i
+    capped = yield start(store, 200_000)
+    assert capped.outcome is SendOutcome.CAPPED
+
+
+@pytest_twisted.inlineCallbacks
+def test_abort_gives_the_send_back(store):
+    """An SMS that never went out does not count against cooldown or cap."""
+    yield store.createSession(REF, b"k" * 32, 1_800_000)
+    started = yield start(store, 1000, code=b"a" * 16)
+    yield store.abortSend(REF, b"a" * 16, started.previous_last)
+    again = yield start(store, 2000, code=b"b" * 16)
+    assert (again.outcome, again.sends) == (SendOutcome.STARTED, 1)
+    check = yield store.beginCheck(REF, 3000, 3)
+    assert check.code_mac == b"b" * 16
+
+
+@pytest_twisted.inlineCallbacks
+def test_tries_are_spent_before_comparing_and_count_per_session(store):
+    """Each check spends a try first; the last wrong one deletes the code; a resend
+    gives no tries back."""
+    yield store.createSession(REF, b"k" * 32, 1_800_000)
+    yield start(store, 1000, code=b"a" * 16)
+    for tries in (1, 2):
+        check = yield store.beginCheck(REF, 2000, 3)
+        assert (check.outcome, check.tries) == (CheckOutcome.CHECK, tries)
+        yield store.wrongCode(REF, check.code_mac, check.tries, 3)
+    yield start(store, 40_000, code=b"b" * 16)  # a resend
+    check = yield store.beginCheck(REF, 41_000, 3)
+    assert (check.outcome, check.tries) == (CheckOutcome.CHECK, 3)
+    yield store.wrongCode(REF, check.code_mac, check.tries, 3)
+    assert (yield store.beginCheck(REF, 42_000, 3)).outcome is CheckOutcome.NO_CODE
+
+
+@pytest_twisted.inlineCallbacks
+def test_expired_code_is_gone(store):
+    yield store.createSession(REF, b"k" * 32, 1_800_000)
+    yield start(store, 1000)
+    assert (yield store.beginCheck(REF, 1000 + 600_001, 3)).outcome is CheckOutcome.EXPIRED
+    assert (yield store.beginCheck(REF, 1000 + 600_002, 3)).outcome is CheckOutcome.NO_CODE
+
+
+@pytest_twisted.inlineCallbacks
+def test_verification_keeps_only_what_a_verified_session_needs(store, redis_server):
+    yield store.createSession(REF, b"k" * 32, 1_800_000)
+    yield start(store, 1000, code=b"a" * 16)
+    check = yield store.beginCheck(REF, 2000, 3)
+    assert (yield store.markVerified(REF, check.code_mac, 2000, 90_000_000))
+    fields = yield store.session(REF)
+    assert sorted(fields) == ["h", "k", "n", "v"]
+    assert fields["v"] == b"2000"
+    ttl = int(redis_server.command("PTTL", "ms:s:" + __import__("base64").urlsafe_b64encode(
+        REF).rstrip(b"=").decode()).split(b"\r\n")[0][1:])
+    assert 89_000_000 < ttl <= 90_000_000
+
+
+@pytest_twisted.inlineCallbacks
+def test_nonce_is_claimed_once(store):
+    assert (yield store.claimNonce(b"abc", 120)) is True
+    assert (yield store.claimNonce(b"abc", 120)) is False
+    assert (yield store.claimNonce(b"abd", 120)) is True
+
+
+@pytest_twisted.inlineCallbacks
+def test_unreachable_redis_is_unavailable_quickly():
+    """A Redis that is not there fails calls within the store's timeout."""
+    import txredisapi
+
+    from conftest import free_port
+
+    pool = txredisapi.lazyConnectionPool("127.0.0.1", free_port(), poolsize=1, charset=None)
+    store = RedisStore(pool, reactor, timeout=0.3)
+    started = reactor.seconds()
+    with pytest.raises(StoreUnavailable):
+        yield store.hawkKey(REF)
+    assert reactor.seconds() - started < 2.0
+    yield pool.disconnect()
