@@ -24,13 +24,14 @@ import string
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import jwt
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ed25519, rsa
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
+from jwt.utils import base64url_encode
 
 __all__ = [
     "BrowserIDKey",
@@ -67,8 +68,8 @@ _HEX_DIGITS = frozenset(string.hexdigits)
 _RSA_FIELDS = ("n", "e")
 _DSA_FIELDS = ("y", "p", "q", "g")
 
-ClientPublicKey = Union[rsa.RSAPublicKey, dsa.DSAPublicKey]
-ServerPrivateKey = Union[rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey]
+ClientPublicKey = rsa.RSAPublicKey | dsa.DSAPublicKey
+ServerPrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
 
 class CertificateError(ValueError):
@@ -112,9 +113,10 @@ def parse_browserid_key(value: object) -> BrowserIDKey:
     C{{"algorithm": "DS", "y", "p", "q", "g"}}, each number a string of
     decimal or hex digits: the BrowserID draft allows both, and jwcrypto
     writes RS keys in decimal and DS keys in hex.  A key whose numbers are
-    all made of the digits 0-9 is read as decimal, any other as hex (the
-    choice is made per key, not per number; see L{_numbers}).  Members
-    other than these are allowed and kept in L{BrowserIDKey.raw}.
+    all made of the digits 0-9 is read as decimal, any other as hex.  The
+    choice is made per key, not per number: a hex key's C{e} of 65537 is
+    C{"10001"}, which alone would pass for decimal.  Members other than
+    these are allowed and kept in L{BrowserIDKey.raw}.
 
     The checks: RSA modulus 2048 to 8192 bits, C{e} odd and at least 3;
     DSA C{p} at least 1024 bits, C{q} 160 or 256 bits and dividing C{p - 1},
@@ -276,7 +278,7 @@ def _thumbprint(jwk: dict[str, str]) -> str:
     canonical = json.dumps(jwk, sort_keys=True, separators=(",", ":"))
     digest = hashes.Hash(hashes.SHA256())
     digest.update(canonical.encode("utf-8"))
-    return jwt.utils.base64url_encode(digest.finalize()).decode("ascii")
+    return base64url_encode(digest.finalize()).decode("ascii")
 
 
 def _signing_key(private_key: object, origin: str) -> SigningKey:
@@ -288,7 +290,8 @@ def _signing_key(private_key: object, origin: str) -> SigningKey:
     elif isinstance(private_key, ed25519.Ed25519PrivateKey):
         algorithm = "EdDSA"
     else:
-        raise ValueError(f"{origin}: not an RSA or Ed25519 private key")
+        # A file holding the wrong kind of key is a bad value, not a bug.
+        raise ValueError(f"{origin}: not an RSA or Ed25519 private key")  # noqa: TRY004
     return SigningKey(
         kid=_thumbprint(_bare_public_jwk(private_key)),
         private_key=private_key,
@@ -416,11 +419,14 @@ class Signer:
         if not jwt_keys:
             raise ValueError("no JWT signing key")
         for key in browserid_keys:
-            if key.algorithm != "RS256" or key.private_key.key_size != BROWSERID_RSA_BITS:
+            if (not isinstance(key.private_key, rsa.RSAPrivateKey)
+                    or key.algorithm != "RS256"
+                    or key.private_key.key_size != BROWSERID_RSA_BITS):
                 raise ValueError(
                     f"BrowserID key {key.kid} must be a {BROWSERID_RSA_BITS}-bit RSA key")
         for key in jwt_keys:
-            if key.algorithm != "EdDSA":
+            if (not isinstance(key.private_key, ed25519.Ed25519PrivateKey)
+                    or key.algorithm != "EdDSA"):
                 raise ValueError(f"JWT key {key.kid} must be an Ed25519 key")
         kids = [key.kid for key in (*browserid_keys, *jwt_keys)]
         if len(set(kids)) != len(kids):

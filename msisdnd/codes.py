@@ -52,22 +52,31 @@ def number_ref(key: bytes, msisdn: str) -> bytes:
     return hmac.new(key, msisdn.encode("ascii"), hashlib.sha256).digest()[:_MAC_BYTES]
 
 
-def _number_cipher(hawk_id: str) -> ChaCha20Poly1305:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-               info=b"msisdnd/number-at-rest").derive(bytes.fromhex(hawk_id))
-    return ChaCha20Poly1305(key)
+def _id_key(hawk_id: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=b"msisdnd/number-at-rest").derive(bytes.fromhex(hawk_id))
+
+
+def seal(key: bytes, plain: bytes) -> bytes:
+    """C{plain} encrypted and authenticated under C{key} (32 bytes), with a random nonce."""
+    nonce = secrets.token_bytes(_NONCE_BYTES)
+    return nonce + ChaCha20Poly1305(key).encrypt(nonce, plain, None)
+
+
+def unseal(key: bytes, sealed: bytes) -> bytes | None:
+    """What L{seal} sealed, or C{None} if it does not open with C{key}."""
+    try:
+        return ChaCha20Poly1305(key).decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], None)
+    except (InvalidTag, ValueError):
+        return None
 
 
 def seal_number(hawk_id: str, msisdn: str) -> bytes:
     """C{msisdn} encrypted under a key only the holder of C{hawk_id} can derive."""
-    nonce = secrets.token_bytes(_NONCE_BYTES)
-    return nonce + _number_cipher(hawk_id).encrypt(nonce, msisdn.encode("ascii"), None)
+    return seal(_id_key(hawk_id), msisdn.encode("ascii"))
 
 
 def open_number(hawk_id: str, sealed: bytes) -> str | None:
     """The number L{seal_number} sealed, or C{None} if it does not open with this id."""
-    try:
-        plain = _number_cipher(hawk_id).decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], None)
-    except (InvalidTag, ValueError):
-        return None
-    return plain.decode("ascii")
+    plain = unseal(_id_key(hawk_id), sealed)
+    return None if plain is None else plain.decode("ascii")

@@ -11,10 +11,14 @@ which the API layer translates.
     to the number the MO came from, and the client posts it.
   - verify: a try is spent, then the code is compared in constant time.
   - sign: a verified session gets certificates for its number.
+  - receipts: a code reported undelivered while still valid is replaced
+    once, and the new one goes out through another carrier when there is one.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,7 +39,11 @@ from msisdnd.sms.interfaces import (
     OutboundSMS,
     SendError,
 )
-from msisdnd.store import CheckOutcome, RedisStore, SendOutcome
+from msisdnd.sms.message_ids import message_id_aliases
+from msisdnd.store import CheckOutcome, RedisStore, SendOutcome, StoreUnavailable
+
+#: Receipt states after which a code will not arrive.
+UNDELIVERED = frozenset({"UNDELIV", "REJECTD", "EXPIRED"})
 
 
 class VerificationError(Exception):
@@ -169,7 +177,8 @@ class Verifier:
     @inlineCallbacks
     def _sendCode(self, hawk_id: str, msisdn: str, make_text: Callable[[str], str],
                   short: bool, *, resend: bool, mcc: str | None = None, mnc: str | None = None,
-                  carrier: str | None = None, sender: str | None = None):
+                  carrier: str | None = None, sender: str | None = None,
+                  locale: str = "", app_hash: str | None = None):
         settings = self.settings
         ref = self._ref(hawk_id)
         code = (codes.short_code(settings.short_code_digits) if short
@@ -196,12 +205,80 @@ class Verifier:
         sms = OutboundSMS(destination=msisdn, text=make_text(code), validity=settings.code_ttl,
                           sender=sender, mcc=mcc, mnc=mnc, carrier=carrier)
         try:
-            yield self.sender.send(sms, settings.send_timeout)
+            result = yield self.sender.send(sms, settings.send_timeout)
         except SendError as e:
             yield self.store.abortSend(ref, mac, start.previous_last)
             self.log.warn("Code to {to} not sent: {why}", to=mask_number(msisdn), why=str(e))
             raise SendFailed(str(e)) from None
+        kind = "m" if carrier is not None else ("s" if short else "l")
+        yield self._recordSent(result, ref, msisdn, kind, locale, app_hash)
         return True
+
+    # -- delivery receipts ---------------------------------------------------
+
+    @inlineCallbacks
+    def _recordSent(self, result, ref: bytes, msisdn: str, kind: str, locale: str,
+                    app_hash: str | None):
+        """Remember a sent code's message ids, so its receipts can act on it.
+
+        The SMS is already out: a failure here is logged, never raised.
+        """
+        record = json.dumps({
+            "r": base64.b64encode(ref).decode(),
+            "n": base64.b64encode(codes.seal(self.secrets.transit, msisdn.encode())).decode(),
+            "k": kind, "l": locale, "h": app_hash or "",
+        }).encode()
+        aliases = frozenset().union(*(message_id_aliases(i) for i in result.message_ids if i))
+        if not aliases:
+            return
+        try:
+            early = yield self.store.recordSent(result.carrier, aliases, record,
+                                                _ms(self.settings.code_ttl))
+            if early is not None:
+                yield self._delivered(record, early.decode(), result.carrier)
+        except StoreUnavailable as e:
+            self.log.warn("Message ids not recorded: {why}", why=str(e))
+
+    @inlineCallbacks
+    def receiptReceived(self, receipt: DeliveryReceipt):
+        """A carrier reported on a message: record its state; a failed code gets
+        one automatic resend through another carrier."""
+        record = yield self.store.receiptArrived(receipt.carrier, receipt.aliases, receipt.state,
+                                                 _ms(self.settings.code_ttl))
+        if record is not None:
+            yield self._delivered(record, receipt.state, receipt.carrier)
+
+    @inlineCallbacks
+    def _delivered(self, raw_record: bytes, state: str, carrier: str):
+        record = json.loads(raw_record)
+        ref = base64.b64decode(record["r"])
+        if state not in UNDELIVERED or record["k"] == "m":
+            yield self.store.setDelivery(ref, state)
+            return
+        plain = codes.unseal(self.secrets.transit, base64.b64decode(record["n"]))
+        if plain is None:
+            return
+        msisdn = plain.decode()
+        short = record["k"] == "s"
+        code = (codes.short_code(self.settings.short_code_digits) if short
+                else codes.long_code(self.settings.long_code_hex))
+        mac = codes.code_mac(self.secrets.code, ref, code)
+        if not (yield self.store.claimAutoResend(ref, mac, _ms(self.now()),
+                                                 _ms(self.settings.code_ttl), state)):
+            return
+        text = (self.texts.short_code_text(code, record["l"], record["h"] or None) if short
+                else self.texts.long_code_text(code))
+        self.log.info("Code to {to} was {state} on {carrier}: resending once",
+                      to=mask_number(msisdn), state=state, carrier=carrier)
+        try:
+            result = yield self.sender.send(
+                OutboundSMS(destination=msisdn, text=text, validity=self.settings.code_ttl,
+                            avoid=carrier), self.settings.send_timeout)
+        except SendError as e:
+            self.log.warn("Automatic resend to {to} failed: {why}", to=mask_number(msisdn),
+                          why=str(e))
+            return
+        yield self._recordSent(result, ref, msisdn, record["k"], record["l"], record["h"] or None)
 
     def sendCode(self, hawk_id: str, msisdn: str, *, mcc: str | None, mnc: str | None,
                  short: bool, locale: str, app_hash: str | None = None) -> Deferred:
@@ -215,7 +292,8 @@ class Verifier:
             make_text = lambda code: texts.short_code_text(code, locale, app_hash)  # noqa: E731
         else:
             make_text = texts.long_code_text
-        return self._sendCode(hawk_id, msisdn, make_text, short, resend=False, mcc=mcc, mnc=mnc)
+        return self._sendCode(hawk_id, msisdn, make_text, short, resend=False, mcc=mcc, mnc=mnc,
+                              locale=locale, app_hash=app_hash)
 
     @inlineCallbacks
     def resendCode(self, hawk_id: str, *, locale: str, app_hash: str | None = None):
@@ -230,7 +308,7 @@ class Verifier:
         texts = self.texts
         yield self._sendCode(hawk_id, msisdn,
                              lambda code: texts.short_code_text(code, locale, app_hash),
-                             True, resend=True)
+                             True, resend=True, locale=locale, app_hash=app_hash)
 
     # -- checking codes ------------------------------------------------------
 
@@ -295,10 +373,6 @@ class Verifier:
 
         return d.addCallbacks(handled, refused)
 
-    def receiptReceived(self, receipt: DeliveryReceipt) -> None:
-        """Delivery receipts are counted and logged (ids only)."""
-        self.log.debug("Receipt from {carrier}: {state}", carrier=receipt.carrier,
-                       state=receipt.state)
 
 
 def _is_hex(value: str) -> bool:

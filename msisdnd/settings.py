@@ -54,19 +54,23 @@ class Secrets:
     @ivar code: keys the MAC of a verification code.
     @ivar number: keys the HMAC of a phone number, for lookups and limits.
     @ivar pseudonym: keys the stable pseudonymous ids in certificates.
+    @ivar transit: seals what the server must read back without the client
+        (a number awaiting its delivery receipt), for minutes at most.
     """
 
     session: bytes = field(repr=False)
     code: bytes = field(repr=False)
     number: bytes = field(repr=False)
     pseudonym: bytes = field(repr=False)
+    transit: bytes = field(repr=False)
 
     @classmethod
     def from_master(cls, master: bytes) -> "Secrets":
         if len(master) < 32:
             raise ValueError("the master secret must be at least 32 bytes")
         return cls(_derive(master, b"session"), _derive(master, b"code"),
-                   _derive(master, b"number"), _derive(master, b"pseudonym"))
+                   _derive(master, b"number"), _derive(master, b"pseudonym"),
+                   _derive(master, b"transit"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,13 @@ memory for as long as the session lives):
   - C{t}: tries spent (for the session's whole life: a resend gives none back)
   - C{r}, C{l}: sends made, and when the last one was made (ms)
   - C{v}: when the number was verified (ms); only verified sessions have it
+  - C{d}: the last delivery state a receipt reported for the current code
+  - C{a}: set once the session had its automatic resend after a failed delivery
+
+Delivery receipts are matched through short-lived keys per carrier and
+message-id alias: C{ms:m:<carrier>:<alias>} holds what is needed to act on
+the receipt, and C{ms:d:<carrier>:<alias>} holds a receipt that came before
+its id was recorded.
 
 Every check-and-update is one Lua script, so that concurrent requests on
 several daemons cannot interleave.  Every call has our own timeout, because
@@ -138,7 +145,7 @@ return {'check', c, t}
 # ARGV: the code mac checked, now ms, verified-session ttl ms
 _VERIFIED = """
 if redis.call('HGET', KEYS[1], 'c') ~= ARGV[1] then return 0 end
-redis.call('HDEL', KEYS[1], 'c', 'x', 't', 'r', 'l')
+redis.call('HDEL', KEYS[1], 'c', 'x', 't', 'r', 'l', 'd', 'a')
 redis.call('HSET', KEYS[1], 'v', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
@@ -151,6 +158,55 @@ if tonumber(ARGV[2]) >= tonumber(ARGV[3]) and redis.call('HGET', KEYS[1], 'c') =
 end
 return 1
 """
+
+
+# KEYS: the message keys of every alias, then their early-receipt keys.
+# ARGV: the record, its ttl ms.  Returns an early receipt's state, if any.
+_RECORD_SENT = """
+local n = #KEYS / 2
+for i = 1, n do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
+for i = n + 1, 2 * n do
+  local state = redis.call('GET', KEYS[i])
+  if state then
+    for j = n + 1, 2 * n do redis.call('DEL', KEYS[j]) end
+    return state
+  end
+end
+return false
+"""
+
+# KEYS as above, for the receipt's aliases.  ARGV: state, ttl ms.
+# Returns the record of the message, or keeps the receipt for it.
+_RECEIPT = """
+local n = #KEYS / 2
+for i = 1, n do
+  local record = redis.call('GET', KEYS[i])
+  if record then return record end
+end
+for i = n + 1, 2 * n do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
+return false
+"""
+
+# ARGV: state.  Only an unverified session with a code keeps delivery state.
+_DELIVERY = """
+if redis.call('HEXISTS', KEYS[1], 'c') == 1 then redis.call('HSET', KEYS[1], 'd', ARGV[1]) end
+return 1
+"""
+
+# ARGV: the new code's mac, now ms, code ttl ms, the state that failed.
+_AUTO_RESEND = """
+if redis.call('HEXISTS', KEYS[1], 'a') == 1 then return 0 end
+local x = redis.call('HGET', KEYS[1], 'x')
+if not x or tonumber(x) < tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'a', 1, 'c', ARGV[1], 'x', tonumber(ARGV[2]) + tonumber(ARGV[3]),
+           'd', ARGV[4])
+return 1
+"""
+
+
+def _message_keys(carrier: str, aliases: Any) -> list[bytes]:
+    names = [f"{carrier}:{alias}".encode() for alias in sorted(aliases)]
+    return [MESSAGE_PREFIX + n for n in names] + [RECEIPT_PREFIX + n for n in names]
 
 
 def _text(value: Any) -> str:
@@ -281,6 +337,28 @@ class RedisStore:
             lambda reply: reply is not None and _text(reply) == "OK")
 
     # -- delivery receipts -------------------------------------------------
+
+    def recordSent(self, carrier: str, aliases: Any, record: bytes, ttl_ms: int) -> Deferred:
+        """Remember C{record} under every alias of a sent message's id.
+
+        Fires with the state of a receipt that arrived before this (bytes), or C{None}.
+        """
+        return self._eval(_RECORD_SENT, _message_keys(carrier, aliases), [record, ttl_ms])
+
+    def receiptArrived(self, carrier: str, aliases: Any, state: str, ttl_ms: int) -> Deferred:
+        """Fires with the record of the receipt's message, or C{None} (the
+        receipt is then kept for L{recordSent} to find)."""
+        return self._eval(_RECEIPT, _message_keys(carrier, aliases), [state, ttl_ms])
+
+    def setDelivery(self, ref: bytes, state: str) -> Deferred:
+        return self._eval(_DELIVERY, [_key(SESSION_PREFIX, ref)], [state])
+
+    def claimAutoResend(self, ref: bytes, code_mac: bytes, now_ms: int, code_ttl_ms: int,
+                        state: str) -> Deferred:
+        """Replace the code for the one automatic resend; fires with C{True} if
+        the session had none yet and its code is still valid."""
+        return self._eval(_AUTO_RESEND, [_key(SESSION_PREFIX, ref)],
+                          [code_mac, now_ms, code_ttl_ms, state]).addCallback(bool)
 
     def ping(self) -> Deferred:
         return self._call("ping")

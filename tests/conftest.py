@@ -168,3 +168,15 @@ def gateway(redis_pool, tmp_path_factory):
     yield running
     pytest_twisted.blockon(running.stop())
     pytest_twisted.blockon(running.smsc.stop())
+
+
+@pytest.fixture
+def gateway_with_receipts(redis_pool, tmp_path_factory):
+    """The whole gateway, its fake SMSC sending a receipt for every submit at once."""
+    from gateway import start_gateway
+
+    running = pytest_twisted.blockon(start_gateway(
+        redis_pool, tmp_path_factory.mktemp("keys"), receipt_delay=0.0))
+    yield running
+    pytest_twisted.blockon(running.stop())
+    pytest_twisted.blockon(running.smsc.stop())

@@ -23,7 +23,7 @@ from msisdnd.sms.interfaces import (
 from msisdnd.smpp import codec
 from msisdnd.smpp.bind import BindState
 from msisdnd.smpp.config import CarrierConfig
-from msisdnd.smpp.inbound import message_id_aliases
+from msisdnd.sms.message_ids import message_id_aliases
 from msisdnd.smpp.service import CarriersService
 
 from conftest import wait_until

@@ -48,6 +48,7 @@ class Faults:
         (a peer that died without closing the connection).
     @ivar receipt_before_response: send a submit's delivery receipt before
         its C{submit_sm_resp}.
+    @ivar receipt_state: the state receipts report (C{DELIVRD}, C{UNDELIV}...).
     """
 
     fail_every: int = 0
@@ -59,6 +60,7 @@ class Faults:
     refuse_binds: int = 0
     silent: bool = False
     receipt_before_response: bool = False
+    receipt_state: str = "DELIVRD"
 
     def update(self, **changes: object) -> None:
         """Set knobs by name.  @raise KeyError: a name that is not a knob."""
@@ -228,7 +230,7 @@ class FakeSMSC:
         }
         if self.receipt_form in ("tlv", "both"):
             fields["receipted_message_id"] = quoted
-            fields["message_state"] = _MESSAGE_STATES[state]
+            fields["message_state"] = MESSAGE_STATES[state]
             if self.receipt_form == "tlv":
                 fields["short_message"] = b""
         session.deliver(fields).addErrback(lambda f: None)
@@ -275,7 +277,7 @@ class FakeSMSC:
         return codec.ESME_ROK
 
 
-_MESSAGE_STATES = {
+MESSAGE_STATES = {
     "ENROUTE": 1, "DELIVRD": 2, "EXPIRED": 3, "DELETED": 4,
     "UNDELIV": 5, "ACCEPTD": 6, "UNKNOWN": 7, "REJECTD": 8,
 }
@@ -393,10 +395,10 @@ class SMSCSession(PDUStream):
         source, destination = pdu.fields.get("source_addr", ""), pdu.fields.get("destination_addr", "")
         if smsc.receipt_delay is not None:
             if faults.receipt_before_response:
-                smsc.receiptFor(message_id, source, destination)
+                smsc.receiptFor(message_id, source, destination, faults.receipt_state)
             else:
                 smsc.clock.callLater(smsc.receipt_delay, smsc.receiptFor,
-                                     message_id, source, destination)
+                                     message_id, source, destination, faults.receipt_state)
         self._respond(pdu.sequence, message_id.encode("ascii") + b"\0", codec.ESME_ROK)
 
     def _respond(self, sequence: int, body: bytes, status: int) -> None:

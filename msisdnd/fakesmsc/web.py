@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from msisdnd.fakesmsc.smsc import FakeSMSC, Faults
+from msisdnd.fakesmsc.smsc import MESSAGE_STATES, FakeSMSC, Faults
 from msisdnd.smpp import codec
 from msisdnd.smpp.errors import CommandStatusError, SessionClosed
 
@@ -42,7 +42,10 @@ MAX_BODY = 64 * 1024
 _MAX_ADDRESS = 20
 
 _FAULT_TYPES: dict[str, Any] = typing.get_type_hints(Faults)
-_FAULT_CHOICES: dict[str, set] = {"generic_nack": {None, "sequence", "zero"}}
+_FAULT_CHOICES: dict[str, set] = {
+    "generic_nack": {None, "sequence", "zero"},
+    "receipt_state": set(MESSAGE_STATES),
+}
 
 
 class BadRequest(Exception):

@@ -6,15 +6,14 @@ hands the result to the L{IReceiptReceiver} or L{IMOReceiver}.  It never
 raises and never answers the SMSC: the session answers every C{deliver_sm}
 whatever becomes of it here.
 
-The helpers it is built from (message id normalization, receipt parsing,
-source address normalization, reassembly) are public so the submit side can
-record ids under the same aliases the receipts will be matched with.
+The helpers it is built from (receipt parsing, source address
+normalization, reassembly) are public; message ids are normalized by
+L{msisdnd.sms.message_ids}, which the submit side shares.
 """
 
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -33,53 +32,11 @@ from msisdnd.sms.interfaces import (
     IReceiptReceiver,
     MOMessage,
 )
+from msisdnd.sms.message_ids import message_id_aliases, normalize_message_id
 from msisdnd.smpp import codec
 from msisdnd.smpp.alphabet import MAX_PARTS, Concat, decode_text, split_udh
 
 # --- message ids -------------------------------------------------------------
-
-_DECIMAL = frozenset(string.digits)
-_HEX = frozenset(string.digits + "abcdef")
-#: Longer ids get no numeric aliases (SMPP ids are at most 64 octets).
-_MAX_ALIASED_ID = 64
-
-
-def normalize_message_id(raw: str) -> str:
-    """The canonical form of an SMSC message id.
-
-    NULs are removed, surrounding whitespace stripped, letters lowercased and
-    leading zeros dropped (an id of zeros only becomes C{"0"}).
-    """
-    text = raw.replace("\0", "").strip().lower()
-    trimmed = text.lstrip("0")
-    return trimmed or ("0" if text else "")
-
-
-def message_id_aliases(raw: str) -> frozenset[str]:
-    """Every normalized form in which the same message id may be given.
-
-    SMSCs disagree with themselves about ids: one may give C{1A2B} in the
-    C{submit_sm_resp} and C{6699} in the receipt (the same number, in hex
-    then in decimal), or drop leading zeros in one place only.  The aliases
-    are the L{normalized<normalize_message_id>} id; when it reads as hex,
-    the decimal form of that value; and when it reads as decimal, the
-    lowercase hex form of that value.
-
-    Matching contract: two ids denote the same message when their alias sets
-    intersect.  Record every alias of the submit's id; look a receipt up by
-    every alias of its id.
-
-    @return: a non-empty set, unless C{raw} is blank (then C{{""}}).
-    """
-    normal = normalize_message_id(raw)
-    aliases = {normal}
-    if normal and len(normal) <= _MAX_ALIASED_ID:
-        chars = set(normal)
-        if chars <= _HEX:
-            aliases.add(str(int(normal, 16)))
-        if chars <= _DECIMAL:
-            aliases.add(format(int(normal), "x"))
-    return frozenset(aliases)
 
 
 # --- delivery receipts ---------------------------------------------------------

@@ -16,8 +16,8 @@ class Router:
     """The L{ISMSSender} over every configured carrier.
 
     Carriers are ranked for a message by: MCC+MNC match, then MCC match, then
-    the longest matching destination prefix, then the default carrier.  The
-    message goes to the first ranked carrier that has a live transmitting
+    the longest matching destination prefix, then the default carrier, with
+    the carrier the message should avoid moved last.  The message goes to the first ranked carrier that has a live transmitting
     bind and room in its queue.  A message with C{carrier} set goes to that
     carrier only (an MO's answer returns the way it came).
     """
@@ -55,6 +55,8 @@ class Router:
                 add(c)
         for c in self._defaults:
             add(c)
+        if sms.avoid is not None:
+            ranked.sort(key=lambda c: c.name == sms.avoid)
         return ranked
 
     def send(self, sms: OutboundSMS, timeout: float | None = None) -> Deferred:

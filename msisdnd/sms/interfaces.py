@@ -26,6 +26,7 @@ class OutboundSMS:
     @ivar mnc: the mobile network code the client told us, if any (routing).
     @ivar carrier: send through this carrier only (an MO's reply goes back
         through the carrier it came in on), or C{None} to let the router pick.
+    @ivar avoid: a carrier to try last (one that just failed to deliver).
     """
 
     destination: str
@@ -35,6 +36,7 @@ class OutboundSMS:
     mcc: str | None = None
     mnc: str | None = None
     carrier: str | None = None
+    avoid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
