@@ -2,13 +2,13 @@
 
 A session is a random 32-byte C{msisdnSessionToken}.  Client and server both
 derive the Hawk credentials from it with HKDF (L{derive_session}); the server
-keeps the Hawk key in Redis under L{hawk_id_lookup_key} and never stores the
-id itself.
+keeps the Hawk key in Redis under an HMAC of the id
+(L{msisdnd.codes.session_ref}) and never stores the id itself.
 
 Checking a request is split around the caller's Redis round trips::
 
     parsed = parse_header(request_authorization)        # 400 / 401, no I/O
-    key = <fetch from Redis by hawk_id_lookup_key(parsed.id, secret)>
+    key = <fetch from Redis by session_ref(secret, parsed.id)>
                                                         # absent: UnknownSession
     verify_request(parsed, credentials, method=..., url=..., content=...,
                    content_type=..., now=...)           # MAC, hash, clock
@@ -47,7 +47,6 @@ __all__ = [
     "UnknownSession",
     "authorization_header",
     "derive_session",
-    "hawk_id_lookup_key",
     "is_hawk_id",
     "new_session_token",
     "nonce_key",
@@ -62,7 +61,6 @@ MAX_HEADER_LENGTH = 4096
 DEFAULT_SKEW = 60
 
 _HAWK_ID = re.compile(r"[0-9a-f]{64}")
-_ANY_CASE_HAWK_ID = re.compile(r"[0-9a-fA-F]{64}")
 _TIMESTAMP = re.compile(r"[0-9]{1,20}")
 
 
@@ -201,22 +199,6 @@ def derive_session(token: bytes) -> HawkCredentials:
 def is_hawk_id(text: str) -> bool:
     """Whether C{text} has the shape of a Hawk id (64 lowercase hex digits)."""
     return _HAWK_ID.fullmatch(text) is not None
-
-
-def hawk_id_lookup_key(hawk_id: str, secret: bytes) -> bytes:
-    """HMAC-SHA256(C{secret}, the 32 bytes of C{hawk_id}).
-
-    This is the only form in which the server stores a Hawk id: it keys the
-    session in Redis, so a dump of Redis does not give out ids that could be
-    matched to MO messages or headers without C{secret}.  Hex case does not
-    matter, so an id that went through an SMS (MO verification) still finds
-    its session.
-
-    @raise ValueError: if C{hawk_id} is not 64 hex digits.
-    """
-    if _ANY_CASE_HAWK_ID.fullmatch(hawk_id) is None:
-        raise ValueError("not a Hawk id")
-    return hmac.new(secret, bytes.fromhex(hawk_id), hashlib.sha256).digest()
 
 
 def parse_header(header: str | None) -> ParsedHeader:

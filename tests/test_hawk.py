@@ -22,7 +22,6 @@ from msisdnd.hawk import (
     UnknownSession,
     authorization_header,
     derive_session,
-    hawk_id_lookup_key,
     new_session_token,
     nonce_key,
     nonce_ttl,
@@ -262,15 +261,6 @@ def test_nonce_key(creds):
 
 def test_nonce_ttl_covers_acceptance_window():
     assert nonce_ttl(60) >= 120
-
-
-def test_hawk_id_lookup_key(creds):
-    a = hawk_id_lookup_key(creds.id, b"secret-a")
-    assert a == hmac.new(b"secret-a", bytes.fromhex(creds.id), hashlib.sha256).digest()
-    assert a != hawk_id_lookup_key(creds.id, b"secret-b")
-    assert a == hawk_id_lookup_key(creds.id.upper(), b"secret-a")
-    with pytest.raises(ValueError):
-        hawk_id_lookup_key("not hex", b"secret-a")
 
 
 def test_bad_mac_message_does_not_reveal_our_mac(creds):
