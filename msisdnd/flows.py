@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
@@ -44,6 +45,8 @@ from msisdnd.store import CheckOutcome, RedisStore, SendOutcome, StoreUnavailabl
 
 #: Receipt states after which a code will not arrive.
 UNDELIVERED = frozenset({"UNDELIV", "REJECTD", "EXPIRED"})
+
+_METHODS = {"t": "sms/mt", "o": "sms/momt"}
 
 
 class VerificationError(Exception):
@@ -145,6 +148,8 @@ class Verifier:
         self._mo_verifiers = {(v.carrier, v.number.lstrip("+")): v for v in mo_verifiers}
         self.mo_handled = 0
         self.mo_dropped = 0
+        #: (method, outcome) -> count: outcomes are started, succeeded, failed.
+        self.outcomes: Counter[tuple[str, str]] = Counter()
 
     def _ref(self, hawk_id: str) -> bytes:
         return codes.session_ref(self.secrets.session, hawk_id)
@@ -190,7 +195,8 @@ class Verifier:
             sealed_number=codes.seal_number(hawk_id, msisdn), code_mac=mac,
             now_ms=_ms(now), code_ttl_ms=_ms(settings.code_ttl),
             cooldown_ms=_ms(settings.resend_cooldown), max_sends=settings.max_sends,
-            session_ttl_ms=_ms(settings.unverified_session_ttl))
+            session_ttl_ms=_ms(settings.unverified_session_ttl),
+            method="o" if carrier is not None else "t")
         outcome = start.outcome
         if outcome is SendOutcome.NO_SESSION:
             raise UnknownSession()
@@ -211,6 +217,7 @@ class Verifier:
             self.log.warn("Code to {to} not sent: {why}", to=mask_number(msisdn), why=str(e))
             raise SendFailed(str(e)) from None
         kind = "m" if carrier is not None else ("s" if short else "l")
+        self.outcomes[("sms/momt" if carrier is not None else "sms/mt", "started")] += 1
         yield self._recordSent(result, ref, msisdn, kind, locale, app_hash)
         return True
 
@@ -323,12 +330,15 @@ class Verifier:
             raise UnknownSession()
         if check.outcome is not CheckOutcome.CHECK:
             raise CodeGone(check.outcome.value)
+        method = _METHODS.get(check.method, "sms/mt")
         if not codes.same_mac(codes.code_mac(self.secrets.code, ref, code), check.code_mac):
             yield self.store.wrongCode(ref, check.code_mac, check.tries, settings.max_tries)
+            self.outcomes[(method, "failed")] += 1
             raise WrongCode(max(settings.max_tries - check.tries, 0))
         if not (yield self.store.markVerified(ref, check.code_mac, _ms(now),
                                               _ms(settings.verified_session_ttl))):
             raise CodeGone("replaced")
+        self.outcomes[(method, "succeeded")] += 1
         number = yield self.verifiedNumber(hawk_id)
         return number.msisdn
 

@@ -13,6 +13,7 @@ memory for as long as the session lives):
   - C{v}: when the number was verified (ms); only verified sessions have it
   - C{d}: the last delivery state a receipt reported for the current code
   - C{a}: set once the session had its automatic resend after a failed delivery
+  - C{m}: how the current code was asked for (C{t} MT, C{o} MO), for metrics
 
 Delivery receipts are matched through short-lived keys per carrier and
 message-id alias: C{ms:m:<carrier>:<alias>} holds what is needed to act on
@@ -83,6 +84,7 @@ class CodeCheck:
     outcome: CheckOutcome
     code_mac: bytes = b""
     tries: int = 0
+    method: str = ""
 
 
 _CREATE = """
@@ -92,7 +94,7 @@ return 1
 """
 
 # ARGV: number hmac, sealed number, code mac, now ms, code ttl ms,
-#       cooldown ms, max sends, session ttl ms (when not verified)
+#       cooldown ms, max sends, session ttl ms (when not verified), method
 _START_SEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_session'} end
 local h = redis.call('HGET', KEYS[1], 'h')
@@ -106,7 +108,7 @@ if last > 0 and now - last < cooldown then
 end
 if sends >= tonumber(ARGV[7]) then return {'capped', sends, 0} end
 redis.call('HSET', KEYS[1], 'h', ARGV[1], 'n', ARGV[2], 'c', ARGV[3],
-           'x', now + tonumber(ARGV[5]), 'l', now, 'r', sends + 1)
+           'x', now + tonumber(ARGV[5]), 'l', now, 'r', sends + 1, 'm', ARGV[9])
 if redis.call('HEXISTS', KEYS[1], 'v') == 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[8])
 end
@@ -139,13 +141,13 @@ if t > tonumber(ARGV[2]) then
   redis.call('HDEL', KEYS[1], 'c', 'x')
   return {'exhausted'}
 end
-return {'check', c, t}
+return {'check', c, t, redis.call('HGET', KEYS[1], 'm') or ''}
 """
 
 # ARGV: the code mac checked, now ms, verified-session ttl ms
 _VERIFIED = """
 if redis.call('HGET', KEYS[1], 'c') ~= ARGV[1] then return 0 end
-redis.call('HDEL', KEYS[1], 'c', 'x', 't', 'r', 'l', 'd', 'a')
+redis.call('HDEL', KEYS[1], 'c', 'x', 't', 'r', 'l', 'd', 'a', 'm')
 redis.call('HSET', KEYS[1], 'v', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
@@ -224,12 +226,14 @@ class RedisStore:
         self.redis = redis
         self.clock = clock
         self.timeout = timeout
+        self.errors = 0
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Deferred:
         result: Deferred = Deferred()
 
         def expire() -> None:
             if not result.called:
+                self.errors += 1
                 result.errback(StoreUnavailable(f"Redis did not answer within {self.timeout}s"))
 
         timer = self.clock.callLater(self.timeout, expire)
@@ -240,6 +244,7 @@ class RedisStore:
             if result.called:
                 return
             if isinstance(value, Failure):
+                self.errors += 1
                 if value.check(ConnectionError) or "onnection" in type(value.value).__name__:
                     result.errback(StoreUnavailable(str(value.value)))
                 else:
@@ -251,6 +256,7 @@ class RedisStore:
             d = getattr(self.redis, method)(*args, **kwargs)
         except Exception as e:
             timer.cancel()
+            self.errors += 1
             result.errback(StoreUnavailable(f"Redis call failed: {e!r}"))
             return result
         d.addBoth(done)
@@ -280,7 +286,7 @@ class RedisStore:
 
     def startSend(self, ref: bytes, *, number_ref: bytes, sealed_number: bytes, code_mac: bytes,
                   now_ms: int, code_ttl_ms: int, cooldown_ms: int, max_sends: int,
-                  session_ttl_ms: int) -> Deferred:
+                  session_ttl_ms: int, method: str = "t") -> Deferred:
         """Record a new code for the session's number, within its limits.
 
         Fires with a L{SendStart}: C{STARTED} (the code is stored), or why
@@ -289,7 +295,7 @@ class RedisStore:
         """
         d = self._eval(_START_SEND, [_key(SESSION_PREFIX, ref)], [
             number_ref, sealed_number, code_mac, now_ms, code_ttl_ms, cooldown_ms,
-            max_sends, session_ttl_ms])
+            max_sends, session_ttl_ms, method])
 
         def parsed(reply: list) -> SendStart:
             outcome = SendOutcome(_text(reply[0]))
@@ -311,7 +317,7 @@ class RedisStore:
         def parsed(reply: list) -> CodeCheck:
             outcome = CheckOutcome(_text(reply[0]))
             if outcome is CheckOutcome.CHECK:
-                return CodeCheck(outcome, reply[1], int(reply[2]))
+                return CodeCheck(outcome, reply[1], int(reply[2]), _text(reply[3]))
             return CodeCheck(outcome)
 
         return d.addCallback(parsed)

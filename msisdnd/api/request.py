@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import json
 
-from twisted.web.server import Request
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import TimeoutError
+from twisted.logger import Logger
+from twisted.web.server import Request, Site
 
 from msisdnd.api.errors import TOO_LARGE, APIError
+
+log = Logger()
 
 
 class LimitedRequest(Request):
@@ -38,6 +43,9 @@ class LimitedRequest(Request):
 
     def process(self) -> None:
         if not self._refused:
+            starting = getattr(self.channel.site, "requestStarted", None)
+            if starting is not None:
+                starting(self)
             super().process()
 
     def _refuse(self) -> None:
@@ -55,3 +63,46 @@ class LimitedRequest(Request):
 def limited(max_body: int) -> type[LimitedRequest]:
     """A L{LimitedRequest} class with C{max_body} bytes, for C{Site(requestFactory=...)}."""
     return type("LimitedRequest", (LimitedRequest,), {"max_body": max_body})
+
+
+class APISite(Site):
+    """The API's Site: knows its requests in flight, and reports each one done.
+
+    @ivar active: requests received and not yet answered.
+    @ivar onDone: called with C{(request, seconds)} as each request finishes
+        (metrics), or C{None}.
+    """
+
+    def __init__(self, resource, max_body: int, clock, onDone=None, **kwargs):
+        super().__init__(resource, requestFactory=limited(max_body), **kwargs)
+        self.clock = clock
+        self.onDone = onDone
+        self.active = 0
+        self._idle: list[Deferred] = []
+
+    def requestStarted(self, request: Request) -> None:
+        self.active += 1
+        started = self.clock.seconds()
+
+        def done(_: object) -> None:
+            self.active -= 1
+            if self.onDone is not None:
+                try:
+                    self.onDone(request, self.clock.seconds() - started)
+                except Exception:
+                    log.failure("Recording a finished request failed")
+            if not self.active:
+                waiters, self._idle = self._idle, []
+                for d in waiters:
+                    if not d.called:
+                        d.callback(None)
+
+        request.notifyFinish().addBoth(done)
+
+    def whenIdle(self, timeout: float) -> Deferred:
+        """Fires once no request is in flight, or after C{timeout} seconds."""
+        if not self.active:
+            return succeed(None)
+        d = Deferred()
+        self._idle.append(d)
+        return d.addTimeout(timeout, self.clock).addErrback(lambda f: f.trap(CancelledError, TimeoutError))

@@ -22,6 +22,7 @@ them all; a message with a timeout of its own gets a timer of its own.
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
 from collections import Counter, deque
 
 from twisted.internet.defer import Deferred, fail
@@ -45,10 +46,14 @@ from msisdnd.smpp.errors import CommandStatusError, SMPPError
 from msisdnd.smpp.inbound import InboundDispatcher
 from msisdnd.smpp.session import ESMESession
 
+#: Upper bounds (seconds) of the submit-latency histogram's buckets.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
 class _Message:
     """One OutboundSMS on its way: its parts, their ids, its deadline."""
 
-    __slots__ = ("sms", "deferred", "message_ids", "remaining", "deadline", "expires", "done")
+    __slots__ = ("sms", "deferred", "message_ids", "remaining", "deadline", "expires", "done",
+                 "started")
 
     def __init__(self, sms: OutboundSMS, parts: int):
         self.sms = sms
@@ -57,6 +62,7 @@ class _Message:
         self.remaining = parts
         self.deadline: IDelayedCall | None = None
         self.expires = 0.0
+        self.started = 0.0
         self.done = False
 
 
@@ -78,6 +84,9 @@ class Carrier:
         C{"session_lost"} and C{"malformed"}.
     @ivar requeued: parts put back in the queue.
     @ivar throttled: how often the carrier paused for throttling.
+    @ivar latency_counts: messages by time from L{send} to the SMSC's
+        acceptance of their last part, per bucket of L{LATENCY_BUCKETS}
+        (and one more for slower); C{latency_sum} their total seconds.
     """
 
     log = Logger()
@@ -101,6 +110,8 @@ class Carrier:
         self.requeued = 0
         self.throttled = 0
         self.errors: Counter[str] = Counter()
+        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
         self.accepting = True
         self._queue: deque[_Part] = deque()
         self._sessions: list[ESMESession] = []
@@ -153,8 +164,9 @@ class Carrier:
             self.errors["queue_full"] += 1
             return fail(QueueFullError(f"{self.name}: the queue is full"))
         message = _Message(sms, len(bodies))
+        message.started = now = self.clock.seconds()
         if timeout is None or timeout == self.send_timeout:
-            message.expires = self.clock.seconds() + self.send_timeout
+            message.expires = now + self.send_timeout
             self._deadlines.append(message)
             if self._deadline_timer is None:
                 self._deadline_timer = self.clock.callLater(self.send_timeout, self._expireDue)
@@ -260,6 +272,9 @@ class Carrier:
             deadlines = self._deadlines
             while deadlines and deadlines[0].done:
                 deadlines.popleft()
+            elapsed = self.clock.seconds() - message.started
+            self.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+            self.latency_sum += elapsed
             message.deferred.callback(SendResult(self.name, tuple(message.message_ids)))
         self._pump()
 

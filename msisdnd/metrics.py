@@ -1,0 +1,109 @@
+"""Prometheus metrics, read from the running parts when scraped.
+
+The hot paths keep plain counters of their own (the carrier's sent and error
+counts, the verifier's outcomes); this collector turns them into metric
+families at scrape time, so a scrape costs the hot path nothing.  HTTP
+requests are observed as they finish.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from msisdnd.smpp.carrier import LATENCY_BUCKETS
+from msisdnd.smpp.service import CarriersService
+
+#: The routes HTTP metrics are labelled with; anything else is "other".
+ROUTES = frozenset({
+    "/", "/__heartbeat__", "/__lbheartbeat__", "/__version__", "/api-specs", "/discover",
+    "/register", "/unregister", "/sms/mt/verify", "/sms/resend_code", "/sms/verify_code",
+    "/certificate/sign", "/.well-known/browserid", "/.well-known/jwks.json",
+})
+
+
+class PartsCollector(Collector):
+    """Carriers, binds, the verifier and the store, as metric families."""
+
+    def __init__(self, carriers: CarriersService, verifier: object, store: object):
+        self.carriers = carriers
+        self.verifier = verifier
+        self.store = store
+
+    def collect(self) -> Iterable:
+        up = GaugeMetricFamily("msisdnd_binds_up", "Bound sessions per carrier", labels=["carrier"])
+        window = GaugeMetricFamily("msisdnd_bind_window_in_use", "Outstanding requests per bind",
+                                   labels=["carrier", "bind"])
+        rtt = GaugeMetricFamily("msisdnd_bind_enquire_link_rtt_seconds",
+                                "Last enquire_link round trip", labels=["carrier", "bind"])
+        reconnects = CounterMetricFamily("msisdnd_bind_reconnects", "Sessions lost after binding",
+                                         labels=["carrier", "bind"])
+        queue = GaugeMetricFamily("msisdnd_carrier_queue_depth", "Parts waiting to be sent",
+                                  labels=["carrier"])
+        outcomes = CounterMetricFamily("msisdnd_submit_outcomes", "submit_sm outcomes by status",
+                                       labels=["carrier", "status"])
+        latency = HistogramMetricFamily("msisdnd_submit_latency_seconds",
+                                        "From send to the SMSC's acceptance", labels=["carrier"])
+        mo = CounterMetricFamily("msisdnd_mo_received", "MO messages received", labels=["carrier"])
+        receipts = CounterMetricFamily("msisdnd_receipts_received", "Delivery receipts received",
+                                       labels=["carrier"])
+        bound: dict[str, int] = {}
+        for bind in self.carriers.binds:
+            snap = bind.snapshot()
+            carrier = bind.carrier.name
+            bound[carrier] = bound.get(carrier, 0) + (snap["state"] == "bound")
+            window.add_metric([carrier, bind.name], snap["in_flight"])
+            reconnects.add_metric([carrier, bind.name], snap["reconnects"])
+            if snap["last_enquire_link_rtt"] is not None:
+                rtt.add_metric([carrier, bind.name], snap["last_enquire_link_rtt"])
+        for carrier in self.carriers.carriers:
+            name = carrier.name
+            up.add_metric([name], bound.get(name, 0))
+            queue.add_metric([name], carrier.queue_depth)
+            outcomes.add_metric([name, "ESME_ROK"], carrier.sent)
+            for status, count in carrier.errors.items():
+                outcomes.add_metric([name, status], count)
+            cumulative, buckets = 0, []
+            for bound_, count in zip(LATENCY_BUCKETS, carrier.latency_counts):
+                cumulative += count
+                buckets.append((str(bound_), cumulative))
+            buckets.append(("+Inf", cumulative + carrier.latency_counts[-1]))
+            latency.add_metric([name], buckets, carrier.latency_sum)
+            mo.add_metric([name], carrier.dispatcher.mo_count)
+            receipts.add_metric([name], carrier.dispatcher.receipt_count)
+        yield from (up, window, rtt, reconnects, queue, outcomes, latency, mo, receipts)
+
+        verifications = CounterMetricFamily(
+            "msisdnd_verifications", "Verification steps by method and outcome",
+            labels=["method", "outcome"])
+        for (method, outcome), count in sorted(self.verifier.outcomes.items()):
+            verifications.add_metric([method, outcome], count)
+        yield verifications
+        errors = CounterMetricFamily("msisdnd_redis_errors", "Redis calls that failed or timed out")
+        errors.add_metric([], self.store.errors)
+        yield errors
+
+
+class Metrics:
+    """The daemon's registry: the parts' collector and the HTTP histograms."""
+
+    def __init__(self, carriers: CarriersService, verifier: object, store: object):
+        self.registry = CollectorRegistry()
+        self.registry.register(PartsCollector(carriers, verifier, store))
+        self.http_requests = Counter("msisdnd_http_requests", "HTTP requests by route and status",
+                                     ["route", "status"], registry=self.registry)
+        self.http_latency = Histogram("msisdnd_http_request_seconds", "HTTP request latency",
+                                      ["route"], registry=self.registry)
+
+    def requestDone(self, request: object, seconds: float) -> None:
+        path = request.path.decode("latin-1") if isinstance(request.path, bytes) else "?"
+        route = path if path in ROUTES else "other"
+        self.http_requests.labels(route, str(request.code)).inc()
+        self.http_latency.labels(route).observe(seconds)
