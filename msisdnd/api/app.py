@@ -8,6 +8,7 @@ header; the nonce in Redis after the MAC passed).
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 from typing import Any, Callable
 
 import phonenumbers
@@ -120,7 +121,7 @@ class DeviceAPI:
             request.setHeader(b"Vary", b"Origin")
 
     def _json(self, request: IRequest, value: object, code: int = 200) -> bytes:
-        request.setResponseCode(code)
+        request.setResponseCode(code, HTTPStatus(code).phrase.encode())
         self._headers(request)
         return json.dumps(value).encode()
 
@@ -158,10 +159,7 @@ class DeviceAPI:
             key = yield self.verifier.hawkKey(parsed.id)
             if key is None:
                 raise hawk.UnknownSession("Unknown session.")
-            target = request.uri.decode("latin-1")
-            if not target.startswith("/"):  # absolute form: only its path counts
-                target = "/" + target.split("://", 1)[-1].partition("/")[2]
-            path, _, query = target.partition("?")
+            path, _, query = request.uri.decode("latin-1").partition("?")
             content = self._raw(request)
             content_type = (request.getHeader(b"Content-Type") or b"").decode("latin-1")
             hawk.verify_request(

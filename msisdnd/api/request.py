@@ -9,6 +9,8 @@ closes the connection without storing the rest.
 from __future__ import annotations
 
 import json
+import time
+from http import HTTPStatus
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import TimeoutError
@@ -26,6 +28,12 @@ class LimitedRequest(Request):
     max_body = 25 * 1024
     _received = 0
     _refused = False
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        # An absolute-form target (RFC 9112 3.2.2) is routed, and MACed, by its path.
+        if path[:7].lower() == b"http://" or path[:8].lower() == b"https://":
+            path = b"/" + path.split(b"/", 3)[3] if path.count(b"/") >= 3 else b"/"
+        super().requestReceived(command, path, version)
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.max_body:
@@ -54,9 +62,11 @@ class LimitedRequest(Request):
         self._refused = True
         error = APIError(413, TOO_LARGE, f"The body is larger than {self.max_body} bytes")
         body = json.dumps(error.body()).encode()
+        now = int(time.time())
         self.channel.transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
-            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            b"HTTP/1.1 413 %s\r\nContent-Type: application/json\r\nTimestamp: %d\r\n"
+            b"Cache-Control: no-store\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+            % (HTTPStatus(413).phrase.encode(), now, len(body), body))
         self.channel.transport.loseConnection()
 
 
