@@ -526,7 +526,7 @@ class Signer:
             "iss": self._issuer_url,
             "sub": subject,
             "iat": now,
-            "nbf": now,
+            "nbf": now - ISSUED_AT_BACKDATE,  # verifiers whose clock lags still accept it
             "exp": now + duration,
             "jti": secrets.token_urlsafe(16),
             "phone_number": msisdn,

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
 from msisdnd.certs import (
+    ISSUED_AT_BACKDATE,
     BrowserIDKey,
     CertificateError,
     Signer,
@@ -215,7 +216,7 @@ def test_jwt_verifies_by_kid_from_jwks(live_signer, ed_keys, rs_client_key):
     assert claims["phone_number_verified"] is True
     assert claims["amr"] == ["sms"]
     assert claims["auth_time"] == int(VERIFIED_AT)
-    assert claims["nbf"] == claims["iat"]
+    assert claims["nbf"] == claims["iat"] - ISSUED_AT_BACKDATE  # clock lag allowance
     assert claims["exp"] == claims["iat"] + 600
     assert isinstance(claims["jti"], str) and len(claims["jti"]) >= 16
 
@@ -223,7 +224,7 @@ def test_jwt_verifies_by_kid_from_jwks(live_signer, ed_keys, rs_client_key):
 def test_jwt_times_follow_the_clock(signer, rs_client_key):
     claims = jwt.decode(rp_jwt(signer, rs_client_key), options={"verify_signature": False})
     assert (claims["iat"], claims["nbf"], claims["exp"]) == (
-        int(PINNED), int(PINNED), int(PINNED) + 600)
+        int(PINNED), int(PINNED) - ISSUED_AT_BACKDATE, int(PINNED) + 600)
 
 
 def test_jwt_ids_are_unique(signer, rs_client_key):

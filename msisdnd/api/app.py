@@ -28,7 +28,10 @@ from msisdnd.discovery import Discovery
 from msisdnd.settings import PublicURL, VerificationSettings
 from msisdnd.store import RedisStore, StoreUnavailable
 
-_AUTHENTICATED = "hawk"
+_WARNING_PAGE = (
+    b"<!DOCTYPE html><html><head><meta charset='utf-8'><title>msisdnd</title></head><body>"
+    b"<p>This service verifies phone numbers for applications. It does not sign anyone in "
+    b"through a browser: there is nothing to do on this page.</p></body></html>")
 
 
 def _digits(value: object, name: str, lengths: tuple[int, ...]) -> str:
@@ -259,6 +262,12 @@ class DeviceAPI:
         return self._json(request, {"public-key": self.signer.browserid_public_key(),
                                     "authentication": page, "provisioning": page})
 
+    @app.route("/.well-known/browserid/warning.html", methods=["GET"])
+    def browseridWarning(self, request: IRequest) -> bytes:
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"max-age=86400")
+        return _WARNING_PAGE
+
     @app.route("/.well-known/jwks.json", methods=["GET"])
     def jwks(self, request: IRequest) -> bytes:
         return self._json(request, self.signer.jwks())
@@ -329,6 +338,8 @@ class DeviceAPI:
         if "code" not in body:
             raise errors.missing("code")
         code = body["code"]
+        if isinstance(code, str):
+            code = code.lower()  # hex is hex in either case
         settings = self.settings
         short = isinstance(code, str) and len(code) == settings.short_code_digits \
             and code.isascii() and code.isdigit()
@@ -353,6 +364,8 @@ class DeviceAPI:
         audience = body.get("audience")
         if audience is not None and (not isinstance(audience, str) or not 0 < len(audience) <= 256):
             raise errors.invalid("Invalid audience.")
+        if audience is not None and fmt != "jwt":
+            raise errors.invalid("audience applies to the jwt format only.")
         try:
             public_key = certs.parse_browserid_key(body["publicKey"])
             duration = certs.parse_duration(body["duration"], self.settings.certificate_max_duration)

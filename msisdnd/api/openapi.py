@@ -86,6 +86,10 @@ def spec(server_url: str) -> dict:
             "/api-specs": _get("This document", {"200": _json(_object())}),
             "/.well-known/browserid": _get("BrowserID support document", {"200": _json(_object(
                 **{"public-key": _object(), "authentication": _STRING, "provisioning": _STRING}))}),
+            "/.well-known/browserid/warning.html": {"get": {
+                "summary": "The page BrowserID's documents point at (nothing to do there)",
+                "responses": {"200": {"description": "HTML",
+                                      "content": {"text/html": {"schema": _STRING}}}}}},
             "/.well-known/jwks.json": _get("Certificate signing keys (JWKS)", {
                 "200": _json(_object(keys={"type": "array", "items": _object()}))}),
             "/discover": _post(

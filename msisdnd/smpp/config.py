@@ -40,16 +40,19 @@ every session starts from::
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
 import phonenumbers
 
 from msisdnd.smpp import codec
+from msisdnd.validation import ConfigError, Table
+from msisdnd.validation import is_array as _is_array
+from msisdnd.validation import kind as _kind
+from msisdnd.validation import show as _show
 
 #: The bind modes of SMPP 3.4, by the name used in C{bind = ...}.
 BIND_MODES = ("transmitter", "receiver", "transceiver")
@@ -83,7 +86,6 @@ _TON_INTERNATIONAL, _NPI_ISDN = 1, 1
 _TON_ALPHANUMERIC, _NPI_UNKNOWN = 5, 0
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
 _NUMERIC_SENDER = re.compile(r"\+?[0-9]+")
 # Printable ASCII less the characters GSM 03.38 has only as escape pairs.
 _ALPHANUMERIC_SENDER = re.compile(r"[\x20-\x5a\x5f\x61-\x7a]+")
@@ -106,174 +108,10 @@ _CARRIER_KEYS = _SESSION_KEYS + (
 )
 
 
-class ConfigError(ValueError):
-    """A configuration value that cannot be used.
+class _Table(Table):
+    """L{Table}, saying why a string over its limit is refused."""
 
-    The message is one line, C{"<path>: <problem>"}, for example
-    C{carrier[0] "orange".window: must be between 1 and 1000, not 0}.
-
-    @ivar path: where the value is (C{carrier[0] "orange".tls.ca_file}).
-    @ivar problem: what is wrong with it.
-    """
-
-    def __init__(self, path: str, problem: str):
-        ValueError.__init__(self, f"{path}: {problem}")
-        self.path = path
-        self.problem = problem
-
-    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str]]:
-        return (type(self), (self.path, self.problem))
-
-
-def _kind(value: Any) -> str:
-    """The TOML name of a value's type, with an article, for messages."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, (list, tuple)):
-        return "an array"
-    return f"a {type(value).__name__}"
-
-
-def _show(value: Any) -> str:
-    """A value as the operator wrote it (C{true}, not C{True})."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value)
-
-
-def _is_array(value: Any) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray))
-
-
-class _Table:
-    """One table being read: typed getters whose errors carry the key's path.
-
-    Unknown keys are refused on construction, so a misspelt key is reported
-    as such rather than as the required key it was meant to be.
-    """
-
-    def __init__(self, data: Any, path: str, known: Collection[str],
-                 misplaced: Mapping[str, str] | None = None):
-        """
-        @param misplaced: keys that belong elsewhere, with where they belong
-            (for a hint better than "unknown").
-        """
-        if not isinstance(data, Mapping):
-            raise ConfigError(path, f"must be a table, not {_kind(data)}")
-        self.data = data
-        self.path = path
-        for key in data:
-            if key in known:
-                continue
-            if not isinstance(key, str):
-                raise ConfigError(path, f"keys must be strings, not {key!r}")
-            if misplaced and key in misplaced:
-                self.fail(key, f"not allowed here; {misplaced[key]}")
-            close = difflib.get_close_matches(key, list(known), n=1)
-            if close:
-                self.fail(key, f"unknown key; did you mean {close[0]!r}?")
-            self.fail(key, f"unknown key; known keys are {', '.join(sorted(known))}")
-
-    def at(self, key: str) -> str:
-        return f"{self.path}.{key}"
-
-    def fail(self, key: str, problem: str) -> NoReturn:
-        raise ConfigError(self.at(key), problem)
-
-    def raw(self, key: str) -> Any:
-        return self.data.get(key)
-
-    def string(self, key: str, default: Any = None, *, limit: int | None = None,
-               required: bool = False, empty: bool = True, secret: bool = False) -> Any:
-        """A string of printable ASCII, at most C{limit} characters.
-
-        @param secret: keep the value out of the error message.
-        """
-        value = self.data.get(key)
-        if value is None:
-            if required:
-                self.fail(key, "is required")
-            return default
-        if not isinstance(value, str):
-            self.fail(key, f"must be a string, not {_kind(value)}")
-        if not value and not empty:
-            self.fail(key, "must not be empty")
-        if not _PRINTABLE_ASCII.fullmatch(value):
-            self.fail(key, "must be printable ASCII" + ("" if secret else f", not {value!r}"))
-        if limit is not None and len(value) > limit:
-            self.fail(key, f"must be at most {limit} characters (SMPP carries no more), "
-                           f"not {len(value)}")
-        return value
-
-    def integer(self, key: str, default: int, low: int, high: int) -> int:
-        value = self.data.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(key, f"must be an integer, not {_kind(value)} ({_show(value)})")
-        if not low <= value <= high:
-            self.fail(key, f"must be between {low} and {high}, not {value}")
-        return value
-
-    def number(self, key: str, default: float, *, above: float | None = None,
-               least: float | None = None, most: float | None = None) -> float:
-        """A finite number of seconds (or per second); an integer is welcome."""
-        value = self.data.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(key, f"must be a number, not {_kind(value)} ({_show(value)})")
-        value = float(value)
-        if not math.isfinite(value):
-            self.fail(key, f"must be a finite number, not {value}")
-        if above is not None and not value > above:
-            self.fail(key, f"must be greater than {above:g}, not {value:g}")
-        if least is not None and not value >= least:
-            self.fail(key, f"must be at least {least:g}, not {value:g}")
-        if most is not None and not value <= most:
-            self.fail(key, f"must be at most {most:g}, not {value:g}")
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.data.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.fail(key, f"must be true or false, not {_kind(value)} ({_show(value)})")
-        return value
-
-    def choice(self, key: str, default: str, choices: Sequence[str]) -> str:
-        value = self.data.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, str) or value not in choices:
-            self.fail(key, f"must be one of {', '.join(map(repr, choices))}, not {_show(value)}")
-        return value
-
-    def array(self, key: str) -> Sequence[Any]:
-        value = self.data.get(key)
-        if value is None:
-            return ()
-        if not _is_array(value):
-            self.fail(key, f"must be an array, not {_kind(value)}")
-        return value
-
-    def codes(self, key: str, pattern: re.Pattern[str], what: str) -> tuple[str, ...]:
-        """An array of digit strings matching C{pattern}, duplicates dropped."""
-        found: dict[str, None] = {}
-        for i, item in enumerate(self.array(key)):
-            if not isinstance(item, str) or not pattern.fullmatch(item):
-                self.fail(f"{key}[{i}]", f"must be {what} as a string, not {item!r}")
-            found[item] = None
-        return tuple(found)
+    limit_reason = " (SMPP carries no more)"
 
 
 # --- TLS ---------------------------------------------------------------------
