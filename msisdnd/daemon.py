@@ -11,6 +11,7 @@ is bounded.
 from __future__ import annotations
 
 import json
+import signal
 
 import txredisapi
 from twisted.application import strports
@@ -200,3 +201,7 @@ class Daemon(MultiService):
         if self.embedded is not None:
             yield self.embedded.stopService()
         log.info("msisdnd stopped")
+        # twistd re-raises the signal that stopped it (exit status 143); a
+        # graceful stop that completed is a clean exit, status 0.
+        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
+            self.reactor._exitSignal = None

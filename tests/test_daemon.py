@@ -1,0 +1,251 @@
+"""The real `twistd msisdnd` as a subprocess: real Redis, the fake SMSC, HTTP on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor, task
+from twisted.internet.defer import DeferredList
+from twisted.web.server import Site
+
+from msisdnd.cli import keygen
+from msisdnd.client import MSISDNClient
+from msisdnd.fakesmsc.web import FakeSMSCWeb
+
+from conftest import free_port, wait_until
+
+BIN = os.path.dirname(sys.executable)
+NUMBER = "+33612345678"
+
+
+class Running:
+    """One daemon subprocess and what it listens on."""
+
+    def __init__(self, process, api: str, admin: str, log_path: str):
+        self.process = process
+        self.api = api
+        self.admin = admin
+        self.log_path = log_path
+
+    def log(self) -> str:
+        with open(self.log_path) as f:
+            return f.read()
+
+
+def write_config(tmp_path, smsc_port: int, redis_port: int, api_port: int, admin_port: int) -> str:
+    with open(os.devnull, "w") as quiet:
+        keygen(str(tmp_path / "keys"), str(tmp_path / "master"), quiet)
+    path = tmp_path / "msisdnd.toml"
+    path.write_text(textwrap.dedent(f"""
+        [http]
+        listen = "tcp:{api_port}:interface=127.0.0.1"
+        public_url = "http://127.0.0.1:{api_port}"
+        [admin]
+        listen = "tcp:{admin_port}:interface=127.0.0.1"
+        [redis]
+        url = "redis://127.0.0.1:{redis_port}/0"
+        [keys]
+        browserid = ["keys/browserid.pem"]
+        jwt = ["keys/jwt.pem"]
+        [secrets]
+        master_file = "master"
+        [verification]
+        send_timeout = 5
+        [[carrier]]
+        name = "fake"
+        host = "127.0.0.1"
+        port = {smsc_port}
+        system_id = "msisdnd"
+        password = "pw"
+        mt_sender = "msisdnd"
+        mo_verifier = "33700000000"
+        default = true
+        region = "FR"
+        reconnect_delay_initial = 0.05
+        reconnect_delay_max = 0.2
+    """))
+    return str(path)
+
+
+def start(config: str, tmp_path) -> subprocess.Popen:
+    log_path = tmp_path / "daemon.log"
+    out = open(log_path, "w")
+    process = subprocess.Popen(
+        [os.path.join(BIN, "twistd"), "--nodaemon", "--pidfile=", "--logger",
+         "msisdnd.logs.observer", "msisdnd", "--config", config],
+        stdout=out, stderr=subprocess.STDOUT, cwd=str(tmp_path))
+    return process, str(log_path)
+
+
+@pytest.fixture
+def daemon(smsc_factory, redis_server, tmp_path):
+    harness = smsc_factory()
+    api_port, admin_port = free_port(), free_port()
+    config = write_config(tmp_path, harness.portNumber, redis_server.port, api_port, admin_port)
+    process, log_path = start(config, tmp_path)
+    running = Running(process, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{admin_port}",
+                      log_path)
+    running.harness = harness
+    running.config = config
+    try:
+        pytest_twisted.blockon(wait_until(lambda: heartbeat_ok(running), timeout=30,
+                                          interval=0.1))
+        yield running
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            # The reactor must keep turning meanwhile: the fake SMSC answers the unbinds.
+            try:
+                pytest_twisted.blockon(wait_until(lambda: process.poll() is not None,
+                                                  timeout=20, interval=0.05))
+            except AssertionError:
+                process.kill()
+                process.wait()
+
+
+def heartbeat_ok(running: Running) -> bool:
+    if running.process.poll() is not None:
+        raise AssertionError(f"msisdnd exited {running.process.returncode}:\n{running.log()}")
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(running.api + "/__heartbeat__", timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def scrape(admin: str) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(admin + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+@pytest_twisted.inlineCallbacks
+def test_verification_through_the_daemon_moves_the_metrics(daemon):
+    """A whole MT flow through the running daemon; the admin listener's metrics
+    and bind table show it."""
+    key = 'msisdnd_verifications_total{method="sms/mt",outcome="succeeded"}'
+    before = scrape(daemon.admin).get(key, 0.0)
+    client = MSISDNClient(daemon.api)
+    yield client.register()
+    yield client.mtVerify(NUMBER, "208", short=True)
+    smsc = daemon.harness.smsc
+    yield wait_until(lambda: smsc.received(NUMBER))
+    pin = smsc.received(NUMBER)[-1].text.split()[-1]
+    assert (yield client.verifyCode(pin)) == NUMBER
+    after = scrape(daemon.admin)
+    assert after[key] == before + 1
+    assert after['msisdnd_binds_up{carrier="fake"}'] == 1
+    assert after['msisdnd_submit_outcomes_total{carrier="fake",status="ESME_ROK"}'] >= 1
+    assert after['msisdnd_http_requests_total{route="/sms/verify_code",status="200"}'] >= 1
+    table = subprocess.run([os.path.join(BIN, "msisdnd"), "binds", "--admin", daemon.admin],
+                           capture_output=True, text=True, timeout=30)
+    assert table.returncode == 0
+    assert table.stdout.splitlines()[1].split()[:4] == ["fake", "fake/0", "transceiver", "bound"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_heartbeat_says_which_part_is_down(daemon):
+    """With the SMSC gone the heartbeat is 503 naming the carriers; back when it returns."""
+    harness = daemon.harness
+    port = harness.portNumber
+    yield harness.stop()
+    deadline = reactor.seconds() + 10
+    while True:
+        r = yield treq.get(daemon.api + "/__heartbeat__")
+        body = yield r.json()
+        if r.code == 503 or reactor.seconds() > deadline:
+            break
+        yield task.deferLater(reactor, 0.02, lambda: None)
+    assert (r.code, body) == (503, {"storage": True, "carriers": False})
+    harness.listen(port)
+    yield wait_until(lambda: heartbeat_ok(daemon), timeout=10, interval=0.1)
+
+
+@pytest_twisted.inlineCallbacks
+def test_msisdn_client_cli_against_the_daemon(daemon):
+    """`msisdn-client verify` walks the MT flow, reading the PIN from the fake SMSC's HTTP side."""
+    web = reactor.listenTCP(0, Site(FakeSMSCWeb(daemon.harness.smsc).resource()),
+                            interface="127.0.0.1")
+    try:
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        out, err, code = yield getProcessOutputAndValue(
+            os.path.join(BIN, "msisdn-client"),
+            ["verify", NUMBER, "--server", daemon.api, "--fake-smsc",
+             f"http://127.0.0.1:{web.getHost().port}", "--format", "jwt"],
+            env=dict(os.environ))
+    finally:
+        yield web.stopListening()
+    assert code == 0, err.decode()
+    result = json.loads(out)
+    assert result["msisdn"] == NUMBER and result["claims"]["phone_number"] == NUMBER
+
+
+@pytest_twisted.inlineCallbacks
+def test_sigterm_under_load_answers_every_accepted_request(daemon):
+    """SIGTERM while sends are in flight: every request the daemon accepted gets its
+    answer (204 or an error), none vanishes, and the daemon exits 0."""
+    smsc = daemon.harness.smsc
+    smsc.faults.response_delay = 0.3
+    clients = [MSISDNClient(daemon.api) for _ in range(12)]
+    yield DeferredList([c.register() for c in clients])
+    outcomes = []
+
+    def record(result, index):
+        outcomes.append((index, "answered", getattr(result, "value", result)))
+
+    def failed(failure, index):
+        from msisdnd.client import APIError
+
+        if failure.check(APIError):
+            outcomes.append((index, "answered", failure.value.code))
+        else:
+            outcomes.append((index, "lost", repr(failure.value)))
+
+    sends = [c.mtVerify(f"+336123400{i:02d}", "208").addCallbacks(
+        record, failed, callbackArgs=(i,), errbackArgs=(i,)) for i, c in enumerate(clients)]
+    yield wait_until(lambda: smsc.submit_count >= 1)
+    daemon.process.send_signal(signal.SIGTERM)
+    yield DeferredList(sends)
+    yield wait_until(lambda: daemon.process.poll() is not None, timeout=30, interval=0.05)
+    assert [o for o in outcomes if o[1] == "lost"] == [], daemon.log()
+    assert len(outcomes) == len(clients)
+    assert daemon.process.returncode == 0, daemon.log()
+    assert "msisdnd stopped" in daemon.log()
+
+
+@pytest.mark.parametrize("setting,problem", [
+    ('[http]\nlisten = "tcp:8000"\npublic_url = "ftp://x"\n', "[http].public_url"),
+    ('[nope]\n', "nope"),
+])
+def test_bad_config_stops_the_start_with_one_line(tmp_path, setting, problem):
+    """A bad configuration exits non-zero, printing one line with the file and the key."""
+    path = tmp_path / "bad.toml"
+    path.write_text(setting)
+    result = subprocess.run(
+        [os.path.join(BIN, "twistd"), "--nodaemon", "--pidfile=", "msisdnd", "--config",
+         str(path)], capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert str(path) in lines[0] and problem in lines[0]
+    check = subprocess.run([os.path.join(BIN, "msisdnd"), "check-config", str(path)],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 2 and problem in check.stderr
