@@ -17,8 +17,7 @@ which the API layer translates.
 
 from __future__ import annotations
 
-import base64
-import json
+import struct
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
@@ -40,7 +39,7 @@ from msisdnd.sms.interfaces import (
     OutboundSMS,
     SendError,
 )
-from msisdnd.sms.message_ids import message_id_aliases
+from msisdnd.sms.message_ids import normalize_message_id
 from msisdnd.store import CheckOutcome, RedisStore, SendOutcome, StoreUnavailable
 
 #: Receipt states after which a code will not arrive.
@@ -95,6 +94,38 @@ class NotVerified(VerificationError):
 
 class SendFailed(VerificationError):
     """No carrier accepted the SMS in time; nothing was left queued."""
+
+
+@dataclass(frozen=True, slots=True)
+class _SentRecord:
+    """What a receipt needs to act on its code, kept while the code lives.
+
+    The number is sealed under the server's transit key (it must be read
+    back without the client); packed as bytes, not JSON, since every code in
+    flight holds one per message part.
+    """
+
+    ref: bytes
+    kind: str  # "s" short MT, "l" long MT, "m" MO reply
+    locale: str
+    app_hash: str
+    sealed_number: bytes
+
+    def pack(self) -> bytes:
+        locale, app_hash = self.locale.encode(), self.app_hash.encode()
+        return (struct.pack("16sc", self.ref, self.kind.encode())
+                + bytes((len(locale),)) + locale + bytes((len(app_hash),)) + app_hash
+                + self.sealed_number)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> "_SentRecord":
+        ref, kind = struct.unpack_from("16sc", data)
+        pos = 17
+        locale = data[pos + 1:pos + 1 + data[pos]]
+        pos += 1 + data[pos]
+        app_hash = data[pos + 1:pos + 1 + data[pos]]
+        pos += 1 + data[pos]
+        return cls(ref, kind.decode(), locale.decode(), app_hash.decode(), data[pos:])
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,16 +261,13 @@ class Verifier:
 
         The SMS is already out: a failure here is logged, never raised.
         """
-        record = json.dumps({
-            "r": base64.b64encode(ref).decode(),
-            "n": base64.b64encode(codes.seal(self.secrets.transit, msisdn.encode())).decode(),
-            "k": kind, "l": locale, "h": app_hash or "",
-        }).encode()
-        aliases = frozenset().union(*(message_id_aliases(i) for i in result.message_ids if i))
-        if not aliases:
+        record = _SentRecord(ref, kind, locale, app_hash or "",
+                             codes.seal(self.secrets.transit, msisdn.encode())).pack()
+        ids = {normalize_message_id(i) for i in result.message_ids if i}
+        if not ids:
             return
         try:
-            early = yield self.store.recordSent(result.carrier, aliases, record,
+            early = yield self.store.recordSent(result.carrier, ids, record,
                                                 _ms(self.settings.code_ttl))
             if early is not None:
                 yield self._delivered(record, early.decode(), result.carrier)
@@ -257,23 +285,23 @@ class Verifier:
 
     @inlineCallbacks
     def _delivered(self, raw_record: bytes, state: str, carrier: str):
-        record = json.loads(raw_record)
-        ref = base64.b64decode(record["r"])
-        if state not in UNDELIVERED or record["k"] == "m":
+        record = _SentRecord.unpack(raw_record)
+        ref = record.ref
+        if state not in UNDELIVERED or record.kind == "m":
             yield self.store.setDelivery(ref, state)
             return
-        plain = codes.unseal(self.secrets.transit, base64.b64decode(record["n"]))
+        plain = codes.unseal(self.secrets.transit, record.sealed_number)
         if plain is None:
             return
         msisdn = plain.decode()
-        short = record["k"] == "s"
+        short = record.kind == "s"
         code = (codes.short_code(self.settings.short_code_digits) if short
                 else codes.long_code(self.settings.long_code_hex))
         mac = codes.code_mac(self.secrets.code, ref, code)
         if not (yield self.store.claimAutoResend(ref, mac, _ms(self.now()),
                                                  _ms(self.settings.code_ttl), state)):
             return
-        text = (self.texts.short_code_text(code, record["l"], record["h"] or None) if short
+        text = (self.texts.short_code_text(code, record.locale, record.app_hash or None) if short
                 else self.texts.long_code_text(code))
         self.log.info("Code to {to} was {state} on {carrier}: resending once",
                       to=mask_number(msisdn), state=state, carrier=carrier)
@@ -285,7 +313,8 @@ class Verifier:
             self.log.warn("Automatic resend to {to} failed: {why}", to=mask_number(msisdn),
                           why=str(e))
             return
-        yield self._recordSent(result, ref, msisdn, record["k"], record["l"], record["h"] or None)
+        yield self._recordSent(result, ref, msisdn, record.kind, record.locale,
+                               record.app_hash or None)
 
     def sendCode(self, hawk_id: str, msisdn: str, *, mcc: str | None, mnc: str | None,
                  short: bool, locale: str, app_hash: str | None = None) -> Deferred:

@@ -16,9 +16,10 @@ memory for as long as the session lives):
   - C{m}: how the current code was asked for (C{t} MT, C{o} MO), for metrics
 
 Delivery receipts are matched through short-lived keys per carrier and
-message-id alias: C{ms:m:<carrier>:<alias>} holds what is needed to act on
-the receipt, and C{ms:d:<carrier>:<alias>} holds a receipt that came before
-its id was recorded.
+message id: C{ms:m:<carrier>:<id>} holds what is needed to act on the
+receipt (under the normalized id the SMSC gave), and C{ms:d:<carrier>:<alias>}
+holds a receipt that came before its id was recorded (under every alias of
+the receipt's id).
 
 Every check-and-update is one Lua script, so that concurrent requests on
 several daemons cannot interleave.  Every call has our own timeout, because
@@ -344,12 +345,14 @@ class RedisStore:
 
     # -- delivery receipts -------------------------------------------------
 
-    def recordSent(self, carrier: str, aliases: Any, record: bytes, ttl_ms: int) -> Deferred:
-        """Remember C{record} under every alias of a sent message's id.
+    def recordSent(self, carrier: str, message_ids: Any, record: bytes, ttl_ms: int) -> Deferred:
+        """Remember C{record} under each normalized id of a sent message's parts.
 
-        Fires with the state of a receipt that arrived before this (bytes), or C{None}.
+        A receipt looks itself up under every alias of its id, so one key per
+        id is enough.  Fires with the state of a receipt that arrived before
+        this (bytes), or C{None}.
         """
-        return self._eval(_RECORD_SENT, _message_keys(carrier, aliases), [record, ttl_ms])
+        return self._eval(_RECORD_SENT, _message_keys(carrier, message_ids), [record, ttl_ms])
 
     def receiptArrived(self, carrier: str, aliases: Any, state: str, ttl_ms: int) -> Deferred:
         """Fires with the record of the receipt's message, or C{None} (the
