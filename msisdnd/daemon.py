@@ -23,6 +23,7 @@ from twisted.web.server import Site
 
 from msisdnd import certs
 from msisdnd.api.app import DeviceAPI
+from msisdnd.api.clientaddr import access_log_formatter
 from msisdnd.api.request import APISite
 from msisdnd.config import Config
 from msisdnd.discovery import Discovery
@@ -114,9 +115,11 @@ class Daemon(MultiService):
             discovery=Discovery(config.carriers, public.url_for("/sms/mt/verify")),
             texts=self.texts, store=self.store, public_url=public, settings=settings,
             clock=reactor, cors_origins=config.http.cors_origins,
+            show_version=config.http.show_version,
             health=lambda: {"carriers": self.carriers.router.available()})
         self.site = APISite(self.api.resource(), config.http.max_body, reactor,
-                            onDone=self.metrics.requestDone)
+                            onDone=self.metrics.requestDone,
+                            logFormatter=access_log_formatter(config.http.trusted_proxies))
         self.site.noisy = False
         self.http = [strports.service(listen, self.site) for listen in config.http.listen]
         self.admin = (strports.service(config.admin.listen, admin_site(self))

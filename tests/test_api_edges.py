@@ -960,3 +960,26 @@ def test_send_failure_is_503_and_withdrawn(redis_pool, tmp_path):
     finally:
         yield gw.smsc.stop()  # drops the never-answered submit, so stopping does not wait on it
         yield gw.stop()
+
+
+def test_access_log_names_the_client_behind_trusted_proxies_only():
+    """The access log shows X-Forwarded-For's client only when the peer is a trusted proxy."""
+    import ipaddress
+
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from msisdnd.api.clientaddr import access_log_formatter, client_address
+
+    trusted = [ipaddress.ip_network("10.0.0.0/8")]
+    via_proxy = DummyRequest([b""])
+    via_proxy.client = __import__("twisted.internet.address", fromlist=["x"]).IPv4Address(
+        "TCP", "10.1.2.3", 1234)
+    via_proxy.requestHeaders.setRawHeaders(b"X-Forwarded-For", [b"203.0.113.7, 10.9.9.9"])
+    via_proxy.code, via_proxy.sentLength = 200, 0
+    assert client_address(via_proxy, trusted) == "203.0.113.7"
+    assert access_log_formatter(trusted)("ts", via_proxy).startswith('"203.0.113.7"')
+    direct = DummyRequest([b""])
+    direct.client = via_proxy.client.__class__("TCP", "198.51.100.4", 1234)
+    direct.requestHeaders.setRawHeaders(b"X-Forwarded-For", [b"203.0.113.7"])
+    assert client_address(direct, trusted) == "198.51.100.4"
+    assert client_address(via_proxy, []) == "10.1.2.3"

@@ -93,6 +93,7 @@ class DeviceAPI:
         settings: VerificationSettings,
         clock: IReactorTime,
         cors_origins: tuple[str, ...] = (),
+        show_version: bool = True,
         health: Callable[[], dict] | None = None,
     ):
         self.verifier = verifier
@@ -104,6 +105,7 @@ class DeviceAPI:
         self.settings = settings
         self.clock = clock
         self.cors_origins = frozenset(cors_origins)
+        self.show_version = show_version
         self.health = health
 
     def resource(self):
@@ -224,13 +226,16 @@ class DeviceAPI:
 
     @app.route("/", methods=["GET"])
     def root(self, request: IRequest) -> bytes:
-        return self._json(request, {
+        about = {
             "name": "msisdnd",
             "description": "Verifies that a device controls a phone number (MSISDN).",
             "version": __version__,
             "homepage": "https://github.com/msisdnd/msisdnd",
             "endpoint": self.public_url.base,
-        })
+        }
+        if not self.show_version:
+            del about["version"]
+        return self._json(request, about)
 
     @app.route("/__lbheartbeat__", methods=["GET"])
     def lbheartbeat(self, request: IRequest) -> bytes:
@@ -238,6 +243,8 @@ class DeviceAPI:
 
     @app.route("/__version__", methods=["GET"])
     def version(self, request: IRequest) -> bytes:
+        if not self.show_version:
+            return self._json(request, {"name": "msisdnd"})
         return self._json(request, {"name": "msisdnd", "version": __version__})
 
     @app.route("/__heartbeat__", methods=["GET"])

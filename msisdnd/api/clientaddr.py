@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Sequence
 
+from twisted.internet.address import IPv4Address
+from twisted.web.http import combinedLogFormatter
 from twisted.web.iweb import IRequest
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -45,3 +47,27 @@ def client_address(request: IRequest, trusted: Sequence[Network]) -> str:
         if not any(current in net for net in trusted):
             break
     return str(current)
+
+
+class _Forwarded:
+    """The request as the access log sees it: the same, but for its client address."""
+
+    def __init__(self, request: IRequest, host: str):
+        self._request = request
+        self._host = host
+
+    def getClientAddress(self):
+        return IPv4Address("TCP", self._host, 0)
+
+    def __getattr__(self, name: str):
+        return getattr(self._request, name)
+
+
+def access_log_formatter(trusted: Sequence[Network]):
+    """A Site C{logFormatter}: the combined log format, with the client address
+    as L{client_address} finds it (never a header an untrusted peer sent)."""
+
+    def format(timestamp: str, request: IRequest) -> str:
+        return combinedLogFormatter(timestamp, _Forwarded(request, client_address(request, trusted)))
+
+    return format
