@@ -52,6 +52,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from msisdnd.limits import LimitSettings
 from msisdnd.settings import PublicURL, Secrets, VerificationSettings
 from msisdnd.smpp.config import CarrierConfig, parse_carriers
 from msisdnd.validation import ConfigError, Table, is_array, kind
@@ -92,6 +93,26 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "carrier": (),
     "log": ("format", "level"),
     "dev": ("fake_smsc", "fake_smsc_smpp", "fake_smsc_http"),
+    "limits": tuple(f.name for f in fields(LimitSettings)),
+}
+
+# (kind, low, high) of each LimitSettings number: "int" counts or "float" seconds.
+_LIMIT_RANGES: dict[str, tuple[str, float, float]] = {
+    "number_sends_10min": ("int", 1, 1000),
+    "number_sends_day": ("int", 1, 10000),
+    "number_failures_day": ("int", 1, 100),
+    "number_lock": ("float", 60, 30 * 86400),
+    "ip_registrations_minute": ("int", 1, 100000),
+    "ip_registrations_day": ("int", 1, 10000000),
+    "ip_sends_minute": ("int", 1, 100000),
+    "ip_sends_day": ("int", 1, 10000000),
+    "prefix_sends_day": ("int", 1, 10000000),
+    "country_sends_day": ("int", 1, 100000000),
+    "network_sends_day": ("int", 1, 100000000),
+    "guard_window": ("float", 60, 7 * 86400),
+    "guard_floor": ("int", 1, 1000000),
+    "guard_min_conversion": ("float", 0, 1),
+    "guard_block": ("float", 60, 30 * 86400),
 }
 
 # (kind, low, high) of each VerificationSettings field: "int" or "float"
@@ -236,6 +257,7 @@ class Config:
     carriers: tuple[CarrierConfig, ...]
     log: LogConfig
     dev: DevConfig
+    limits: LimitSettings = LimitSettings()
     warnings: tuple[str, ...] = ()
 
 
@@ -319,6 +341,7 @@ class _Reader:
         carriers = parse_carriers(self.resolve_carrier_files(data.get("carrier", [])))
         log = self.log(self.section(data, "log"))
         dev = self.dev(self.section(data, "dev"))
+        limits = self.limits(self.section(data, "limits"))
 
         endpoints = [(f"[http].listen[{i}]" if len(http.listen) > 1 else "[http].listen", s)
                      for i, s in enumerate(http.listen)]
@@ -337,7 +360,7 @@ class _Reader:
         return Config(
             path=self.path, http=http, admin=admin, redis=redis, keys=keys,
             secrets=secrets, verification=verification, sms=sms, carriers=carriers,
-            log=log, dev=dev, warnings=tuple(self.warnings),
+            log=log, dev=dev, limits=limits, warnings=tuple(self.warnings),
         )
 
     # -- helpers --
@@ -547,6 +570,36 @@ class _Reader:
                 t.fail("webotp_host", f"must be an ASCII DNS name (punycode for others), "
                                       f"not {host!r}")
         return SMSConfig(default_locale=found, webotp_host=host)
+
+    def limits(self, t: Table) -> LimitSettings:
+        import phonenumbers
+
+        defaults = LimitSettings()
+        values: dict[str, Any] = {}
+        for name, (which, low, high) in _LIMIT_RANGES.items():
+            default = getattr(defaults, name)
+            if which == "int":
+                values[name] = t.integer(name, default, int(low), int(high))
+            else:
+                values[name] = t.number(name, default, least=low, most=high)
+        countries = []
+        for i, item in enumerate(t.array("countries")):
+            region = item.upper() if isinstance(item, str) else item
+            if region not in phonenumbers.SUPPORTED_REGIONS:
+                t.fail(f"countries[{i}]", f"must be an ISO 3166 region phonenumbers knows "
+                                          f"(e.g. \"FR\"), not {item!r}")
+            countries.append(region)
+        values["countries"] = frozenset(countries)
+        if "number_types" in t.data:
+            known = {k for k, v in vars(phonenumbers.PhoneNumberType).items()
+                     if k.isupper() and isinstance(v, int)}
+            kinds = []
+            for i, item in enumerate(t.array("number_types")):
+                if item not in known:
+                    t.fail(f"number_types[{i}]", f"must be one of {sorted(known)}, not {item!r}")
+                kinds.append(item)
+            values["number_types"] = frozenset(kinds)
+        return LimitSettings(**values)
 
     def log(self, t: Table) -> LogConfig:
         return LogConfig(format=t.choice("format", "text", LOG_FORMATS),

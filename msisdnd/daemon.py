@@ -25,9 +25,11 @@ from msisdnd import certs
 from msisdnd.api.app import DeviceAPI
 from msisdnd.api.clientaddr import access_log_formatter
 from msisdnd.api.request import APISite
+from msisdnd.breaker import CarrierBreaker
 from msisdnd.config import Config
 from msisdnd.discovery import Discovery
 from msisdnd.flows import MOVerifier, Verifier
+from msisdnd.limits import Limits
 from msisdnd.metrics import Metrics
 from msisdnd.redisserver import EmbeddedRedis
 from msisdnd.sms.text import SMSTexts
@@ -100,15 +102,18 @@ class Daemon(MultiService):
         self.store = RedisStore(None, reactor, timeout=settings.store_timeout)
         self.texts = SMSTexts(default_locale=config.sms.default_locale,
                               webotp_host=config.sms.webotp_host)
+        self.limits = Limits(self.store, config.limits, config.secrets.number, reactor)
         self.verifier = Verifier(
             self.store, None, settings, config.secrets, self.texts, reactor,
             mo_verifiers=tuple(MOVerifier(c.name, c.mo_verifier, None)
-                               for c in config.carriers if c.mo_verifier))
+                               for c in config.carriers if c.mo_verifier),
+            limits=self.limits)
         self.carriers = CarriersService(config.carriers, reactor, send_timeout=settings.send_timeout,
                                         drain_timeout=CARRIER_DRAIN_TIMEOUT,
                                         mo_receiver=self.verifier, receipt_receiver=self.verifier)
         self.verifier.sender = self.carriers.router
-        self.metrics = Metrics(self.carriers, self.verifier, self.store)
+        self.breaker = CarrierBreaker(self.carriers.carriers, self.store, reactor)
+        self.metrics = Metrics(self.carriers, self.verifier, self.store, self.limits)
         public = config.http.public_url
         self.api = DeviceAPI(
             verifier=self.verifier, signer=self.signer,
@@ -116,7 +121,8 @@ class Daemon(MultiService):
             texts=self.texts, store=self.store, public_url=public, settings=settings,
             clock=reactor, cors_origins=config.http.cors_origins,
             show_version=config.http.show_version,
-            health=lambda: {"carriers": self.carriers.router.available()})
+            health=lambda: {"carriers": self.carriers.router.available()},
+            limits=self.limits, trusted_proxies=config.http.trusted_proxies)
         self.site = APISite(self.api.resource(), config.http.max_body, reactor,
                             onDone=self.metrics.requestDone,
                             logFormatter=access_log_formatter(config.http.trusted_proxies))
@@ -172,6 +178,7 @@ class Daemon(MultiService):
             yield self.embedded.start()
         self.pool = self._connectRedis()
         self.store.redis = self.pool
+        self.breaker.startService()
         for part in [*self.fake_smsc, self.carriers, self.admin, *self.http]:
             if part is not None:
                 part.startService()
@@ -196,6 +203,8 @@ class Daemon(MultiService):
             yield self.admin.stopService()
         if self.carriers.running:
             yield self.carriers.stopService()
+        if self.breaker.running:
+            yield self.breaker.stopService()
         for service in self.fake_smsc:
             if service.running:
                 yield service.stopService()

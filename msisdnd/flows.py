@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from msisdnd import codes, hawk
+from msisdnd.limits import LOCK_PREFIX, Limit, Limits, Refused
 from msisdnd.masking import mask_number
 from msisdnd.settings import Secrets, VerificationSettings
 from msisdnd.sms.interfaces import (
@@ -169,6 +170,7 @@ class Verifier:
         texts: object,
         clock: IReactorTime,
         mo_verifiers: tuple[MOVerifier, ...] = (),
+        limits: Limits | None = None,
     ):
         self.store = store
         self.sender = sender
@@ -176,6 +178,7 @@ class Verifier:
         self.secrets = secrets
         self.texts = texts
         self.clock = clock
+        self.limits = limits
         self._mo_verifiers = {(v.carrier, v.number.lstrip("+")): v for v in mo_verifiers}
         self.mo_handled = 0
         self.mo_dropped = 0
@@ -214,20 +217,25 @@ class Verifier:
     def _sendCode(self, hawk_id: str, msisdn: str, make_text: Callable[[str], str],
                   short: bool, *, resend: bool, mcc: str | None = None, mnc: str | None = None,
                   carrier: str | None = None, sender: str | None = None,
-                  locale: str = "", app_hash: str | None = None):
+                  locale: str = "", app_hash: str | None = None, client: str | None = None):
         settings = self.settings
+        limits = self.limits
+        if limits is not None:
+            limits.checkNumber(msisdn)
         ref = self._ref(hawk_id)
+        number_ref = codes.number_ref(self.secrets.number, msisdn)
         code = (codes.short_code(settings.short_code_digits) if short
                 else codes.long_code(settings.long_code_hex))
         mac = codes.code_mac(self.secrets.code, ref, code)
         now = self.now()
         start = yield self.store.startSend(
-            ref, number_ref=codes.number_ref(self.secrets.number, msisdn),
+            ref, number_ref=number_ref,
             sealed_number=codes.seal_number(hawk_id, msisdn), code_mac=mac,
             now_ms=_ms(now), code_ttl_ms=_ms(settings.code_ttl),
             cooldown_ms=_ms(settings.resend_cooldown), max_sends=settings.max_sends,
             session_ttl_ms=_ms(settings.unverified_session_ttl),
-            method="o" if carrier is not None else "t")
+            method="o" if carrier is not None else "t",
+            network=f"{mcc}{mnc}" if mcc and mnc else "")
         outcome = start.outcome
         if outcome is SendOutcome.NO_SESSION:
             raise UnknownSession()
@@ -239,6 +247,12 @@ class Verifier:
             return False  # a client retrying the same request: no second SMS
         if outcome is SendOutcome.CAPPED:
             raise TooManySends()
+        if limits is not None:
+            try:
+                yield limits.checkSend(msisdn, client, mcc, mnc, number_ref)
+            except Refused:
+                yield self.store.abortSend(ref, mac, start.previous_last)
+                raise
         sms = OutboundSMS(destination=msisdn, text=make_text(code), validity=settings.code_ttl,
                           sender=sender, mcc=mcc, mnc=mnc, carrier=carrier)
         try:
@@ -317,7 +331,8 @@ class Verifier:
                                record.app_hash or None)
 
     def sendCode(self, hawk_id: str, msisdn: str, *, mcc: str | None, mnc: str | None,
-                 short: bool, locale: str, app_hash: str | None = None) -> Deferred:
+                 short: bool, locale: str, app_hash: str | None = None,
+                 client: str | None = None) -> Deferred:
         """The MT flow: store a new code for C{msisdn} and send it.
 
         Fires with C{True} once the SMSC accepted it, or C{False} when the
@@ -329,10 +344,11 @@ class Verifier:
         else:
             make_text = texts.long_code_text
         return self._sendCode(hawk_id, msisdn, make_text, short, resend=False, mcc=mcc, mnc=mnc,
-                              locale=locale, app_hash=app_hash)
+                              locale=locale, app_hash=app_hash, client=client)
 
     @inlineCallbacks
-    def resendCode(self, hawk_id: str, *, locale: str, app_hash: str | None = None):
+    def resendCode(self, hawk_id: str, *, locale: str, app_hash: str | None = None,
+                   client: str | None = None):
         """A new code for the session's number; the old one stops working."""
         fields = yield self.store.session(self._ref(hawk_id))
         if not fields:
@@ -344,7 +360,7 @@ class Verifier:
         texts = self.texts
         yield self._sendCode(hawk_id, msisdn,
                              lambda code: texts.short_code_text(code, locale, app_hash),
-                             True, resend=True, locale=locale, app_hash=app_hash)
+                             True, resend=True, locale=locale, app_hash=app_hash, client=client)
 
     # -- checking codes ------------------------------------------------------
 
@@ -354,21 +370,29 @@ class Verifier:
         settings = self.settings
         ref = self._ref(hawk_id)
         now = self.now()
-        check = yield self.store.beginCheck(ref, _ms(now), settings.max_tries)
+        check = yield self.store.beginCheck(ref, _ms(now), settings.max_tries,
+                                            LOCK_PREFIX if self.limits is not None else b"")
         if check.outcome is CheckOutcome.NO_SESSION:
             raise UnknownSession()
+        if check.outcome is CheckOutcome.LOCKED:
+            raise Refused(Limit.NUMBER_LOCKED, check.wait_ms / 1000)
         if check.outcome is not CheckOutcome.CHECK:
             raise CodeGone(check.outcome.value)
         method = _METHODS.get(check.method, "sms/mt")
         if not codes.same_mac(codes.code_mac(self.secrets.code, ref, code), check.code_mac):
             yield self.store.wrongCode(ref, check.code_mac, check.tries, settings.max_tries)
             self.outcomes[(method, "failed")] += 1
+            if self.limits is not None:
+                yield self.limits.failedCheck(check.number_ref)
             raise WrongCode(max(settings.max_tries - check.tries, 0))
         if not (yield self.store.markVerified(ref, check.code_mac, _ms(now),
                                               _ms(settings.verified_session_ttl))):
             raise CodeGone("replaced")
         self.outcomes[(method, "succeeded")] += 1
         number = yield self.verifiedNumber(hawk_id)
+        if self.limits is not None:
+            network = check.network
+            yield self.limits.verified(number.msisdn, network[:3] or None, network[3:] or None)
         return number.msisdn
 
     @inlineCallbacks

@@ -32,10 +32,12 @@ ROUTES = frozenset({
 class PartsCollector(Collector):
     """Carriers, binds, the verifier and the store, as metric families."""
 
-    def __init__(self, carriers: CarriersService, verifier: object, store: object):
+    def __init__(self, carriers: CarriersService, verifier: object, store: object,
+                 limits: object = None):
         self.carriers = carriers
         self.verifier = verifier
         self.store = store
+        self.limits = limits
 
     def collect(self) -> Iterable:
         up = GaugeMetricFamily("msisdnd_binds_up", "Bound sessions per carrier", labels=["carrier"])
@@ -89,14 +91,29 @@ class PartsCollector(Collector):
         errors = CounterMetricFamily("msisdnd_redis_errors", "Redis calls that failed or timed out")
         errors.add_metric([], self.store.errors)
         yield errors
+        if self.limits is not None:
+            counters = self.limits.counters
+            refused = CounterMetricFamily("msisdnd_limit_refusals", "Requests refused, by limit",
+                                          labels=["limit"])
+            for limit, count in sorted(counters.refused.items()):
+                refused.add_metric([limit], count)
+            blocks = CounterMetricFamily("msisdnd_pumping_blocks",
+                                         "Pumping-guard blocks set by this daemon", labels=["kind"])
+            for kind, count in sorted(counters.blocks.items()):
+                blocks.add_metric([kind], count)
+            unblocks = CounterMetricFamily("msisdnd_pumping_unblocks",
+                                           "Pumping-guard blocks lifted by an operator")
+            unblocks.add_metric([], counters.unblocks)
+            yield from (refused, blocks, unblocks)
 
 
 class Metrics:
     """The daemon's registry: the parts' collector and the HTTP histograms."""
 
-    def __init__(self, carriers: CarriersService, verifier: object, store: object):
+    def __init__(self, carriers: CarriersService, verifier: object, store: object,
+                 limits: object = None):
         self.registry = CollectorRegistry()
-        self.registry.register(PartsCollector(carriers, verifier, store))
+        self.registry.register(PartsCollector(carriers, verifier, store, limits))
         self.http_requests = Counter("msisdnd_http_requests", "HTTP requests by route and status",
                                      ["route", "status"], registry=self.registry)
         self.http_latency = Histogram("msisdnd_http_request_seconds", "HTTP request latency",

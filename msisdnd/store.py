@@ -14,6 +14,7 @@ memory for as long as the session lives):
   - C{d}: the last delivery state a receipt reported for the current code
   - C{a}: set once the session had its automatic resend after a failed delivery
   - C{m}: how the current code was asked for (C{t} MT, C{o} MO), for metrics
+  - C{g}: the network (MCC+MNC) the client named, for the pumping guard
 
 Delivery receipts are matched through short-lived keys per carrier and
 message id: C{ms:m:<carrier>:<id>} holds what is needed to act on the
@@ -66,6 +67,7 @@ class CheckOutcome(enum.Enum):
     """What L{RedisStore.beginCheck} found."""
 
     CHECK = "check"
+    LOCKED = "locked"
     NO_SESSION = "no_session"
     NO_CODE = "no_code"
     EXPIRED = "expired"
@@ -86,6 +88,9 @@ class CodeCheck:
     code_mac: bytes = b""
     tries: int = 0
     method: str = ""
+    number_ref: bytes = b""
+    network: str = ""
+    wait_ms: int = 0
 
 
 _CREATE = """
@@ -95,7 +100,7 @@ return 1
 """
 
 # ARGV: number hmac, sealed number, code mac, now ms, code ttl ms,
-#       cooldown ms, max sends, session ttl ms (when not verified), method
+#       cooldown ms, max sends, session ttl ms (when not verified), method, network
 _START_SEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_session'} end
 local h = redis.call('HGET', KEYS[1], 'h')
@@ -109,7 +114,7 @@ if last > 0 and now - last < cooldown then
 end
 if sends >= tonumber(ARGV[7]) then return {'capped', sends, 0} end
 redis.call('HSET', KEYS[1], 'h', ARGV[1], 'n', ARGV[2], 'c', ARGV[3],
-           'x', now + tonumber(ARGV[5]), 'l', now, 'r', sends + 1, 'm', ARGV[9])
+           'x', now + tonumber(ARGV[5]), 'l', now, 'r', sends + 1, 'm', ARGV[9], 'g', ARGV[10])
 if redis.call('HEXISTS', KEYS[1], 'v') == 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[8])
 end
@@ -127,12 +132,17 @@ else redis.call('HSET', KEYS[1], 'l', ARGV[2]) end
 return 1
 """
 
-# ARGV: now ms, max tries.  A try is spent before the code is compared, so
-# parallel guesses cannot share one try.
+# ARGV: now ms, max tries, the lock key prefix of numbers (see msisdnd.limits).
+# A try is spent before the code is compared, so parallel guesses cannot
+# share one try; a locked number gets no try at all.
 _BEGIN_CHECK = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_session'} end
 local c = redis.call('HGET', KEYS[1], 'c')
 if not c then return {'no_code'} end
+local h = redis.call('HGET', KEYS[1], 'h') or ''
+if ARGV[3] ~= '' and redis.call('EXISTS', ARGV[3] .. h) == 1 then
+  return {'locked', redis.call('PTTL', ARGV[3] .. h)}
+end
 if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'x') or '0') then
   redis.call('HDEL', KEYS[1], 'c', 'x')
   return {'expired'}
@@ -142,13 +152,14 @@ if t > tonumber(ARGV[2]) then
   redis.call('HDEL', KEYS[1], 'c', 'x')
   return {'exhausted'}
 end
-return {'check', c, t, redis.call('HGET', KEYS[1], 'm') or ''}
+return {'check', c, t, redis.call('HGET', KEYS[1], 'm') or '', h,
+        redis.call('HGET', KEYS[1], 'g') or ''}
 """
 
 # ARGV: the code mac checked, now ms, verified-session ttl ms
 _VERIFIED = """
 if redis.call('HGET', KEYS[1], 'c') ~= ARGV[1] then return 0 end
-redis.call('HDEL', KEYS[1], 'c', 'x', 't', 'r', 'l', 'd', 'a', 'm')
+redis.call('HDEL', KEYS[1], 'c', 'x', 't', 'r', 'l', 'd', 'a', 'm', 'g')
 redis.call('HSET', KEYS[1], 'v', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
@@ -287,7 +298,7 @@ class RedisStore:
 
     def startSend(self, ref: bytes, *, number_ref: bytes, sealed_number: bytes, code_mac: bytes,
                   now_ms: int, code_ttl_ms: int, cooldown_ms: int, max_sends: int,
-                  session_ttl_ms: int, method: str = "t") -> Deferred:
+                  session_ttl_ms: int, method: str = "t", network: str = "") -> Deferred:
         """Record a new code for the session's number, within its limits.
 
         Fires with a L{SendStart}: C{STARTED} (the code is stored), or why
@@ -296,7 +307,7 @@ class RedisStore:
         """
         d = self._eval(_START_SEND, [_key(SESSION_PREFIX, ref)], [
             number_ref, sealed_number, code_mac, now_ms, code_ttl_ms, cooldown_ms,
-            max_sends, session_ttl_ms, method])
+            max_sends, session_ttl_ms, method, network])
 
         def parsed(reply: list) -> SendStart:
             outcome = SendOutcome(_text(reply[0]))
@@ -311,14 +322,22 @@ class RedisStore:
 
     # -- checking codes ----------------------------------------------------
 
-    def beginCheck(self, ref: bytes, now_ms: int, max_tries: int) -> Deferred:
-        """Spend one try and fetch the code's MAC; fires with a L{CodeCheck}."""
-        d = self._eval(_BEGIN_CHECK, [_key(SESSION_PREFIX, ref)], [now_ms, max_tries])
+    def beginCheck(self, ref: bytes, now_ms: int, max_tries: int,
+                   lock_prefix: bytes = b"") -> Deferred:
+        """Spend one try and fetch the code's MAC; fires with a L{CodeCheck}.
+
+        With C{lock_prefix}, a number locked under C{lock_prefix + its HMAC}
+        gets no try (C{LOCKED}).
+        """
+        d = self._eval(_BEGIN_CHECK, [_key(SESSION_PREFIX, ref)], [now_ms, max_tries, lock_prefix])
 
         def parsed(reply: list) -> CodeCheck:
             outcome = CheckOutcome(_text(reply[0]))
             if outcome is CheckOutcome.CHECK:
-                return CodeCheck(outcome, reply[1], int(reply[2]), _text(reply[3]))
+                return CodeCheck(outcome, reply[1], int(reply[2]), _text(reply[3]), reply[4],
+                                 _text(reply[5]))
+            if outcome is CheckOutcome.LOCKED:
+                return CodeCheck(outcome, wait_ms=int(reply[1]))
             return CodeCheck(outcome)
 
         return d.addCallback(parsed)

@@ -7,6 +7,7 @@ client that signs its requests with Hawk as upstream clients do.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from msisdnd.api.app import DeviceAPI
 from msisdnd.api.request import limited
 from msisdnd.discovery import Discovery
 from msisdnd.flows import MOVerifier, Verifier
+from msisdnd.limits import Limits, LimitSettings
 from msisdnd.settings import PublicURL, Secrets, VerificationSettings
 from msisdnd.sms.text import SMSTexts
 from msisdnd.smpp.config import CarrierConfig
@@ -109,6 +111,7 @@ class Gateway:
 
 @inlineCallbacks
 def start_gateway(redis_pool, tmp_path: Path, settings: VerificationSettings | None = None,
+                  limits: LimitSettings | None = None, carrier_overrides: dict | None = None,
                   **smsc_kwargs):
     """Start every piece; the caller stops it with C{Gateway.stop}."""
     settings = settings or VerificationSettings(send_timeout=3.0)
@@ -117,6 +120,7 @@ def start_gateway(redis_pool, tmp_path: Path, settings: VerificationSettings | N
         "name": "fake", "host": "127.0.0.1", "port": smsc.portNumber, "system_id": "msisdnd",
         "password": "pw", "mt_sender": SENDER, "mo_verifier": MO_NUMBER, "default": True,
         "region": "FR", "reconnect_delay_initial": 0.05, "reconnect_delay_max": 0.2,
+        **(carrier_overrides or {}),
     }, "carrier[fake]")
     port_number = free_port()
     url = f"http://127.0.0.1:{port_number}"
@@ -124,8 +128,9 @@ def start_gateway(redis_pool, tmp_path: Path, settings: VerificationSettings | N
     secrets = Secrets.from_master(b"m" * 32)
     store = RedisStore(redis_pool, reactor, timeout=settings.store_timeout)
     texts = SMSTexts()
+    limiter = Limits(store, limits, secrets.number, reactor) if limits is not None else None
     verifier = Verifier(store, None, settings, secrets, texts, reactor,
-                        mo_verifiers=(MOVerifier("fake", MO_NUMBER, None),))
+                        mo_verifiers=(MOVerifier("fake", MO_NUMBER, None),), limits=limiter)
     carriers = CarriersService([carrier], reactor, send_timeout=settings.send_timeout,
                                mo_receiver=verifier, receipt_receiver=verifier)
     verifier.sender = carriers.router
@@ -137,7 +142,8 @@ def start_gateway(redis_pool, tmp_path: Path, settings: VerificationSettings | N
                     discovery=Discovery([carrier], public.url_for("/sms/mt/verify")),
                     texts=texts, store=store, public_url=public, settings=settings,
                     clock=reactor, cors_origins=("https://app.example",),
-                    health=lambda: {"carriers": carriers.router.available()})
+                    health=lambda: {"carriers": carriers.router.available()},
+                    limits=limiter, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
     carriers.startService()
     site = Site(api.resource(), requestFactory=limited(25 * 1024))
     site.noisy = False

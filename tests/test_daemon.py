@@ -59,6 +59,10 @@ def write_config(tmp_path, smsc_port: int, redis_port: int, api_port: int, admin
         master_file = "master"
         [verification]
         send_timeout = 5
+        [limits]
+        # One address sends the whole load here.
+        ip_registrations_minute = 1000
+        ip_sends_minute = 1000
         [[carrier]]
         name = "fake"
         host = "127.0.0.1"

@@ -22,9 +22,11 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from msisdnd import __version__, certs, flows, hawk
 from msisdnd.api import errors
+from msisdnd.api.clientaddr import client_address
 from msisdnd.api.errors import APIError
 from msisdnd.api.openapi import spec
 from msisdnd.discovery import Discovery
+from msisdnd.limits import Limit, Limits, Refused
 from msisdnd.settings import PublicURL, VerificationSettings
 from msisdnd.store import RedisStore, StoreUnavailable
 
@@ -71,6 +73,19 @@ _FLOW_ERRORS: dict[type, Callable[[Exception], APIError]] = {
 }
 
 
+_LIMIT_ERRORS: dict[Limit, tuple[int, int, str]] = {
+    Limit.NUMBER_RATE: (429, errors.NUMBER_RATE, "Too many codes to this number."),
+    Limit.IP_RATE: (429, errors.CLIENT_RATE, "Too many requests from this address."),
+    Limit.PREFIX_BUDGET: (429, errors.BUDGET_SPENT, "The daily budget is spent."),
+    Limit.COUNTRY_BUDGET: (429, errors.BUDGET_SPENT, "The daily budget is spent."),
+    Limit.NETWORK_BUDGET: (429, errors.BUDGET_SPENT, "The daily budget is spent."),
+    Limit.COUNTRY_NOT_ALLOWED: (403, errors.NOT_SERVED, "This country is not served."),
+    Limit.NUMBER_TYPE: (403, errors.NOT_SERVED, "This type of number is not served."),
+    Limit.PUMPING_BLOCK: (403, errors.PUMPING_BLOCK, "Numbers like this one are blocked for now."),
+    Limit.NUMBER_LOCKED: (429, errors.NUMBER_LOCKED, "This number is locked for now."),
+}
+
+
 class DeviceAPI:
     """The Klein app.  C{resource()} is what a C{Site} serves.
 
@@ -95,6 +110,8 @@ class DeviceAPI:
         cors_origins: tuple[str, ...] = (),
         show_version: bool = True,
         health: Callable[[], dict] | None = None,
+        limits: Limits | None = None,
+        trusted_proxies: tuple = (),
     ):
         self.verifier = verifier
         self.signer = signer
@@ -106,6 +123,8 @@ class DeviceAPI:
         self.clock = clock
         self.cors_origins = frozenset(cors_origins)
         self.show_version = show_version
+        self.limits = limits
+        self.trusted_proxies = tuple(trusted_proxies)
         self.health = health
 
     def resource(self):
@@ -197,6 +216,14 @@ class DeviceAPI:
             if isinstance(failure.value, kind):
                 return self._error(request, make(failure.value))
         return self.unexpected(request, failure)
+
+    @app.handle_errors(Refused)
+    def refused(self, request: IRequest, failure: Failure) -> bytes:
+        refusal = failure.value
+        code, errno, message = _LIMIT_ERRORS[refusal.limit]
+        headers = ({"Retry-After": str(max(1, round(refusal.retry_after)))}
+                   if refusal.retry_after is not None else {})
+        return self._error(request, APIError(code, errno, message, headers))
 
     @app.handle_errors(StoreUnavailable)
     def storeDown(self, request: IRequest, failure: Failure) -> bytes:
@@ -297,6 +324,8 @@ class DeviceAPI:
     @inlineCallbacks
     def register(self, request: IRequest):
         self._body(request)
+        if self.limits is not None:
+            yield self.limits.checkRegister(self._client(request))
         token = yield self.verifier.register()
         return self._json(request, {"msisdnSessionToken": token})
 
@@ -325,7 +354,7 @@ class DeviceAPI:
         app_hash = self._appHash(body)
         yield self.verifier.sendCode(
             hawk_id, msisdn, mcc=mcc, mnc=mnc, short=body.get("shortVerificationCode") is True,
-            locale=self._locale(request), app_hash=app_hash)
+            locale=self._locale(request), app_hash=app_hash, client=self._client(request))
         return self._empty(request)
 
     @app.route("/sms/resend_code", methods=["POST"])
@@ -334,7 +363,7 @@ class DeviceAPI:
         hawk_id = yield self._authenticate(request)
         body = self._body(request)
         yield self.verifier.resendCode(hawk_id, locale=self._locale(request),
-                                       app_hash=self._appHash(body))
+                                       app_hash=self._appHash(body), client=self._client(request))
         return self._empty(request)
 
     @app.route("/sms/verify_code", methods=["POST"])
@@ -406,6 +435,9 @@ class DeviceAPI:
         return b""
 
     # -- helpers -------------------------------------------------------------
+
+    def _client(self, request: IRequest) -> str:
+        return client_address(request, self.trusted_proxies)
 
     def _locale(self, request: IRequest) -> str:
         header = request.getHeader(b"Accept-Language")

@@ -8,6 +8,12 @@ with the rate-limit ones it documented but never implemented:
     parameters, 110 invalid Hawk/auth token, 111 expired, 113 too large
   - 114 a new code was asked for within the resend cooldown (429)
   - 115 the session has had all the codes it may have (429)
+  - 116 too many codes to this number (429): 5 per 10 minutes, 10 per day
+  - 117 too many requests from this client address (429)
+  - 118 a daily budget of the number's prefix, country or network is spent (429)
+  - 119 the number's country or type is not served (403)
+  - 120 the number's prefix or network is blocked by the pumping guard (403)
+  - 121 the number is locked after too many wrong codes (429)
   - 201 backend unavailable (503, with C{Retry-After}), 999 unexpected
 """
 
@@ -24,6 +30,12 @@ EXPIRED = 111
 TOO_LARGE = 113
 RESEND_TOO_SOON = 114
 TOO_MANY_SENDS = 115
+NUMBER_RATE = 116
+CLIENT_RATE = 117
+BUDGET_SPENT = 118
+NOT_SERVED = 119
+PUMPING_BLOCK = 120
+NUMBER_LOCKED = 121
 BACKEND_UNAVAILABLE = 201
 UNEXPECTED = 999
 
@@ -38,6 +50,12 @@ ERRNOS: dict[int, str] = {
     TOO_LARGE: "the body is larger than the limit",
     RESEND_TOO_SOON: "a new code was asked for within the resend cooldown",
     TOO_MANY_SENDS: "the session has had all the codes it may have",
+    NUMBER_RATE: "too many codes to this number (across sessions)",
+    CLIENT_RATE: "too many requests from this client address",
+    BUDGET_SPENT: "the daily budget of the number's prefix, country or network is spent",
+    NOT_SERVED: "the number's country or type is not served",
+    PUMPING_BLOCK: "the number's prefix or network is blocked (SMS pumping guard)",
+    NUMBER_LOCKED: "the number is locked after too many wrong codes",
     BACKEND_UNAVAILABLE: "Redis or every carrier is unavailable; retry after Retry-After",
     UNEXPECTED: "an unexpected error",
 }

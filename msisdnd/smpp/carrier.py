@@ -113,6 +113,8 @@ class Carrier:
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.accepting = True
+        #: Set by the daily-cap breaker (L{msisdnd.breaker}): not chosen while set.
+        self.tripped = False
         self._queue: deque[_Part] = deque()
         self._sessions: list[ESMESession] = []
         self._next_session = 0
@@ -135,8 +137,9 @@ class Carrier:
 
     @property
     def available(self) -> bool:
-        """At least one transmitting session is bound and the carrier takes sends."""
-        return self.accepting and bool(self._sessions)
+        """At least one transmitting session is bound, the carrier takes sends,
+        and no breaker has tripped it."""
+        return self.accepting and not self.tripped and bool(self._sessions)
 
     @property
     def queue_depth(self) -> int:

@@ -103,7 +103,7 @@ _CARRIER_KEYS = _SESSION_KEYS + (
     "response_timeout", "bind_timeout", "reconnect_delay_max",
     "reconnect_delay_initial", "already_bound_delay", "alphabet", "mt_sender",
     "mo_verifier", "mcc", "mccmnc", "prefixes", "default", "region",
-    "queue_size", "temporary_statuses", "throttle_statuses", "throttle_pause",
+    "queue_size", "daily_cap", "temporary_statuses", "throttle_statuses", "throttle_pause",
     "throttle_pause_max", "registered_delivery", "sessions",
 )
 
@@ -305,6 +305,8 @@ class CarrierConfig:
     @ivar region: ISO 3166 alpha-2 region in which national-form MO source
         numbers are read, or C{None}.
     @ivar queue_size: message parts queued for this carrier at most.
+    @ivar daily_cap: submit_sm per day (UTC) for this account, across every
+        daemon; past it the carrier is not chosen until midnight (0: no cap).
     @ivar temporary_statuses: C{command_status} values after which a submit
         is tried again later rather than failed.
     @ivar throttle_statuses: those that also pause the whole carrier, from
@@ -339,6 +341,7 @@ class CarrierConfig:
     default: bool = False
     region: str | None = None
     queue_size: int = 1000
+    daily_cap: int = 0
     temporary_statuses: frozenset[int] = DEFAULT_TEMPORARY_STATUSES
     throttle_statuses: frozenset[int] = DEFAULT_THROTTLE_STATUSES
     throttle_pause: float = 1.0
@@ -459,6 +462,7 @@ class CarrierConfig:
             default=t.boolean("default", False),
             region=_region(t),
             queue_size=t.integer("queue_size", 1000, 1, 1_000_000),
+            daily_cap=t.integer("daily_cap", 0, 0, 100_000_000),
             temporary_statuses=temporary,
             throttle_statuses=throttle,
             throttle_pause=throttle_pause,

@@ -1,0 +1,409 @@
+"""Abuse limits: what a stranger may make us send, and how often a number may be guessed.
+
+Sessions are free, so limits per session are not enough.  Every decision
+here is one Lua call against the Redis every daemon shares:
+
+  - per number: sends per 10 minutes and per day, failed checks per day
+    (then the number is locked for a while);
+  - per client IP: registrations and sends, as token buckets (per minute
+    and per day);
+  - per prefix (the number less its last 4 digits), per country and per
+    MCC-MNC: daily send budgets, and an allow-list of countries;
+  - per number type (phonenumbers): only mobile numbers by default;
+  - the pumping guard: sends and verifications per prefix and per MCC-MNC
+    over a sliding window; a prefix or network with enough sends and too few
+    verifications is blocked for a while (real users enter their codes,
+    pumped traffic never does).
+
+Numbers and addresses are keyed by HMAC; prefixes and networks appear in
+clear (an operator lists and lifts blocks by prefix), never whole numbers.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from collections import Counter
+from dataclasses import dataclass, field
+
+import phonenumbers
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from msisdnd.masking import mask_number
+
+log = Logger()
+
+PREFIX = b"ml:"
+BLOCK_PREFIX = b"ml:block:"
+#: A locked number's key is this prefix and the number's 16-byte HMAC.
+LOCK_PREFIX = b"ml:lock:"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """The limits, with the defaults C{etc/msisdnd.toml} documents."""
+
+    number_sends_10min: int = 5
+    number_sends_day: int = 10
+    number_failures_day: int = 20
+    number_lock: float = 86400.0
+    ip_registrations_minute: int = 10
+    ip_registrations_day: int = 200
+    ip_sends_minute: int = 5
+    ip_sends_day: int = 50
+    prefix_sends_day: int = 200
+    country_sends_day: int = 10000
+    network_sends_day: int = 5000
+    countries: frozenset[str] = frozenset()
+    number_types: frozenset[str] = frozenset({"MOBILE", "FIXED_LINE_OR_MOBILE"})
+    guard_window: float = 3600.0
+    guard_floor: int = 50
+    guard_min_conversion: float = 0.2
+    guard_block: float = 86400.0
+
+
+class Refused(Exception):
+    """A limit said no.
+
+    @ivar limit: which one (a L{Limit}).
+    @ivar retry_after: seconds until it may say yes, or C{None} for a policy.
+    """
+
+    def __init__(self, limit: "Limit", retry_after: float | None = None):
+        super().__init__(limit.value)
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class Limit(enum.Enum):
+    """Every limit, by the name metrics and logs use."""
+
+    NUMBER_RATE = "number_rate"
+    NUMBER_LOCKED = "number_locked"
+    IP_RATE = "ip_rate"
+    PREFIX_BUDGET = "prefix_budget"
+    COUNTRY_BUDGET = "country_budget"
+    NETWORK_BUDGET = "network_budget"
+    COUNTRY_NOT_ALLOWED = "country_not_allowed"
+    NUMBER_TYPE = "number_type"
+    PUMPING_BLOCK = "pumping_block"
+
+
+#: Limits that are policies (403) rather than rates (429).
+POLICIES = frozenset({Limit.COUNTRY_NOT_ALLOWED, Limit.NUMBER_TYPE, Limit.PUMPING_BLOCK})
+
+
+def prefix_of(msisdn: str) -> str:
+    """The number less its last 4 digits (C{+3361234} for C{+33612345678})."""
+    return msisdn[:-4]
+
+
+# A fixed-window counter: KEYS[i] counts in a window of ARGV seconds.  A
+# token bucket: a hash {t: tokens, s: last refill ms}.  The script checks
+# everything first and only then spends, so a refusal costs nothing.
+#
+# KEYS: 1 lock, 2 number 10-min, 3 number day, 4 prefix day, 5 country day,
+#       6 network day, 7 ip minute bucket, 8 ip day bucket, 9 prefix block,
+#       10 network block, 11.. guard buckets: prefix sent (G), prefix verified
+#       (G), network sent (G), network verified (G)
+# ARGV: 1 now ms, 2 number 10-min limit, 3 number day limit, 4 prefix limit,
+#       5 country limit, 6 network limit, 7 ip minute burst, 8 ip day burst,
+#       9 ms to the end of the day, 10 guard buckets G, 11 guard floor,
+#       12 min conversion, 13 block ms, 14 guard bucket ms, 15 network known (0/1),
+#       16 check the client IP (0/1: an MO has no IP)
+_CHECK_SEND = """
+local now = tonumber(ARGV[1])
+local function ttl(key)
+  local t = redis.call('PTTL', key)
+  if t < 0 then return 1000 end
+  return t
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'number_locked', ttl(KEYS[1])} end
+if redis.call('EXISTS', KEYS[9]) == 1 then return {'pumping_block', ttl(KEYS[9]), 'prefix'} end
+if ARGV[15] == '1' and redis.call('EXISTS', KEYS[10]) == 1 then
+  return {'pumping_block', ttl(KEYS[10]), 'network'}
+end
+local function count(key) return tonumber(redis.call('GET', key) or '0') end
+if count(KEYS[2]) >= tonumber(ARGV[2]) then return {'number_rate', ttl(KEYS[2])} end
+if count(KEYS[3]) >= tonumber(ARGV[3]) then return {'number_rate', ttl(KEYS[3])} end
+if count(KEYS[4]) >= tonumber(ARGV[4]) then return {'prefix_budget', ttl(KEYS[4])} end
+if count(KEYS[5]) >= tonumber(ARGV[5]) then return {'country_budget', ttl(KEYS[5])} end
+if ARGV[15] == '1' and count(KEYS[6]) >= tonumber(ARGV[6]) then
+  return {'network_budget', ttl(KEYS[6])}
+end
+local function bucket(key, burst, period)
+  local state = redis.call('HMGET', key, 't', 's')
+  local tokens = tonumber(state[1] or burst)
+  local last = tonumber(state[2] or now)
+  tokens = math.min(burst, tokens + (now - last) * burst / period)
+  return tokens
+end
+local by_ip = ARGV[16] == '1'
+local minute, day = 0, 0
+if by_ip then
+  minute = bucket(KEYS[7], tonumber(ARGV[7]), 60000)
+  if minute < 1 then return {'ip_rate', math.ceil((1 - minute) * 60000 / tonumber(ARGV[7]))} end
+  day = bucket(KEYS[8], tonumber(ARGV[8]), 86400000)
+  if day < 1 then return {'ip_rate', math.ceil((1 - day) * 86400000 / tonumber(ARGV[8]))} end
+end
+local g = tonumber(ARGV[10])
+local function sum(first)
+  local total = 0
+  for i = first, first + g - 1 do total = total + count(KEYS[i]) end
+  return total
+end
+local floor, minimum = tonumber(ARGV[11]), tonumber(ARGV[12])
+local function pumped(first)
+  local sent, verified = sum(first), sum(first + g)
+  return sent >= floor and verified < sent * minimum
+end
+if pumped(11) then
+  redis.call('SET', KEYS[9], now, 'PX', ARGV[13])
+  return {'pumping_block', tonumber(ARGV[13]), 'prefix', 'new'}
+end
+if ARGV[15] == '1' and pumped(11 + 2 * g) then
+  redis.call('SET', KEYS[10], now, 'PX', ARGV[13])
+  return {'pumping_block', tonumber(ARGV[13]), 'network', 'new'}
+end
+local function incr(key, window)
+  if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, window) end
+end
+incr(KEYS[2], 600000)
+incr(KEYS[3], ARGV[9])
+incr(KEYS[4], ARGV[9])
+incr(KEYS[5], ARGV[9])
+if ARGV[15] == '1' then incr(KEYS[6], ARGV[9]) end
+if by_ip then
+  redis.call('HSET', KEYS[7], 't', minute - 1, 's', now)
+  redis.call('PEXPIRE', KEYS[7], 120000)
+  redis.call('HSET', KEYS[8], 't', day - 1, 's', now)
+  redis.call('PEXPIRE', KEYS[8], 172800000)
+end
+local span = g * tonumber(ARGV[14])
+incr(KEYS[11 + g - 1], span)
+if ARGV[15] == '1' then incr(KEYS[11 + 3 * g - 1], span) end
+return {'ok'}
+"""
+
+# KEYS: 1 ip minute bucket, 2 ip day bucket.  ARGV: now ms, minute burst, day burst.
+_CHECK_REGISTER = """
+local now = tonumber(ARGV[1])
+local function bucket(key, burst, period)
+  local state = redis.call('HMGET', key, 't', 's')
+  local tokens = tonumber(state[1] or burst)
+  local last = tonumber(state[2] or now)
+  return math.min(burst, tokens + (now - last) * burst / period)
+end
+local minute = bucket(KEYS[1], tonumber(ARGV[2]), 60000)
+if minute < 1 then return {'ip_rate', math.ceil((1 - minute) * 60000 / tonumber(ARGV[2]))} end
+local day = bucket(KEYS[2], tonumber(ARGV[3]), 86400000)
+if day < 1 then return {'ip_rate', math.ceil((1 - day) * 86400000 / tonumber(ARGV[3]))} end
+redis.call('HSET', KEYS[1], 't', minute - 1, 's', now)
+redis.call('PEXPIRE', KEYS[1], 120000)
+redis.call('HSET', KEYS[2], 't', day - 1, 's', now)
+redis.call('PEXPIRE', KEYS[2], 172800000)
+return {'ok'}
+"""
+
+# KEYS: 1 failures day, 2 lock.  ARGV: limit, ms to the end of the day, lock ms.
+_FAILURE = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if n >= tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[2], 1, 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# KEYS: guard verified buckets (prefix, network).  ARGV: bucket span ms.
+_VERIFIED = """
+for i = 1, #KEYS do
+  if redis.call('INCR', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+end
+return 1
+"""
+
+
+@dataclass
+class Counters:
+    """What the limits decided, for metrics: refusals by limit, blocks by kind."""
+
+    refused: Counter = field(default_factory=Counter)
+    blocks: Counter = field(default_factory=Counter)
+    unblocks: int = 0
+
+
+class Limits:
+    """Every abuse limit, over the store's Redis connection.
+
+    @param store: the L{msisdnd.store.RedisStore} whose connection and
+        timeouts the limits share.
+    @param secret: keys the HMAC of client addresses.
+    """
+
+    def __init__(self, store, settings: LimitSettings, secret: bytes, clock: IReactorTime):
+        self.store = store
+        self.settings = settings
+        self.secret = secret
+        self.clock = clock
+        self.counters = Counters()
+        guard_buckets = 12
+        self._guard_buckets = guard_buckets
+        self._guard_span = max(1.0, settings.guard_window / guard_buckets)
+
+    def _hash(self, kind: bytes, value: str) -> bytes:
+        return hmac.new(self.secret, kind + b"\0" + value.encode(), hashlib.sha256).digest()[:12]
+
+    def _now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    def _day(self, now_ms: int) -> tuple[int, int]:
+        day = now_ms // 86_400_000
+        return day, (day + 1) * 86_400_000 - now_ms
+
+    def _guard_keys(self, kind: str, what: str, event: str, now_ms: int) -> list[bytes]:
+        span = int(self._guard_span * 1000)
+        current = now_ms // span
+        return [PREFIX + f"g:{event}:{kind}:{what}:{current - i}".encode()
+                for i in range(self._guard_buckets - 1, -1, -1)]
+
+    def _refusal(self, reply: list) -> Refused:
+        limit = Limit(reply[0].decode() if isinstance(reply[0], bytes) else reply[0])
+        retry = int(reply[1]) / 1000 if len(reply) > 1 else None
+        self.counters.refused[limit.value] += 1
+        return Refused(limit, None if limit in POLICIES and limit is not Limit.PUMPING_BLOCK
+                       else retry)
+
+    # -- checks --------------------------------------------------------------
+
+    def checkNumber(self, msisdn: str) -> None:
+        """Refuse, without I/O, a number of a type or country not allowed.
+
+        @raise Refused: L{Limit.NUMBER_TYPE} or L{Limit.COUNTRY_NOT_ALLOWED}.
+        """
+        number = phonenumbers.parse(msisdn, None)
+        region = phonenumbers.region_code_for_number(number) or ""
+        settings = self.settings
+        if settings.countries and region not in settings.countries:
+            self.counters.refused[Limit.COUNTRY_NOT_ALLOWED.value] += 1
+            raise Refused(Limit.COUNTRY_NOT_ALLOWED)
+        kind = phonenumbers.number_type(number)
+        names = {v: k for k, v in vars(phonenumbers.PhoneNumberType).items() if k.isupper()}
+        if names.get(kind, "UNKNOWN") not in settings.number_types:
+            self.counters.refused[Limit.NUMBER_TYPE.value] += 1
+            raise Refused(Limit.NUMBER_TYPE)
+
+    @inlineCallbacks
+    def checkRegister(self, client: str):
+        """Spend one registration from C{client}'s buckets; raise L{Refused} when empty."""
+        settings = self.settings
+        ip = self._hash(b"ip", client)
+        reply = yield self.store._eval(_CHECK_REGISTER, [
+            PREFIX + b"rm:" + ip, PREFIX + b"rd:" + ip,
+        ], [self._now_ms(), settings.ip_registrations_minute, settings.ip_registrations_day])
+        if reply[0] not in (b"ok", "ok"):
+            raise self._refusal(reply)
+
+    @inlineCallbacks
+    def checkSend(self, msisdn: str, client: str | None, mcc: str | None, mnc: str | None,
+                  number_ref: bytes):
+        """Account one SMS to C{msisdn}, or raise L{Refused} saying which limit stops it.
+
+        Everything is checked before anything is spent; a refusal costs nothing.
+        """
+        settings = self.settings
+        now = self._now_ms()
+        day, to_day_end = self._day(now)
+        number = number_ref
+        prefix = prefix_of(msisdn)
+        country = str(phonenumbers.parse(msisdn, None).country_code)
+        network = f"{mcc}{mnc}" if mcc and mnc else ""
+        ip = self._hash(b"ip", client or "-")
+        guard = [*self._guard_keys("p", prefix, "s", now), *self._guard_keys("p", prefix, "v", now),
+                 *self._guard_keys("n", network, "s", now), *self._guard_keys("n", network, "v", now)]
+        keys = [
+            LOCK_PREFIX + number,
+            PREFIX + b"n10:" + number + f":{now // 600_000}".encode(),
+            PREFIX + b"nd:" + number + f":{day}".encode(),
+            PREFIX + f"pd:{prefix}:{day}".encode(),
+            PREFIX + f"cd:{country}:{day}".encode(),
+            PREFIX + f"md:{network}:{day}".encode(),
+            PREFIX + b"sm:" + ip, PREFIX + b"sd:" + ip,
+            BLOCK_PREFIX + f"prefix:{prefix}".encode(),
+            BLOCK_PREFIX + f"network:{network}".encode(),
+            *guard,
+        ]
+        reply = yield self.store._eval(_CHECK_SEND, keys, [
+            now, settings.number_sends_10min, settings.number_sends_day, settings.prefix_sends_day,
+            settings.country_sends_day, settings.network_sends_day, settings.ip_sends_minute,
+            settings.ip_sends_day, to_day_end, self._guard_buckets, settings.guard_floor,
+            settings.guard_min_conversion, int(settings.guard_block * 1000),
+            int(self._guard_span * 1000), 1 if network else 0, 1 if client else 0,
+        ])
+        if reply[0] in (b"ok", "ok"):
+            return
+        refusal = self._refusal(reply)
+        if len(reply) > 3:
+            kind = reply[2].decode() if isinstance(reply[2], bytes) else reply[2]
+            self.counters.blocks[kind] += 1
+            log.warn("Pumping guard: {kind} {what} blocked for {hours:.1f} h "
+                     "(sends without verifications; last to {to})",
+                     kind=kind, what=prefix if kind == "prefix" else network,
+                     hours=settings.guard_block / 3600, to=mask_number(msisdn))
+        raise refusal
+
+    # -- outcomes ------------------------------------------------------------
+
+    def verified(self, msisdn: str, mcc: str | None, mnc: str | None):
+        """A code was entered right: the conversion the pumping guard watches."""
+        now = self._now_ms()
+        network = f"{mcc}{mnc}" if mcc and mnc else ""
+        keys = [self._guard_keys("p", prefix_of(msisdn), "v", now)[-1]]
+        if network:
+            keys.append(self._guard_keys("n", network, "v", now)[-1])
+        return self.store._eval(_VERIFIED, keys, [int(self._guard_buckets * self._guard_span * 1000)])
+
+    @inlineCallbacks
+    def failedCheck(self, number_ref: bytes):
+        """A wrong code for the number: past the daily limit, the number is locked."""
+        settings = self.settings
+        now = self._now_ms()
+        day, to_day_end = self._day(now)
+        number = number_ref
+        locked = yield self.store._eval(_FAILURE, [
+            PREFIX + b"nf:" + number + f":{day}".encode(), LOCK_PREFIX + number,
+        ], [settings.number_failures_day, to_day_end, int(settings.number_lock * 1000)])
+        if locked:
+            log.warn("A number was locked after {n} failed checks today",
+                     n=settings.number_failures_day)
+        return bool(locked)
+
+    # -- operators -----------------------------------------------------------
+
+    @inlineCallbacks
+    def blocks(self):
+        """Every pumping-guard block: C{[(kind, what, seconds left)]}."""
+        found = []
+        cursor = 0
+        while True:
+            cursor, keys = yield self.store._call("scan", cursor, BLOCK_PREFIX.decode() + "*", 1000)
+            for key in keys:
+                name = key.decode() if isinstance(key, bytes) else key
+                kind, _, what = name[len(BLOCK_PREFIX):].partition(":")
+                ttl = yield self.store._call("pttl", key)
+                found.append((kind, what, max(0, int(ttl)) / 1000))
+            if int(cursor) == 0:
+                return sorted(found)
+
+    @inlineCallbacks
+    def lift(self, kind: str, what: str):
+        """Lift one block; fires with C{True} if there was one."""
+        removed = yield self.store._call("delete", BLOCK_PREFIX + f"{kind}:{what}".encode())
+        if removed:
+            self.counters.unblocks += 1
+            log.info("Pumping guard: {kind} {what} unblocked by an operator", kind=kind, what=what)
+        return bool(removed)
