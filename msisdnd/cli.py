@@ -4,6 +4,7 @@
   - C{msisdnd check-config PATH}: the start-up check, without starting
   - C{msisdnd binds --admin URL}: every bind of a running daemon, as a table
   - C{msisdnd send-test-sms --config PATH --to NUMBER --text TEXT}: one MT
+  - C{msisdnd blocks --config PATH [--lift KIND:WHAT]}: the pumping guard's blocks
 """
 
 from __future__ import annotations
@@ -156,6 +157,68 @@ def send_test_sms(reactor, config_path: str, to: str, text: str, wait: float,
     return run()
 
 
+def _redis_pool(config):
+    """A txredisapi pool to the Redis C{config} names (the embedded one's socket too)."""
+    import txredisapi
+
+    settings = config.redis
+    common = dict(poolsize=1, reconnect=False, charset=None, convertNumbers=False,
+                  password=settings.password, username=settings.username,
+                  connectTimeout=settings.timeout)
+    if settings.unix_socket:
+        return txredisapi.UnixConnectionPool(settings.unix_socket, dbid=settings.db, **common)
+    return txredisapi.ConnectionPool(settings.host, settings.port, dbid=settings.db, **common)
+
+
+def blocks(reactor, config_path: str, lift: str | None, out: TextIO, err: TextIO):
+    """List the pumping guard's blocks, or lift one (C{prefix:+3361234}, C{network:20801})."""
+    from twisted.internet.defer import inlineCallbacks
+
+    from msisdnd.limits import Limits
+    from msisdnd.store import RedisStore
+
+    @inlineCallbacks
+    def run():
+        try:
+            config = load_config(config_path)
+        except ConfigError as e:
+            print(f"msisdnd: {e}", file=err)
+            return 2
+        pool = yield _redis_pool(config)
+        try:
+            limits = Limits(RedisStore(pool, reactor, timeout=5.0), config.limits,
+                            config.secrets.number, reactor)
+            if lift is not None:
+                kind, _, what = lift.partition(":")
+                if not (yield limits.lift(kind, what)):
+                    print(f"msisdnd: no block on {kind} {what}", file=err)
+                    return 1
+                print(f"lifted: {kind} {what}", file=out)
+                return 0
+            found = yield limits.blocks()
+            for kind, what, left in found:
+                print(f"{kind:8} {what:16} {left / 3600:6.1f} h left", file=out)
+            if not found:
+                print("no blocks", file=out)
+            return 0
+        finally:
+            yield pool.disconnect()
+
+    return run()
+
+
+def _react(run) -> int:
+    from twisted.internet import task
+
+    codes = []
+    try:
+        task.react(lambda reactor: run(reactor).addCallback(codes.append))
+    except SystemExit as e:
+        if e.code not in (0, None):
+            return int(e.code)
+    return codes[0] if codes else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msisdnd", description="msisdnd operator tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, help="E.164 number")
     p.add_argument("--text", required=True)
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for bind and receipt")
+    p = sub.add_parser("blocks", help="list the pumping guard's blocks, or lift one")
+    p.add_argument("--config", required=True)
+    p.add_argument("--lift", metavar="KIND:WHAT", help="e.g. prefix:+3361234 or network:20801")
     return parser
 
 
@@ -183,20 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(args.path, out, err)
     if args.command == "binds":
         return binds(args.admin, out, err)
-    from twisted.internet import task
-
-    codes = []
-
-    def run(reactor):
-        return send_test_sms(reactor, args.config, args.to, args.text, args.wait, out,
-                             err).addCallback(codes.append)
-
-    try:
-        task.react(run)
-    except SystemExit as e:
-        if e.code not in (0, None):
-            return int(e.code)
-    return codes[0] if codes else 1
+    if args.command == "blocks":
+        return _react(lambda reactor: blocks(reactor, args.config, args.lift, out, err))
+    return _react(lambda reactor: send_test_sms(reactor, args.config, args.to, args.text,
+                                                args.wait, out, err))
 
 
 if __name__ == "__main__":

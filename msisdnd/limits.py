@@ -394,7 +394,7 @@ class Limits:
             for key in keys:
                 name = key.decode() if isinstance(key, bytes) else key
                 kind, _, what = name[len(BLOCK_PREFIX):].partition(":")
-                ttl = yield self.store._call("pttl", key)
+                ttl = yield self.store._call("execute_command", "PTTL", key)
                 found.append((kind, what, max(0, int(ttl)) / 1000))
             if int(cursor) == 0:
                 return sorted(found)

@@ -253,3 +253,26 @@ def test_bad_config_stops_the_start_with_one_line(tmp_path, setting, problem):
     check = subprocess.run([os.path.join(BIN, "msisdnd"), "check-config", str(path)],
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 2 and problem in check.stderr
+
+
+@pytest_twisted.inlineCallbacks
+def test_operator_lists_and_lifts_pumping_blocks(redis_pool, redis_server, tmp_path):
+    """`msisdnd blocks` lists the guard's blocks from Redis and `--lift` removes one."""
+    from twisted.internet.utils import getProcessOutputAndValue
+
+    from msisdnd.limits import BLOCK_PREFIX
+
+    config = write_config(tmp_path, free_port(), redis_server.port, free_port(), free_port())
+    yield redis_pool.set(BLOCK_PREFIX + b"prefix:+3361234", b"1", expire=3600)
+    tool = os.path.join(BIN, "msisdnd")
+    out, err, code = yield getProcessOutputAndValue(tool, ["blocks", "--config", config],
+                                                    env=dict(os.environ))
+    assert code == 0, err.decode()
+    assert out.decode().split()[:2] == ["prefix", "+3361234"]
+    out, err, code = yield getProcessOutputAndValue(
+        tool, ["blocks", "--config", config, "--lift", "prefix:+3361234"], env=dict(os.environ))
+    assert code == 0 and b"lifted" in out, err.decode()
+    assert (yield redis_pool.exists(BLOCK_PREFIX + b"prefix:+3361234")) == 0
+    out, err, code = yield getProcessOutputAndValue(
+        tool, ["blocks", "--config", config, "--lift", "prefix:+3361234"], env=dict(os.environ))
+    assert code == 1 and b"no block" in err

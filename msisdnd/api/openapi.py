@@ -99,21 +99,21 @@ def spec(server_url: str) -> dict:
                                       verificationDetails=_object()))},
                 (400,)),
             "/register": _post("Open a session", None, {"200": _json(_object(
-                msisdnSessionToken={"type": "string", "pattern": "^[0-9a-f]{64}$"}))}, (400, 503)),
+                msisdnSessionToken={"type": "string", "pattern": "^[0-9a-f]{64}$"}))}, (400, 429, 503)),
             "/unregister": _post("Drop the session", None, _NO_CONTENT, (503,), hawk=True),
             "/sms/mt/verify": _post(
                 "Send a code to a number",
                 _object(("msisdn", "mcc"), msisdn=_STRING, mcc=_MCC, mnc=_MNC,
                         shortVerificationCode={"type": "boolean"},
                         appHash={"type": "string", "minLength": 11, "maxLength": 11}),
-                _NO_CONTENT, (400, 413, 429, 503), hawk=True),
+                _NO_CONTENT, (400, 403, 413, 429, 503), hawk=True),
             "/sms/resend_code": _post(
                 "Send a new code to the session's number",
                 _object(appHash={"type": "string", "minLength": 11, "maxLength": 11}),
-                _NO_CONTENT, (400, 429, 503), hawk=True),
+                _NO_CONTENT, (400, 403, 429, 503), hawk=True),
             "/sms/verify_code": _post(
                 "Check a code", _object(("code",), code=_STRING),
-                {"200": _json(_object(msisdn=_STRING))}, (400, 410, 503), hawk=True),
+                {"200": _json(_object(msisdn=_STRING))}, (400, 410, 429, 503), hawk=True),
             "/certificate/sign": _post(
                 "Certificate for the verified number",
                 _object(("publicKey", "duration"), publicKey=_PUBLIC_KEY,
