@@ -22,9 +22,7 @@ log = Logger()
 
 _ADD = """
 local total = redis.call('INCRBY', KEYS[1], ARGV[1])
-if tonumber(ARGV[1]) > 0 and redis.call('PTTL', KEYS[1]) < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return total
 """
 

@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from msisdnd import codes, hawk
-from msisdnd.limits import LOCK_PREFIX, Limit, Limits, Refused
+from msisdnd.limits import Limit, Limits, Refused
 from msisdnd.masking import mask_number
 from msisdnd.settings import Secrets, VerificationSettings
 from msisdnd.sms.interfaces import (
@@ -370,8 +370,9 @@ class Verifier:
         settings = self.settings
         ref = self._ref(hawk_id)
         now = self.now()
-        check = yield self.store.beginCheck(ref, _ms(now), settings.max_tries,
-                                            LOCK_PREFIX if self.limits is not None else b"")
+        check = yield self.store.beginCheck(
+            ref, _ms(now), settings.max_tries,
+            self.limits.attemptGuard() if self.limits is not None else None)
         if check.outcome is CheckOutcome.NO_SESSION:
             raise UnknownSession()
         if check.outcome is CheckOutcome.LOCKED:
@@ -392,6 +393,7 @@ class Verifier:
         number = yield self.verifiedNumber(hawk_id)
         if self.limits is not None:
             network = check.network
+            yield self.limits.forgive(check.number_ref)
             yield self.limits.verified(number.msisdn, network[:3] or None, network[3:] or None)
         return number.msisdn
 
@@ -430,7 +432,7 @@ class Verifier:
 
         def refused(failure):
             self.mo_dropped += 1
-            failure.trap(VerificationError)
+            failure.trap(VerificationError, Refused)
             self.log.info("MO from {source} dropped: {why}", source=mask_number(message.source),
                           why=type(failure.value).__name__)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -113,7 +114,8 @@ def prefix_of(msisdn: str) -> str:
 #       5 country limit, 6 network limit, 7 ip minute burst, 8 ip day burst,
 #       9 ms to the end of the day, 10 guard buckets G, 11 guard floor,
 #       12 min conversion, 13 block ms, 14 guard bucket ms, 15 network known (0/1),
-#       16 check the client IP (0/1: an MO has no IP)
+#       16 check the client IP (0/1: an MO has no IP), 17 ms to the end of the
+#       current 10-minute window
 _CHECK_SEND = """
 local now = tonumber(ARGV[1])
 local function ttl(key)
@@ -127,12 +129,13 @@ if ARGV[15] == '1' and redis.call('EXISTS', KEYS[10]) == 1 then
   return {'pumping_block', ttl(KEYS[10]), 'network'}
 end
 local function count(key) return tonumber(redis.call('GET', key) or '0') end
-if count(KEYS[2]) >= tonumber(ARGV[2]) then return {'number_rate', ttl(KEYS[2])} end
-if count(KEYS[3]) >= tonumber(ARGV[3]) then return {'number_rate', ttl(KEYS[3])} end
-if count(KEYS[4]) >= tonumber(ARGV[4]) then return {'prefix_budget', ttl(KEYS[4])} end
-if count(KEYS[5]) >= tonumber(ARGV[5]) then return {'country_budget', ttl(KEYS[5])} end
+local to_window_end, to_day_end = tonumber(ARGV[17]), tonumber(ARGV[9])
+if count(KEYS[2]) >= tonumber(ARGV[2]) then return {'number_rate', to_window_end} end
+if count(KEYS[3]) >= tonumber(ARGV[3]) then return {'number_rate', to_day_end} end
+if count(KEYS[4]) >= tonumber(ARGV[4]) then return {'prefix_budget', to_day_end} end
+if count(KEYS[5]) >= tonumber(ARGV[5]) then return {'country_budget', to_day_end} end
 if ARGV[15] == '1' and count(KEYS[6]) >= tonumber(ARGV[6]) then
-  return {'network_budget', ttl(KEYS[6])}
+  return {'network_budget', to_day_end}
 end
 local function bucket(key, burst, period)
   local state = redis.call('HMGET', key, 't', 's')
@@ -171,7 +174,7 @@ end
 local function incr(key, window)
   if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, window) end
 end
-incr(KEYS[2], 600000)
+incr(KEYS[2], to_window_end)
 incr(KEYS[3], ARGV[9])
 incr(KEYS[4], ARGV[9])
 incr(KEYS[5], ARGV[9])
@@ -208,16 +211,39 @@ redis.call('PEXPIRE', KEYS[2], 172800000)
 return {'ok'}
 """
 
-# KEYS: 1 failures day, 2 lock.  ARGV: limit, ms to the end of the day, lock ms.
+# KEYS: 1 failures day, 2 lock.  ARGV: limit, lock ms.  The attempt was
+# already counted when it was reserved (see AttemptGuard); a wrong code that
+# used the last allowed attempt locks the number.
 _FAILURE = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-if n >= tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[2], 1, 'PX', ARGV[3])
+if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[2], 1, 'PX', ARGV[2])
   return 1
 end
 return 0
 """
+
+# KEYS: 1 failures day.  A right code gives its reserved attempt back.
+_FORGIVE = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptGuard:
+    """What the store's code check needs to reserve a failure atomically.
+
+    Every check reserves one of the number's daily failures before the code
+    is compared; a right code gives it back (L{Limits.forgive}).  So guesses
+    sent together cannot pass the lock check all at once.
+    """
+
+    lock_prefix: bytes
+    failures_prefix: bytes
+    day_suffix: bytes
+    limit: int
+    ttl_ms: int
+    lock_ms: int
 
 # KEYS: guard verified buckets (prefix, network).  ARGV: bucket span ms.
 _VERIFIED = """
@@ -257,6 +283,16 @@ class Limits:
 
     def _hash(self, kind: bytes, value: str) -> bytes:
         return hmac.new(self.secret, kind + b"\0" + value.encode(), hashlib.sha256).digest()[:12]
+
+    def _client_key(self, client: str) -> bytes:
+        """An IPv4 address counts alone; an IPv6 one by its /64 (what one subscriber holds)."""
+        try:
+            address = ipaddress.ip_address(client)
+        except ValueError:
+            return self._hash(b"ip", client)
+        if address.version == 6:
+            return self._hash(b"ip", str(ipaddress.ip_network(f"{address}/64", strict=False)))
+        return self._hash(b"ip", str(address))
 
     def _now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -301,7 +337,7 @@ class Limits:
     def checkRegister(self, client: str):
         """Spend one registration from C{client}'s buckets; raise L{Refused} when empty."""
         settings = self.settings
-        ip = self._hash(b"ip", client)
+        ip = self._client_key(client)
         reply = yield self.store._eval(_CHECK_REGISTER, [
             PREFIX + b"rm:" + ip, PREFIX + b"rd:" + ip,
         ], [self._now_ms(), settings.ip_registrations_minute, settings.ip_registrations_day])
@@ -322,7 +358,7 @@ class Limits:
         prefix = prefix_of(msisdn)
         country = str(phonenumbers.parse(msisdn, None).country_code)
         network = f"{mcc}{mnc}" if mcc and mnc else ""
-        ip = self._hash(b"ip", client or "-")
+        ip = self._client_key(client or "-")
         guard = [*self._guard_keys("p", prefix, "s", now), *self._guard_keys("p", prefix, "v", now),
                  *self._guard_keys("n", network, "s", now), *self._guard_keys("n", network, "v", now)]
         keys = [
@@ -343,6 +379,7 @@ class Limits:
             settings.ip_sends_day, to_day_end, self._guard_buckets, settings.guard_floor,
             settings.guard_min_conversion, int(settings.guard_block * 1000),
             int(self._guard_span * 1000), 1 if network else 0, 1 if client else 0,
+            600_000 - now % 600_000,
         ])
         if reply[0] in (b"ok", "ok"):
             return
@@ -367,20 +404,33 @@ class Limits:
             keys.append(self._guard_keys("n", network, "v", now)[-1])
         return self.store._eval(_VERIFIED, keys, [int(self._guard_buckets * self._guard_span * 1000)])
 
+    def attemptGuard(self) -> AttemptGuard:
+        """The reservation the store makes for each code check (see L{AttemptGuard})."""
+        settings = self.settings
+        day, to_day_end = self._day(self._now_ms())
+        return AttemptGuard(LOCK_PREFIX, PREFIX + b"nf:", f":{day}".encode(),
+                            settings.number_failures_day, to_day_end,
+                            int(settings.number_lock * 1000))
+
+    def _failures_key(self, number_ref: bytes) -> bytes:
+        day, _ = self._day(self._now_ms())
+        return PREFIX + b"nf:" + number_ref + f":{day}".encode()
+
     @inlineCallbacks
     def failedCheck(self, number_ref: bytes):
-        """A wrong code for the number: past the daily limit, the number is locked."""
+        """A wrong code for the number: the one that used the last attempt locks it."""
         settings = self.settings
-        now = self._now_ms()
-        day, to_day_end = self._day(now)
-        number = number_ref
         locked = yield self.store._eval(_FAILURE, [
-            PREFIX + b"nf:" + number + f":{day}".encode(), LOCK_PREFIX + number,
-        ], [settings.number_failures_day, to_day_end, int(settings.number_lock * 1000)])
+            self._failures_key(number_ref), LOCK_PREFIX + number_ref,
+        ], [settings.number_failures_day, int(settings.number_lock * 1000)])
         if locked:
             log.warn("A number was locked after {n} failed checks today",
                      n=settings.number_failures_day)
         return bool(locked)
+
+    def forgive(self, number_ref: bytes):
+        """A right code: its reserved attempt does not count as a failure."""
+        return self.store._eval(_FORGIVE, [self._failures_key(number_ref)], [])
 
     # -- operators -----------------------------------------------------------
 
@@ -401,7 +451,17 @@ class Limits:
 
     @inlineCallbacks
     def lift(self, kind: str, what: str):
-        """Lift one block; fires with C{True} if there was one."""
+        """Lift one block, and forget the sends it counted (else the next send
+        would block it again); fires with C{True} if there was a block."""
+        short = {"prefix": "p", "network": "n"}.get(kind, kind)
+        cursor = 0
+        while True:
+            cursor, keys = yield self.store._call(
+                "scan", cursor, PREFIX.decode() + f"g:s:{short}:{what}:*", 1000)
+            if keys:
+                yield self.store._call("delete", keys)
+            if int(cursor) == 0:
+                break
         removed = yield self.store._call("delete", BLOCK_PREFIX + f"{kind}:{what}".encode())
         if removed:
             self.counters.unblocks += 1

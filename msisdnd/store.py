@@ -132,16 +132,27 @@ else redis.call('HSET', KEYS[1], 'l', ARGV[2]) end
 return 1
 """
 
-# ARGV: now ms, max tries, the lock key prefix of numbers (see msisdnd.limits).
-# A try is spent before the code is compared, so parallel guesses cannot
-# share one try; a locked number gets no try at all.
+# ARGV: now ms, max tries, and with abuse limits (msisdnd.limits.AttemptGuard):
+# lock prefix, failures prefix, day suffix, failures limit, ttl ms, lock ms.
+# A try is spent, and one of the number's daily failures reserved, before the
+# code is compared, so parallel guesses cannot share them; a locked number
+# gets no try at all.
 _BEGIN_CHECK = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_session'} end
 local c = redis.call('HGET', KEYS[1], 'c')
 if not c then return {'no_code'} end
 local h = redis.call('HGET', KEYS[1], 'h') or ''
-if ARGV[3] ~= '' and redis.call('EXISTS', ARGV[3] .. h) == 1 then
-  return {'locked', redis.call('PTTL', ARGV[3] .. h)}
+if ARGV[3] ~= '' then
+  local lock = ARGV[3] .. h
+  if redis.call('EXISTS', lock) == 1 then return {'locked', redis.call('PTTL', lock)} end
+  local failures = ARGV[4] .. h .. ARGV[5]
+  local n = redis.call('INCR', failures)
+  if n == 1 then redis.call('PEXPIRE', failures, ARGV[7]) end
+  if n > tonumber(ARGV[6]) then
+    redis.call('DECR', failures)
+    redis.call('SET', lock, 1, 'PX', ARGV[8])
+    return {'locked', tonumber(ARGV[8])}
+  end
 end
 if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'x') or '0') then
   redis.call('HDEL', KEYS[1], 'c', 'x')
@@ -322,14 +333,15 @@ class RedisStore:
 
     # -- checking codes ----------------------------------------------------
 
-    def beginCheck(self, ref: bytes, now_ms: int, max_tries: int,
-                   lock_prefix: bytes = b"") -> Deferred:
+    def beginCheck(self, ref: bytes, now_ms: int, max_tries: int, guard: Any = None) -> Deferred:
         """Spend one try and fetch the code's MAC; fires with a L{CodeCheck}.
 
-        With C{lock_prefix}, a number locked under C{lock_prefix + its HMAC}
-        gets no try (C{LOCKED}).
+        With an L{msisdnd.limits.AttemptGuard}, one of the number's daily
+        failures is reserved too, and a locked number gets no try (C{LOCKED}).
         """
-        d = self._eval(_BEGIN_CHECK, [_key(SESSION_PREFIX, ref)], [now_ms, max_tries, lock_prefix])
+        extra = ([guard.lock_prefix, guard.failures_prefix, guard.day_suffix, guard.limit,
+                  guard.ttl_ms, guard.lock_ms] if guard is not None else [b""])
+        d = self._eval(_BEGIN_CHECK, [_key(SESSION_PREFIX, ref)], [now_ms, max_tries, *extra])
 
         def parsed(reply: list) -> CodeCheck:
             outcome = CheckOutcome(_text(reply[0]))
