@@ -221,7 +221,11 @@ class Verifier:
         settings = self.settings
         limits = self.limits
         if limits is not None:
-            limits.checkNumber(msisdn)
+            try:
+                limits.checkNumber(msisdn)
+            except Refused as refusal:
+                self._refused(msisdn, refusal)
+                raise
         ref = self._ref(hawk_id)
         number_ref = codes.number_ref(self.secrets.number, msisdn)
         code = (codes.short_code(settings.short_code_digits) if short
@@ -250,7 +254,8 @@ class Verifier:
         if limits is not None:
             try:
                 yield limits.checkSend(msisdn, client, mcc, mnc, number_ref)
-            except Refused:
+            except Refused as refusal:
+                self._refused(msisdn, refusal)
                 yield self.store.abortSend(ref, mac, start.previous_last)
                 raise
         sms = OutboundSMS(destination=msisdn, text=make_text(code), validity=settings.code_ttl,
@@ -265,6 +270,10 @@ class Verifier:
         self.outcomes[("sms/momt" if carrier is not None else "sms/mt", "started")] += 1
         yield self._recordSent(result, ref, msisdn, kind, locale, app_hash)
         return True
+
+    def _refused(self, msisdn: str, refusal: Refused) -> None:
+        self.log.info("Code to {to} refused by the {limit} limit", to=mask_number(msisdn),
+                      limit=refusal.limit.value)
 
     # -- delivery receipts ---------------------------------------------------
 
