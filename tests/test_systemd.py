@@ -29,7 +29,8 @@ SOCKET = UNITS / "msisdnd.socket"
 
 #: Where systemd/README.md installs msisdnd: ExecStart's twistd.
 INSTALLED_TWISTD = "/opt/msisdnd/venv/bin/twistd"
-DAEMON_ARGS = ["--nodaemon", "--pidfile=", "msisdnd", "--config", "/etc/msisdnd/msisdnd.toml"]
+DAEMON_ARGS = ["--nodaemon", "--pidfile=", "--logger", "msisdnd.logs.observer", "msisdnd",
+               "--config", "/etc/msisdnd/msisdnd.toml"]
 #: "OK" in systemd-analyze security's scale (0 safest, 10 unsafe).
 MAX_EXPOSURE = 3.0
 
