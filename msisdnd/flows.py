@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -47,6 +47,10 @@ from msisdnd.store import CheckOutcome, RedisStore, SendOutcome, StoreUnavailabl
 UNDELIVERED = frozenset({"UNDELIV", "REJECTD", "EXPIRED"})
 
 _METHODS = {"t": "sms/mt", "o": "sms/momt"}
+
+#: How long, and for how many sessions, a daemon keeps Hawk keys it fetched.
+KEY_CACHE_SECONDS = 60.0
+KEY_CACHE_SIZE = 50_000
 
 
 class VerificationError(Exception):
@@ -184,6 +188,7 @@ class Verifier:
         self.mo_dropped = 0
         #: (method, outcome) -> count: outcomes are started, succeeded, failed.
         self.outcomes: Counter[tuple[str, str]] = Counter()
+        self._keys: dict[str, tuple[str, float]] = {}
 
     def _ref(self, hawk_id: str) -> bytes:
         return codes.session_ref(self.secrets.session, hawk_id)
@@ -203,12 +208,31 @@ class Verifier:
         return token.hex()
 
     def hawkKey(self, hawk_id: str) -> Deferred:
-        """Fires with the session's Hawk key (hex, as clients use it), or C{None}."""
-        return self.store.hawkKey(self._ref(hawk_id)).addCallback(
-            lambda raw: raw.hex() if raw else None)
+        """Fires with the session's Hawk key (hex, as clients use it), or C{None}.
+
+        Keys are cached for L{KEY_CACHE_SECONDS}: a key never changes, and a
+        session dropped meanwhile (on any daemon) is still refused, since every
+        step after authentication reads the session itself.
+        """
+        now = self.clock.seconds()
+        cached = self._keys.get(hawk_id)
+        if cached is not None and cached[1] > now:
+            return succeed(cached[0])
+
+        def found(raw: bytes | None) -> str | None:
+            if not raw:
+                return None
+            key = raw.hex()
+            if len(self._keys) >= KEY_CACHE_SIZE:
+                self._keys.pop(next(iter(self._keys)))
+            self._keys[hawk_id] = (key, now + KEY_CACHE_SECONDS)
+            return key
+
+        return self.store.hawkKey(self._ref(hawk_id)).addCallback(found)
 
     def unregister(self, hawk_id: str) -> Deferred:
         """Drop the session and everything in it."""
+        self._keys.pop(hawk_id, None)
         return self.store.deleteSession(self._ref(hawk_id))
 
     # -- sending codes -------------------------------------------------------
@@ -395,16 +419,19 @@ class Verifier:
             if self.limits is not None:
                 yield self.limits.failedCheck(check.number_ref)
             raise WrongCode(max(settings.max_tries - check.tries, 0))
-        if not (yield self.store.markVerified(ref, check.code_mac, _ms(now),
-                                              _ms(settings.verified_session_ttl))):
+        sealed = yield self.store.markVerified(ref, check.code_mac, _ms(now),
+                                               _ms(settings.verified_session_ttl))
+        if sealed is None:
             raise CodeGone("replaced")
         self.outcomes[(method, "succeeded")] += 1
-        number = yield self.verifiedNumber(hawk_id)
+        msisdn = codes.open_number(hawk_id, sealed)
+        if msisdn is None:
+            raise NotVerified()
         if self.limits is not None:
             network = check.network
-            yield self.limits.forgive(check.number_ref)
-            yield self.limits.verified(number.msisdn, network[:3] or None, network[3:] or None)
-        return number.msisdn
+            yield self.limits.verified(msisdn, network[:3] or None, network[3:] or None,
+                                       check.number_ref)
+        return msisdn
 
     @inlineCallbacks
     def verifiedNumber(self, hawk_id: str):

@@ -222,11 +222,6 @@ end
 return 0
 """
 
-# KEYS: 1 failures day.  A right code gives its reserved attempt back.
-_FORGIVE = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
-return 1
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +229,7 @@ class AttemptGuard:
     """What the store's code check needs to reserve a failure atomically.
 
     Every check reserves one of the number's daily failures before the code
-    is compared; a right code gives it back (L{Limits.forgive}).  So guesses
+    is compared; a right code gives it back (L{Limits.verified}).  So guesses
     sent together cannot pass the lock check all at once.
     """
 
@@ -245,9 +240,13 @@ class AttemptGuard:
     ttl_ms: int
     lock_ms: int
 
-# KEYS: guard verified buckets (prefix, network).  ARGV: bucket span ms.
+# KEYS: the number's failures today (or ""), then the guard's verified buckets
+# (prefix, network).  ARGV: bucket span ms.
 _VERIFIED = """
-for i = 1, #KEYS do
+if KEYS[1] ~= '' and tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  redis.call('DECR', KEYS[1])
+end
+for i = 2, #KEYS do
   if redis.call('INCR', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
 end
 return 1
@@ -395,11 +394,14 @@ class Limits:
 
     # -- outcomes ------------------------------------------------------------
 
-    def verified(self, msisdn: str, mcc: str | None, mnc: str | None):
-        """A code was entered right: the conversion the pumping guard watches."""
+    def verified(self, msisdn: str, mcc: str | None, mnc: str | None,
+                 number_ref: bytes | None = None):
+        """A code was entered right: the conversion the pumping guard watches,
+        and (with C{number_ref}) the check's reserved failure given back."""
         now = self._now_ms()
         network = f"{mcc}{mnc}" if mcc and mnc else ""
-        keys = [self._guard_keys("p", prefix_of(msisdn), "v", now)[-1]]
+        keys = [self._failures_key(number_ref) if number_ref is not None else b"",
+                self._guard_keys("p", prefix_of(msisdn), "v", now)[-1]]
         if network:
             keys.append(self._guard_keys("n", network, "v", now)[-1])
         return self.store._eval(_VERIFIED, keys, [int(self._guard_buckets * self._guard_span * 1000)])
@@ -427,10 +429,6 @@ class Limits:
             log.warn("A number was locked after {n} failed checks today",
                      n=settings.number_failures_day)
         return bool(locked)
-
-    def forgive(self, number_ref: bytes):
-        """A right code: its reserved attempt does not count as a failure."""
-        return self.store._eval(_FORGIVE, [self._failures_key(number_ref)], [])
 
     # -- operators -----------------------------------------------------------
 

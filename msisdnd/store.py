@@ -169,11 +169,11 @@ return {'check', c, t, redis.call('HGET', KEYS[1], 'm') or '', h,
 
 # ARGV: the code mac checked, now ms, verified-session ttl ms
 _VERIFIED = """
-if redis.call('HGET', KEYS[1], 'c') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'c') ~= ARGV[1] then return false end
 redis.call('HDEL', KEYS[1], 'c', 'x', 't', 'r', 'l', 'd', 'a', 'm', 'g')
 redis.call('HSET', KEYS[1], 'v', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
+return redis.call('HGET', KEYS[1], 'n')
 """
 
 # ARGV: the code mac checked, tries spent, max tries
@@ -357,10 +357,9 @@ class RedisStore:
     def markVerified(self, ref: bytes, code_mac: bytes, now_ms: int, ttl_ms: int) -> Deferred:
         """The code matched: drop the volatile state, keep the session as verified.
 
-        Fires with C{True}, or C{False} if the code changed meanwhile.
+        Fires with the sealed number, or C{None} if the code changed meanwhile.
         """
-        return self._eval(_VERIFIED, [_key(SESSION_PREFIX, ref)],
-                          [code_mac, now_ms, ttl_ms]).addCallback(lambda r: bool(r))
+        return self._eval(_VERIFIED, [_key(SESSION_PREFIX, ref)], [code_mac, now_ms, ttl_ms])
 
     def wrongCode(self, ref: bytes, code_mac: bytes, tries: int, max_tries: int) -> Deferred:
         """The code did not match: after the last try, the code is gone."""

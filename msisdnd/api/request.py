@@ -28,6 +28,9 @@ class LimitedRequest(Request):
     max_body = 25 * 1024
     _received = 0
     _refused = False
+    # The API takes JSON only: no form parsing (which runs the email package
+    # on every POST's Content-Type).
+    _parsePOSTFormSubmission = False
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         # An absolute-form target (RFC 9112 3.2.2) is routed, and MACed, by its path.
