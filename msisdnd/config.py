@@ -113,6 +113,7 @@ _LIMIT_RANGES: dict[str, tuple[str, float, float]] = {
     "guard_floor": ("int", 1, 1000000),
     "guard_min_conversion": ("float", 0, 1),
     "guard_block": ("float", 60, 30 * 86400),
+    "guard_grace": ("float", 0, 3600),
 }
 
 # (kind, low, high) of each VerificationSettings field: "int" or "float"

@@ -13,7 +13,8 @@ here is one Lua call against the Redis every daemon shares:
   - the pumping guard: sends and verifications per prefix and per MCC-MNC
     over a sliding window; a prefix or network with enough sends and too few
     verifications is blocked for a while (real users enter their codes,
-    pumped traffic never does).
+    pumped traffic never does).  Sends younger than C{guard_grace} are not
+    counted yet: a burst of real users has not had time to enter its codes.
 
 Numbers and addresses are keyed by HMAC; prefixes and networks appear in
 clear (an operator lists and lifts blocks by prefix), never whole numbers.
@@ -25,6 +26,7 @@ import enum
 import hashlib
 import hmac
 import ipaddress
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -64,6 +66,7 @@ class LimitSettings:
     guard_floor: int = 50
     guard_min_conversion: float = 0.2
     guard_block: float = 86400.0
+    guard_grace: float = 300.0
 
 
 class Refused(Exception):
@@ -108,14 +111,15 @@ def prefix_of(msisdn: str) -> str:
 #
 # KEYS: 1 lock, 2 number 10-min, 3 number day, 4 prefix day, 5 country day,
 #       6 network day, 7 ip minute bucket, 8 ip day bucket, 9 prefix block,
-#       10 network block, 11.. guard buckets: prefix sent (G), prefix verified
-#       (G), network sent (G), network verified (G)
+#       10 network block, 11-14 the guard's series (hashes of bucket -> count):
+#       prefix sent, prefix verified, network sent, network verified
 # ARGV: 1 now ms, 2 number 10-min limit, 3 number day limit, 4 prefix limit,
 #       5 country limit, 6 network limit, 7 ip minute burst, 8 ip day burst,
 #       9 ms to the end of the day, 10 guard buckets G, 11 guard floor,
 #       12 min conversion, 13 block ms, 14 guard bucket ms, 15 network known (0/1),
 #       16 check the client IP (0/1: an MO has no IP), 17 ms to the end of the
-#       current 10-minute window
+#       current 10-minute window, 18 the current guard bucket, 19 grace buckets
+#       (sends this recent are not yet expected to be verified)
 _CHECK_SEND = """
 local now = tonumber(ARGV[1])
 local function ttl(key)
@@ -152,22 +156,26 @@ if by_ip then
   day = bucket(KEYS[8], tonumber(ARGV[8]), 86400000)
   if day < 1 then return {'ip_rate', math.ceil((1 - day) * 86400000 / tonumber(ARGV[8]))} end
 end
-local g = tonumber(ARGV[10])
-local function sum(first)
+local g, current, grace = tonumber(ARGV[10]), tonumber(ARGV[18]), tonumber(ARGV[19])
+local function sum(key, first, last)
+  if last < first then return 0 end
+  local buckets = {}
+  for b = first, last do buckets[#buckets + 1] = b end
   local total = 0
-  for i = first, first + g - 1 do total = total + count(KEYS[i]) end
+  for _, v in ipairs(redis.call('HMGET', key, unpack(buckets))) do total = total + tonumber(v or '0') end
   return total
 end
 local floor, minimum = tonumber(ARGV[11]), tonumber(ARGV[12])
-local function pumped(first)
-  local sent, verified = sum(first), sum(first + g)
-  return sent >= floor and verified < sent * minimum
+local function pumped(sent_key, verified_key)
+  local sent = sum(sent_key, current - g + 1, current - grace)
+  if sent < floor then return false end
+  return sum(verified_key, current - g + 1, current) < sent * minimum
 end
-if pumped(11) then
+if pumped(KEYS[11], KEYS[12]) then
   redis.call('SET', KEYS[9], now, 'PX', ARGV[13])
   return {'pumping_block', tonumber(ARGV[13]), 'prefix', 'new'}
 end
-if ARGV[15] == '1' and pumped(11 + 2 * g) then
+if ARGV[15] == '1' and pumped(KEYS[13], KEYS[14]) then
   redis.call('SET', KEYS[10], now, 'PX', ARGV[13])
   return {'pumping_block', tonumber(ARGV[13]), 'network', 'new'}
 end
@@ -186,8 +194,17 @@ if by_ip then
   redis.call('PEXPIRE', KEYS[8], 172800000)
 end
 local span = g * tonumber(ARGV[14])
-incr(KEYS[11 + g - 1], span)
-if ARGV[15] == '1' then incr(KEYS[11 + 3 * g - 1], span) end
+local function count_send(key)
+  redis.call('HINCRBY', key, current, 1)
+  redis.call('PEXPIRE', key, span)
+  if redis.call('HLEN', key) > 2 * g then
+    for _, bucket in ipairs(redis.call('HKEYS', key)) do
+      if tonumber(bucket) <= current - g then redis.call('HDEL', key, bucket) end
+    end
+  end
+end
+count_send(KEYS[11])
+if ARGV[15] == '1' then count_send(KEYS[13]) end
 return {'ok'}
 """
 
@@ -240,14 +257,15 @@ class AttemptGuard:
     ttl_ms: int
     lock_ms: int
 
-# KEYS: the number's failures today (or ""), then the guard's verified buckets
-# (prefix, network).  ARGV: bucket span ms.
+# KEYS: the number's failures today (or ""), then the guard's verified series
+# (prefix, network).  ARGV: the window's span ms, the current bucket.
 _VERIFIED = """
 if KEYS[1] ~= '' and tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
   redis.call('DECR', KEYS[1])
 end
 for i = 2, #KEYS do
-  if redis.call('INCR', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+  redis.call('HINCRBY', KEYS[i], ARGV[2], 1)
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
 end
 return 1
 """
@@ -279,6 +297,7 @@ class Limits:
         guard_buckets = 12
         self._guard_buckets = guard_buckets
         self._guard_span = max(1.0, settings.guard_window / guard_buckets)
+        self._grace_buckets = math.ceil(settings.guard_grace / self._guard_span)
 
     def _hash(self, kind: bytes, value: str) -> bytes:
         return hmac.new(self.secret, kind + b"\0" + value.encode(), hashlib.sha256).digest()[:12]
@@ -300,11 +319,12 @@ class Limits:
         day = now_ms // 86_400_000
         return day, (day + 1) * 86_400_000 - now_ms
 
-    def _guard_keys(self, kind: str, what: str, event: str, now_ms: int) -> list[bytes]:
-        span = int(self._guard_span * 1000)
-        current = now_ms // span
-        return [PREFIX + f"g:{event}:{kind}:{what}:{current - i}".encode()
-                for i in range(self._guard_buckets - 1, -1, -1)]
+    def _series(self, kind: str, what: str, event: str) -> bytes:
+        """The guard's hash of bucket -> count for one prefix or network."""
+        return PREFIX + f"g:{event}:{kind}:{what}".encode()
+
+    def _bucket(self, now_ms: int) -> int:
+        return now_ms // int(self._guard_span * 1000)
 
     def _refusal(self, reply: list) -> Refused:
         limit = Limit(reply[0].decode() if isinstance(reply[0], bytes) else reply[0])
@@ -358,8 +378,8 @@ class Limits:
         country = str(phonenumbers.parse(msisdn, None).country_code)
         network = f"{mcc}{mnc}" if mcc and mnc else ""
         ip = self._client_key(client or "-")
-        guard = [*self._guard_keys("p", prefix, "s", now), *self._guard_keys("p", prefix, "v", now),
-                 *self._guard_keys("n", network, "s", now), *self._guard_keys("n", network, "v", now)]
+        guard = [self._series("p", prefix, "s"), self._series("p", prefix, "v"),
+                 self._series("n", network, "s"), self._series("n", network, "v")]
         keys = [
             LOCK_PREFIX + number,
             PREFIX + b"n10:" + number + f":{now // 600_000}".encode(),
@@ -378,7 +398,7 @@ class Limits:
             settings.ip_sends_day, to_day_end, self._guard_buckets, settings.guard_floor,
             settings.guard_min_conversion, int(settings.guard_block * 1000),
             int(self._guard_span * 1000), 1 if network else 0, 1 if client else 0,
-            600_000 - now % 600_000,
+            600_000 - now % 600_000, self._bucket(now), self._grace_buckets,
         ])
         if reply[0] in (b"ok", "ok"):
             return
@@ -401,10 +421,11 @@ class Limits:
         now = self._now_ms()
         network = f"{mcc}{mnc}" if mcc and mnc else ""
         keys = [self._failures_key(number_ref) if number_ref is not None else b"",
-                self._guard_keys("p", prefix_of(msisdn), "v", now)[-1]]
+                self._series("p", prefix_of(msisdn), "v")]
         if network:
-            keys.append(self._guard_keys("n", network, "v", now)[-1])
-        return self.store._eval(_VERIFIED, keys, [int(self._guard_buckets * self._guard_span * 1000)])
+            keys.append(self._series("n", network, "v"))
+        return self.store._eval(_VERIFIED, keys, [
+            int(self._guard_buckets * self._guard_span * 1000), self._bucket(now)])
 
     def attemptGuard(self) -> AttemptGuard:
         """The reservation the store makes for each code check (see L{AttemptGuard})."""
@@ -452,14 +473,7 @@ class Limits:
         """Lift one block, and forget the sends it counted (else the next send
         would block it again); fires with C{True} if there was a block."""
         short = {"prefix": "p", "network": "n"}.get(kind, kind)
-        cursor = 0
-        while True:
-            cursor, keys = yield self.store._call(
-                "scan", cursor, PREFIX.decode() + f"g:s:{short}:{what}:*", 1000)
-            if keys:
-                yield self.store._call("delete", keys)
-            if int(cursor) == 0:
-                break
+        yield self.store._call("delete", self._series(short, what, "s"))
         removed = yield self.store._call("delete", BLOCK_PREFIX + f"{kind}:{what}".encode())
         if removed:
             self.counters.unblocks += 1

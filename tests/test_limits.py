@@ -469,7 +469,7 @@ def test_failed_checks_lock_the_number_until_the_lock_expires(redis_pool, clock)
 def guard(redis_pool, clock, **extra) -> Limits:
     return make_limits(redis_pool, clock, **{**GENEROUS, "guard_floor": 50,
                                              "guard_min_conversion": 0.2,
-                                             "guard_window": 3600, **extra})
+                                             "guard_window": 3600, "guard_grace": 0, **extra})
 
 
 @pytest_twisted.inlineCallbacks
@@ -775,7 +775,7 @@ def test_api_pumping_guard_counts_verifications(redis_pool, tmp_path):
     an unverified network, and an unverified prefix, get 403 errno 120 with
     Retry-After at the fifth send, and no SMS."""
     gw = yield start_gateway(redis_pool, tmp_path, limits=LimitSettings(
-        guard_floor=4, guard_min_conversion=0.5, guard_block=3600.0))
+        guard_floor=4, guard_min_conversion=0.5, guard_block=3600.0, guard_grace=0.0))
     try:
         n = 0
         for i in range(6):  # network 208-10, every code verified
@@ -979,3 +979,15 @@ def test_carrier_breaker_leaves_no_key_without_expiry(redis_pool, clock):
     key = f"ml:carrier:capped:{day}".encode()
     ttl = yield redis_pool.execute_command("PTTL", key)
     assert ttl != -1, "the day's counter never expires"
+
+
+@pytest_twisted.inlineCallbacks
+def test_pumping_guard_gives_a_burst_time_to_verify(redis_pool, clock):
+    """With the default 5-minute grace, a burst of 200 fresh sends to one prefix is not
+    blocked while its users may still be typing their codes; once the burst is older
+    than the grace and still unverified, the next send is blocked."""
+    limits = guard(redis_pool, clock, guard_grace=300)
+    for i in range(200):
+        assert (yield send(limits, f"+3361234{i:04d}", client=None)) is None
+    clock.advance(600)
+    assert refused_with((yield send(limits, "+33612349999", client=None)), Limit.PUMPING_BLOCK)

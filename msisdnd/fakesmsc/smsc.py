@@ -295,6 +295,7 @@ class SMSCSession(PDUStream):
         self._deliveries: dict[int, Deferred] = {}
 
     def connectionMade(self) -> None:
+        super().connectionMade()
         self.smsc.sessions.append(self)
         self.smsc.changed()
 

@@ -30,6 +30,17 @@ class PDUStream(Protocol):
     _buffer = b""
     _closing = False
 
+    def connectionMade(self) -> None:
+        # PDUs are small and answered one by one: without TCP_NODELAY a write
+        # that follows an unacknowledged one waits for the peer's delayed ACK
+        # (up to 40 ms on Linux).
+        nodelay = getattr(self.transport, "setTcpNoDelay", None)
+        if nodelay is not None:
+            try:
+                nodelay(True)
+            except OSError:
+                pass
+
     def send(self, data: bytes) -> None:
         """Write one encoded PDU."""
         self.transport.write(data)

@@ -124,6 +124,7 @@ class ESMESession(PDUStream):
     # -- connection --------------------------------------------------------
 
     def connectionMade(self) -> None:
+        super().connectionMade()
         self.state = SessionState.CONNECTED
         self._last_received = self.clock.seconds()
         self._scheduleIdleCheck(self.enquire_link_interval)
