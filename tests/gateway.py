@@ -15,11 +15,10 @@ from pathlib import Path
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.web.server import Site
 
 from msisdnd import certs, hawk
 from msisdnd.api.app import DeviceAPI
-from msisdnd.api.request import limited
+from msisdnd.api.request import APISite
 from msisdnd.discovery import Discovery
 from msisdnd.flows import MOVerifier, Verifier
 from msisdnd.limits import Limits, LimitSettings
@@ -145,7 +144,7 @@ def start_gateway(redis_pool, tmp_path: Path, settings: VerificationSettings | N
                     health=lambda: {"carriers": carriers.router.available()},
                     limits=limiter, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
     carriers.startService()
-    site = Site(api.resource(), requestFactory=limited(25 * 1024))
+    site = APISite(api.resource(), 25 * 1024, reactor)
     site.noisy = False
     port = reactor.listenTCP(port_number, site, interface="127.0.0.1")
     gateway = Gateway(url, smsc, carriers, verifier, api, store, settings, signer, port)

@@ -28,9 +28,6 @@ class LimitedRequest(Request):
     max_body = 25 * 1024
     _received = 0
     _refused = False
-    # The API takes JSON only: no form parsing (which runs the email package
-    # on every POST's Content-Type).
-    _parsePOSTFormSubmission = False
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         # An absolute-form target (RFC 9112 3.2.2) is routed, and MACed, by its path.
@@ -87,7 +84,10 @@ class APISite(Site):
     """
 
     def __init__(self, resource, max_body: int, clock, onDone=None, **kwargs):
-        super().__init__(resource, requestFactory=limited(max_body), **kwargs)
+        # The API takes JSON only: no form parsing (which runs the email
+        # package on every POST's Content-Type).
+        super().__init__(resource, requestFactory=limited(max_body),
+                         parsePOSTFormSubmission=False, **kwargs)
         self.clock = clock
         self.onDone = onDone
         self.active = 0
