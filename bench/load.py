@@ -75,6 +75,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from _common import machine, run  # noqa: E402
+
 BIN = Path(sys.executable).parent
 
 MCC = "208"
@@ -157,38 +159,18 @@ def export_source(rev: str) -> tuple[Path, str]:
 
 
 def environment(source_commit: str | None = None) -> dict:
-    def model() -> str:
-        try:
-            with open("/proc/cpuinfo") as f:
-                for line in f:
-                    if line.startswith("model name"):
-                        return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-        return "unknown"
-
-    def run(*cmd: str) -> str:
-        try:
-            return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return "unknown"
-
     import twisted
 
+    found = machine()
     return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "nproc": os.cpu_count(),
-        "cpu_model": model(),
-        "python": sys.version.split()[0],
+        **found,
         "twisted": twisted.__version__,
         "redis": run(shutil.which("redis-server") or "redis-server", "--version"),
-        "git_commit": source_commit or run("git", "rev-parse", "--short", "HEAD"),
+        "git_commit": source_commit or found["git_commit"],
         # Whether the daemons ran the working tree with msisdnd/ changed (not a commit).
         "git_dirty": source_commit is None and bool(run(
             "git", "status", "--porcelain", "--untracked-files=all", "msisdnd")),
         "source": f"git archive {source_commit}" if source_commit else "working tree",
-        "command": " ".join(["python"] + sys.argv),
     }
 
 

@@ -59,6 +59,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from _common import machine  # noqa: E402
+from _common import run as run_in_repo  # noqa: E402
+
 import txredisapi  # noqa: E402
 from twisted.internet import task  # noqa: E402
 from twisted.internet.defer import DeferredList, inlineCallbacks, succeed  # noqa: E402
@@ -653,35 +656,14 @@ def git_state() -> str:
 
 
 def environment(server: dict[str, str], memory: dict[str, str], executable: str) -> dict:
-    def model() -> str:
-        try:
-            with open("/proc/cpuinfo") as f:
-                for line in f:
-                    if line.startswith("model name"):
-                        return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-        return "unknown"
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return "unknown"
-
     return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "nproc": os.cpu_count(),
-        "cpu_model": model(),
-        "python": sys.version.split()[0],
-        "git_commit": git("rev-parse", "--short", "HEAD"),
-        "git_dirty": git("status", "--porcelain", "--untracked-files=no", "--", "msisdnd"),
+        **machine(),
+        "git_dirty": run_in_repo("git", "status", "--porcelain", "--untracked-files=no", "--",
+                                 "msisdnd"),
         "msisdnd_state": git_state(),
         "redis_server": executable,
         "redis_version": server.get("redis_version", "unknown"),
         "mem_allocator": memory.get("mem_allocator", "unknown"),
-        "command": " ".join(["python"] + sys.argv),
     }
 
 

@@ -57,6 +57,8 @@ from msisdnd.smpp.config import CarrierConfig  # noqa: E402
 from msisdnd.smpp.service import CarriersService  # noqa: E402
 from msisdnd.sms.interfaces import OutboundSMS  # noqa: E402
 
+from _common import machine  # noqa: E402
+
 SMSC_SCRIPT = Path(__file__).resolve().with_name("_smsc_process.py")
 TEXT = "Your code: 123456"
 DESTINATION = "+33612345678"
@@ -283,31 +285,7 @@ def measure_window(reactor, port: int, smsc_pid: int, window: int, messages: int
 
 def environment() -> dict:
     """Where the figures were measured."""
-    def model() -> str:
-        try:
-            with open("/proc/cpuinfo") as f:
-                for line in f:
-                    if line.startswith("model name"):
-                        return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-        return "unknown"
-
-    def commit() -> str:
-        try:
-            return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                                  capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return "unknown"
-
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "nproc": os.cpu_count(),
-        "cpu_model": model(),
-        "python": sys.version.split()[0],
-        "git_commit": commit(),
-        "command": " ".join(["python"] + sys.argv),
-    }
+    return machine()
 
 
 def format_table(results: list[WindowResult]) -> str:
