@@ -189,6 +189,8 @@ class Verifier:
         #: (method, outcome) -> count: outcomes are started, succeeded, failed.
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self._keys: dict[str, tuple[str, float]] = {}
+        #: Delivery receipts by state (DELIVRD, UNDELIV...).
+        self.receipt_states: Counter[str] = Counter()
 
     def _ref(self, hawk_id: str) -> bytes:
         return codes.session_ref(self.secrets.session, hawk_id)
@@ -325,6 +327,7 @@ class Verifier:
     def receiptReceived(self, receipt: DeliveryReceipt):
         """A carrier reported on a message: record its state; a failed code gets
         one automatic resend through another carrier."""
+        self.receipt_states[receipt.state] += 1
         record = yield self.store.receiptArrived(receipt.carrier, receipt.aliases, receipt.state,
                                                  _ms(self.settings.code_ttl))
         if record is not None:

@@ -88,6 +88,11 @@ class PartsCollector(Collector):
         for (method, outcome), count in sorted(self.verifier.outcomes.items()):
             verifications.add_metric([method, outcome], count)
         yield verifications
+        states = CounterMetricFamily("msisdnd_receipts_by_state", "Delivery receipts by state",
+                                     labels=["state"])
+        for state, count in sorted(self.verifier.receipt_states.items()):
+            states.add_metric([state], count)
+        yield states
         errors = CounterMetricFamily("msisdnd_redis_errors", "Redis calls that failed or timed out")
         errors.add_metric([], self.store.errors)
         yield errors

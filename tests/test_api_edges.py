@@ -983,3 +983,16 @@ def test_access_log_names_the_client_behind_trusted_proxies_only():
     direct.requestHeaders.setRawHeaders(b"X-Forwarded-For", [b"203.0.113.7"])
     assert client_address(direct, trusted) == "198.51.100.4"
     assert client_address(via_proxy, []) == "10.1.2.3"
+
+
+@pytest_twisted.inlineCallbacks
+def test_unexpected_error_is_500_999_without_a_traceback(gateway):
+    """A failure nobody foresaw answers 500 errno 999 with no detail of it in the body."""
+    def broken():
+        raise RuntimeError("internal detail 0xdeadbeef")
+
+    gateway.verifier.register = broken
+    r = yield gateway.call("POST", "/register")
+    assert (r.code, r.body["errno"], r.body["error"]) == (500, 999, "Internal Server Error")
+    flat = json.dumps(r.body)
+    assert "deadbeef" not in flat and "Traceback" not in flat and "RuntimeError" not in flat

@@ -276,3 +276,24 @@ def test_operator_lists_and_lifts_pumping_blocks(redis_pool, redis_server, tmp_p
     out, err, code = yield getProcessOutputAndValue(
         tool, ["blocks", "--config", config, "--lift", "prefix:+3361234"], env=dict(os.environ))
     assert code == 1 and b"no block" in err
+
+
+@pytest_twisted.inlineCallbacks
+def test_send_test_sms_prints_the_message_id_and_its_receipt(smsc_factory, redis_server, tmp_path):
+    """`msisdnd send-test-sms` binds the configured carrier, sends one MT, and prints
+    its message id and the receipt the SMSC sends for it."""
+    from twisted.internet.utils import getProcessOutputAndValue
+
+    harness = smsc_factory(receipt_delay=0.1)
+    config = write_config(tmp_path, harness.portNumber, redis_server.port, free_port(),
+                          free_port())
+    out, err, code = yield getProcessOutputAndValue(
+        os.path.join(BIN, "msisdnd"),
+        ["send-test-sms", "--config", config, "--to", NUMBER, "--text", "hello", "--wait", "15"],
+        env=dict(os.environ))
+    assert code == 0, err.decode()
+    lines = out.decode().splitlines()
+    (message,) = harness.smsc.received(NUMBER)
+    assert lines[0] == f"sent via fake: message ids {message.message_ids[0]}"
+    assert lines[1] == "receipt: DELIVRD"
+    assert message.text == "hello"
