@@ -50,6 +50,9 @@ class CarrierBreaker(TimerService):
                     _ADD, [f"ml:carrier:{carrier.name}:{day}".encode()], [delta, to_midnight])
             except StoreUnavailable:
                 return
+            except Exception:  # a failover's READONLY, say: the next tick tries again
+                log.failure("The daily-cap count failed for {carrier}", carrier=carrier.name)
+                return
             self._reported[carrier.name] += delta
             tripped = int(total) >= carrier.config.daily_cap
             if tripped and not carrier.tripped:

@@ -111,6 +111,7 @@ class _SentRecord:
     """
 
     ref: bytes
+    code_mac: bytes  # the code this message carried: only its failure counts
     kind: str  # "s" short MT, "l" long MT, "m" MO reply
     locale: str
     app_hash: str
@@ -118,19 +119,19 @@ class _SentRecord:
 
     def pack(self) -> bytes:
         locale, app_hash = self.locale.encode(), self.app_hash.encode()
-        return (struct.pack("16sc", self.ref, self.kind.encode())
+        return (struct.pack("16s16sc", self.ref, self.code_mac, self.kind.encode())
                 + bytes((len(locale),)) + locale + bytes((len(app_hash),)) + app_hash
                 + self.sealed_number)
 
     @classmethod
     def unpack(cls, data: bytes) -> "_SentRecord":
-        ref, kind = struct.unpack_from("16sc", data)
-        pos = 17
+        ref, code_mac, kind = struct.unpack_from("16s16sc", data)
+        pos = 33
         locale = data[pos + 1:pos + 1 + data[pos]]
         pos += 1 + data[pos]
         app_hash = data[pos + 1:pos + 1 + data[pos]]
         pos += 1 + data[pos]
-        return cls(ref, kind.decode(), locale.decode(), app_hash.decode(), data[pos:])
+        return cls(ref, code_mac, kind.decode(), locale.decode(), app_hash.decode(), data[pos:])
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,8 +265,8 @@ class Verifier:
             now_ms=_ms(now), code_ttl_ms=_ms(settings.code_ttl),
             cooldown_ms=_ms(settings.resend_cooldown), max_sends=settings.max_sends,
             session_ttl_ms=_ms(settings.unverified_session_ttl),
-            method="o" if carrier is not None else "t",
-            network=f"{mcc}{mnc}" if mcc and mnc else "")
+            method="" if resend else ("o" if carrier is not None else "t"),
+            network=f"{mcc}{mnc}" if mcc and mnc else "", max_tries=settings.max_tries)
         outcome = start.outcome
         if outcome is SendOutcome.NO_SESSION:
             raise UnknownSession()
@@ -277,25 +278,37 @@ class Verifier:
             return False  # a client retrying the same request: no second SMS
         if outcome is SendOutcome.CAPPED:
             raise TooManySends()
-        if limits is not None:
-            try:
-                yield limits.checkSend(msisdn, client, mcc, mnc, number_ref)
-            except Refused as refusal:
-                self._refused(msisdn, refusal)
-                yield self.store.abortSend(ref, mac, start.previous_last)
-                raise
-        sms = OutboundSMS(destination=msisdn, text=make_text(code), validity=settings.code_ttl,
-                          sender=sender, mcc=mcc, mnc=mnc, carrier=carrier)
+        # From here on, any failure before the SMSC accepted the SMS puts the
+        # session back as it was: the code the user already had stays valid,
+        # and the send neither counts nor starts a cooldown.
         try:
+            if limits is not None:
+                try:
+                    yield limits.checkSend(msisdn, client, mcc, mnc, number_ref)
+                except Refused as refusal:
+                    self._refused(msisdn, refusal)
+                    raise
+            sms = OutboundSMS(destination=msisdn, text=make_text(code),
+                              validity=settings.code_ttl, sender=sender, mcc=mcc, mnc=mnc,
+                              carrier=carrier)
             result = yield self.sender.send(sms, settings.send_timeout)
-        except SendError as e:
-            yield self.store.abortSend(ref, mac, start.previous_last)
-            self.log.warn("Code to {to} not sent: {why}", to=mask_number(msisdn), why=str(e))
-            raise SendFailed(str(e)) from None
+        except BaseException as e:
+            yield self._abort(ref, mac, start)
+            if isinstance(e, SendError):
+                self.log.warn("Code to {to} not sent: {why}", to=mask_number(msisdn), why=str(e))
+                raise SendFailed(str(e)) from None
+            raise
         kind = "m" if carrier is not None else ("s" if short else "l")
         self.outcomes[("sms/momt" if carrier is not None else "sms/mt", "started")] += 1
-        yield self._recordSent(result, ref, msisdn, kind, locale, app_hash)
+        yield self._recordSent(result, ref, msisdn, kind, locale, app_hash, mac)
         return True
+
+    @inlineCallbacks
+    def _abort(self, ref: bytes, mac: bytes, start):
+        try:
+            yield self.store.abortSend(ref, mac, start)
+        except Exception:
+            self.log.failure("A send could not be undone; the session keeps its new code")
 
     def _refused(self, msisdn: str, refusal: Refused) -> None:
         self.log.info("Code to {to} refused by the {limit} limit", to=mask_number(msisdn),
@@ -305,12 +318,12 @@ class Verifier:
 
     @inlineCallbacks
     def _recordSent(self, result, ref: bytes, msisdn: str, kind: str, locale: str,
-                    app_hash: str | None):
+                    app_hash: str | None, mac: bytes):
         """Remember a sent code's message ids, so its receipts can act on it.
 
         The SMS is already out: a failure here is logged, never raised.
         """
-        record = _SentRecord(ref, kind, locale, app_hash or "",
+        record = _SentRecord(ref, mac, kind, locale, app_hash or "",
                              codes.seal(self.secrets.transit, msisdn.encode())).pack()
         ids = {normalize_message_id(i) for i in result.message_ids if i}
         if not ids:
@@ -348,7 +361,7 @@ class Verifier:
         code = (codes.short_code(self.settings.short_code_digits) if short
                 else codes.long_code(self.settings.long_code_hex))
         mac = codes.code_mac(self.secrets.code, ref, code)
-        if not (yield self.store.claimAutoResend(ref, mac, _ms(self.now()),
+        if not (yield self.store.claimAutoResend(ref, record.code_mac, mac, _ms(self.now()),
                                                  _ms(self.settings.code_ttl), state)):
             return
         text = (self.texts.short_code_text(code, record.locale, record.app_hash or None) if short
@@ -364,7 +377,7 @@ class Verifier:
                           why=str(e))
             return
         yield self._recordSent(result, ref, msisdn, record.kind, record.locale,
-                               record.app_hash or None)
+                               record.app_hash or None, mac)
 
     def sendCode(self, hawk_id: str, msisdn: str, *, mcc: str | None, mnc: str | None,
                  short: bool, locale: str, app_hash: str | None = None,
@@ -432,8 +445,11 @@ class Verifier:
             raise NotVerified()
         if self.limits is not None:
             network = check.network
-            yield self.limits.verified(msisdn, network[:3] or None, network[3:] or None,
-                                       check.number_ref)
+            try:  # the number is verified: accounting must not turn that into an error
+                yield self.limits.verified(msisdn, network[:3] or None, network[3:] or None,
+                                           check.number_ref)
+            except Exception:
+                self.log.failure("The pumping guard missed a verification")
         return msisdn
 
     @inlineCallbacks

@@ -258,7 +258,8 @@ class AttemptGuard:
     lock_ms: int
 
 # KEYS: the number's failures today (or ""), then the guard's verified series
-# (prefix, network).  ARGV: the window's span ms, the current bucket.
+# (prefix, network).  ARGV: the window's span ms, the current bucket, buckets
+# per window (older ones are dropped).
 _VERIFIED = """
 if KEYS[1] ~= '' and tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
   redis.call('DECR', KEYS[1])
@@ -266,6 +267,13 @@ end
 for i = 2, #KEYS do
   redis.call('HINCRBY', KEYS[i], ARGV[2], 1)
   redis.call('PEXPIRE', KEYS[i], ARGV[1])
+  if redis.call('HLEN', KEYS[i]) > 2 * tonumber(ARGV[3]) then
+    for _, bucket in ipairs(redis.call('HKEYS', KEYS[i])) do
+      if tonumber(bucket) <= tonumber(ARGV[2]) - tonumber(ARGV[3]) then
+        redis.call('HDEL', KEYS[i], bucket)
+      end
+    end
+  end
 end
 return 1
 """
@@ -425,7 +433,8 @@ class Limits:
         if network:
             keys.append(self._series("n", network, "v"))
         return self.store._eval(_VERIFIED, keys, [
-            int(self._guard_buckets * self._guard_span * 1000), self._bucket(now)])
+            int(self._guard_buckets * self._guard_span * 1000), self._bucket(now),
+            self._guard_buckets])
 
     def attemptGuard(self) -> AttemptGuard:
         """The reservation the store makes for each code check (see L{AttemptGuard})."""

@@ -80,6 +80,8 @@ class SendStart:
     sends: int = 0
     wait_ms: int = 0
     previous_last: int = 0
+    #: The code, expiry, method and network the new code replaced (C{b""}s when none).
+    previous: tuple[bytes, bytes, bytes, bytes] = (b"", b"", b"", b"")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +102,10 @@ return 1
 """
 
 # ARGV: number hmac, sealed number, code mac, now ms, code ttl ms,
-#       cooldown ms, max sends, session ttl ms (when not verified), method, network
+#       cooldown ms, max sends, session ttl ms (when not verified), method,
+#       network (both kept as they were when empty: a resend), max tries.
+# Returns what it replaced (code, expiry, method, network), so that an abort
+# can put the code the user already has back.
 _START_SEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_session'} end
 local h = redis.call('HGET', KEYS[1], 'h')
@@ -113,18 +118,29 @@ if last > 0 and now - last < cooldown then
   return {'cooldown', sends, cooldown - (now - last)}
 end
 if sends >= tonumber(ARGV[7]) then return {'capped', sends, 0} end
+if tonumber(redis.call('HGET', KEYS[1], 't') or '0') >= tonumber(ARGV[11]) then
+  return {'capped', sends, 0}
+end
+local old = redis.call('HMGET', KEYS[1], 'c', 'x', 'm', 'g')
+local method = ARGV[9] ~= '' and ARGV[9] or (old[3] or 't')
+local network = ARGV[10] ~= '' and ARGV[10] or (old[4] or '')
 redis.call('HSET', KEYS[1], 'h', ARGV[1], 'n', ARGV[2], 'c', ARGV[3],
-           'x', now + tonumber(ARGV[5]), 'l', now, 'r', sends + 1, 'm', ARGV[9], 'g', ARGV[10])
+           'x', now + tonumber(ARGV[5]), 'l', now, 'r', sends + 1, 'm', method, 'g', network)
 if redis.call('HEXISTS', KEYS[1], 'v') == 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[8])
 end
-return {'started', sends + 1, 0, last}
+return {'started', sends + 1, 0, last, old[1] or '', old[2] or '', old[3] or '', old[4] or ''}
 """
 
-# ARGV: the code mac that was started, the previous last-send time
+# ARGV: the code mac that was started, the previous last-send time, then the
+# previous code, expiry, method and network (empty when there was none).
 _ABORT_SEND = """
 if redis.call('HGET', KEYS[1], 'c') ~= ARGV[1] then return 0 end
-redis.call('HDEL', KEYS[1], 'c', 'x')
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], 'c', ARGV[3], 'x', ARGV[4], 'm', ARGV[5], 'g', ARGV[6])
+else
+  redis.call('HDEL', KEYS[1], 'c', 'x')
+end
 local sends = tonumber(redis.call('HGET', KEYS[1], 'r') or '1')
 redis.call('HSET', KEYS[1], 'r', math.max(sends - 1, 0))
 if ARGV[2] == '0' then redis.call('HDEL', KEYS[1], 'l')
@@ -218,9 +234,11 @@ if redis.call('HEXISTS', KEYS[1], 'c') == 1 then redis.call('HSET', KEYS[1], 'd'
 return 1
 """
 
-# ARGV: the new code's mac, now ms, code ttl ms, the state that failed.
+# ARGV: the new code's mac, now ms, code ttl ms, the state that failed, the
+# mac of the code the failed message carried (only if it is still current).
 _AUTO_RESEND = """
 if redis.call('HEXISTS', KEYS[1], 'a') == 1 then return 0 end
+if redis.call('HGET', KEYS[1], 'c') ~= ARGV[5] then return 0 end
 local x = redis.call('HGET', KEYS[1], 'x')
 if not x or tonumber(x) < tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 'a', 1, 'c', ARGV[1], 'x', tonumber(ARGV[2]) + tonumber(ARGV[3]),
@@ -309,27 +327,34 @@ class RedisStore:
 
     def startSend(self, ref: bytes, *, number_ref: bytes, sealed_number: bytes, code_mac: bytes,
                   now_ms: int, code_ttl_ms: int, cooldown_ms: int, max_sends: int,
-                  session_ttl_ms: int, method: str = "t", network: str = "") -> Deferred:
+                  session_ttl_ms: int, method: str = "", network: str = "",
+                  max_tries: int = 3) -> Deferred:
         """Record a new code for the session's number, within its limits.
 
         Fires with a L{SendStart}: C{STARTED} (the code is stored), or why
         not: no session, a second number, within the cooldown (C{wait_ms}),
-        or out of sends.
+        or out of sends (including a session whose tries are spent: a code
+        it could never check is not worth an SMS).  An empty C{method} or
+        C{network} keeps the session's own.
         """
         d = self._eval(_START_SEND, [_key(SESSION_PREFIX, ref)], [
             number_ref, sealed_number, code_mac, now_ms, code_ttl_ms, cooldown_ms,
-            max_sends, session_ttl_ms, method, network])
+            max_sends, session_ttl_ms, method, network, max_tries])
 
         def parsed(reply: list) -> SendStart:
             outcome = SendOutcome(_text(reply[0]))
-            numbers = [int(v) for v in reply[1:]] + [0, 0, 0]
-            return SendStart(outcome, numbers[0], numbers[1], numbers[2])
+            numbers = [int(v) for v in reply[1:4]] + [0, 0, 0]
+            previous = tuple(v if isinstance(v, bytes) else str(v).encode() for v in reply[4:8])
+            return SendStart(outcome, numbers[0], numbers[1], numbers[2],
+                             previous if len(previous) == 4 else (b"", b"", b"", b""))
 
         return d.addCallback(parsed)
 
-    def abortSend(self, ref: bytes, code_mac: bytes, previous_last: int) -> Deferred:
-        """Undo a L{startSend} whose SMS never reached the SMSC."""
-        return self._eval(_ABORT_SEND, [_key(SESSION_PREFIX, ref)], [code_mac, previous_last])
+    def abortSend(self, ref: bytes, code_mac: bytes, start: SendStart) -> Deferred:
+        """Undo a L{startSend} whose SMS never reached the SMSC: the code the
+        user already had, if any, is the current one again."""
+        return self._eval(_ABORT_SEND, [_key(SESSION_PREFIX, ref)],
+                          [code_mac, start.previous_last, *start.previous])
 
     # -- checking codes ----------------------------------------------------
 
@@ -392,12 +417,13 @@ class RedisStore:
     def setDelivery(self, ref: bytes, state: str) -> Deferred:
         return self._eval(_DELIVERY, [_key(SESSION_PREFIX, ref)], [state])
 
-    def claimAutoResend(self, ref: bytes, code_mac: bytes, now_ms: int, code_ttl_ms: int,
-                        state: str) -> Deferred:
-        """Replace the code for the one automatic resend; fires with C{True} if
-        the session had none yet and its code is still valid."""
+    def claimAutoResend(self, ref: bytes, failed_mac: bytes, code_mac: bytes, now_ms: int,
+                        code_ttl_ms: int, state: str) -> Deferred:
+        """Replace the code C{failed_mac} for the one automatic resend; fires
+        with C{True} if the session had none yet and that code is still the
+        current one and valid (a late receipt for an older code does nothing)."""
         return self._eval(_AUTO_RESEND, [_key(SESSION_PREFIX, ref)],
-                          [code_mac, now_ms, code_ttl_ms, state]).addCallback(bool)
+                          [code_mac, now_ms, code_ttl_ms, state, failed_mac]).addCallback(bool)
 
     def ping(self) -> Deferred:
         return self._call("ping")

@@ -996,3 +996,34 @@ def test_unexpected_error_is_500_999_without_a_traceback(gateway):
     assert (r.code, r.body["errno"], r.body["error"]) == (500, 999, "Internal Server Error")
     flat = json.dumps(r.body)
     assert "deadbeef" not in flat and "Traceback" not in flat and "RuntimeError" not in flat
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_client_that_hangs_up_mid_send_finds_its_code_on_retry(gateway):
+    """The client drops the connection while the SMSC is slow to accept: the send
+    still completes, and the client's retry (within the cooldown) is 204 with no
+    second SMS, and the code that went out verifies."""
+    import treq
+    from twisted.internet.defer import CancelledError
+    from twisted.web._newclient import ResponseNeverReceived
+
+    from msisdnd import hawk
+
+    gateway.smsc.smsc.faults.response_delay = 0.3
+    token = yield gateway.register()
+    body = json.dumps({"msisdn": NUMBER, "mcc": "208", "shortVerificationCode": True}).encode()
+    credentials = hawk.derive_session(bytes.fromhex(token))
+    header = hawk.authorization_header(credentials, "POST", gateway.url + "/sms/mt/verify", body,
+                                       "application/json")
+    with pytest.raises((CancelledError, ResponseNeverReceived)):
+        yield treq.post(gateway.url + "/sms/mt/verify", data=body, timeout=0.05, headers={
+            "Authorization": [header], "Content-Type": ["application/json"]})
+    yield wait_until(lambda: gateway.smsc.smsc.received(NUMBER))
+    gateway.smsc.smsc.faults.response_delay = 0
+    retry = yield gateway.call("POST", "/sms/mt/verify", {
+        "msisdn": NUMBER, "mcc": "208", "shortVerificationCode": True}, token=token)
+    assert retry.code == 204
+    assert len(gateway.smsc.smsc.received(NUMBER)) == 1
+    pin = gateway.smsc.smsc.received(NUMBER)[0].text.split()[-1]
+    done = yield gateway.call("POST", "/sms/verify_code", {"code": pin}, token=token)
+    assert done.body == {"msisdn": NUMBER}

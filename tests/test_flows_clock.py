@@ -9,12 +9,12 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
-from twisted.internet.defer import succeed
+from twisted.internet.defer import fail, succeed
 from zope.interface import implementer
 
 from msisdnd import flows, hawk
 from msisdnd.settings import Secrets, VerificationSettings
-from msisdnd.sms.interfaces import ISMSSender, SendResult
+from msisdnd.sms.interfaces import DeliveryReceipt, ISMSSender, NoRouteError, SendResult
 from msisdnd.sms.text import SMSTexts
 from msisdnd.store import RedisStore
 
@@ -27,8 +27,11 @@ class Outbox:
 
     def __init__(self):
         self.sent = []
+        self.down = False
 
     def send(self, sms, timeout=None):
+        if self.down:
+            return fail(NoRouteError("no carrier"))
         self.sent.append(sms)
         return succeed(SendResult("memory", (str(len(self.sent)),)))
 
@@ -92,3 +95,51 @@ def test_resend_cooldown_rolls_over(verifier):
         with pytest.raises(flows.WrongCode):
             yield verifier.verifyCode(hawk_id, old)
     assert (yield verifier.verifyCode(hawk_id, new)) == NUMBER
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_failed_resend_keeps_the_code_the_user_has(verifier):
+    """A resend no carrier accepts answers SendFailed, and the code already sent still works."""
+    hawk_id = yield register(verifier)
+    yield verifier.sendCode(hawk_id, NUMBER, mcc="208", mnc=None, short=True, locale="en")
+    code = verifier.outbox.sent[-1].text.split()[-1]
+    verifier.test_clock.advance(31)
+    verifier.outbox.down = True
+    with pytest.raises(flows.SendFailed):
+        yield verifier.resendCode(hawk_id, locale="en")
+    verifier.outbox.down = False
+    assert (yield verifier.verifyCode(hawk_id, code)) == NUMBER
+
+
+@pytest_twisted.inlineCallbacks
+def test_no_resend_once_the_tries_are_spent(verifier):
+    """After the session's last wrong try, a resend is refused and no SMS goes out:
+    its code could never be checked."""
+    hawk_id = yield register(verifier)
+    yield verifier.sendCode(hawk_id, NUMBER, mcc="208", mnc=None, short=True, locale="en")
+    code = verifier.outbox.sent[-1].text.split()[-1]
+    wrong = "000000" if code != "000000" else "111111"
+    for _ in range(3):
+        with pytest.raises(flows.WrongCode):
+            yield verifier.verifyCode(hawk_id, wrong)
+    verifier.test_clock.advance(31)
+    with pytest.raises(flows.TooManySends):
+        yield verifier.resendCode(hawk_id, locale="en")
+    assert len(verifier.outbox.sent) == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_late_receipt_for_an_older_code_changes_nothing(verifier):
+    """UNDELIV for the first code, arriving after a resend replaced it: no automatic
+    resend, and the current code still works."""
+    from msisdnd.sms.message_ids import message_id_aliases
+
+    hawk_id = yield register(verifier)
+    yield verifier.sendCode(hawk_id, NUMBER, mcc="208", mnc=None, short=True, locale="en")
+    verifier.test_clock.advance(31)
+    yield verifier.resendCode(hawk_id, locale="en")
+    current = verifier.outbox.sent[-1].text.split()[-1]
+    yield verifier.receiptReceived(DeliveryReceipt("memory", "1", message_id_aliases("1"),
+                                                   "UNDELIV"))
+    assert len(verifier.outbox.sent) == 2
+    assert (yield verifier.verifyCode(hawk_id, current)) == NUMBER

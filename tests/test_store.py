@@ -45,7 +45,7 @@ def test_abort_gives_the_send_back(store):
     """An SMS that never went out does not count against cooldown or cap."""
     yield store.createSession(REF, b"k" * 32, 1_800_000)
     started = yield start(store, 1000, code=b"a" * 16)
-    yield store.abortSend(REF, b"a" * 16, started.previous_last)
+    yield store.abortSend(REF, b"a" * 16, started)
     again = yield start(store, 2000, code=b"b" * 16)
     assert (again.outcome, again.sends) == (SendOutcome.STARTED, 1)
     check = yield store.beginCheck(REF, 3000, 3)

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import phonenumbers
 from klein import Klein
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -84,6 +84,18 @@ _LIMIT_ERRORS: dict[Limit, tuple[int, int, str]] = {
     Limit.PUMPING_BLOCK: (403, errors.PUMPING_BLOCK, "Numbers like this one are blocked for now."),
     Limit.NUMBER_LOCKED: (429, errors.NUMBER_LOCKED, "This number is locked for now."),
 }
+
+
+def _shielded(step: Deferred) -> Deferred:
+    """C{step}'s result, in a Deferred whose cancellation does not reach C{step}.
+
+    Klein cancels a route's Deferred when its client hangs up; a verification
+    step must still finish (or undo itself), so that Redis and the SMS that
+    went out agree with what a retry will be told.
+    """
+    shield: Deferred = Deferred()
+    step.chainDeferred(shield)
+    return shield
 
 
 class DeviceAPI:
@@ -326,7 +338,7 @@ class DeviceAPI:
         self._body(request)
         if self.limits is not None:
             yield self.limits.checkRegister(self._client(request))
-        token = yield self.verifier.register()
+        token = yield _shielded(self.verifier.register())
         return self._json(request, {"msisdnSessionToken": token})
 
     # -- Hawk routes ---------------------------------------------------------
@@ -335,7 +347,7 @@ class DeviceAPI:
     @inlineCallbacks
     def unregister(self, request: IRequest):
         hawk_id = yield self._authenticate(request)
-        yield self.verifier.unregister(hawk_id)
+        yield _shielded(self.verifier.unregister(hawk_id))
         return self._empty(request)
 
     @app.route("/sms/mt/verify", methods=["POST"])
@@ -352,9 +364,9 @@ class DeviceAPI:
         if mnc is not None:
             mnc = _digits(mnc, "MNC", (2, 3))
         app_hash = self._appHash(body)
-        yield self.verifier.sendCode(
+        yield _shielded(self.verifier.sendCode(
             hawk_id, msisdn, mcc=mcc, mnc=mnc, short=body.get("shortVerificationCode") is True,
-            locale=self._locale(request), app_hash=app_hash, client=self._client(request))
+            locale=self._locale(request), app_hash=app_hash, client=self._client(request)))
         return self._empty(request)
 
     @app.route("/sms/resend_code", methods=["POST"])
@@ -362,8 +374,9 @@ class DeviceAPI:
     def resendCode(self, request: IRequest):
         hawk_id = yield self._authenticate(request)
         body = self._body(request)
-        yield self.verifier.resendCode(hawk_id, locale=self._locale(request),
-                                       app_hash=self._appHash(body), client=self._client(request))
+        yield _shielded(self.verifier.resendCode(
+            hawk_id, locale=self._locale(request), app_hash=self._appHash(body),
+            client=self._client(request)))
         return self._empty(request)
 
     @app.route("/sms/verify_code", methods=["POST"])
@@ -383,7 +396,7 @@ class DeviceAPI:
             and all(c in "0123456789abcdef" for c in code)
         if not (short or long_):
             raise errors.invalid("Invalid code.")
-        msisdn = yield self.verifier.verifyCode(hawk_id, code)
+        msisdn = yield _shielded(self.verifier.verifyCode(hawk_id, code))
         return self._json(request, {"msisdn": msisdn})
 
     @app.route("/certificate/sign", methods=["POST"])

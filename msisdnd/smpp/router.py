@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from twisted.internet.defer import Deferred, fail
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from msisdnd.sms.interfaces import ISMSSender, NoRouteError, OutboundSMS, QueueFullError
@@ -65,7 +66,11 @@ class Router:
             return fail(NoRouteError("no carrier serves this destination"))
         for carrier in candidates:
             if carrier.available and carrier.queue_depth < carrier.config.queue_size:
-                return carrier.send(sms, timeout)
+                d = carrier.send(sms, timeout)
+                if d.called and isinstance(d.result, Failure) and d.result.check(QueueFullError):
+                    d.addErrback(lambda f: None)  # too many parts for it: try the next one
+                    continue
+                return d
         if any(c.available for c in candidates):
             return fail(QueueFullError("every eligible carrier's queue is full"))
         return fail(NoRouteError("no eligible carrier has a live bind"))
