@@ -151,16 +151,26 @@ return 1
 # ARGV: now ms, max tries, and with abuse limits (msisdnd.limits.AttemptGuard):
 # lock prefix, failures prefix, day suffix, failures limit, ttl ms, lock ms.
 # A try is spent, and one of the number's daily failures reserved, before the
-# code is compared, so parallel guesses cannot share them; a locked number
-# gets no try at all.
+# code is compared, so parallel guesses cannot share them; a locked number,
+# an expired code or spent tries get no try and reserve nothing.
 _BEGIN_CHECK = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_session'} end
 local c = redis.call('HGET', KEYS[1], 'c')
 if not c then return {'no_code'} end
 local h = redis.call('HGET', KEYS[1], 'h') or ''
+local lock = ARGV[3] .. h
+if ARGV[3] ~= '' and redis.call('EXISTS', lock) == 1 then
+  return {'locked', redis.call('PTTL', lock)}
+end
+if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'x') or '0') then
+  redis.call('HDEL', KEYS[1], 'c', 'x')
+  return {'expired'}
+end
+if tonumber(redis.call('HGET', KEYS[1], 't') or '0') >= tonumber(ARGV[2]) then
+  redis.call('HDEL', KEYS[1], 'c', 'x')
+  return {'exhausted'}
+end
 if ARGV[3] ~= '' then
-  local lock = ARGV[3] .. h
-  if redis.call('EXISTS', lock) == 1 then return {'locked', redis.call('PTTL', lock)} end
   local failures = ARGV[4] .. h .. ARGV[5]
   local n = redis.call('INCR', failures)
   if n == 1 then redis.call('PEXPIRE', failures, ARGV[7]) end
@@ -170,15 +180,7 @@ if ARGV[3] ~= '' then
     return {'locked', tonumber(ARGV[8])}
   end
 end
-if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'x') or '0') then
-  redis.call('HDEL', KEYS[1], 'c', 'x')
-  return {'expired'}
-end
 local t = redis.call('HINCRBY', KEYS[1], 't', 1)
-if t > tonumber(ARGV[2]) then
-  redis.call('HDEL', KEYS[1], 'c', 'x')
-  return {'exhausted'}
-end
 return {'check', c, t, redis.call('HGET', KEYS[1], 'm') or '', h,
         redis.call('HGET', KEYS[1], 'g') or ''}
 """
