@@ -1027,3 +1027,18 @@ def test_a_client_that_hangs_up_mid_send_finds_its_code_on_retry(gateway):
     pin = gateway.smsc.smsc.received(NUMBER)[0].text.split()[-1]
     done = yield gateway.call("POST", "/sms/verify_code", {"code": pin}, token=token)
     assert done.body == {"msisdn": NUMBER}
+
+
+def test_client_behind_a_unix_socket_proxy_is_the_forwarded_one():
+    """Behind a proxy on a Unix socket the client is the proxy's last hop, not one
+    address shared by every client; with no header it is "local"."""
+    from twisted.internet.address import UNIXAddress
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from msisdnd.api.clientaddr import client_address
+
+    request = DummyRequest([b""])
+    request.client = UNIXAddress(b"/run/msisdnd/http.sock")
+    assert client_address(request, []) == "local"
+    request.requestHeaders.setRawHeaders(b"X-Forwarded-For", [b"198.51.100.9, 203.0.113.7"])
+    assert client_address(request, []) == "203.0.113.7"

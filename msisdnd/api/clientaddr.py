@@ -29,16 +29,27 @@ def client_address(request: IRequest, trusted: Sequence[Network]) -> str:
     C{X-Forwarded-For} is walked from the right, past every trusted hop, and
     the first untrusted (or last valid) address is the client.  A client can
     put anything in that header; only hops our proxies appended are believed.
+    A peer on a Unix socket is taken for our own proxy.
     """
     peer = request.getClientAddress()
     host = getattr(peer, "host", None)
-    current = _address(host) if isinstance(host, str) else None
-    if current is None:
-        return host if isinstance(host, str) else "local"
-    if not trusted or not any(current in net for net in trusted):
-        return str(current)
     header = request.getHeader(b"X-Forwarded-For")
     hops = header.decode("latin-1").split(",") if header else []
+    if not isinstance(host, str):
+        # A Unix socket: only local processes the socket's mode admits can
+        # connect, i.e. our own front proxy, whose last hop names the client.
+        current = _address(hops[-1]) if hops else None
+        if current is None:
+            return "local"
+        hops = hops[:-1]
+        if not any(current in net for net in trusted):
+            return str(current)
+    else:
+        current = _address(host)
+        if current is None:
+            return host
+        if not trusted or not any(current in net for net in trusted):
+            return str(current)
     for hop in reversed(hops[-32:]):
         address = _address(hop)
         if address is None:
