@@ -159,6 +159,9 @@ def _ms(seconds: float) -> int:
 class Verifier:
     """Every verification step, over the store and the SMS sender.
 
+    @param sender: the L{ISMSSender}; it may be set on C{sender} after
+        construction, since the carriers take this verifier as their MO and
+        receipt receiver before the router exists.
     @param texts: builds the SMS texts: C{short_code_text(code, locale,
         app_hash)} and C{long_code_text(code)}.
     @param mo_verifiers: the carriers' MO numbers (digits, no C{+}).
@@ -169,7 +172,7 @@ class Verifier:
     def __init__(
         self,
         store: RedisStore,
-        sender: ISMSSender,
+        sender: ISMSSender | None,
         settings: VerificationSettings,
         secrets: Secrets,
         texts: object,
