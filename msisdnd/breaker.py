@@ -46,7 +46,7 @@ class CarrierBreaker(TimerService):
         for carrier in self.carriers:
             delta = carrier.sent - self._reported[carrier.name]
             try:
-                total = yield self.store._eval(
+                total = yield self.store.script(
                     _ADD, [f"ml:carrier:{carrier.name}:{day}".encode()], [delta, to_midnight])
             except StoreUnavailable:
                 return

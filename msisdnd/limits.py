@@ -365,7 +365,7 @@ class Limits:
         """Spend one registration from C{client}'s buckets; raise L{Refused} when empty."""
         settings = self.settings
         ip = self._client_key(client)
-        reply = yield self.store._eval(_CHECK_REGISTER, [
+        reply = yield self.store.script(_CHECK_REGISTER, [
             PREFIX + b"rm:" + ip, PREFIX + b"rd:" + ip,
         ], [self._now_ms(), settings.ip_registrations_minute, settings.ip_registrations_day])
         if reply[0] not in (b"ok", "ok"):
@@ -400,7 +400,7 @@ class Limits:
             BLOCK_PREFIX + f"network:{network}".encode(),
             *guard,
         ]
-        reply = yield self.store._eval(_CHECK_SEND, keys, [
+        reply = yield self.store.script(_CHECK_SEND, keys, [
             now, settings.number_sends_10min, settings.number_sends_day, settings.prefix_sends_day,
             settings.country_sends_day, settings.network_sends_day, settings.ip_sends_minute,
             settings.ip_sends_day, to_day_end, self._guard_buckets, settings.guard_floor,
@@ -432,7 +432,7 @@ class Limits:
                 self._series("p", prefix_of(msisdn), "v")]
         if network:
             keys.append(self._series("n", network, "v"))
-        return self.store._eval(_VERIFIED, keys, [
+        return self.store.script(_VERIFIED, keys, [
             int(self._guard_buckets * self._guard_span * 1000), self._bucket(now),
             self._guard_buckets])
 
@@ -452,7 +452,7 @@ class Limits:
     def failedCheck(self, number_ref: bytes):
         """A wrong code for the number: the one that used the last attempt locks it."""
         settings = self.settings
-        locked = yield self.store._eval(_FAILURE, [
+        locked = yield self.store.script(_FAILURE, [
             self._failures_key(number_ref), LOCK_PREFIX + number_ref,
         ], [settings.number_failures_day, int(settings.number_lock * 1000)])
         if locked:
@@ -468,11 +468,11 @@ class Limits:
         found = []
         cursor = 0
         while True:
-            cursor, keys = yield self.store._call("scan", cursor, BLOCK_PREFIX.decode() + "*", 1000)
+            cursor, keys = yield self.store.call("scan", cursor, BLOCK_PREFIX.decode() + "*", 1000)
             for key in keys:
                 name = key.decode() if isinstance(key, bytes) else key
                 kind, _, what = name[len(BLOCK_PREFIX):].partition(":")
-                ttl = yield self.store._call("execute_command", "PTTL", key)
+                ttl = yield self.store.call("execute_command", "PTTL", key)
                 found.append((kind, what, max(0, int(ttl)) / 1000))
             if int(cursor) == 0:
                 return sorted(found)
@@ -482,8 +482,8 @@ class Limits:
         """Lift one block, and forget the sends it counted (else the next send
         would block it again); fires with C{True} if there was a block."""
         short = {"prefix": "p", "network": "n"}.get(kind, kind)
-        yield self.store._call("delete", self._series(short, what, "s"))
-        removed = yield self.store._call("delete", BLOCK_PREFIX + f"{kind}:{what}".encode())
+        yield self.store.call("delete", self._series(short, what, "s"))
+        removed = yield self.store.call("delete", BLOCK_PREFIX + f"{kind}:{what}".encode())
         if removed:
             self.counters.unblocks += 1
             log.info("Pumping guard: {kind} {what} unblocked by an operator", kind=kind, what=what)

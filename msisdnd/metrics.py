@@ -54,6 +54,8 @@ class PartsCollector(Collector):
         latency = HistogramMetricFamily("msisdnd_submit_latency_seconds",
                                         "From send to the SMSC's acceptance", labels=["carrier"])
         mo = CounterMetricFamily("msisdnd_mo_received", "MO messages received", labels=["carrier"])
+        junk = CounterMetricFamily("msisdnd_inbound_dropped",
+                                   "deliver_sm/data_sm dropped as unusable", labels=["carrier"])
         receipts = CounterMetricFamily("msisdnd_receipts_received", "Delivery receipts received",
                                        labels=["carrier"])
         bound: dict[str, int] = {}
@@ -80,7 +82,8 @@ class PartsCollector(Collector):
             latency.add_metric([name], buckets, carrier.latency_sum)
             mo.add_metric([name], carrier.dispatcher.mo_count)
             receipts.add_metric([name], carrier.dispatcher.receipt_count)
-        yield from (up, window, rtt, reconnects, queue, outcomes, latency, mo, receipts)
+            junk.add_metric([name], carrier.dispatcher.dropped_count)
+        yield from (up, window, rtt, reconnects, queue, outcomes, latency, mo, receipts, junk)
 
         verifications = CounterMetricFamily(
             "msisdnd_verifications", "Verification steps by method and outcome",
@@ -88,6 +91,11 @@ class PartsCollector(Collector):
         for (method, outcome), count in sorted(self.verifier.outcomes.items()):
             verifications.add_metric([method, outcome], count)
         yield verifications
+        silent = CounterMetricFamily("msisdnd_mo_verifications",
+                                     "Silent-SMS requests answered or dropped", labels=["outcome"])
+        silent.add_metric(["handled"], self.verifier.mo_handled)
+        silent.add_metric(["dropped"], self.verifier.mo_dropped)
+        yield silent
         states = CounterMetricFamily("msisdnd_receipts_by_state", "Delivery receipts by state",
                                      labels=["state"])
         for state, count in sorted(self.verifier.receipt_states.items()):

@@ -271,7 +271,13 @@ class RedisStore:
         self.timeout = timeout
         self.errors = 0
 
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Deferred:
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Deferred:
+        """One txredisapi command, bounded by C{timeout}.
+
+        Fails with L{StoreUnavailable} when Redis does not answer in time or is
+        not connected.  The limits and the breaker share this connection, and
+        its timeouts, through L{call} and L{script}.
+        """
         result: Deferred = Deferred()
 
         def expire() -> None:
@@ -305,25 +311,26 @@ class RedisStore:
         d.addBoth(done)
         return result
 
-    def _eval(self, script: str, keys: list[bytes], args: list[Any]) -> Deferred:
-        return self._call("eval", script, keys, [a if isinstance(a, bytes) else str(a) for a in args])
+    def script(self, source: str, keys: list[bytes], args: list[Any]) -> Deferred:
+        """Run a Lua script (by EVALSHA, with txredisapi's EVAL fallback), bounded by C{timeout}."""
+        return self.call("eval", source, keys, [a if isinstance(a, bytes) else str(a) for a in args])
 
     # -- sessions ----------------------------------------------------------
 
     def createSession(self, ref: bytes, hawk_key: bytes, ttl_ms: int) -> Deferred:
-        return self._eval(_CREATE, [_key(SESSION_PREFIX, ref)], [hawk_key, ttl_ms])
+        return self.script(_CREATE, [_key(SESSION_PREFIX, ref)], [hawk_key, ttl_ms])
 
     def hawkKey(self, ref: bytes) -> Deferred:
         """Fires with the session's raw Hawk key, or C{None}."""
-        return self._call("hget", _key(SESSION_PREFIX, ref), "k")
+        return self.call("hget", _key(SESSION_PREFIX, ref), "k")
 
     def session(self, ref: bytes) -> Deferred:
         """Fires with the session's fields (C{dict} of bytes), empty when there is none."""
-        return self._call("hgetall", _key(SESSION_PREFIX, ref)).addCallback(
+        return self.call("hgetall", _key(SESSION_PREFIX, ref)).addCallback(
             lambda fields: {_text(k): v for k, v in (fields or {}).items()})
 
     def deleteSession(self, ref: bytes) -> Deferred:
-        return self._call("delete", _key(SESSION_PREFIX, ref))
+        return self.call("delete", _key(SESSION_PREFIX, ref))
 
     # -- sending codes -----------------------------------------------------
 
@@ -339,7 +346,7 @@ class RedisStore:
         it could never check is not worth an SMS).  An empty C{method} or
         C{network} keeps the session's own.
         """
-        d = self._eval(_START_SEND, [_key(SESSION_PREFIX, ref)], [
+        d = self.script(_START_SEND, [_key(SESSION_PREFIX, ref)], [
             number_ref, sealed_number, code_mac, now_ms, code_ttl_ms, cooldown_ms,
             max_sends, session_ttl_ms, method, network, max_tries])
 
@@ -355,7 +362,7 @@ class RedisStore:
     def abortSend(self, ref: bytes, code_mac: bytes, start: SendStart) -> Deferred:
         """Undo a L{startSend} whose SMS never reached the SMSC: the code the
         user already had, if any, is the current one again."""
-        return self._eval(_ABORT_SEND, [_key(SESSION_PREFIX, ref)],
+        return self.script(_ABORT_SEND, [_key(SESSION_PREFIX, ref)],
                           [code_mac, start.previous_last, *start.previous])
 
     # -- checking codes ----------------------------------------------------
@@ -368,7 +375,7 @@ class RedisStore:
         """
         extra = ([guard.lock_prefix, guard.failures_prefix, guard.day_suffix, guard.limit,
                   guard.ttl_ms, guard.lock_ms] if guard is not None else [b""])
-        d = self._eval(_BEGIN_CHECK, [_key(SESSION_PREFIX, ref)], [now_ms, max_tries, *extra])
+        d = self.script(_BEGIN_CHECK, [_key(SESSION_PREFIX, ref)], [now_ms, max_tries, *extra])
 
         def parsed(reply: list) -> CodeCheck:
             outcome = CheckOutcome(_text(reply[0]))
@@ -386,17 +393,17 @@ class RedisStore:
 
         Fires with the sealed number, or C{None} if the code changed meanwhile.
         """
-        return self._eval(_VERIFIED, [_key(SESSION_PREFIX, ref)], [code_mac, now_ms, ttl_ms])
+        return self.script(_VERIFIED, [_key(SESSION_PREFIX, ref)], [code_mac, now_ms, ttl_ms])
 
     def wrongCode(self, ref: bytes, code_mac: bytes, tries: int, max_tries: int) -> Deferred:
         """The code did not match: after the last try, the code is gone."""
-        return self._eval(_WRONG, [_key(SESSION_PREFIX, ref)], [code_mac, tries, max_tries])
+        return self.script(_WRONG, [_key(SESSION_PREFIX, ref)], [code_mac, tries, max_tries])
 
     # -- Hawk nonces -------------------------------------------------------
 
     def claimNonce(self, key: bytes, ttl: int) -> Deferred:
         """Fires with C{True} the first time C{key} is claimed within C{ttl} seconds."""
-        return self._call("set", NONCE_PREFIX + key, b"1", expire=ttl,
+        return self.call("set", NONCE_PREFIX + key, b"1", expire=ttl,
                           only_if_not_exists=True).addCallback(
             lambda reply: reply is not None and _text(reply) == "OK")
 
@@ -409,23 +416,23 @@ class RedisStore:
         id is enough.  Fires with the state of a receipt that arrived before
         this (bytes), or C{None}.
         """
-        return self._eval(_RECORD_SENT, _message_keys(carrier, message_ids), [record, ttl_ms])
+        return self.script(_RECORD_SENT, _message_keys(carrier, message_ids), [record, ttl_ms])
 
     def receiptArrived(self, carrier: str, aliases: Any, state: str, ttl_ms: int) -> Deferred:
         """Fires with the record of the receipt's message, or C{None} (the
         receipt is then kept for L{recordSent} to find)."""
-        return self._eval(_RECEIPT, _message_keys(carrier, aliases), [state, ttl_ms])
+        return self.script(_RECEIPT, _message_keys(carrier, aliases), [state, ttl_ms])
 
     def setDelivery(self, ref: bytes, state: str) -> Deferred:
-        return self._eval(_DELIVERY, [_key(SESSION_PREFIX, ref)], [state])
+        return self.script(_DELIVERY, [_key(SESSION_PREFIX, ref)], [state])
 
     def claimAutoResend(self, ref: bytes, failed_mac: bytes, code_mac: bytes, now_ms: int,
                         code_ttl_ms: int, state: str) -> Deferred:
         """Replace the code C{failed_mac} for the one automatic resend; fires
         with C{True} if the session had none yet and that code is still the
         current one and valid (a late receipt for an older code does nothing)."""
-        return self._eval(_AUTO_RESEND, [_key(SESSION_PREFIX, ref)],
+        return self.script(_AUTO_RESEND, [_key(SESSION_PREFIX, ref)],
                           [code_mac, now_ms, code_ttl_ms, state, failed_mac]).addCallback(bool)
 
     def ping(self) -> Deferred:
-        return self._call("ping")
+        return self.call("ping")

@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -205,12 +205,6 @@ class SMPPBind(Service):
             yield session.unbind(self.drain_timeout)
         yield self._client.stopService()
         self.state = BindState.STOPPED
-
-    def whenBound(self) -> Deferred:
-        """Fires with the session once bound (at once if it is)."""
-        if self.session is not None:
-            return succeed(self.session)
-        return self._client.whenConnected()
 
     def snapshot(self) -> dict:
         """What operators see of this bind."""
