@@ -662,7 +662,7 @@ class Driver:
 
     def __init__(self, spec: dict):
         from msisdnd import hawk
-        from msisdnd.client import generate_browserid_keypair
+        from msisdnd.device.client import generate_browserid_keypair
 
         self.spec = spec
         self.derive = hawk.derive_session

@@ -68,11 +68,11 @@ from twisted.internet.defer import DeferredList, inlineCallbacks, succeed  # noq
 from zope.interface import implementer  # noqa: E402
 
 from msisdnd import hawk  # noqa: E402
-from msisdnd.flows import Verifier  # noqa: E402
-from msisdnd.settings import Secrets, VerificationSettings  # noqa: E402
+from msisdnd.verification.flows import Verifier  # noqa: E402
+from msisdnd.verification.settings import Secrets, VerificationSettings  # noqa: E402
 from msisdnd.sms.interfaces import ISMSSender, OutboundSMS, SendResult  # noqa: E402
-from msisdnd.sms.text import SMSTexts  # noqa: E402
-from msisdnd.store import SESSION_PREFIX, RedisStore  # noqa: E402
+from msisdnd.verification.texts import SMSTexts  # noqa: E402
+from msisdnd.state.sessions import SESSION_PREFIX, RedisStore  # noqa: E402
 
 TARGET_BYTES_PER_VERIFIED_USER = 300
 UPSTREAM_BYTES_PER_VERIFIED_USER = 1216

@@ -24,7 +24,7 @@ from msisdnd.sms.interfaces import IReceiptReceiver, OutboundSMS, SendError
 
 def keygen(out_dir: str, secret_file: str | None, out: TextIO) -> int:
     """Write C{browserid.pem} (RSA 2048) and C{jwt.pem} (Ed25519) unless they exist."""
-    from msisdnd import certs
+    from msisdnd.verification import certs
 
     os.makedirs(out_dir, mode=0o700, exist_ok=True)
     for name, make in (("browserid.pem", certs.generate_rsa_key),
@@ -180,8 +180,8 @@ def blocks(reactor, config_path: str, lift: str | None, out: TextIO, err: TextIO
     """List the pumping guard's blocks, or lift one (C{prefix:+3361234}, C{network:20801})."""
     from twisted.internet.defer import inlineCallbacks
 
-    from msisdnd.limits import Limits
-    from msisdnd.store import RedisStore
+    from msisdnd.state.limits import Limits
+    from msisdnd.state.sessions import RedisStore
 
     @inlineCallbacks
     def run():

@@ -52,8 +52,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from msisdnd.limits import LimitSettings
-from msisdnd.settings import PublicURL, Secrets, VerificationSettings
+from msisdnd.state.limits import LimitSettings
+from msisdnd.verification.settings import PublicURL, Secrets, VerificationSettings
 from msisdnd.smpp.config import CarrierConfig, parse_carriers
 from msisdnd.validation import ConfigError, Table, is_array, kind
 
@@ -78,7 +78,7 @@ LOG_LEVELS = ("debug", "info", "warn", "error")
 # The most a master_file may hold.
 _MASTER_FILE_MAX = 4096
 # The longest embedded socket path: sun_path is 104 bytes on macOS, 108 on
-# Linux, with the NUL; msisdnd.redisserver refuses longer than 100.
+# Linux, with the NUL; msisdnd.state.embedded refuses longer than 100.
 _UNIX_PATH_MAX = 100
 
 _SECTIONS: dict[str, tuple[str, ...]] = {
@@ -556,7 +556,7 @@ class _Reader:
         return VerificationSettings(**values)
 
     def sms(self, t: Table) -> SMSConfig:
-        from msisdnd.sms.text import DOMAIN, LOCALES_DIR
+        from msisdnd.verification.texts import DOMAIN, LOCALES_DIR
 
         catalogs = {path.parent.parent.name
                     for path in LOCALES_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.mo")}

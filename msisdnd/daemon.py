@@ -21,20 +21,20 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from msisdnd import certs
+from msisdnd.verification import certs
 from msisdnd.api.app import DeviceAPI
 from msisdnd.api.clientaddr import access_log_formatter
 from msisdnd.api.request import APISite
-from msisdnd.breaker import CarrierBreaker
+from msisdnd.state.daily_cap import CarrierBreaker
 from msisdnd.config import Config
-from msisdnd.discovery import Discovery
-from msisdnd.flows import MOVerifier, Verifier
-from msisdnd.limits import Limits
-from msisdnd.metrics import Metrics
-from msisdnd.redisserver import EmbeddedRedis
-from msisdnd.sms.text import SMSTexts
+from msisdnd.api.discovery import Discovery
+from msisdnd.verification.flows import MOVerifier, Verifier
+from msisdnd.state.limits import Limits
+from msisdnd.api.metrics import Metrics
+from msisdnd.state.embedded import EmbeddedRedis
+from msisdnd.verification.texts import SMSTexts
 from msisdnd.smpp.service import CarriersService
-from msisdnd.store import RedisStore
+from msisdnd.state.sessions import RedisStore
 
 log = Logger()
 

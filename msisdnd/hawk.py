@@ -3,7 +3,7 @@
 A session is a random 32-byte C{msisdnSessionToken}.  Client and server both
 derive the Hawk credentials from it with HKDF (L{derive_session}); the server
 keeps the Hawk key in Redis under an HMAC of the id
-(L{msisdnd.codes.session_ref}) and never stores the id itself.
+(L{msisdnd.verification.codes.session_ref}) and never stores the id itself.
 
 Checking a request is split around the caller's Redis round trips::
 

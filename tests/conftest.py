@@ -16,7 +16,7 @@ from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, inlineCallbacks
 
 from msisdnd.fakesmsc.smsc import FakeSMSC
-from msisdnd.redisserver import redis_executable
+from msisdnd.state.embedded import redis_executable
 
 settings.register_profile(
     "msisdnd", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

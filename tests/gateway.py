@@ -16,17 +16,18 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 
-from msisdnd import certs, hawk
+from msisdnd import hawk
+from msisdnd.verification import certs
 from msisdnd.api.app import DeviceAPI
 from msisdnd.api.request import APISite
-from msisdnd.discovery import Discovery
-from msisdnd.flows import MOVerifier, Verifier
-from msisdnd.limits import Limits, LimitSettings
-from msisdnd.settings import PublicURL, Secrets, VerificationSettings
-from msisdnd.sms.text import SMSTexts
+from msisdnd.api.discovery import Discovery
+from msisdnd.verification.flows import MOVerifier, Verifier
+from msisdnd.state.limits import Limits, LimitSettings
+from msisdnd.verification.settings import PublicURL, Secrets, VerificationSettings
+from msisdnd.verification.texts import SMSTexts
 from msisdnd.smpp.config import CarrierConfig
 from msisdnd.smpp.service import CarriersService
-from msisdnd.store import RedisStore
+from msisdnd.state.sessions import RedisStore
 
 from conftest import SMSCHarness, free_port, wait_until
 

@@ -31,7 +31,7 @@ from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from msisdnd import __version__, hawk
 from msisdnd.api import errors
 from msisdnd.api.app import DeviceAPI
-from msisdnd.settings import VerificationSettings
+from msisdnd.verification.settings import VerificationSettings
 
 from conftest import RedisServer, free_port, redis_executable, wait_until
 from gateway import MO_NUMBER, start_gateway

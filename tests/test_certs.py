@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
-from msisdnd.certs import (
+from msisdnd.verification.certs import (
     ISSUED_AT_BACKDATE,
     BrowserIDKey,
     CertificateError,

@@ -35,17 +35,17 @@ from twisted.web.server import Site
 
 from msisdnd import hawk
 from msisdnd.api.app import DeviceAPI
-from msisdnd.client import (
+from msisdnd.device.client import (
     APIError,
     MSISDNClient,
     decode_certificate,
     generate_browserid_keypair,
     verify_certificate,
 )
-from msisdnd.client_cli import build_parser, main, run_verify
-from msisdnd.discovery import Discovery
+from msisdnd.device.cli import build_parser, main, run_verify
+from msisdnd.api.discovery import Discovery
 from msisdnd.fakesmsc.web import FakeSMSCWeb
-from msisdnd.settings import PublicURL
+from msisdnd.verification.settings import PublicURL
 
 NUMBER = "+33612345678"
 AUDIENCE = "https://rp.example"
@@ -555,7 +555,7 @@ def test_cli_mo_needs_the_fake_smsc(capsys):
 
 
 def test_cli_help_in_a_subprocess():
-    done = subprocess.run([sys.executable, "-m", "msisdnd.client_cli", "--help"],
+    done = subprocess.run([sys.executable, "-m", "msisdnd.device.cli", "--help"],
                           cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: msisdn-client") and "verify" in done.stdout
@@ -565,7 +565,7 @@ def test_cli_help_in_a_subprocess():
 def test_cli_main_in_a_subprocess(gateway, fake_smsc_url):
     """main() under task.react, in its own process: exit 0 and the JSON on stdout; then
     exit 1 with one error line when the server cannot be reached."""
-    argv = ["-m", "msisdnd.client_cli", "verify", NUMBER, "--server", gateway.url,
+    argv = ["-m", "msisdnd.device.cli", "verify", NUMBER, "--server", gateway.url,
             "--fake-smsc", fake_smsc_url]
     out, err, code = yield getProcessOutputAndValue(
         sys.executable, argv, env=dict(os.environ), path=str(REPO))
@@ -573,7 +573,7 @@ def test_cli_main_in_a_subprocess(gateway, fake_smsc_url):
     assert json.loads(out)["claims"]["verifiedMSISDN"] == NUMBER
 
     out, err, code = yield getProcessOutputAndValue(
-        sys.executable, ["-m", "msisdnd.client_cli", "verify", NUMBER, "--server",
+        sys.executable, ["-m", "msisdnd.device.cli", "verify", NUMBER, "--server",
                          f"http://127.0.0.1:{free_port()}"], env=dict(os.environ),
         path=str(REPO))
     assert (code, out) == (1, b"")
@@ -612,7 +612,7 @@ def test_cli_stdin_prompt_in_a_subprocess(gateway):
     thread while the reactor keeps serving."""
     user = TypingUser(lambda: gateway.pin(NUMBER))
     reactor.spawnProcess(user, sys.executable, [
-        sys.executable, "-m", "msisdnd.client_cli", "verify", NUMBER, "--server", gateway.url,
+        sys.executable, "-m", "msisdnd.device.cli", "verify", NUMBER, "--server", gateway.url,
         "--format", "jwt"], env=dict(os.environ), path=str(REPO))
     code = yield user.ended
     assert user.prompted and code == 0, user.err

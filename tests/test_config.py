@@ -24,7 +24,7 @@ from msisdnd.config import (
     load_config,
     parse_config,
 )
-from msisdnd.settings import Secrets, VerificationSettings
+from msisdnd.verification.settings import Secrets, VerificationSettings
 from msisdnd.smpp import config as carrier_config
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

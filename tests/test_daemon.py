@@ -17,7 +17,7 @@ from twisted.internet.defer import DeferredList
 from twisted.web.server import Site
 
 from msisdnd.cli import keygen
-from msisdnd.client import MSISDNClient
+from msisdnd.device.client import MSISDNClient
 from msisdnd.fakesmsc.web import FakeSMSCWeb
 
 from conftest import free_port, wait_until
@@ -216,7 +216,7 @@ def test_sigterm_under_load_answers_every_accepted_request(daemon):
         outcomes.append((index, "answered", getattr(result, "value", result)))
 
     def failed(failure, index):
-        from msisdnd.client import APIError
+        from msisdnd.device.client import APIError
 
         if failure.check(APIError):
             outcomes.append((index, "answered", failure.value.code))
@@ -260,7 +260,7 @@ def test_operator_lists_and_lifts_pumping_blocks(redis_pool, redis_server, tmp_p
     """`msisdnd blocks` lists the guard's blocks from Redis and `--lift` removes one."""
     from twisted.internet.utils import getProcessOutputAndValue
 
-    from msisdnd.limits import BLOCK_PREFIX
+    from msisdnd.state.limits import BLOCK_PREFIX
 
     config = write_config(tmp_path, free_port(), redis_server.port, free_port(), free_port())
     yield redis_pool.set(BLOCK_PREFIX + b"prefix:+3361234", b"1", expire=3600)

@@ -12,11 +12,12 @@ from twisted.internet import reactor, task
 from twisted.internet.defer import fail, succeed
 from zope.interface import implementer
 
-from msisdnd import flows, hawk
-from msisdnd.settings import Secrets, VerificationSettings
+from msisdnd import hawk
+from msisdnd.verification import flows
+from msisdnd.verification.settings import Secrets, VerificationSettings
 from msisdnd.sms.interfaces import DeliveryReceipt, ISMSSender, NoRouteError, SendResult
-from msisdnd.sms.text import SMSTexts
-from msisdnd.store import RedisStore
+from msisdnd.verification.texts import SMSTexts
+from msisdnd.state.sessions import RedisStore
 
 NUMBER = "+33612345678"
 

@@ -1,4 +1,4 @@
-"""The abuse limits (msisdnd.limits) and the carrier daily cap (msisdnd.breaker).
+"""The abuse limits (msisdnd.state.limits) and the carrier daily cap (msisdnd.state.daily_cap).
 
 Every limit is tested at its edge -- the last allowed request passes, the next
 is refused, the window rolls over -- against the run's real Redis.  Unit tests
@@ -24,13 +24,14 @@ from phonenumbers import PhoneNumberType
 from twisted.internet import reactor, task
 from twisted.internet.defer import inlineCallbacks
 
-from msisdnd import codes, hawk
-from msisdnd.breaker import CarrierBreaker
-from msisdnd.limits import Limit, Limits, LimitSettings, Refused, prefix_of
+from msisdnd import hawk
+from msisdnd.verification import codes
+from msisdnd.state.daily_cap import CarrierBreaker
+from msisdnd.state.limits import Limit, Limits, LimitSettings, Refused, prefix_of
 from msisdnd.sms.interfaces import MOMessage
 from msisdnd.smpp.carrier import Carrier
 from msisdnd.smpp.config import CarrierConfig
-from msisdnd.store import CheckOutcome, RedisStore
+from msisdnd.state.sessions import CheckOutcome, RedisStore
 
 from conftest import wait_until
 from gateway import MO_NUMBER, start_gateway
@@ -747,7 +748,7 @@ def test_concurrent_wrong_codes_are_bounded_by_the_failure_limit(redis_pool, tmp
     number_failures_day of them are compared, the others find the number locked."""
     from twisted.internet.defer import DeferredList
 
-    from msisdnd.flows import WrongCode
+    from msisdnd.verification.flows import WrongCode
 
     gw = yield start_gateway(redis_pool, tmp_path, limits=LimitSettings(number_failures_day=2))
     try:

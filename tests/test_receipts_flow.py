@@ -6,7 +6,8 @@ import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.internet.defer import inlineCallbacks
 
-from msisdnd import codes, hawk
+from msisdnd import hawk
+from msisdnd.verification import codes
 
 from conftest import wait_until
 

@@ -1,4 +1,4 @@
-"""Tests for msisdnd.sms.text (SMS texts) and msisdnd.locale.compile (catalogs)."""
+"""Tests for msisdnd.verification.texts (SMS texts) and msisdnd.locale.compile (catalogs)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from msisdnd.locale.compile import POError, build_mo, compile_po, parse_po, po_files
-from msisdnd.smpp.alphabet import DATA_CODING_DEFAULT, encode_text
-from msisdnd.sms.text import LOCALES_DIR, SHORT_CODE_MSGID, SMSTexts, segments
+from msisdnd.smpp.alphabet import DATA_CODING_DEFAULT, encode_text, segments
+from msisdnd.verification.texts import LOCALES_DIR, SHORT_CODE_MSGID, SMSTexts
 
 #: The encoding each shipped locale's short-code text ends up in with a
 #: "gsm7" carrier.  Every locale must be listed, so adding one means deciding
@@ -51,16 +51,16 @@ def test_base_text_is_one_segment_in_its_encoding(texts: SMSTexts, locale: str) 
     encoded = encode_text(text, "gsm7", 0)
     assert encoded.data_coding == ENCODINGS[locale]
     assert len(encoded.parts) == 1
-    assert texts.segments(text) == 1
+    assert segments(text) == 1
 
 
 @pytest.mark.parametrize("alphabet", ["gsm7", "latin1", "ucs2"])
 @pytest.mark.parametrize("locale", SHIPPED)
 def test_any_alphabet_base_one_segment_full_at_most_two(locale: str, alphabet: str) -> None:
-    plain = SMSTexts(alphabet=alphabet)
-    assert plain.segments(plain.short_code_text(CODE, locale)) == 1
-    full = SMSTexts(webotp_host=HOST, alphabet=alphabet)
-    assert full.segments(full.short_code_text(CODE, locale, app_hash=APP_HASH)) <= 2
+    plain = SMSTexts()
+    assert segments(plain.short_code_text(CODE, locale), alphabet) == 1
+    full = SMSTexts(webotp_host=HOST)
+    assert segments(full.short_code_text(CODE, locale, app_hash=APP_HASH), alphabet) <= 2
 
 
 @pytest.mark.parametrize("alphabet", ["gsm7", "latin1"])
@@ -159,7 +159,7 @@ def test_constructor_validation(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="default locale"):
         SMSTexts(default_locale="de")
     with pytest.raises(ValueError, match="alphabet"):
-        SMSTexts(alphabet="utf8")
+        segments("code", "utf8")
     with pytest.raises(ValueError, match="default locale"):
         SMSTexts(locales_dir=tmp_path)
 

@@ -6,7 +6,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from msisdnd.store import CheckOutcome, RedisStore, SendOutcome, StoreUnavailable
+from msisdnd.state.sessions import CheckOutcome, RedisStore, SendOutcome, StoreUnavailable
 
 REF = b"r" * 16
 NUMBER = b"n" * 16

@@ -49,7 +49,7 @@ def pki(tmp_path):
     """A CA, a server certificate for smsc.test, and a client certificate."""
     ca, ca_key, ca_pem, _ = _certificate("msisdnd test CA")
     _, _, server_pem, server_key = _certificate("smsc.test", ca_key, ca.subject)
-    _, _, client_pem, client_key = _certificate("msisdnd.client", ca_key, ca.subject)
+    _, _, client_pem, client_key = _certificate("msisdnd.device.client", ca_key, ca.subject)
     paths = {}
     for name, data in [("ca.pem", ca_pem), ("client.pem", client_pem), ("client.key", client_key)]:
         (tmp_path / name).write_bytes(data)

@@ -20,15 +20,16 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from msisdnd import __version__, certs, flows, hawk
+from msisdnd import __version__, hawk
+from msisdnd.verification import certs, flows
 from msisdnd.api import errors
 from msisdnd.api.clientaddr import client_address
 from msisdnd.api.errors import APIError
 from msisdnd.api.openapi import spec
-from msisdnd.discovery import Discovery
-from msisdnd.limits import Limit, Limits, Refused
-from msisdnd.settings import PublicURL, VerificationSettings
-from msisdnd.store import RedisStore, StoreUnavailable
+from msisdnd.api.discovery import Discovery
+from msisdnd.state.limits import Limit, Limits, Refused
+from msisdnd.verification.settings import PublicURL, VerificationSettings
+from msisdnd.state.sessions import RedisStore, StoreUnavailable
 
 _WARNING_PAGE = (
     b"<!DOCTYPE html><html><head><meta charset='utf-8'><title>msisdnd</title></head><body>"

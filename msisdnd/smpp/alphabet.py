@@ -229,6 +229,16 @@ def encode_text(text: str, alphabet: str, reference: int) -> EncodedText:
     return _concatenate(_split_latin1(septets, octets), reference, DATA_CODING_LATIN1)
 
 
+def segments(text: str, alphabet: str = "gsm7") -> int:
+    """How many SMS parts C{text} takes when a carrier with C{alphabet} sends it.
+
+    @param alphabet: C{"gsm7"}, C{"latin1"} or C{"ucs2"}, as in L{encode_text},
+        whose splitting this counts.
+    @raise ValueError: an unknown alphabet.
+    """
+    return len(encode_text(text, alphabet, 0).parts)
+
+
 def _is_gsm_default(data_coding: int) -> bool:
     if data_coding == DATA_CODING_DEFAULT:
         return True
@@ -306,5 +316,5 @@ def split_udh(payload: bytes) -> tuple[Concat | None, bytes]:
 
 __all__ = [
     "ALPHABETS", "Concat", "EncodedText", "TextTooLong", "decode_text",
-    "encode_text", "septet_length", "split_udh",
+    "encode_text", "segments", "septet_length", "split_udh",
 ]

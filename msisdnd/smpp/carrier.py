@@ -113,7 +113,7 @@ class Carrier:
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.accepting = True
-        #: Set by the daily-cap breaker (L{msisdnd.breaker}): not chosen while set.
+        #: Set by the daily-cap breaker (L{msisdnd.state.daily_cap}): not chosen while set.
         self.tripped = False
         self._queue: deque[_Part] = deque()
         self._sessions: list[ESMESession] = []

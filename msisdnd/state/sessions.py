@@ -148,7 +148,7 @@ else redis.call('HSET', KEYS[1], 'l', ARGV[2]) end
 return 1
 """
 
-# ARGV: now ms, max tries, and with abuse limits (msisdnd.limits.AttemptGuard):
+# ARGV: now ms, max tries, and with abuse limits (msisdnd.state.limits.AttemptGuard):
 # lock prefix, failures prefix, day suffix, failures limit, ttl ms, lock ms.
 # A try is spent, and one of the number's daily failures reserved, before the
 # code is compared, so parallel guesses cannot share them; a locked number,
@@ -370,7 +370,7 @@ class RedisStore:
     def beginCheck(self, ref: bytes, now_ms: int, max_tries: int, guard: Any = None) -> Deferred:
         """Spend one try and fetch the code's MAC; fires with a L{CodeCheck}.
 
-        With an L{msisdnd.limits.AttemptGuard}, one of the number's daily
+        With an L{msisdnd.state.limits.AttemptGuard}, one of the number's daily
         failures is reserved too, and a locked number gets no try (C{LOCKED}).
         """
         extra = ([guard.lock_prefix, guard.failures_prefix, guard.day_suffix, guard.limit,

@@ -291,7 +291,7 @@ class Counters:
 class Limits:
     """Every abuse limit, over the store's Redis connection.
 
-    @param store: the L{msisdnd.store.RedisStore} whose connection and
+    @param store: the L{msisdnd.state.sessions.RedisStore} whose connection and
         timeouts the limits share.
     @param secret: keys the HMAC of client addresses.
     """

@@ -24,8 +24,6 @@ import re
 from pathlib import Path
 from typing import Final
 
-from msisdnd.smpp.alphabet import ALPHABETS, encode_text
-
 DOMAIN: Final = "msisdnd"
 LOCALES_DIR: Final = Path(__file__).resolve().parent.parent / "locale"
 
@@ -43,15 +41,6 @@ _LANGUAGE_RANGE: Final = re.compile(r"\*|[a-z]{1,8}(?:-[a-z0-9]{1,8})*")
 _QVALUE: Final = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 _PROBE: Final = "123456"  # formatted into every catalog text at load time
 
-
-def segments(text: str, alphabet: str = "gsm7") -> int:
-    """How many SMS parts C{text} takes when a carrier with C{alphabet} sends it.
-
-    @param alphabet: C{"gsm7"}, C{"latin1"} or C{"ucs2"}, as in
-        L{msisdnd.smpp.alphabet.encode_text}, whose splitting this counts.
-    @raise ValueError: an unknown alphabet.
-    """
-    return len(encode_text(text, alphabet, 0).parts)
 
 
 def _tag(name: str) -> str:
@@ -93,7 +82,6 @@ class SMSTexts:
     @ivar default_locale: the locale used when negotiation finds nothing better.
     @ivar locales: every available locale (directory names), sorted.
     @ivar webotp_host: the host of the origin-bound last line, or C{None}.
-    @ivar alphabet: the carrier alphabet L{segments} counts for.
     """
 
     def __init__(
@@ -101,7 +89,6 @@ class SMSTexts:
         default_locale: str = "en",
         locales_dir: Path | str = LOCALES_DIR,
         webotp_host: str | None = None,
-        alphabet: str = "gsm7",
     ) -> None:
         """Load every catalog under C{locales_dir}.
 
@@ -109,16 +96,13 @@ class SMSTexts:
             as an ASCII (punycode) DNS name without scheme or port; when set,
             short-code texts end with C{@host #code}.
         @raise ValueError: C{default_locale} has no catalog, a catalog's
-            short-code text does not format with a code, C{webotp_host} is not
-            a DNS name, or C{alphabet} is unknown.
+            short-code text does not format with a code, or C{webotp_host} is not
+            a DNS name.
         """
-        if alphabet not in ALPHABETS:
-            raise ValueError(f"unknown alphabet {alphabet!r}; expected one of {sorted(ALPHABETS)}")
         if webotp_host is not None:
             webotp_host = webotp_host.lower()
             if len(webotp_host) > 253 or not _HOST.fullmatch(webotp_host):
                 raise ValueError(f"webotp_host {webotp_host!r} is not an ASCII DNS name")
-        self.alphabet = alphabet
         self.webotp_host = webotp_host
 
         self._texts: dict[str, str] = {}
@@ -212,9 +196,5 @@ class SMSTexts:
         """The SMS text carrying a long code (silent MO flow): the code, bare."""
         return code
 
-    def segments(self, text: str) -> int:
-        """How many SMS parts C{text} takes in this instance's alphabet."""
-        return segments(text, self.alphabet)
 
-
-__all__ = ["LOCALES_DIR", "SHORT_CODE_MSGID", "SMSTexts", "segments"]
+__all__ = ["LOCALES_DIR", "SHORT_CODE_MSGID", "SMSTexts"]

@@ -6,7 +6,7 @@
     msisdn-client verify +33612345678 --server http://127.0.0.1:8000 \\
         --fake-smsc http://127.0.0.1:8025 --mo
 
-C{verify} runs a whole session with L{msisdnd.client.MSISDNClient}:
+C{verify} runs a whole session with L{msisdnd.device.client.MSISDNClient}:
 
   - MT (the default): register, ask for a code by SMS (a 6-digit one unless
     C{--long}), read it, post it back;
@@ -47,7 +47,7 @@ from twisted.internet.error import ConnectError
 from twisted.internet.error import TimeoutError as InternetTimeoutError
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 
-from msisdnd.client import (
+from msisdnd.device.client import (
     APIError,
     MSISDNClient,
     ProtocolError,

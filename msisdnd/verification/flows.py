@@ -27,10 +27,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from msisdnd import codes, hawk
-from msisdnd.limits import Limit, Limits, Refused
+from msisdnd import hawk
+from msisdnd.verification import codes
+from msisdnd.state.limits import Limit, Limits, Refused
 from msisdnd.masking import mask_number
-from msisdnd.settings import Secrets, VerificationSettings
+from msisdnd.verification.settings import Secrets, VerificationSettings
 from msisdnd.sms.interfaces import (
     DeliveryReceipt,
     IMOReceiver,
@@ -41,7 +42,7 @@ from msisdnd.sms.interfaces import (
     SendError,
 )
 from msisdnd.sms.message_ids import normalize_message_id
-from msisdnd.store import CheckOutcome, RedisStore, SendOutcome, StoreUnavailable
+from msisdnd.state.sessions import CheckOutcome, RedisStore, SendOutcome, StoreUnavailable
 
 #: Receipt states after which a code will not arrive.
 UNDELIVERED = frozenset({"UNDELIV", "REJECTD", "EXPIRED"})

@@ -16,7 +16,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
 from msisdnd.smpp.carrier import Carrier
-from msisdnd.store import StoreUnavailable
+from msisdnd.state.sessions import StoreUnavailable
 
 log = Logger()
 
