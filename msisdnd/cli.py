@@ -181,7 +181,7 @@ def blocks(reactor, config_path: str, lift: str | None, out: TextIO, err: TextIO
     from twisted.internet.defer import inlineCallbacks
 
     from msisdnd.state.limits import Limits
-    from msisdnd.state.sessions import RedisStore
+    from msisdnd.state.sessions import SessionStore
 
     @inlineCallbacks
     def run():
@@ -190,7 +190,7 @@ def blocks(reactor, config_path: str, lift: str | None, out: TextIO, err: TextIO
             return 2
         pool = yield _redis_pool(config)
         try:
-            limits = Limits(RedisStore(pool, reactor, timeout=5.0), config.limits,
+            limits = Limits(SessionStore(pool, reactor, timeout=5.0), config.limits,
                             config.secrets.number, reactor)
             if lift is not None:
                 kind, _, what = lift.partition(":")

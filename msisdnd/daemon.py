@@ -1,40 +1,44 @@
-"""The msisdnd process: every part, started and stopped in order.
+"""The msisdnd process: every part built, then wired, then started in order.
 
-L{Daemon} is the service C{twistd msisdnd} runs.  Start-up goes config ->
-keys (both before the reactor runs, so a bad one stops the start) -> Redis
--> carriers (binding in the background) -> HTTP.  SIGTERM stops accepting
-HTTP, lets requests in flight finish, drains the carriers' queues, unbinds
-every session, closes Redis, and stops the embedded Redis last.  Every wait
-is bounded.
+L{Daemon} is the service C{twistd msisdnd} runs.  Building it loads the
+signing keys, so a missing or bad key stops the start before anything
+listens.  Its parts start one after another: the embedded Redis (when
+configured) -> the Redis pool -> the daily caps -> the fake SMSC (in
+development) -> the carriers (binding in the background) -> the admin
+listener -> the HTTP listeners.  SIGTERM stops them in the reverse order:
+the HTTP listeners close and the requests in flight finish, the carriers
+drain their queues and unbind, Redis is closed, and the embedded Redis
+stops last.  Every wait is bounded.
 """
 
 from __future__ import annotations
 
-import json
 import signal
+from typing import Any
 
 import txredisapi
 from twisted.application import strports
-from twisted.application.service import MultiService
-from twisted.internet.defer import inlineCallbacks
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
-from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from msisdnd.verification import certs
+from msisdnd.api.admin import admin_site
 from msisdnd.api.app import DeviceAPI
 from msisdnd.api.clientaddr import access_log_formatter
-from msisdnd.api.request import APISite
-from msisdnd.state.daily_cap import CarrierBreaker
-from msisdnd.config import Config
 from msisdnd.api.discovery import Discovery
-from msisdnd.verification.flows import MOVerifier, Verifier
-from msisdnd.state.limits import Limits
 from msisdnd.api.metrics import Metrics
-from msisdnd.state.embedded import EmbeddedRedis
-from msisdnd.verification.texts import SMSTexts
+from msisdnd.api.request import APISite
+from msisdnd.config import Config
 from msisdnd.smpp.service import CarriersService
-from msisdnd.state.sessions import RedisStore
+from msisdnd.state.connection import RedisConnection
+from msisdnd.state.daily_cap import DailyCaps
+from msisdnd.state.embedded import EmbeddedRedis
+from msisdnd.state.limits import Limits
+from msisdnd.state.sessions import SessionStore
+from msisdnd.verification import certs
+from msisdnd.verification.flows import MOVerifier, Verifier
+from msisdnd.verification.texts import SMSTexts
 
 log = Logger()
 
@@ -43,99 +47,152 @@ HTTP_DRAIN_TIMEOUT = 10.0
 CARRIER_DRAIN_TIMEOUT = 5.0
 
 
-class _JSONResource(Resource):
-    isLeaf = True
+class InOrder(MultiService):
+    """Children start one after another and stop in the reverse order.
 
-    def __init__(self, produce):
-        super().__init__()
-        self.produce = produce
+    Twisted's C{MultiService} starts its children all at once and stops
+    them concurrently; the daemon's parts depend on each other (Redis
+    before the listeners, the listeners drained before the carriers).
+    Here a child whose C{startService} returns a Deferred is waited for
+    before the next one starts, and each child's C{stopService} has
+    finished before the one before it is stopped.
 
-    def render_GET(self, request) -> bytes:
-        request.setHeader(b"Content-Type", b"application/json")
-        return json.dumps(self.produce(), indent=2).encode()
-
-
-class _MetricsResource(Resource):
-    isLeaf = True
-
-    def __init__(self, registry):
-        super().__init__()
-        self.registry = registry
-
-    def render_GET(self, request) -> bytes:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
-        return generate_latest(self.registry)
-
-
-def admin_site(daemon: "Daemon") -> Site:
-    """The admin listener: C{/metrics} (Prometheus) and C{/binds} (JSON)."""
-    root = Resource()
-    root.putChild(b"metrics", _MetricsResource(daemon.metrics.registry))
-    root.putChild(b"binds", _JSONResource(daemon.carriers.snapshot))
-    root.putChild(b"", _JSONResource(lambda: {"metrics": "/metrics", "binds": "/binds"}))
-    site = Site(root)
-    site.noisy = False
-    return site
-
-
-class Daemon(MultiService):
-    """Every part of msisdnd, from one validated L{Config}.
-
-    Building it loads the signing keys, so a missing or bad key stops the
-    start before anything listens.
+    @ivar started: fires once every child has started; fails with the
+        first child's failure to start (the children after it do not start).
     """
 
-    def __init__(self, config: Config, reactor: object):
+    started: Deferred
+
+    def privilegedStartService(self) -> None:
+        """Listen on nothing yet: every listener opens in order, in L{startService}.
+
+        (A port below 1024 therefore needs systemd socket activation, not root.)
+        """
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self.started = self._startChildren()
+
+    @inlineCallbacks
+    def _startChildren(self):
+        for child in list(self):
+            yield maybeDeferred(child.startService)
+
+    @inlineCallbacks
+    def stopService(self):
+        Service.stopService(self)
+        for child in reversed(list(self)):
+            if child.running:
+                yield maybeDeferred(child.stopService)
+
+
+class DrainingListeners(MultiService):
+    """The HTTP listeners of one site; stopping closes them, then waits (at
+    most C{timeout} seconds) for the requests in flight to be answered."""
+
+    def __init__(self, site: APISite, listen: tuple[str, ...], timeout: float):
+        super().__init__()
+        self.site = site
+        self.timeout = timeout
+        for description in listen:
+            strports.service(description, site).setServiceParent(self)
+
+    @inlineCallbacks
+    def stopService(self):
+        yield super().stopService()
+        yield self.site.whenIdle(self.timeout)
+
+
+def _exit_zero_after_sigterm(reactor: Any) -> None:
+    """Make a graceful stop on SIGTERM exit with status 0.
+
+    twistd re-raises the signal that stopped the reactor once it has run
+    (so the process would end with status 143); a stop that completed is a
+    clean exit.  Twisted keeps that signal in a private attribute and has no
+    public way to clear it, hence the write.
+    """
+    if getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
+        reactor._exitSignal = None
+
+
+class Daemon(InOrder):
+    """Every part of msisdnd, from one validated L{Config}.
+
+    Parts are built first (L{_build*}: each knows only its configuration and
+    the parts below it), then wired where two parts need each other (the
+    verifier sends through the carriers' router, which hands it MO and
+    receipts), then added as children in start order.
+    """
+
+    def __init__(self, config: Config, reactor: Any):
         super().__init__()
         self.config = config
         self.reactor = reactor
+        self._buildState()
+        self._buildVerification()
+        self._buildCarriers()
+        self._buildHTTP()
+        self.verifier.wire(self.carriers.router)
+        for part in self._parts():
+            part.setServiceParent(self)
+
+    # -- build ---------------------------------------------------------------
+
+    def _buildState(self) -> None:
+        config = self.config
+        self.embedded = (EmbeddedRedis(config.redis.dir, self.reactor)
+                         if config.redis.embedded else None)
+        self.store = SessionStore(None, self.reactor, timeout=config.verification.store_timeout)
+        self.redis = RedisConnection(self.store, self._connectRedis)
+        self.limits = Limits(self.store, config.limits, config.secrets.number, self.reactor)
+
+    def _buildVerification(self) -> None:
+        config, reactor = self.config, self.reactor
+        public = config.http.public_url
         self.signer = certs.Signer(
             browserid_keys=[certs.load_signing_key(p) for p in config.keys.browserid],
             jwt_keys=[certs.load_signing_key(p) for p in config.keys.jwt],
-            issuer_host=config.http.public_url.host, issuer_url=config.http.public_url.base,
+            issuer_host=public.host, issuer_url=public.base,
             pseudonym_secret=config.secrets.pseudonym, clock=reactor.seconds)
-        settings = config.verification
-        self.embedded = EmbeddedRedis(config.redis.dir, reactor) if config.redis.embedded else None
-        self.pool = None
-        self.store = RedisStore(None, reactor, timeout=settings.store_timeout)
         self.texts = SMSTexts(default_locale=config.sms.default_locale,
                               webotp_host=config.sms.webotp_host)
-        self.limits = Limits(self.store, config.limits, config.secrets.number, reactor)
         self.verifier = Verifier(
-            self.store, None, settings, config.secrets, self.texts, reactor,
+            self.store, None, config.verification, config.secrets, self.texts, reactor,
             mo_verifiers=tuple(MOVerifier(c.name, c.mo_verifier, None)
                                for c in config.carriers if c.mo_verifier),
             limits=self.limits)
-        self.carriers = CarriersService(config.carriers, reactor, send_timeout=settings.send_timeout,
-                                        drain_timeout=CARRIER_DRAIN_TIMEOUT,
-                                        mo_receiver=self.verifier, receipt_receiver=self.verifier)
-        self.verifier.sender = self.carriers.router
-        self.breaker = CarrierBreaker(self.carriers.carriers, self.store, reactor)
-        self.metrics = Metrics(self.carriers, self.verifier, self.store, self.limits)
+
+    def _buildCarriers(self) -> None:
+        config = self.config
+        self.carriers = CarriersService(
+            config.carriers, self.reactor, send_timeout=config.verification.send_timeout,
+            drain_timeout=CARRIER_DRAIN_TIMEOUT, mo_receiver=self.verifier,
+            receipt_receiver=self.verifier)
+        self.daily_caps = DailyCaps(self.carriers.carriers, self.store, self.reactor)
+        self.fake_smsc = self._fakeSMSC() if config.dev.fake_smsc else []
+
+    def _buildHTTP(self) -> None:
+        config = self.config
         public = config.http.public_url
+        self.metrics = Metrics(self.carriers, self.verifier, self.store, self.limits)
         self.api = DeviceAPI(
             verifier=self.verifier, signer=self.signer,
             discovery=Discovery(config.carriers, public.url_for("/sms/mt/verify")),
-            texts=self.texts, store=self.store, public_url=public, settings=settings,
-            clock=reactor, cors_origins=config.http.cors_origins,
+            texts=self.texts, public_url=public, settings=config.verification,
+            clock=self.reactor, cors_origins=config.http.cors_origins,
             show_version=config.http.show_version,
             health=lambda: {"carriers": self.carriers.router.available()},
-            limits=self.limits, trusted_proxies=config.http.trusted_proxies)
-        self.site = APISite(self.api.resource(), config.http.max_body, reactor,
+            trusted_proxies=config.http.trusted_proxies)
+        self.site = APISite(self.api.resource(), config.http.max_body, self.reactor,
                             onDone=self.metrics.requestDone,
                             logFormatter=access_log_formatter(config.http.trusted_proxies))
         self.site.noisy = False
-        self.http = [strports.service(listen, self.site) for listen in config.http.listen]
-        self.admin = (strports.service(config.admin.listen, admin_site(self))
+        self.http = DrainingListeners(self.site, config.http.listen, HTTP_DRAIN_TIMEOUT)
+        self.admin = (strports.service(config.admin.listen,
+                                       admin_site(self.metrics.registry, self.carriers.snapshot))
                       if config.admin.listen else None)
-        self.fake_smsc = self._fakeSMSC() if config.dev.fake_smsc else []
-        for part in [self.embedded, *self.fake_smsc, self.carriers, self.admin, *self.http]:
-            if part is not None:
-                part.setServiceParent(self)
 
-    def _fakeSMSC(self) -> list:
+    def _fakeSMSC(self) -> list[IService]:
         from msisdnd.fakesmsc.smsc import FakeSMSC
         from msisdnd.fakesmsc.web import FakeSMSCWeb
 
@@ -159,32 +216,21 @@ class Daemon(MultiService):
         return txredisapi.lazyConnectionPool(settings.host, settings.port, dbid=settings.db,
                                              **common)
 
-    def privilegedStartService(self) -> None:
-        """Listen on nothing yet: the HTTP ports open in L{startService}, once Redis is there.
+    def _parts(self) -> list[IService]:
+        """Every part, in start order."""
+        parts = [self.embedded, self.redis, self.daily_caps, *self.fake_smsc, self.carriers,
+                 self.admin, self.http]
+        return [part for part in parts if part is not None]
 
-        (A port below 1024 therefore needs systemd socket activation, not root.)
-        """
+    # -- run -----------------------------------------------------------------
 
     def startService(self) -> None:
-        # Children start in order, and the HTTP listeners only once Redis is there.
-        self.running = 1
-        self._started = self._start()
-        self._started.addErrback(self._startFailed)
+        super().startService()
+        self.started.addCallbacks(self._up, self._startFailed)
 
-    @inlineCallbacks
-    def _start(self):
-        if self.embedded is not None:
-            self.embedded.startService()
-            yield self.embedded.start()
-        self.pool = self._connectRedis()
-        self.store.redis = self.pool
-        self.breaker.startService()
-        for part in [*self.fake_smsc, self.carriers, self.admin, *self.http]:
-            if part is not None:
-                part.startService()
-        public = self.config.http.public_url.base
+    def _up(self, _: object) -> None:
         log.info("msisdnd is up: API {api} (listening on {listen}), admin {admin}",
-                 api=public, listen=", ".join(self.config.http.listen),
+                 api=self.config.http.public_url.base, listen=", ".join(self.config.http.listen),
                  admin=self.config.admin.listen or "off")
 
     def _startFailed(self, failure) -> None:
@@ -194,26 +240,6 @@ class Daemon(MultiService):
     @inlineCallbacks
     def stopService(self):
         """Graceful stop: HTTP, requests in flight, queues, binds, Redis — each bounded."""
-        self.running = 0
-        for service in self.http:
-            if service.running:
-                yield service.stopService()
-        yield self.site.whenIdle(HTTP_DRAIN_TIMEOUT)
-        if self.admin is not None and self.admin.running:
-            yield self.admin.stopService()
-        if self.carriers.running:
-            yield self.carriers.stopService()
-        if self.breaker.running:
-            yield self.breaker.stopService()
-        for service in self.fake_smsc:
-            if service.running:
-                yield service.stopService()
-        if self.pool is not None:
-            yield self.pool.disconnect()
-        if self.embedded is not None:
-            yield self.embedded.stopService()
+        yield super().stopService()
         log.info("msisdnd stopped")
-        # twistd re-raises the signal that stopped it (exit status 143); a
-        # graceful stop that completed is a clean exit, status 0.
-        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
-            self.reactor._exitSignal = None
+        _exit_zero_after_sigterm(self.reactor)

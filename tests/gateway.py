@@ -27,7 +27,7 @@ from msisdnd.verification.settings import PublicURL, Secrets, VerificationSettin
 from msisdnd.verification.texts import SMSTexts
 from msisdnd.smpp.config import CarrierConfig
 from msisdnd.smpp.service import CarriersService
-from msisdnd.state.sessions import RedisStore
+from msisdnd.state.sessions import SessionStore
 
 from conftest import SMSCHarness, free_port, wait_until
 
@@ -61,7 +61,7 @@ class Gateway:
     carriers: CarriersService
     verifier: Verifier
     api: DeviceAPI
-    store: RedisStore
+    store: SessionStore
     settings: VerificationSettings
     signer: certs.Signer
     port: object = None
@@ -126,24 +126,24 @@ def start_gateway(redis_pool, tmp_path: Path, settings: VerificationSettings | N
     url = f"http://127.0.0.1:{port_number}"
     public = PublicURL(url)
     secrets = Secrets.from_master(b"m" * 32)
-    store = RedisStore(redis_pool, reactor, timeout=settings.store_timeout)
+    store = SessionStore(redis_pool, reactor, timeout=settings.store_timeout)
     texts = SMSTexts()
     limiter = Limits(store, limits, secrets.number, reactor) if limits is not None else None
     verifier = Verifier(store, None, settings, secrets, texts, reactor,
                         mo_verifiers=(MOVerifier("fake", MO_NUMBER, None),), limits=limiter)
     carriers = CarriersService([carrier], reactor, send_timeout=settings.send_timeout,
                                mo_receiver=verifier, receipt_receiver=verifier)
-    verifier.sender = carriers.router
+    verifier.wire(carriers.router)
     rsa_key, ed_key = signing_keys(tmp_path)
     signer = certs.Signer(browserid_keys=[rsa_key], jwt_keys=[ed_key],
                           issuer_host=public.host, issuer_url=public.base,
                           pseudonym_secret=secrets.pseudonym, clock=reactor.seconds)
     api = DeviceAPI(verifier=verifier, signer=signer,
                     discovery=Discovery([carrier], public.url_for("/sms/mt/verify")),
-                    texts=texts, store=store, public_url=public, settings=settings,
+                    texts=texts, public_url=public, settings=settings,
                     clock=reactor, cors_origins=("https://app.example",),
                     health=lambda: {"carriers": carriers.router.available()},
-                    limits=limiter, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+                    trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
     carriers.startService()
     site = APISite(api.resource(), 25 * 1024, reactor)
     site.noisy = False

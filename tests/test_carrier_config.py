@@ -87,6 +87,26 @@ def test_defaults() -> None:
     assert [s.bind for s in c.session_specs] == ["transceiver"]
 
 
+def test_defaults_are_the_dataclass_defaults() -> None:
+    """Each default is written once, on its field: a key left out of a table
+    takes the default a record built in Python takes, of the same type."""
+
+    def assert_field_defaults(record: Any, given: Any) -> None:
+        for f in dataclasses.fields(record):
+            if f.default is not dataclasses.MISSING and f.name not in given:
+                value = getattr(record, f.name)
+                assert (type(value), value) == (type(f.default), f.default), f.name
+
+    table = {"name": "o", "host": "h", "system_id": "s"}
+    c = CarrierConfig.from_mapping(table, "c")
+    # sessions is not left at its default: the top-level keys make the one session.
+    assert_field_defaults(c, {*table, "sessions"})
+    (spec,) = c.sessions
+    assert_field_defaults(spec, table)
+    assert_field_defaults(TLSConfig.from_value({}, "tls"), {})
+    assert c == CarrierConfig(**table)
+
+
 def test_error_pickles() -> None:
     e = config_error(window=0)
     again = pickle.loads(pickle.dumps(e))

@@ -386,7 +386,7 @@ def test_full_flow_behind_a_proxy_prefix(gateway, listen, http, keypair):
     running = gateway.api
     api = DeviceAPI(verifier=running.verifier, signer=running.signer,
                     discovery=Discovery([], public.url_for("/sms/mt/verify")),
-                    texts=running.texts, store=running.store, public_url=public,
+                    texts=running.texts, public_url=public,
                     settings=running.settings, clock=reactor)
     backend = listen(api.resource())
     v1.putChild(b"msisdn", ReverseProxyResource(

@@ -260,7 +260,7 @@ def test_operator_lists_and_lifts_pumping_blocks(redis_pool, redis_server, tmp_p
     """`msisdnd blocks` lists the guard's blocks from Redis and `--lift` removes one."""
     from twisted.internet.utils import getProcessOutputAndValue
 
-    from msisdnd.state.limits import BLOCK_PREFIX
+    from msisdnd.state.keys import BLOCK as BLOCK_PREFIX
 
     config = write_config(tmp_path, free_port(), redis_server.port, free_port(), free_port())
     yield redis_pool.set(BLOCK_PREFIX + b"prefix:+3361234", b"1", expire=3600)

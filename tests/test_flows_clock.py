@@ -17,7 +17,7 @@ from msisdnd.verification import flows
 from msisdnd.verification.settings import Secrets, VerificationSettings
 from msisdnd.sms.interfaces import DeliveryReceipt, ISMSSender, NoRouteError, SendResult
 from msisdnd.verification.texts import SMSTexts
-from msisdnd.state.sessions import RedisStore
+from msisdnd.state.sessions import SessionStore
 
 NUMBER = "+33612345678"
 
@@ -45,7 +45,7 @@ def verifier(redis_pool):
     clock = task.Clock()
     clock.advance(1_795_000_000)
     outbox = Outbox()
-    v = flows.Verifier(RedisStore(redis_pool, reactor), outbox, VerificationSettings(),
+    v = flows.Verifier(SessionStore(redis_pool, reactor), outbox, VerificationSettings(),
                        Secrets.from_master(b"k" * 32), SMSTexts(), clock)
     v.outbox, v.test_clock = outbox, clock
     return v

@@ -26,12 +26,12 @@ from twisted.internet.defer import inlineCallbacks
 
 from msisdnd import hawk
 from msisdnd.verification import codes
-from msisdnd.state.daily_cap import CarrierBreaker
+from msisdnd.state.daily_cap import DailyCaps
 from msisdnd.state.limits import Limit, Limits, LimitSettings, Refused, prefix_of
 from msisdnd.sms.interfaces import MOMessage
 from msisdnd.smpp.carrier import Carrier
 from msisdnd.smpp.config import CarrierConfig
-from msisdnd.state.sessions import CheckOutcome, RedisStore
+from msisdnd.state.sessions import CheckOutcome, SessionStore
 
 from conftest import wait_until
 from gateway import MO_NUMBER, start_gateway
@@ -72,7 +72,7 @@ def make_limits(redis_pool, clock, **settings) -> Limits:
     """
     settings = {"guard_floor": 10**6, "ip_sends_minute": 10**6, "ip_sends_day": 10**6,
                 **settings}
-    return Limits(RedisStore(redis_pool, reactor), LimitSettings(**settings), SECRET, clock)
+    return Limits(SessionStore(redis_pool, reactor), LimitSettings(**settings), SECRET, clock)
 
 
 def ref(msisdn: str) -> bytes:
@@ -806,8 +806,8 @@ def test_api_pumping_guard_counts_verifications(redis_pool, tmp_path):
             r = yield mt_verify(gw, token, n, msisdn)
             assert r.code == (204 if i < 4 else 403), (i, r)
         assert r.body["errno"] == 120
-        assert gw.api.limits.counters.blocks == {"network": 1, "prefix": 1}
-        found = yield gw.api.limits.blocks()
+        assert gw.verifier.limits.counters.blocks == {"network": 1, "prefix": 1}
+        found = yield gw.verifier.limits.blocks()
         assert [(k, w) for k, w, _ in found] == [("network", "20820"), ("prefix", "+3361234")]
     finally:
         yield stop(gw)
@@ -887,7 +887,7 @@ def test_carrier_daily_cap_trips_the_carrier(redis_pool, tmp_path):
     """A carrier with daily_cap=3: after three accepted submits the breaker trips
     it, the router has no carrier left and /sms/mt/verify answers 503 errno 201."""
     gw = yield start_gateway(redis_pool, tmp_path, carrier_overrides={"daily_cap": 3})
-    breaker = CarrierBreaker(gw.carriers.carriers, gw.store, reactor, interval=0.05)
+    breaker = DailyCaps(gw.carriers.carriers, gw.store, reactor, interval=0.05)
     breaker.startService()
     try:
         (carrier,) = gw.carriers.carriers
@@ -914,7 +914,7 @@ def test_carrier_daily_cap_is_shared_by_two_daemons(redis_pool, second_pool, tmp
     breaker: two submits on one and one on the other trip the carrier on both."""
     gw1 = yield start_gateway(redis_pool, tmp_path, carrier_overrides={"daily_cap": 3})
     gw2 = yield start_gateway(second_pool, tmp_path, carrier_overrides={"daily_cap": 3})
-    breakers = [CarrierBreaker(gw.carriers.carriers, gw.store, reactor, interval=0.05)
+    breakers = [DailyCaps(gw.carriers.carriers, gw.store, reactor, interval=0.05)
                 for gw in (gw1, gw2)]
     for b in breakers:
         b.startService()
@@ -950,7 +950,7 @@ def test_carrier_daily_cap_rolls_over_at_utc_midnight(redis_pool, clock):
     """The breaker counts per UTC day from its clock: tripped at the cap, chosen
     again at midnight."""
     carrier = _carrier(clock, daily_cap=3)
-    breaker = CarrierBreaker([carrier], RedisStore(redis_pool, reactor), clock, interval=1.0)
+    breaker = DailyCaps([carrier], SessionStore(redis_pool, reactor), clock, interval=1.0)
     carrier.sent = 3
     yield breaker.tick()
     assert carrier.tripped and breaker.trips == 1
@@ -973,7 +973,7 @@ def test_carrier_breaker_leaves_no_key_without_expiry(redis_pool, clock):
     """A breaker ticking for an idle capped carrier leaves no counter that never
     expires."""
     carrier = _carrier(clock, daily_cap=3)
-    breaker = CarrierBreaker([carrier], RedisStore(redis_pool, reactor), clock, interval=1.0)
+    breaker = DailyCaps([carrier], SessionStore(redis_pool, reactor), clock, interval=1.0)
     yield breaker.tick()
     assert not carrier.tripped
     day = int(clock.seconds()) // 86400

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import gettext
 import io
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from babel.messages.catalog import Catalog
+from babel.messages.mofile import write_mo
 
-from msisdnd.locale.compile import POError, build_mo, compile_po, parse_po, po_files
+from msisdnd.locale.compile import POError, compile_po, main, po_files
 from msisdnd.smpp.alphabet import DATA_CODING_DEFAULT, encode_text, segments
 from msisdnd.verification.texts import LOCALES_DIR, SHORT_CODE_MSGID, SMSTexts
 
@@ -168,8 +172,10 @@ def test_constructor_validation(tmp_path: Path) -> None:
 def test_broken_catalog_refused_at_load(tmp_path: Path, msgstr: str) -> None:
     target = tmp_path / "en" / "LC_MESSAGES" / "msisdnd.mo"
     target.parent.mkdir(parents=True)
-    target.write_bytes(build_mo({"": "Content-Type: text/plain; charset=UTF-8\n",
-                                 SHORT_CODE_MSGID: msgstr}))
+    catalog = Catalog(locale="en")  # written directly: compile_po would refuse these
+    catalog.add(SHORT_CODE_MSGID, msgstr)
+    with target.open("wb") as mo:
+        write_mo(mo, catalog)
     with pytest.raises(ValueError, match="short-code text"):
         SMSTexts(locales_dir=tmp_path)
 
@@ -246,14 +252,18 @@ def test_mo_in_sync_with_po(po: Path) -> None:
 
 
 @pytest.mark.parametrize("po", po_files(LOCALES_DIR), ids=lambda p: p.parent.parent.name)
-def test_mo_matches_gnu_msgfmt(po: Path, tmp_path: Path) -> None:
+def test_catalog_passes_gnu_msgfmt_check(po: Path, tmp_path: Path) -> None:
+    # GNU msgfmt's --check is stricter than Babel's parser (it also refuses
+    # duplicate msgids and unterminated strings); its .mo must read like ours.
     msgfmt = shutil.which("msgfmt")
     if msgfmt is None:
         pytest.skip("GNU msgfmt is not installed")
     out = tmp_path / "gnu.mo"
-    subprocess.run([msgfmt, "--check", "--no-hash", "-o", str(out), str(po)],
-                   check=True, capture_output=True)
-    assert compile_po(po) == out.read_bytes()
+    subprocess.run([msgfmt, "--check", "-o", str(out), str(po)], check=True, capture_output=True)
+    ours = gettext.GNUTranslations(io.BytesIO(compile_po(po)))
+    gnu = gettext.GNUTranslations(io.BytesIO(out.read_bytes()))
+    assert ours.info() == gnu.info()
+    assert ours.gettext(SHORT_CODE_MSGID) == gnu.gettext(SHORT_CODE_MSGID)
 
 
 @pytest.mark.parametrize("locale, expected", [
@@ -269,52 +279,87 @@ def test_translations_load_via_gettext(locale: str, expected: str) -> None:
     assert translation.charset().lower() == "utf-8"
 
 
-def test_build_mo_round_trips_through_gettext() -> None:
-    catalog = {"": "Content-Type: text/plain; charset=UTF-8\n", "b": "β", "a": "ä\n\"x\""}
-    data = build_mo(catalog)
-    assert data[:4] == bytes.fromhex("de120495")
-    translation = gettext.GNUTranslations(io.BytesIO(data))
-    assert translation.gettext("a") == "ä\n\"x\""
-    assert translation.gettext("b") == "β"
-    assert translation.gettext("c") == "c"
+class _Untranslated(gettext.NullTranslations):
+    """A fallback that makes a missing translation visible."""
+
+    def gettext(self, message: str) -> str:
+        return "<untranslated>"
 
 
-def test_parse_po_subset() -> None:
-    po = '''# comment
-msgid ""
+@pytest.mark.parametrize("po", po_files(LOCALES_DIR), ids=lambda p: p.parent.parent.name)
+def test_every_catalog_is_utf8_and_translates_the_short_code(po: Path) -> None:
+    translation = gettext.GNUTranslations(io.BytesIO(compile_po(po)))
+    translation.add_fallback(_Untranslated())
+    assert translation.charset().lower() == "utf-8"
+    assert translation.info()["language"] == po.parent.parent.name
+    text = translation.gettext(SHORT_CODE_MSGID)
+    assert text != "<untranslated>"
+    assert CODE in text.format(code=CODE)
+
+
+def test_runtime_does_not_import_babel() -> None:
+    script = ("import sys; from msisdnd.verification.texts import SMSTexts; SMSTexts(); "
+              "assert not [m for m in sys.modules if m.split('.')[0] == 'babel'], 'babel imported'")
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parent.parent)
+
+
+HEADER = """msgid ""
 msgstr ""
+"Language: xx\\n"
 "Content-Type: text/plain; charset=UTF-8\\n"
 
-#. note
-#, python-brace-format
-msgid "Hello {name}"
-msgstr "Bonjour "
-"{name}\\t\\\\ \\"ok\\""
-
-msgid "untranslated"
-msgstr ""
-'''
-    assert parse_po(po) == {
-        "": "Content-Type: text/plain; charset=UTF-8\n",
-        "Hello {name}": 'Bonjour {name}\t\\ "ok"',
-    }
+"""
+ENTRY = """#, python-brace-format
+msgid "Your verification code is: {code}"
+msgstr "MSGSTR"
+"""
 
 
-@pytest.mark.parametrize("body", [
-    'msgid "a"\nmsgstr "b"\n',  # no header: charset unknown
-    'msgid ""\nmsgstr "Content-Type: text/plain; charset=ISO-8859-1\\n"\n',
-    'HEADER\n#, fuzzy\nmsgid "a"\nmsgstr "b"\n',
-    'HEADER\nmsgctxt "c"\nmsgid "a"\nmsgstr "b"\n',
-    'HEADER\nmsgid "a"\nmsgid_plural "as"\nmsgstr[0] "b"\n',
-    'HEADER\nmsgid "a"\nmsgstr "b"\nmsgid "a"\nmsgstr "c"\n',
-    'HEADER\nmsgid "a"\n',
-    'HEADER\nmsgstr "b"\n',
-    'HEADER\nmsgid "a\\x41"\nmsgstr "b"\n',
-    'HEADER\nmsgid "a\nmsgstr "b"\n',
-    '"stray"\nHEADER\n',
-    'HEADER\n#~ msgid "old"\n',
+def _write_po(root: Path, text: str, locale: str = "xx") -> Path:
+    po = root / locale / "LC_MESSAGES" / "msisdnd.po"
+    po.parent.mkdir(parents=True)
+    po.write_text(text, encoding="utf-8")
+    return po
+
+
+@pytest.mark.parametrize("po, error", [
+    pytest.param(HEADER + ENTRY.replace("MSGSTR", "Code: {kode}"),
+                 ":7: msgstr 'Code: {kode}' must use the placeholders of", id="other-name"),
+    pytest.param(HEADER + ENTRY.replace("MSGSTR", "Code"),
+                 ":7: msgstr 'Code' must use the placeholders of", id="no-placeholder"),
+    pytest.param(HEADER + ENTRY.replace("MSGSTR", "Code: {{code}}"),
+                 ":7: msgstr .* must use the placeholders of", id="escaped-braces"),
+    pytest.param(HEADER + ENTRY.replace("MSGSTR", "Code: {}"),
+                 ":7: msgstr 'Code: {}' must use the placeholders of", id="positional"),
+    pytest.param(HEADER + ENTRY.replace("MSGSTR", "Code: {code"),
+                 ":7: msgstr 'Code: {code' does not format", id="lone-brace"),
+    pytest.param(HEADER + ENTRY.replace("#,", "#, fuzzy,"), ":7: fuzzy entry", id="fuzzy"),
+    pytest.param("#, fuzzy\n" + HEADER + ENTRY, ": fuzzy header entry", id="fuzzy-header"),
+    pytest.param(HEADER.replace("UTF-8", "ISO-8859-1") + ENTRY,
+                 ": the header entry must declare charset=UTF-8", id="latin-1"),
+    pytest.param(ENTRY, ": the header entry must declare charset=UTF-8", id="no-header"),
+    pytest.param(HEADER + "msgid \"Your verification code is: {code}\"\n",
+                 ":6: missing msgstr", id="no-msgstr"),
+    pytest.param(HEADER + ENTRY.replace("msgstr", "msgtsr"),
+                 ":8: Unknown or misformatted keyword", id="bad-keyword"),
+    pytest.param('"stray"\n' + HEADER + ENTRY, ":1: Got line starting with \"", id="stray-string"),
 ])
-def test_parse_po_refuses_outside_subset(body: str) -> None:
-    header = 'msgid ""\nmsgstr "Content-Type: text/plain; charset=UTF-8\\n"\n'
-    with pytest.raises(POError):
-        parse_po(body.replace("HEADER\n", header))
+def test_broken_catalog_refused_at_compile(tmp_path: Path, po: str, error: str) -> None:
+    path = _write_po(tmp_path, po)
+    with pytest.raises(POError, match=rf"^{re.escape(str(path))}{error}"):
+        compile_po(path)
+
+
+def test_main_compiles_nothing_when_a_catalog_is_broken(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = _write_po(tmp_path, HEADER + ENTRY.replace("MSGSTR", "Code: {code}"), "aa")
+    bad = _write_po(tmp_path, HEADER + ENTRY.replace("MSGSTR", "Code"), "bb")
+    assert main([str(tmp_path)]) == 1
+    assert f"{bad}:7: msgstr 'Code' must use the placeholders" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*/LC_MESSAGES/*.mo"))
+
+    bad.write_text(HEADER + ENTRY.replace("MSGSTR", "Kode: {code}"), encoding="utf-8")
+    assert main([str(tmp_path)]) == 0
+    assert good.with_suffix(".mo").read_bytes() == compile_po(good)
+    assert gettext.translation("msisdnd", tmp_path, ["bb"]).gettext(SHORT_CODE_MSGID) == (
+        "Kode: {code}")

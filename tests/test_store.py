@@ -6,7 +6,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from msisdnd.state.sessions import CheckOutcome, RedisStore, SendOutcome, StoreUnavailable
+from msisdnd.state.sessions import CheckOutcome, SessionStore, SendOutcome, StoreUnavailable
 
 REF = b"r" * 16
 NUMBER = b"n" * 16
@@ -14,7 +14,7 @@ NUMBER = b"n" * 16
 
 @pytest.fixture
 def store(redis_pool):
-    return RedisStore(redis_pool, reactor, timeout=1.0)
+    return SessionStore(redis_pool, reactor, timeout=1.0)
 
 
 def start(store, now, number=NUMBER, code=b"c" * 16, cooldown=30_000, max_sends=4):
@@ -106,7 +106,7 @@ def test_unreachable_redis_is_unavailable_quickly():
     from conftest import free_port
 
     pool = txredisapi.lazyConnectionPool("127.0.0.1", free_port(), poolsize=1, charset=None)
-    store = RedisStore(pool, reactor, timeout=0.3)
+    store = SessionStore(pool, reactor, timeout=0.3)
     started = reactor.seconds()
     with pytest.raises(StoreUnavailable):
         yield store.hawkKey(REF)

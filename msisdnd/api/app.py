@@ -21,15 +21,16 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from msisdnd import __version__, hawk
-from msisdnd.verification import certs, flows
 from msisdnd.api import errors
 from msisdnd.api.clientaddr import client_address
+from msisdnd.api.discovery import Discovery
 from msisdnd.api.errors import APIError
 from msisdnd.api.openapi import spec
-from msisdnd.api.discovery import Discovery
-from msisdnd.state.limits import Limit, Limits, Refused
+from msisdnd.verification import certs
+from msisdnd.verification import errors as refusals
+from msisdnd.verification.errors import Limit
+from msisdnd.verification.flows import Verifier
 from msisdnd.verification.settings import PublicURL, VerificationSettings
-from msisdnd.state.sessions import RedisStore, StoreUnavailable
 
 _WARNING_PAGE = (
     b"<!DOCTYPE html><html><head><meta charset='utf-8'><title>msisdnd</title></head><body>"
@@ -58,19 +59,20 @@ def _msisdn(value: object) -> str:
 
 
 _FLOW_ERRORS: dict[type, Callable[[Exception], APIError]] = {
-    flows.UnknownSession: lambda e: APIError(401, errors.INVALID_AUTH, "Unknown session."),
-    flows.SecondNumber: lambda e: errors.invalid("This session already verifies another number."),
-    flows.NoCodeSent: lambda e: errors.invalid("No number to resend to: call /sms/mt/verify."),
-    flows.ResendTooSoon: lambda e: APIError(
+    refusals.NoSession: lambda e: APIError(401, errors.INVALID_AUTH, "Unknown session."),
+    refusals.SecondNumber: lambda e: errors.invalid(
+        "This session already verifies another number."),
+    refusals.NoCodeSent: lambda e: errors.invalid("No number to resend to: call /sms/mt/verify."),
+    refusals.ResendTooSoon: lambda e: APIError(
         429, errors.RESEND_TOO_SOON, "A new code was asked for too soon.",
         {"Retry-After": str(max(1, round(e.retry_after)))}),
-    flows.TooManySends: lambda e: APIError(
+    refusals.TooManySends: lambda e: APIError(
         429, errors.TOO_MANY_SENDS, "This session has had all the codes it may have."),
-    flows.WrongCode: lambda e: APIError(400, errors.INVALID_CODE, "Invalid code.",
+    refusals.WrongCode: lambda e: APIError(400, errors.INVALID_CODE, "Invalid code.",
                                         triesLeft=e.tries_left),
-    flows.CodeGone: lambda e: APIError(410, errors.EXPIRED, "The code expired or was used up."),
-    flows.NotVerified: lambda e: APIError(410, errors.EXPIRED, "The number is not verified."),
-    flows.SendFailed: lambda e: errors.unavailable("The SMS could not be sent.", 5),
+    refusals.CodeGone: lambda e: APIError(410, errors.EXPIRED, "The code expired or was used up."),
+    refusals.NotVerified: lambda e: APIError(410, errors.EXPIRED, "The number is not verified."),
+    refusals.SendFailed: lambda e: errors.unavailable("The SMS could not be sent.", 5),
 }
 
 
@@ -112,31 +114,27 @@ class DeviceAPI:
     def __init__(
         self,
         *,
-        verifier: flows.Verifier,
+        verifier: Verifier,
         signer: certs.Signer,
         discovery: Discovery,
         texts: Any,
-        store: RedisStore,
         public_url: PublicURL,
         settings: VerificationSettings,
         clock: IReactorTime,
         cors_origins: tuple[str, ...] = (),
         show_version: bool = True,
         health: Callable[[], dict] | None = None,
-        limits: Limits | None = None,
         trusted_proxies: tuple = (),
     ):
         self.verifier = verifier
         self.signer = signer
         self.discovery = discovery
         self.texts = texts
-        self.store = store
         self.public_url = public_url
         self.settings = settings
         self.clock = clock
         self.cors_origins = frozenset(cors_origins)
         self.show_version = show_version
-        self.limits = limits
         self.trusted_proxies = tuple(trusted_proxies)
         self.health = health
 
@@ -191,26 +189,17 @@ class DeviceAPI:
     def _authenticate(self, request: IRequest):
         """The request's Hawk id, once the MAC, the clock and the nonce check out."""
         header = request.getHeader(b"Authorization")
+        path, _, query = request.uri.decode("latin-1").partition("?")
         try:
-            parsed = hawk.parse_header(header.decode("latin-1") if header is not None else None)
-            key = yield self.verifier.hawkKey(parsed.id)
-            if key is None:
-                raise hawk.UnknownSession("Unknown session.")
-            path, _, query = request.uri.decode("latin-1").partition("?")
-            content = self._raw(request)
-            content_type = (request.getHeader(b"Content-Type") or b"").decode("latin-1")
-            hawk.verify_request(
-                parsed, hawk.HawkCredentials(parsed.id, key),
+            hawk_id = yield self.verifier.authenticate(
+                header.decode("latin-1") if header is not None else None,
                 method=request.method.decode("ascii"), url=self.public_url.url_for(path, query),
-                content=content, content_type=content_type, now=self.clock.seconds(),
-                skew=self.settings.hawk_skew)
-            if not (yield self.store.claimNonce(hawk.nonce_key(parsed).encode(),
-                                                hawk.nonce_ttl(self.settings.hawk_skew))):
-                raise hawk.ReplayedNonce("Replayed nonce.")
+                content=self._raw(request),
+                content_type=(request.getHeader(b"Content-Type") or b"").decode("latin-1"))
         except hawk.HawkError as e:
             headers = {"WWW-Authenticate": e.www_authenticate} if e.www_authenticate else {}
             raise APIError(e.status, errors.INVALID_AUTH, e.reason, headers) from None
-        return parsed.id
+        return hawk_id
 
     # -- errors --------------------------------------------------------------
 
@@ -223,14 +212,14 @@ class DeviceAPI:
     def apiError(self, request: IRequest, failure: Failure) -> bytes:
         return self._error(request, failure.value)
 
-    @app.handle_errors(flows.VerificationError)
+    @app.handle_errors(refusals.VerificationError)
     def flowError(self, request: IRequest, failure: Failure) -> bytes:
         for kind, make in _FLOW_ERRORS.items():
             if isinstance(failure.value, kind):
                 return self._error(request, make(failure.value))
         return self.unexpected(request, failure)
 
-    @app.handle_errors(Refused)
+    @app.handle_errors(refusals.Refused)
     def refused(self, request: IRequest, failure: Failure) -> bytes:
         refusal = failure.value
         code, errno, message = _LIMIT_ERRORS[refusal.limit]
@@ -238,7 +227,7 @@ class DeviceAPI:
                    if refusal.retry_after is not None else {})
         return self._error(request, APIError(code, errno, message, headers))
 
-    @app.handle_errors(StoreUnavailable)
+    @app.handle_errors(refusals.StoreUnavailable)
     def storeDown(self, request: IRequest, failure: Failure) -> bytes:
         self.log.warn("Redis unavailable: {why}", why=str(failure.value))
         return self._error(request, errors.unavailable("The storage backend is unavailable."))
@@ -290,11 +279,7 @@ class DeviceAPI:
     @app.route("/__heartbeat__", methods=["GET"])
     @inlineCallbacks
     def heartbeat(self, request: IRequest):
-        status = {"storage": True}
-        try:
-            yield self.store.ping()
-        except Exception:
-            status["storage"] = False
+        status = {"storage": (yield self.verifier.storageUp())}
         if self.health is not None:
             status.update(self.health())
         return self._json(request, status, 200 if all(status.values()) else 503)
@@ -337,9 +322,7 @@ class DeviceAPI:
     @inlineCallbacks
     def register(self, request: IRequest):
         self._body(request)
-        if self.limits is not None:
-            yield self.limits.checkRegister(self._client(request))
-        token = yield _shielded(self.verifier.register())
+        token = yield _shielded(self.verifier.register(self._client(request)))
         return self._json(request, {"msisdnSessionToken": token})
 
     # -- Hawk routes ---------------------------------------------------------

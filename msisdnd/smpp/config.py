@@ -43,7 +43,7 @@ import difflib
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 import phonenumbers
@@ -114,6 +114,15 @@ class _Table(Table):
     limit_reason = " (SMPP carries no more)"
 
 
+def _defaults(cls: type) -> dict[str, Any]:
+    """The field defaults of dataclass C{cls}, by field name.
+
+    The dataclasses are where each default is written; the parser reads them
+    here, so a record built in Python and one read from TOML agree.
+    """
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+
 # --- TLS ---------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +181,7 @@ class TLSConfig:
         return cls(
             ca_file=files["ca_file"],
             hostname=hostname,
-            verify=t.boolean("verify", True),
+            verify=t.boolean("verify", _defaults(cls)["verify"]),
             cert_file=files["cert_file"],
             key_file=files["key_file"],
         )
@@ -225,8 +234,15 @@ class SessionConfig:
         return self.tls.hostname or self.host
 
 
+_SESSION_DEFAULTS: Mapping[str, Any] = _defaults(SessionConfig)
+
+
 def _session_values(t: _Table, defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """Read the session keys of C{t}, falling back on C{defaults}."""
+    """Read the session keys of C{t}, falling back on C{defaults}.
+
+    @param defaults: the carrier's field defaults for its top level, the
+        top level's values for an entry of C{sessions}.
+    """
     host = t.string("host", defaults["host"], empty=False)
     if host is not None and (not host or any(c.isspace() for c in host)):
         t.fail("host", f"must be a host name or address, not {host!r}")
@@ -249,13 +265,6 @@ def _session_values(t: _Table, defaults: Mapping[str, Any]) -> dict[str, Any]:
         "address_range": t.string("address_range", defaults["address_range"],
                                   limit=ADDRESS_RANGE_MAX),
     }
-
-
-_SESSION_DEFAULTS: Mapping[str, Any] = {
-    "bind": "transceiver", "host": None, "port": 2775, "tls": None,
-    "system_id": None, "password": "", "system_type": "", "addr_ton": 0,
-    "addr_npi": 0, "address_range": "",
-}
 
 
 def _session(values: Mapping[str, Any], t: _Table, nowhere: str) -> SessionConfig:
@@ -316,12 +325,14 @@ class CarrierConfig:
     """
 
     name: str
+    # The session keys default as SessionConfig's do, except three: host and
+    # system_id, which the entries of sessions may give instead, and bind.
     host: str | None = None
-    port: int = 2775
-    tls: TLSConfig | None = None
+    port: int = _SESSION_DEFAULTS["port"]
+    tls: TLSConfig | None = _SESSION_DEFAULTS["tls"]
     system_id: str | None = None
-    password: str = field(default="", repr=False)
-    system_type: str = ""
+    password: str = field(default=_SESSION_DEFAULTS["password"], repr=False)
+    system_type: str = _SESSION_DEFAULTS["system_type"]
     bind: str = "transceiver"
     binds: int = 1
     window: int = 10
@@ -347,9 +358,9 @@ class CarrierConfig:
     throttle_pause: float = 1.0
     throttle_pause_max: float = 30.0
     registered_delivery: int = 1
-    addr_ton: int = 0
-    addr_npi: int = 0
-    address_range: str = ""
+    addr_ton: int = _SESSION_DEFAULTS["addr_ton"]
+    addr_npi: int = _SESSION_DEFAULTS["addr_npi"]
+    address_range: str = _SESSION_DEFAULTS["address_range"]
     sessions: tuple[SessionConfig, ...] = ()
 
     def __post_init__(self) -> None:
@@ -412,21 +423,26 @@ class CarrierConfig:
             t.fail("name", "must be 1 to 64 letters, digits, '_', '.' or '-', "
                            f"not {name!r}")
 
-        top = _session_values(t, _SESSION_DEFAULTS)
+        defaults = _defaults(cls)
+        top = _session_values(t, defaults)
         sessions = _sessions(t, top)
 
-        reconnect_max = t.number("reconnect_delay_max", 60.0, above=0.0, most=_DURATION_MAX)
-        reconnect_initial = t.number("reconnect_delay_initial", 1.0, above=0.0)
+        reconnect_max = t.number("reconnect_delay_max", defaults["reconnect_delay_max"],
+                                 above=0.0, most=_DURATION_MAX)
+        reconnect_initial = t.number("reconnect_delay_initial",
+                                     defaults["reconnect_delay_initial"], above=0.0)
         if reconnect_initial > reconnect_max:
             t.fail("reconnect_delay_initial", f"must be at most reconnect_delay_max "
                                               f"({reconnect_max:g}), not {reconnect_initial:g}")
-        throttle_pause = t.number("throttle_pause", 1.0, above=0.0, most=_DURATION_MAX)
-        throttle_pause_max = t.number("throttle_pause_max", 30.0, above=0.0, most=_DURATION_MAX)
+        throttle_pause = t.number("throttle_pause", defaults["throttle_pause"],
+                                  above=0.0, most=_DURATION_MAX)
+        throttle_pause_max = t.number("throttle_pause_max", defaults["throttle_pause_max"],
+                                      above=0.0, most=_DURATION_MAX)
         if throttle_pause > throttle_pause_max:
             t.fail("throttle_pause", f"must be at most throttle_pause_max "
                                      f"({throttle_pause_max:g}), not {throttle_pause:g}")
-        temporary = _statuses(t, "temporary_statuses", DEFAULT_TEMPORARY_STATUSES)
-        throttle = _statuses(t, "throttle_statuses", DEFAULT_THROTTLE_STATUSES)
+        temporary = _statuses(t, "temporary_statuses", defaults["temporary_statuses"])
+        throttle = _statuses(t, "throttle_statuses", defaults["throttle_statuses"])
         loose = throttle - temporary
         if loose:
             t.fail("throttle_statuses",
@@ -442,32 +458,36 @@ class CarrierConfig:
             password=top["password"],
             system_type=top["system_type"],
             bind=top["bind"],
-            binds=t.integer("binds", 1, 1, 32),
-            window=t.integer("window", 10, 1, 1000),
-            throughput=t.number("throughput", 0.0, least=0.0),
-            enquire_link_interval=t.number("enquire_link_interval", 30.0,
+            binds=t.integer("binds", defaults["binds"], 1, 32),
+            window=t.integer("window", defaults["window"], 1, 1000),
+            throughput=t.number("throughput", defaults["throughput"], least=0.0),
+            enquire_link_interval=t.number("enquire_link_interval",
+                                           defaults["enquire_link_interval"],
                                            above=0.0, most=_DURATION_MAX),
-            response_timeout=t.number("response_timeout", 10.0, above=0.0, most=_DURATION_MAX),
-            bind_timeout=t.number("bind_timeout", 10.0, above=0.0, most=_DURATION_MAX),
+            response_timeout=t.number("response_timeout", defaults["response_timeout"],
+                                      above=0.0, most=_DURATION_MAX),
+            bind_timeout=t.number("bind_timeout", defaults["bind_timeout"],
+                                  above=0.0, most=_DURATION_MAX),
             reconnect_delay_max=reconnect_max,
             reconnect_delay_initial=reconnect_initial,
-            already_bound_delay=t.number("already_bound_delay", 30.0, above=0.0,
-                                         most=_DURATION_MAX),
-            alphabet=t.choice("alphabet", "gsm7", ALPHABETS),
-            mt_sender=_mt_sender(t),
+            already_bound_delay=t.number("already_bound_delay", defaults["already_bound_delay"],
+                                         above=0.0, most=_DURATION_MAX),
+            alphabet=t.choice("alphabet", defaults["alphabet"], ALPHABETS),
+            mt_sender=_mt_sender(t, defaults["mt_sender"]),
             mo_verifier=_mo_verifier(t),
             mcc=t.codes("mcc", _MCC, "3 digits"),
             mccmnc=t.codes("mccmnc", _MCCMNC, "5 or 6 digits (MCC and MNC)"),
             prefixes=_prefixes(t),
-            default=t.boolean("default", False),
+            default=t.boolean("default", defaults["default"]),
             region=_region(t),
-            queue_size=t.integer("queue_size", 1000, 1, 1_000_000),
-            daily_cap=t.integer("daily_cap", 0, 0, 100_000_000),
+            queue_size=t.integer("queue_size", defaults["queue_size"], 1, 1_000_000),
+            daily_cap=t.integer("daily_cap", defaults["daily_cap"], 0, 100_000_000),
             temporary_statuses=temporary,
             throttle_statuses=throttle,
             throttle_pause=throttle_pause,
             throttle_pause_max=throttle_pause_max,
-            registered_delivery=t.integer("registered_delivery", 1, 0, 255),
+            registered_delivery=t.integer("registered_delivery",
+                                          defaults["registered_delivery"], 0, 255),
             addr_ton=top["addr_ton"],
             addr_npi=top["addr_npi"],
             address_range=top["address_range"],
@@ -524,8 +544,8 @@ def _statuses(t: _Table, key: str, default: frozenset[int]) -> frozenset[int]:
     return frozenset(codes)
 
 
-def _mt_sender(t: _Table) -> str:
-    sender = t.string("mt_sender", "")
+def _mt_sender(t: _Table, default: str) -> str:
+    sender = t.string("mt_sender", default)
     if not sender:
         return sender
     if _NUMERIC_SENDER.fullmatch(sender):

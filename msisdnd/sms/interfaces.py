@@ -62,6 +62,12 @@ class MOMessage:
     text: str
 
 
+#: Receipt states after which a message will not arrive, so a code it carried
+#: is worth replacing and sending again.  C{DELETED} is not one: the message
+#: was withdrawn at the SMSC on purpose (by us or its operator).
+UNDELIVERED = frozenset({"UNDELIV", "REJECTD", "EXPIRED"})
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryReceipt:
     """What a carrier said became of a message it accepted.
@@ -84,8 +90,8 @@ class DeliveryReceipt:
 
     @property
     def failed(self) -> bool:
-        """The message will not arrive."""
-        return self.state in ("UNDELIV", "REJECTD", "EXPIRED", "DELETED")
+        """The message will not arrive (its state is in L{UNDELIVERED})."""
+        return self.state in UNDELIVERED
 
 
 class SendError(Exception):
@@ -157,5 +163,5 @@ class IReceiptReceiver(Interface):
 __all__ = [
     "DeliveryReceipt", "IMOReceiver", "IReceiptReceiver", "ISMSSender",
     "MOMessage", "NoRouteError", "OutboundSMS", "QueueFullError", "RejectedError",
-    "SendError", "SendResult", "SendTimeoutError",
+    "SendError", "SendResult", "SendTimeoutError", "UNDELIVERED",
 ]

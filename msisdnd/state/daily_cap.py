@@ -9,45 +9,66 @@ fails over, or the API answers 503.  The count lags by at most one tick
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Protocol, Sequence
 
 from twisted.application.internet import TimerService
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from msisdnd.smpp.carrier import Carrier
-from msisdnd.state.sessions import StoreUnavailable
+from msisdnd.state import keys
+from msisdnd.state.lua import Script
+from msisdnd.state.redis import StoreUnavailable, TimedRedis
 
 log = Logger()
 
-_ADD = """
-local total = redis.call('INCRBY', KEYS[1], ARGV[1])
-if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+_DAY_MS = 86_400_000
+
+_ADD = Script(keys=("day",), args=("delta", "to_midnight_ms"), body="""
+local total = redis.call('INCRBY', KEY.day, ARG.delta)
+if redis.call('PTTL', KEY.day) < 0 then redis.call('PEXPIRE', KEY.day, ARG.to_midnight_ms) end
 return total
-"""
+""")
 
 
-class CarrierBreaker(TimerService):
-    """Trips carriers past their daily cap (a service ticking every C{interval} s)."""
+class _CapConfig(Protocol):
+    daily_cap: int
 
-    def __init__(self, carriers: Sequence[Carrier], store, clock, interval: float = 1.0):
+
+class CappedCarrier(Protocol):
+    """What the daily cap reads and sets on a carrier (L{msisdnd.smpp.carrier.Carrier})."""
+
+    name: str
+    config: _CapConfig
+    #: Submits the SMSC accepted since start.
+    sent: int
+    #: Set while the carrier is past its cap: the router does not choose it.
+    tripped: bool
+
+
+class DailyCaps(TimerService):
+    """Trips carriers past their daily cap (a service ticking every C{interval} s).
+
+    @param carriers: every carrier; those without a cap are ignored.
+    """
+
+    def __init__(self, carriers: Sequence[CappedCarrier], redis: TimedRedis,
+                 clock: IReactorTime, interval: float = 1.0):
         super().__init__(interval, self.tick)
         self.carriers = [c for c in carriers if c.config.daily_cap]
-        self.store = store
+        self.redis = redis
         self.clock = clock
         self._reported = {c.name: c.sent for c in self.carriers}
         self.trips = 0
 
     @inlineCallbacks
     def tick(self):
-        now_ms = int(self.clock.seconds() * 1000)
-        day, to_midnight = divmod(now_ms, 86_400_000)
-        to_midnight = 86_400_000 - to_midnight
+        day, into_day = divmod(int(self.clock.seconds() * 1000), _DAY_MS)
         for carrier in self.carriers:
             delta = carrier.sent - self._reported[carrier.name]
             try:
-                total = yield self.store.script(
-                    _ADD, [f"ml:carrier:{carrier.name}:{day}".encode()], [delta, to_midnight])
+                total = yield _ADD.run(self.redis, day=keys.carrier_day(carrier.name, day),
+                                       delta=delta, to_midnight_ms=_DAY_MS - into_day)
             except StoreUnavailable:
                 return
             except Exception:  # a failover's READONLY, say: the next tick tries again

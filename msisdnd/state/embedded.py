@@ -59,8 +59,9 @@ class _Ping(protocol.Protocol):
 class EmbeddedRedis(Service):
     """redis-server listening on a Unix socket in C{directory}, its data kept there.
 
-    L{start} fires once the server answers C{PING}; stopping sends it SIGTERM
-    (it saves its data) and waits for it to exit.
+    Starting it returns L{start}'s Deferred, which fires once the server
+    answers C{PING} (L{msisdnd.daemon.InOrder} waits for it); stopping sends
+    it SIGTERM (it saves its data) and waits for it to exit.
     """
 
     def __init__(self, directory: str, reactor: object, startup_timeout: float = 15.0):
@@ -72,6 +73,10 @@ class EmbeddedRedis(Service):
         self._process = None
         if len(self.socket) > MAX_SOCKET_PATH:
             raise ValueError(f"the embedded Redis socket path is too long: {self.socket}")
+
+    def startService(self) -> Deferred:
+        super().startService()
+        return self.start()
 
     @inlineCallbacks
     def start(self):

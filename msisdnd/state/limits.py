@@ -36,13 +36,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from msisdnd.masking import mask_number
+from msisdnd.state import keys
+from msisdnd.state.lua import Script
+from msisdnd.state.redis import TimedRedis, text
 
 log = Logger()
-
-PREFIX = b"ml:"
-BLOCK_PREFIX = b"ml:block:"
-#: A locked number's key is this prefix and the number's 16-byte HMAC.
-LOCK_PREFIX = b"ml:lock:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,149 +103,113 @@ def prefix_of(msisdn: str) -> str:
     return msisdn[:-4]
 
 
-# A fixed-window counter: KEYS[i] counts in a window of ARGV seconds.  A
-# token bucket: a hash {t: tokens, s: last refill ms}.  The script checks
-# everything first and only then spends, so a refusal costs nothing.
-#
-# KEYS: 1 lock, 2 number 10-min, 3 number day, 4 prefix day, 5 country day,
-#       6 network day, 7 ip minute bucket, 8 ip day bucket, 9 prefix block,
-#       10 network block, 11-14 the guard's series (hashes of bucket -> count):
-#       prefix sent, prefix verified, network sent, network verified
-# ARGV: 1 now ms, 2 number 10-min limit, 3 number day limit, 4 prefix limit,
-#       5 country limit, 6 network limit, 7 ip minute burst, 8 ip day burst,
-#       9 ms to the end of the day, 10 guard buckets G, 11 guard floor,
-#       12 min conversion, 13 block ms, 14 guard bucket ms, 15 network known (0/1),
-#       16 check the client IP (0/1: an MO has no IP), 17 ms to the end of the
-#       current 10-minute window, 18 the current guard bucket, 19 grace buckets
-#       (sends this recent are not yet expected to be verified)
-_CHECK_SEND = """
-local now = tonumber(ARGV[1])
-local function ttl(key)
-  local t = redis.call('PTTL', key)
-  if t < 0 then return 1000 end
-  return t
+# Every script checks everything first and only then spends, so a refusal
+# costs nothing.  Counters are fixed windows; client addresses have token
+# buckets (see msisdnd.state.lua).
+_CHECK_SEND = Script(
+    keys=("lock", "number_10min", "number_day", "prefix_day", "country_day", "network_day",
+          "client_minute", "client_day", "prefix_block", "network_block",
+          "prefix_sent", "prefix_verified", "network_sent", "network_verified"),
+    args=("now:n", "number_10min_limit:n", "number_day_limit:n", "prefix_limit:n",
+          "country_limit:n", "network_limit:n", "client_minute_burst:n", "client_day_burst:n",
+          "to_day_end:n", "to_window_end:n", "guard_buckets:n", "guard_floor:n",
+          "guard_min_conversion:n", "block_ms:n", "guard_bucket_ms:n", "guard_bucket:n",
+          "grace_buckets:n", "network_known", "by_client"),
+    helpers=("ttl", "count", "incr", "bucket", "series"),
+    body="""
+local with_network, by_client = ARG.network_known == '1', ARG.by_client == '1'
+if redis.call('EXISTS', KEY.lock) == 1 then return {'number_locked', ttl(KEY.lock)} end
+if redis.call('EXISTS', KEY.prefix_block) == 1 then
+  return {'pumping_block', ttl(KEY.prefix_block), 'prefix'}
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'number_locked', ttl(KEYS[1])} end
-if redis.call('EXISTS', KEYS[9]) == 1 then return {'pumping_block', ttl(KEYS[9]), 'prefix'} end
-if ARGV[15] == '1' and redis.call('EXISTS', KEYS[10]) == 1 then
-  return {'pumping_block', ttl(KEYS[10]), 'network'}
+if with_network and redis.call('EXISTS', KEY.network_block) == 1 then
+  return {'pumping_block', ttl(KEY.network_block), 'network'}
 end
-local function count(key) return tonumber(redis.call('GET', key) or '0') end
-local to_window_end, to_day_end = tonumber(ARGV[17]), tonumber(ARGV[9])
-if count(KEYS[2]) >= tonumber(ARGV[2]) then return {'number_rate', to_window_end} end
-if count(KEYS[3]) >= tonumber(ARGV[3]) then return {'number_rate', to_day_end} end
-if count(KEYS[4]) >= tonumber(ARGV[4]) then return {'prefix_budget', to_day_end} end
-if count(KEYS[5]) >= tonumber(ARGV[5]) then return {'country_budget', to_day_end} end
-if ARGV[15] == '1' and count(KEYS[6]) >= tonumber(ARGV[6]) then
-  return {'network_budget', to_day_end}
+if count(KEY.number_10min) >= ARG.number_10min_limit then
+  return {'number_rate', ARG.to_window_end}
 end
-local function bucket(key, burst, period)
-  local state = redis.call('HMGET', key, 't', 's')
-  local tokens = tonumber(state[1] or burst)
-  local last = tonumber(state[2] or now)
-  tokens = math.min(burst, tokens + (now - last) * burst / period)
-  return tokens
+if count(KEY.number_day) >= ARG.number_day_limit then return {'number_rate', ARG.to_day_end} end
+if count(KEY.prefix_day) >= ARG.prefix_limit then return {'prefix_budget', ARG.to_day_end} end
+if count(KEY.country_day) >= ARG.country_limit then return {'country_budget', ARG.to_day_end} end
+if with_network and count(KEY.network_day) >= ARG.network_limit then
+  return {'network_budget', ARG.to_day_end}
 end
-local by_ip = ARGV[16] == '1'
 local minute, day = 0, 0
-if by_ip then
-  minute = bucket(KEYS[7], tonumber(ARGV[7]), 60000)
-  if minute < 1 then return {'ip_rate', math.ceil((1 - minute) * 60000 / tonumber(ARGV[7]))} end
-  day = bucket(KEYS[8], tonumber(ARGV[8]), 86400000)
-  if day < 1 then return {'ip_rate', math.ceil((1 - day) * 86400000 / tonumber(ARGV[8]))} end
-end
-local g, current, grace = tonumber(ARGV[10]), tonumber(ARGV[18]), tonumber(ARGV[19])
-local function sum(key, first, last)
-  if last < first then return 0 end
-  local buckets = {}
-  for b = first, last do buckets[#buckets + 1] = b end
-  local total = 0
-  for _, v in ipairs(redis.call('HMGET', key, unpack(buckets))) do total = total + tonumber(v or '0') end
-  return total
-end
-local floor, minimum = tonumber(ARGV[11]), tonumber(ARGV[12])
-local function pumped(sent_key, verified_key)
-  local sent = sum(sent_key, current - g + 1, current - grace)
-  if sent < floor then return false end
-  return sum(verified_key, current - g + 1, current) < sent * minimum
-end
-if pumped(KEYS[11], KEYS[12]) then
-  redis.call('SET', KEYS[9], now, 'PX', ARGV[13])
-  return {'pumping_block', tonumber(ARGV[13]), 'prefix', 'new'}
-end
-if ARGV[15] == '1' and pumped(KEYS[13], KEYS[14]) then
-  redis.call('SET', KEYS[10], now, 'PX', ARGV[13])
-  return {'pumping_block', tonumber(ARGV[13]), 'network', 'new'}
-end
-local function incr(key, window)
-  if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, window) end
-end
-incr(KEYS[2], to_window_end)
-incr(KEYS[3], ARGV[9])
-incr(KEYS[4], ARGV[9])
-incr(KEYS[5], ARGV[9])
-if ARGV[15] == '1' then incr(KEYS[6], ARGV[9]) end
-if by_ip then
-  redis.call('HSET', KEYS[7], 't', minute - 1, 's', now)
-  redis.call('PEXPIRE', KEYS[7], 120000)
-  redis.call('HSET', KEYS[8], 't', day - 1, 's', now)
-  redis.call('PEXPIRE', KEYS[8], 172800000)
-end
-local span = g * tonumber(ARGV[14])
-local function count_send(key)
-  redis.call('HINCRBY', key, current, 1)
-  redis.call('PEXPIRE', key, span)
-  if redis.call('HLEN', key) > 2 * g then
-    for _, bucket in ipairs(redis.call('HKEYS', key)) do
-      if tonumber(bucket) <= current - g then redis.call('HDEL', key, bucket) end
-    end
+if by_client then
+  minute = bucket(KEY.client_minute, ARG.client_minute_burst, 60000, ARG.now)
+  if minute < 1 then
+    return {'ip_rate', bucket_wait(minute, ARG.client_minute_burst, 60000)}
   end
+  day = bucket(KEY.client_day, ARG.client_day_burst, 86400000, ARG.now)
+  if day < 1 then return {'ip_rate', bucket_wait(day, ARG.client_day_burst, 86400000)} end
 end
-count_send(KEYS[11])
-if ARGV[15] == '1' then count_send(KEYS[13]) end
-return {'ok'}
-"""
-
-# KEYS: 1 ip minute bucket, 2 ip day bucket.  ARGV: now ms, minute burst, day burst.
-_CHECK_REGISTER = """
-local now = tonumber(ARGV[1])
-local function bucket(key, burst, period)
-  local state = redis.call('HMGET', key, 't', 's')
-  local tokens = tonumber(state[1] or burst)
-  local last = tonumber(state[2] or now)
-  return math.min(burst, tokens + (now - last) * burst / period)
+local g, current = ARG.guard_buckets, ARG.guard_bucket
+local function pumped(sent_key, verified_key)
+  local sent = series_sum(sent_key, current - g + 1, current - ARG.grace_buckets)
+  if sent < ARG.guard_floor then return false end
+  return series_sum(verified_key, current - g + 1, current) < sent * ARG.guard_min_conversion
 end
-local minute = bucket(KEYS[1], tonumber(ARGV[2]), 60000)
-if minute < 1 then return {'ip_rate', math.ceil((1 - minute) * 60000 / tonumber(ARGV[2]))} end
-local day = bucket(KEYS[2], tonumber(ARGV[3]), 86400000)
-if day < 1 then return {'ip_rate', math.ceil((1 - day) * 86400000 / tonumber(ARGV[3]))} end
-redis.call('HSET', KEYS[1], 't', minute - 1, 's', now)
-redis.call('PEXPIRE', KEYS[1], 120000)
-redis.call('HSET', KEYS[2], 't', day - 1, 's', now)
-redis.call('PEXPIRE', KEYS[2], 172800000)
+if pumped(KEY.prefix_sent, KEY.prefix_verified) then
+  redis.call('SET', KEY.prefix_block, ARG.now, 'PX', ARG.block_ms)
+  return {'pumping_block', ARG.block_ms, 'prefix', 'new'}
+end
+if with_network and pumped(KEY.network_sent, KEY.network_verified) then
+  redis.call('SET', KEY.network_block, ARG.now, 'PX', ARG.block_ms)
+  return {'pumping_block', ARG.block_ms, 'network', 'new'}
+end
+incr(KEY.number_10min, ARG.to_window_end)
+incr(KEY.number_day, ARG.to_day_end)
+incr(KEY.prefix_day, ARG.to_day_end)
+incr(KEY.country_day, ARG.to_day_end)
+if with_network then incr(KEY.network_day, ARG.to_day_end) end
+if by_client then
+  spend(KEY.client_minute, minute, ARG.now, 120000)
+  spend(KEY.client_day, day, ARG.now, 172800000)
+end
+local span = g * ARG.guard_bucket_ms
+series_add(KEY.prefix_sent, current, g, span)
+if with_network then series_add(KEY.network_sent, current, g, span) end
 return {'ok'}
-"""
+""")
 
-# KEYS: 1 failures day, 2 lock.  ARGV: limit, lock ms.  The attempt was
-# already counted when it was reserved (see AttemptGuard); a wrong code that
-# used the last allowed attempt locks the number.
-_FAILURE = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[2], 1, 'PX', ARGV[2])
+_CHECK_REGISTER = Script(
+    keys=("client_minute", "client_day"),
+    args=("now:n", "minute_burst:n", "day_burst:n"),
+    helpers=("bucket",),
+    body="""
+local minute = bucket(KEY.client_minute, ARG.minute_burst, 60000, ARG.now)
+if minute < 1 then return {'ip_rate', bucket_wait(minute, ARG.minute_burst, 60000)} end
+local day = bucket(KEY.client_day, ARG.day_burst, 86400000, ARG.now)
+if day < 1 then return {'ip_rate', bucket_wait(day, ARG.day_burst, 86400000)} end
+spend(KEY.client_minute, minute, ARG.now, 120000)
+spend(KEY.client_day, day, ARG.now, 172800000)
+return {'ok'}
+""")
+
+# The attempt was already counted when it was reserved (see AttemptGuard); a
+# wrong code that used the last allowed attempt locks the number.
+_FAILURE = Script(
+    keys=("failures", "lock"),
+    args=("limit:n", "lock_ms"),
+    helpers=("count",),
+    body="""
+if count(KEY.failures) >= ARG.limit then
+  redis.call('SET', KEY.lock, 1, 'PX', ARG.lock_ms)
   return 1
 end
 return 0
-"""
-
+""")
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptGuard:
-    """What the store's code check needs to reserve a failure atomically.
+    """What the session store's code check needs to reserve a failure atomically.
 
     Every check reserves one of the number's daily failures before the code
     is compared; a right code gives it back (L{Limits.verified}).  So guesses
-    sent together cannot pass the lock check all at once.
+    sent together cannot pass the lock check all at once.  The number's keys
+    are built in Lua from the HMAC the session holds: C{lock_prefix + h} and
+    C{failures_prefix + h + day_suffix}.
     """
 
     lock_prefix: bytes
@@ -257,26 +219,22 @@ class AttemptGuard:
     ttl_ms: int
     lock_ms: int
 
-# KEYS: the number's failures today (or ""), then the guard's verified series
-# (prefix, network).  ARGV: the window's span ms, the current bucket, buckets
-# per window (older ones are dropped).
-_VERIFIED = """
-if KEYS[1] ~= '' and tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
-  redis.call('DECR', KEYS[1])
-end
-for i = 2, #KEYS do
-  redis.call('HINCRBY', KEYS[i], ARGV[2], 1)
-  redis.call('PEXPIRE', KEYS[i], ARGV[1])
-  if redis.call('HLEN', KEYS[i]) > 2 * tonumber(ARGV[3]) then
-    for _, bucket in ipairs(redis.call('HKEYS', KEYS[i])) do
-      if tonumber(bucket) <= tonumber(ARGV[2]) - tonumber(ARGV[3]) then
-        redis.call('HDEL', KEYS[i], bucket)
-      end
-    end
-  end
+
+# The number's failures today (when the check reserved one) are given one
+# back, and the verification counts in the guard's series (prefix, and the
+# network when there is one).
+_VERIFIED = Script(
+    keys=("failures", "prefix_verified", "network_verified"),
+    args=("span_ms:n", "guard_bucket:n", "guard_buckets:n", "give_back", "network_known"),
+    helpers=("count", "series"),
+    body="""
+if ARG.give_back == '1' and count(KEY.failures) > 0 then redis.call('DECR', KEY.failures) end
+series_add(KEY.prefix_verified, ARG.guard_bucket, ARG.guard_buckets, ARG.span_ms)
+if ARG.network_known == '1' then
+  series_add(KEY.network_verified, ARG.guard_bucket, ARG.guard_buckets, ARG.span_ms)
 end
 return 1
-"""
+""")
 
 
 @dataclass
@@ -289,15 +247,16 @@ class Counters:
 
 
 class Limits:
-    """Every abuse limit, over the store's Redis connection.
+    """Every abuse limit, over the Redis connection the session store uses.
 
-    @param store: the L{msisdnd.state.sessions.RedisStore} whose connection and
-        timeouts the limits share.
+    @param redis: the L{TimedRedis} (in the daemon, the session store) whose
+        connection and timeouts the limits share.
     @param secret: keys the HMAC of client addresses.
     """
 
-    def __init__(self, store, settings: LimitSettings, secret: bytes, clock: IReactorTime):
-        self.store = store
+    def __init__(self, redis: TimedRedis, settings: LimitSettings, secret: bytes,
+                 clock: IReactorTime):
+        self.store = redis
         self.settings = settings
         self.secret = secret
         self.clock = clock
@@ -327,15 +286,11 @@ class Limits:
         day = now_ms // 86_400_000
         return day, (day + 1) * 86_400_000 - now_ms
 
-    def _series(self, kind: str, what: str, event: str) -> bytes:
-        """The guard's hash of bucket -> count for one prefix or network."""
-        return PREFIX + f"g:{event}:{kind}:{what}".encode()
-
     def _bucket(self, now_ms: int) -> int:
         return now_ms // int(self._guard_span * 1000)
 
     def _refusal(self, reply: list) -> Refused:
-        limit = Limit(reply[0].decode() if isinstance(reply[0], bytes) else reply[0])
+        limit = Limit(text(reply[0]))
         retry = int(reply[1]) / 1000 if len(reply) > 1 else None
         self.counters.refused[limit.value] += 1
         return Refused(limit, None if limit in POLICIES and limit is not Limit.PUMPING_BLOCK
@@ -364,11 +319,13 @@ class Limits:
     def checkRegister(self, client: str):
         """Spend one registration from C{client}'s buckets; raise L{Refused} when empty."""
         settings = self.settings
-        ip = self._client_key(client)
-        reply = yield self.store.script(_CHECK_REGISTER, [
-            PREFIX + b"rm:" + ip, PREFIX + b"rd:" + ip,
-        ], [self._now_ms(), settings.ip_registrations_minute, settings.ip_registrations_day])
-        if reply[0] not in (b"ok", "ok"):
+        client_ref = self._client_key(client)
+        reply = yield _CHECK_REGISTER.run(
+            self.store, client_minute=keys.client_bucket("rm", client_ref),
+            client_day=keys.client_bucket("rd", client_ref), now=self._now_ms(),
+            minute_burst=settings.ip_registrations_minute,
+            day_burst=settings.ip_registrations_day)
+        if text(reply[0]) != "ok":
             raise self._refusal(reply)
 
     @inlineCallbacks
@@ -381,38 +338,42 @@ class Limits:
         settings = self.settings
         now = self._now_ms()
         day, to_day_end = self._day(now)
-        number = number_ref
         prefix = prefix_of(msisdn)
         country = str(phonenumbers.parse(msisdn, None).country_code)
         network = f"{mcc}{mnc}" if mcc and mnc else ""
-        ip = self._client_key(client or "-")
-        guard = [self._series("p", prefix, "s"), self._series("p", prefix, "v"),
-                 self._series("n", network, "s"), self._series("n", network, "v")]
-        keys = [
-            LOCK_PREFIX + number,
-            PREFIX + b"n10:" + number + f":{now // 600_000}".encode(),
-            PREFIX + b"nd:" + number + f":{day}".encode(),
-            PREFIX + f"pd:{prefix}:{day}".encode(),
-            PREFIX + f"cd:{country}:{day}".encode(),
-            PREFIX + f"md:{network}:{day}".encode(),
-            PREFIX + b"sm:" + ip, PREFIX + b"sd:" + ip,
-            BLOCK_PREFIX + f"prefix:{prefix}".encode(),
-            BLOCK_PREFIX + f"network:{network}".encode(),
-            *guard,
-        ]
-        reply = yield self.store.script(_CHECK_SEND, keys, [
-            now, settings.number_sends_10min, settings.number_sends_day, settings.prefix_sends_day,
-            settings.country_sends_day, settings.network_sends_day, settings.ip_sends_minute,
-            settings.ip_sends_day, to_day_end, self._guard_buckets, settings.guard_floor,
-            settings.guard_min_conversion, int(settings.guard_block * 1000),
-            int(self._guard_span * 1000), 1 if network else 0, 1 if client else 0,
-            600_000 - now % 600_000, self._bucket(now), self._grace_buckets,
-        ])
-        if reply[0] in (b"ok", "ok"):
+        client_ref = self._client_key(client or "-")
+        reply = yield _CHECK_SEND.run(
+            self.store,
+            lock=keys.number_lock(number_ref),
+            number_10min=keys.number_sends_10min(number_ref, now // 600_000),
+            number_day=keys.number_sends_day(number_ref, day),
+            prefix_day=keys.prefix_sends_day(prefix, day),
+            country_day=keys.country_sends_day(country, day),
+            network_day=keys.network_sends_day(network, day),
+            client_minute=keys.client_bucket("sm", client_ref),
+            client_day=keys.client_bucket("sd", client_ref),
+            prefix_block=keys.block("prefix", prefix),
+            network_block=keys.block("network", network),
+            prefix_sent=keys.guard_series("s", "p", prefix),
+            prefix_verified=keys.guard_series("v", "p", prefix),
+            network_sent=keys.guard_series("s", "n", network),
+            network_verified=keys.guard_series("v", "n", network),
+            now=now, number_10min_limit=settings.number_sends_10min,
+            number_day_limit=settings.number_sends_day, prefix_limit=settings.prefix_sends_day,
+            country_limit=settings.country_sends_day, network_limit=settings.network_sends_day,
+            client_minute_burst=settings.ip_sends_minute, client_day_burst=settings.ip_sends_day,
+            to_day_end=to_day_end, to_window_end=600_000 - now % 600_000,
+            guard_buckets=self._guard_buckets, guard_floor=settings.guard_floor,
+            guard_min_conversion=settings.guard_min_conversion,
+            block_ms=int(settings.guard_block * 1000),
+            guard_bucket_ms=int(self._guard_span * 1000), guard_bucket=self._bucket(now),
+            grace_buckets=self._grace_buckets, network_known=1 if network else 0,
+            by_client=1 if client else 0)
+        if text(reply[0]) == "ok":
             return
         refusal = self._refusal(reply)
         if len(reply) > 3:
-            kind = reply[2].decode() if isinstance(reply[2], bytes) else reply[2]
+            kind = text(reply[2])
             self.counters.blocks[kind] += 1
             log.warn("Pumping guard: {kind} {what} blocked for {hours:.1f} h "
                      "(sends without verifications; last to {to})",
@@ -427,34 +388,34 @@ class Limits:
         """A code was entered right: the conversion the pumping guard watches,
         and (with C{number_ref}) the check's reserved failure given back."""
         now = self._now_ms()
+        day, _ = self._day(now)
         network = f"{mcc}{mnc}" if mcc and mnc else ""
-        keys = [self._failures_key(number_ref) if number_ref is not None else b"",
-                self._series("p", prefix_of(msisdn), "v")]
-        if network:
-            keys.append(self._series("n", network, "v"))
-        return self.store.script(_VERIFIED, keys, [
-            int(self._guard_buckets * self._guard_span * 1000), self._bucket(now),
-            self._guard_buckets])
+        return _VERIFIED.run(
+            self.store,
+            failures=keys.number_failures(number_ref or b"", day),
+            prefix_verified=keys.guard_series("v", "p", prefix_of(msisdn)),
+            network_verified=keys.guard_series("v", "n", network),
+            span_ms=int(self._guard_buckets * self._guard_span * 1000),
+            guard_bucket=self._bucket(now), guard_buckets=self._guard_buckets,
+            give_back=0 if number_ref is None else 1, network_known=1 if network else 0)
 
     def attemptGuard(self) -> AttemptGuard:
         """The reservation the store makes for each code check (see L{AttemptGuard})."""
         settings = self.settings
         day, to_day_end = self._day(self._now_ms())
-        return AttemptGuard(LOCK_PREFIX, PREFIX + b"nf:", f":{day}".encode(),
+        return AttemptGuard(keys.NUMBER_LOCK, keys.number_failures_prefix(), keys.day_suffix(day),
                             settings.number_failures_day, to_day_end,
                             int(settings.number_lock * 1000))
-
-    def _failures_key(self, number_ref: bytes) -> bytes:
-        day, _ = self._day(self._now_ms())
-        return PREFIX + b"nf:" + number_ref + f":{day}".encode()
 
     @inlineCallbacks
     def failedCheck(self, number_ref: bytes):
         """A wrong code for the number: the one that used the last attempt locks it."""
         settings = self.settings
-        locked = yield self.store.script(_FAILURE, [
-            self._failures_key(number_ref), LOCK_PREFIX + number_ref,
-        ], [settings.number_failures_day, int(settings.number_lock * 1000)])
+        day, _ = self._day(self._now_ms())
+        locked = yield _FAILURE.run(
+            self.store, failures=keys.number_failures(number_ref, day),
+            lock=keys.number_lock(number_ref), limit=settings.number_failures_day,
+            lock_ms=int(settings.number_lock * 1000))
         if locked:
             log.warn("A number was locked after {n} failed checks today",
                      n=settings.number_failures_day)
@@ -468,10 +429,9 @@ class Limits:
         found = []
         cursor = 0
         while True:
-            cursor, keys = yield self.store.call("scan", cursor, BLOCK_PREFIX.decode() + "*", 1000)
-            for key in keys:
-                name = key.decode() if isinstance(key, bytes) else key
-                kind, _, what = name[len(BLOCK_PREFIX):].partition(":")
+            cursor, names = yield self.store.call("scan", cursor, keys.BLOCK.decode() + "*", 1000)
+            for key in names:
+                kind, _, what = text(key)[len(keys.BLOCK):].partition(":")
                 ttl = yield self.store.call("execute_command", "PTTL", key)
                 found.append((kind, what, max(0, int(ttl)) / 1000))
             if int(cursor) == 0:
@@ -482,8 +442,8 @@ class Limits:
         """Lift one block, and forget the sends it counted (else the next send
         would block it again); fires with C{True} if there was a block."""
         short = {"prefix": "p", "network": "n"}.get(kind, kind)
-        yield self.store.call("delete", self._series(short, what, "s"))
-        removed = yield self.store.call("delete", BLOCK_PREFIX + f"{kind}:{what}".encode())
+        yield self.store.call("delete", keys.guard_series("s", short, what))
+        removed = yield self.store.call("delete", keys.block(kind, what))
         if removed:
             self.counters.unblocks += 1
             log.info("Pumping guard: {kind} {what} unblocked by an operator", kind=kind, what=what)

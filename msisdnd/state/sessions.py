@@ -23,38 +23,29 @@ holds a receipt that came before its id was recorded (under every alias of
 the receipt's id).
 
 Every check-and-update is one Lua script, so that concurrent requests on
-several daemons cannot interleave.  Every call has our own timeout, because
-txredisapi queues commands while it is disconnected: a Redis that is down
-becomes L{StoreUnavailable} within C{timeout} seconds.
+several daemons cannot interleave.  Every call has our own timeout
+(L{TimedRedis}): a Redis that is down becomes L{StoreUnavailable} within
+C{timeout} seconds.  The keys are in L{msisdnd.state.keys}.
 """
 
 from __future__ import annotations
 
-import base64
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Iterable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
-from twisted.python.failure import Failure
 
-SESSION_PREFIX = b"ms:s:"
-NONCE_PREFIX = b"ms:n:"
-MESSAGE_PREFIX = b"ms:m:"
-RECEIPT_PREFIX = b"ms:d:"
+from msisdnd.state import keys
+from msisdnd.state.limits import AttemptGuard
+from msisdnd.state.lua import Script
+from msisdnd.state.redis import StoreUnavailable, TimedRedis, text
 
-
-class StoreUnavailable(Exception):
-    """Redis did not answer in time, or is not connected."""
-
-
-def _key(prefix: bytes, ref: bytes) -> bytes:
-    return prefix + base64.urlsafe_b64encode(ref).rstrip(b"=")
-
+__all__ = ["CheckOutcome", "CodeCheck", "SendOutcome", "SendStart", "SessionStore",
+           "StoreUnavailable"]
 
 class SendOutcome(enum.Enum):
-    """What L{RedisStore.startSend} decided."""
+    """What L{SessionStore.startSend} decided."""
 
     STARTED = "started"
     NO_SESSION = "no_session"
@@ -64,7 +55,7 @@ class SendOutcome(enum.Enum):
 
 
 class CheckOutcome(enum.Enum):
-    """What L{RedisStore.beginCheck} found."""
+    """What L{SessionStore.beginCheck} found."""
 
     CHECK = "check"
     LOCKED = "locked"
@@ -95,115 +86,124 @@ class CodeCheck:
     wait_ms: int = 0
 
 
-_CREATE = """
-redis.call('HSET', KEYS[1], 'k', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+_CREATE = Script(keys=("session",), args=("hawk_key", "ttl_ms"), body="""
+redis.call('HSET', KEY.session, 'k', ARG.hawk_key)
+redis.call('PEXPIRE', KEY.session, ARG.ttl_ms)
 return 1
-"""
+""")
 
-# ARGV: number hmac, sealed number, code mac, now ms, code ttl ms,
-#       cooldown ms, max sends, session ttl ms (when not verified), method,
-#       network (both kept as they were when empty: a resend), max tries.
-# Returns what it replaced (code, expiry, method, network), so that an abort
-# can put the code the user already has back.
-_START_SEND = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_session'} end
-local h = redis.call('HGET', KEYS[1], 'h')
-if h and h ~= ARGV[1] then return {'other_number'} end
-local now = tonumber(ARGV[4])
-local last = tonumber(redis.call('HGET', KEYS[1], 'l') or '0')
-local sends = tonumber(redis.call('HGET', KEYS[1], 'r') or '0')
-local cooldown = tonumber(ARGV[6])
-if last > 0 and now - last < cooldown then
-  return {'cooldown', sends, cooldown - (now - last)}
+# An empty method or network keeps the session's own (a resend).  Returns
+# what it replaced (code, expiry, method, network), so that an abort can put
+# the code the user already has back.
+_START_SEND = Script(
+    keys=("session",),
+    args=("number_ref", "sealed_number", "code_mac", "now:n", "code_ttl_ms:n", "cooldown_ms:n",
+          "max_sends:n", "session_ttl_ms", "method", "network", "max_tries:n"),
+    body="""
+local s = KEY.session
+if redis.call('EXISTS', s) == 0 then return {'no_session'} end
+local h = redis.call('HGET', s, 'h')
+if h and h ~= ARG.number_ref then return {'other_number'} end
+local last = tonumber(redis.call('HGET', s, 'l') or '0')
+local sends = tonumber(redis.call('HGET', s, 'r') or '0')
+if last > 0 and ARG.now - last < ARG.cooldown_ms then
+  return {'cooldown', sends, ARG.cooldown_ms - (ARG.now - last)}
 end
-if sends >= tonumber(ARGV[7]) then return {'capped', sends, 0} end
-if tonumber(redis.call('HGET', KEYS[1], 't') or '0') >= tonumber(ARGV[11]) then
+if sends >= ARG.max_sends then return {'capped', sends, 0} end
+if tonumber(redis.call('HGET', s, 't') or '0') >= ARG.max_tries then
   return {'capped', sends, 0}
 end
-local old = redis.call('HMGET', KEYS[1], 'c', 'x', 'm', 'g')
-local method = ARGV[9] ~= '' and ARGV[9] or (old[3] or 't')
-local network = ARGV[10] ~= '' and ARGV[10] or (old[4] or '')
-redis.call('HSET', KEYS[1], 'h', ARGV[1], 'n', ARGV[2], 'c', ARGV[3],
-           'x', now + tonumber(ARGV[5]), 'l', now, 'r', sends + 1, 'm', method, 'g', network)
-if redis.call('HEXISTS', KEYS[1], 'v') == 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[8])
-end
+local old = redis.call('HMGET', s, 'c', 'x', 'm', 'g')
+local method = ARG.method ~= '' and ARG.method or (old[3] or 't')
+local network = ARG.network ~= '' and ARG.network or (old[4] or '')
+redis.call('HSET', s, 'h', ARG.number_ref, 'n', ARG.sealed_number, 'c', ARG.code_mac,
+           'x', ARG.now + ARG.code_ttl_ms, 'l', ARG.now, 'r', sends + 1, 'm', method,
+           'g', network)
+if redis.call('HEXISTS', s, 'v') == 0 then redis.call('PEXPIRE', s, ARG.session_ttl_ms) end
 return {'started', sends + 1, 0, last, old[1] or '', old[2] or '', old[3] or '', old[4] or ''}
-"""
+""")
 
-# ARGV: the code mac that was started, the previous last-send time, then the
-# previous code, expiry, method and network (empty when there was none).
-_ABORT_SEND = """
-if redis.call('HGET', KEYS[1], 'c') ~= ARGV[1] then return 0 end
-if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[1], 'c', ARGV[3], 'x', ARGV[4], 'm', ARGV[5], 'g', ARGV[6])
+# The previous code, expiry, method and network are empty when there was none.
+_ABORT_SEND = Script(
+    keys=("session",),
+    args=("code_mac", "previous_last", "previous_code", "previous_expiry", "previous_method",
+          "previous_network"),
+    body="""
+local s = KEY.session
+if redis.call('HGET', s, 'c') ~= ARG.code_mac then return 0 end
+if ARG.previous_code ~= '' then
+  redis.call('HSET', s, 'c', ARG.previous_code, 'x', ARG.previous_expiry,
+             'm', ARG.previous_method, 'g', ARG.previous_network)
 else
-  redis.call('HDEL', KEYS[1], 'c', 'x')
+  redis.call('HDEL', s, 'c', 'x')
 end
-local sends = tonumber(redis.call('HGET', KEYS[1], 'r') or '1')
-redis.call('HSET', KEYS[1], 'r', math.max(sends - 1, 0))
-if ARGV[2] == '0' then redis.call('HDEL', KEYS[1], 'l')
-else redis.call('HSET', KEYS[1], 'l', ARGV[2]) end
+local sends = tonumber(redis.call('HGET', s, 'r') or '1')
+redis.call('HSET', s, 'r', math.max(sends - 1, 0))
+if ARG.previous_last == '0' then redis.call('HDEL', s, 'l')
+else redis.call('HSET', s, 'l', ARG.previous_last) end
 return 1
-"""
+""")
 
-# ARGV: now ms, max tries, and with abuse limits (msisdnd.state.limits.AttemptGuard):
-# lock prefix, failures prefix, day suffix, failures limit, ttl ms, lock ms.
-# A try is spent, and one of the number's daily failures reserved, before the
-# code is compared, so parallel guesses cannot share them; a locked number,
-# an expired code or spent tries get no try and reserve nothing.
-_BEGIN_CHECK = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_session'} end
-local c = redis.call('HGET', KEYS[1], 'c')
+# With abuse limits (guard = '1', see AttemptGuard), a try is spent and one
+# of the number's daily failures reserved before the code is compared, so
+# parallel guesses cannot share them; a locked number, an expired code or
+# spent tries get no try and reserve nothing.
+_BEGIN_CHECK = Script(
+    keys=("session",),
+    args=("now:n", "max_tries:n", "guard", "lock_prefix", "failures_prefix", "day_suffix",
+          "failures_limit:n", "failures_ttl_ms", "lock_ms"),
+    body="""
+local s = KEY.session
+if redis.call('EXISTS', s) == 0 then return {'no_session'} end
+local c = redis.call('HGET', s, 'c')
 if not c then return {'no_code'} end
-local h = redis.call('HGET', KEYS[1], 'h') or ''
-local lock = ARGV[3] .. h
-if ARGV[3] ~= '' and redis.call('EXISTS', lock) == 1 then
+local h = redis.call('HGET', s, 'h') or ''
+local guarded = ARG.guard == '1'
+local lock = ARG.lock_prefix .. h
+if guarded and redis.call('EXISTS', lock) == 1 then
   return {'locked', redis.call('PTTL', lock)}
 end
-if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'x') or '0') then
-  redis.call('HDEL', KEYS[1], 'c', 'x')
+if ARG.now > tonumber(redis.call('HGET', s, 'x') or '0') then
+  redis.call('HDEL', s, 'c', 'x')
   return {'expired'}
 end
-if tonumber(redis.call('HGET', KEYS[1], 't') or '0') >= tonumber(ARGV[2]) then
-  redis.call('HDEL', KEYS[1], 'c', 'x')
+if tonumber(redis.call('HGET', s, 't') or '0') >= ARG.max_tries then
+  redis.call('HDEL', s, 'c', 'x')
   return {'exhausted'}
 end
-if ARGV[3] ~= '' then
-  local failures = ARGV[4] .. h .. ARGV[5]
+if guarded then
+  local failures = ARG.failures_prefix .. h .. ARG.day_suffix
   local n = redis.call('INCR', failures)
-  if n == 1 then redis.call('PEXPIRE', failures, ARGV[7]) end
-  if n > tonumber(ARGV[6]) then
+  if n == 1 then redis.call('PEXPIRE', failures, ARG.failures_ttl_ms) end
+  if n > ARG.failures_limit then
     redis.call('DECR', failures)
-    redis.call('SET', lock, 1, 'PX', ARGV[8])
-    return {'locked', tonumber(ARGV[8])}
+    redis.call('SET', lock, 1, 'PX', ARG.lock_ms)
+    return {'locked', tonumber(ARG.lock_ms)}
   end
 end
-local t = redis.call('HINCRBY', KEYS[1], 't', 1)
-return {'check', c, t, redis.call('HGET', KEYS[1], 'm') or '', h,
-        redis.call('HGET', KEYS[1], 'g') or ''}
-"""
+local t = redis.call('HINCRBY', s, 't', 1)
+return {'check', c, t, redis.call('HGET', s, 'm') or '', h, redis.call('HGET', s, 'g') or ''}
+""")
 
-# ARGV: the code mac checked, now ms, verified-session ttl ms
-_VERIFIED = """
-if redis.call('HGET', KEYS[1], 'c') ~= ARGV[1] then return false end
-redis.call('HDEL', KEYS[1], 'c', 'x', 't', 'r', 'l', 'd', 'a', 'm', 'g')
-redis.call('HSET', KEYS[1], 'v', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return redis.call('HGET', KEYS[1], 'n')
-"""
+_VERIFIED = Script(keys=("session",), args=("code_mac", "now", "ttl_ms"), body="""
+if redis.call('HGET', KEY.session, 'c') ~= ARG.code_mac then return false end
+redis.call('HDEL', KEY.session, 'c', 'x', 't', 'r', 'l', 'd', 'a', 'm', 'g')
+redis.call('HSET', KEY.session, 'v', ARG.now)
+redis.call('PEXPIRE', KEY.session, ARG.ttl_ms)
+return redis.call('HGET', KEY.session, 'n')
+""")
 
-# ARGV: the code mac checked, tries spent, max tries
-_WRONG = """
-if tonumber(ARGV[2]) >= tonumber(ARGV[3]) and redis.call('HGET', KEYS[1], 'c') == ARGV[1] then
-  redis.call('HDEL', KEYS[1], 'c', 'x')
+_WRONG = Script(keys=("session",), args=("code_mac", "tries:n", "max_tries:n"), body="""
+if ARG.tries >= ARG.max_tries and redis.call('HGET', KEY.session, 'c') == ARG.code_mac then
+  redis.call('HDEL', KEY.session, 'c', 'x')
 end
 return 1
-"""
+""")
 
+# The two receipt scripts take a variable number of keys (every alias of a
+# message id), laid out by keys.message_keys: the records, then the early
+# receipts.  Raw KEYS, for that reason.
 
-# KEYS: the message keys of every alias, then their early-receipt keys.
 # ARGV: the record, its ttl ms.  Returns an early receipt's state, if any.
 _RECORD_SENT = """
 local n = #KEYS / 2
@@ -218,8 +218,8 @@ end
 return false
 """
 
-# KEYS as above, for the receipt's aliases.  ARGV: state, ttl ms.
-# Returns the record of the message, or keeps the receipt for it.
+# ARGV: state, ttl ms.  Returns the record of the message, or keeps the
+# receipt for it.
 _RECEIPT = """
 local n = #KEYS / 2
 for i = 1, n do
@@ -230,107 +230,51 @@ for i = n + 1, 2 * n do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
 return false
 """
 
-# ARGV: state.  Only an unverified session with a code keeps delivery state.
-_DELIVERY = """
-if redis.call('HEXISTS', KEYS[1], 'c') == 1 then redis.call('HSET', KEYS[1], 'd', ARGV[1]) end
+# Only an unverified session with a code keeps delivery state.
+_DELIVERY = Script(keys=("session",), args=("state",), body="""
+if redis.call('HEXISTS', KEY.session, 'c') == 1 then
+  redis.call('HSET', KEY.session, 'd', ARG.state)
+end
 return 1
-"""
+""")
 
-# ARGV: the new code's mac, now ms, code ttl ms, the state that failed, the
-# mac of the code the failed message carried (only if it is still current).
-_AUTO_RESEND = """
-if redis.call('HEXISTS', KEYS[1], 'a') == 1 then return 0 end
-if redis.call('HGET', KEYS[1], 'c') ~= ARGV[5] then return 0 end
-local x = redis.call('HGET', KEYS[1], 'x')
-if not x or tonumber(x) < tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], 'a', 1, 'c', ARGV[1], 'x', tonumber(ARGV[2]) + tonumber(ARGV[3]),
-           'd', ARGV[4])
+# The failed message's code must still be the current one, and valid.
+_AUTO_RESEND = Script(
+    keys=("session",), args=("code_mac", "now:n", "code_ttl_ms:n", "state", "failed_mac"),
+    body="""
+local s = KEY.session
+if redis.call('HEXISTS', s, 'a') == 1 then return 0 end
+if redis.call('HGET', s, 'c') ~= ARG.failed_mac then return 0 end
+local x = redis.call('HGET', s, 'x')
+if not x or tonumber(x) < ARG.now then return 0 end
+redis.call('HSET', s, 'a', 1, 'c', ARG.code_mac, 'x', ARG.now + ARG.code_ttl_ms, 'd', ARG.state)
 return 1
-"""
+""")
 
 
-def _message_keys(carrier: str, aliases: Any) -> list[bytes]:
-    names = [f"{carrier}:{alias}".encode() for alias in sorted(aliases)]
-    return [MESSAGE_PREFIX + n for n in names] + [RECEIPT_PREFIX + n for n in names]
+class SessionStore(TimedRedis):
+    """The session store: every session step, one Lua script each.
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class RedisStore:
-    """The session store over a txredisapi connection (pool).
-
-    @param redis: a txredisapi connection or pool made with C{charset=None}
-        (values are bytes).
+    It is the L{TimedRedis} the daemon's other stores (limits, daily caps)
+    share, so that one connection pool and one timeout serve them all.
     """
-
-    def __init__(self, redis: Any, clock: IReactorTime, timeout: float = 1.5):
-        self.redis = redis
-        self.clock = clock
-        self.timeout = timeout
-        self.errors = 0
-
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Deferred:
-        """One txredisapi command, bounded by C{timeout}.
-
-        Fails with L{StoreUnavailable} when Redis does not answer in time or is
-        not connected.  The limits and the breaker share this connection, and
-        its timeouts, through L{call} and L{script}.
-        """
-        result: Deferred = Deferred()
-
-        def expire() -> None:
-            if not result.called:
-                self.errors += 1
-                result.errback(StoreUnavailable(f"Redis did not answer within {self.timeout}s"))
-
-        timer = self.clock.callLater(self.timeout, expire)
-
-        def done(value: Any) -> None:
-            if timer.active():
-                timer.cancel()
-            if result.called:
-                return
-            if isinstance(value, Failure):
-                self.errors += 1
-                if value.check(ConnectionError) or "onnection" in type(value.value).__name__:
-                    result.errback(StoreUnavailable(str(value.value)))
-                else:
-                    result.errback(value)
-            else:
-                result.callback(value)
-
-        try:
-            d = getattr(self.redis, method)(*args, **kwargs)
-        except Exception as e:
-            timer.cancel()
-            self.errors += 1
-            result.errback(StoreUnavailable(f"Redis call failed: {e!r}"))
-            return result
-        d.addBoth(done)
-        return result
-
-    def script(self, source: str, keys: list[bytes], args: list[Any]) -> Deferred:
-        """Run a Lua script (by EVALSHA, with txredisapi's EVAL fallback), bounded by C{timeout}."""
-        return self.call("eval", source, keys, [a if isinstance(a, bytes) else str(a) for a in args])
 
     # -- sessions ----------------------------------------------------------
 
     def createSession(self, ref: bytes, hawk_key: bytes, ttl_ms: int) -> Deferred:
-        return self.script(_CREATE, [_key(SESSION_PREFIX, ref)], [hawk_key, ttl_ms])
+        return _CREATE.run(self, session=keys.session(ref), hawk_key=hawk_key, ttl_ms=ttl_ms)
 
     def hawkKey(self, ref: bytes) -> Deferred:
         """Fires with the session's raw Hawk key, or C{None}."""
-        return self.call("hget", _key(SESSION_PREFIX, ref), "k")
+        return self.call("hget", keys.session(ref), "k")
 
     def session(self, ref: bytes) -> Deferred:
         """Fires with the session's fields (C{dict} of bytes), empty when there is none."""
-        return self.call("hgetall", _key(SESSION_PREFIX, ref)).addCallback(
-            lambda fields: {_text(k): v for k, v in (fields or {}).items()})
+        return self.call("hgetall", keys.session(ref)).addCallback(
+            lambda fields: {text(k): v for k, v in (fields or {}).items()})
 
     def deleteSession(self, ref: bytes) -> Deferred:
-        return self.call("delete", _key(SESSION_PREFIX, ref))
+        return self.call("delete", keys.session(ref))
 
     # -- sending codes -----------------------------------------------------
 
@@ -346,12 +290,14 @@ class RedisStore:
         it could never check is not worth an SMS).  An empty C{method} or
         C{network} keeps the session's own.
         """
-        d = self.script(_START_SEND, [_key(SESSION_PREFIX, ref)], [
-            number_ref, sealed_number, code_mac, now_ms, code_ttl_ms, cooldown_ms,
-            max_sends, session_ttl_ms, method, network, max_tries])
+        d = _START_SEND.run(
+            self, session=keys.session(ref), number_ref=number_ref, sealed_number=sealed_number,
+            code_mac=code_mac, now=now_ms, code_ttl_ms=code_ttl_ms, cooldown_ms=cooldown_ms,
+            max_sends=max_sends, session_ttl_ms=session_ttl_ms, method=method, network=network,
+            max_tries=max_tries)
 
         def parsed(reply: list) -> SendStart:
-            outcome = SendOutcome(_text(reply[0]))
+            outcome = SendOutcome(text(reply[0]))
             numbers = [int(v) for v in reply[1:4]] + [0, 0, 0]
             previous = tuple(v if isinstance(v, bytes) else str(v).encode() for v in reply[4:8])
             return SendStart(outcome, numbers[0], numbers[1], numbers[2],
@@ -362,26 +308,36 @@ class RedisStore:
     def abortSend(self, ref: bytes, code_mac: bytes, start: SendStart) -> Deferred:
         """Undo a L{startSend} whose SMS never reached the SMSC: the code the
         user already had, if any, is the current one again."""
-        return self.script(_ABORT_SEND, [_key(SESSION_PREFIX, ref)],
-                          [code_mac, start.previous_last, *start.previous])
+        code, expiry, method, network = start.previous
+        return _ABORT_SEND.run(
+            self, session=keys.session(ref), code_mac=code_mac, previous_last=start.previous_last,
+            previous_code=code, previous_expiry=expiry, previous_method=method,
+            previous_network=network)
 
     # -- checking codes ----------------------------------------------------
 
-    def beginCheck(self, ref: bytes, now_ms: int, max_tries: int, guard: Any = None) -> Deferred:
+    def beginCheck(self, ref: bytes, now_ms: int, max_tries: int,
+                   guard: AttemptGuard | None = None) -> Deferred:
         """Spend one try and fetch the code's MAC; fires with a L{CodeCheck}.
 
-        With an L{msisdnd.state.limits.AttemptGuard}, one of the number's daily
-        failures is reserved too, and a locked number gets no try (C{LOCKED}).
+        With an L{AttemptGuard}, one of the number's daily failures is
+        reserved too, and a locked number gets no try (C{LOCKED}).
         """
-        extra = ([guard.lock_prefix, guard.failures_prefix, guard.day_suffix, guard.limit,
-                  guard.ttl_ms, guard.lock_ms] if guard is not None else [b""])
-        d = self.script(_BEGIN_CHECK, [_key(SESSION_PREFIX, ref)], [now_ms, max_tries, *extra])
+        d = _BEGIN_CHECK.run(
+            self, session=keys.session(ref), now=now_ms, max_tries=max_tries,
+            guard=0 if guard is None else 1,
+            lock_prefix=guard.lock_prefix if guard else b"",
+            failures_prefix=guard.failures_prefix if guard else b"",
+            day_suffix=guard.day_suffix if guard else b"",
+            failures_limit=guard.limit if guard else 0,
+            failures_ttl_ms=guard.ttl_ms if guard else 0,
+            lock_ms=guard.lock_ms if guard else 0)
 
         def parsed(reply: list) -> CodeCheck:
-            outcome = CheckOutcome(_text(reply[0]))
+            outcome = CheckOutcome(text(reply[0]))
             if outcome is CheckOutcome.CHECK:
-                return CodeCheck(outcome, reply[1], int(reply[2]), _text(reply[3]), reply[4],
-                                 _text(reply[5]))
+                return CodeCheck(outcome, reply[1], int(reply[2]), text(reply[3]), reply[4],
+                                 text(reply[5]))
             if outcome is CheckOutcome.LOCKED:
                 return CodeCheck(outcome, wait_ms=int(reply[1]))
             return CodeCheck(outcome)
@@ -393,46 +349,49 @@ class RedisStore:
 
         Fires with the sealed number, or C{None} if the code changed meanwhile.
         """
-        return self.script(_VERIFIED, [_key(SESSION_PREFIX, ref)], [code_mac, now_ms, ttl_ms])
+        return _VERIFIED.run(self, session=keys.session(ref), code_mac=code_mac, now=now_ms,
+                             ttl_ms=ttl_ms)
 
     def wrongCode(self, ref: bytes, code_mac: bytes, tries: int, max_tries: int) -> Deferred:
         """The code did not match: after the last try, the code is gone."""
-        return self.script(_WRONG, [_key(SESSION_PREFIX, ref)], [code_mac, tries, max_tries])
+        return _WRONG.run(self, session=keys.session(ref), code_mac=code_mac, tries=tries,
+                          max_tries=max_tries)
 
     # -- Hawk nonces -------------------------------------------------------
 
-    def claimNonce(self, key: bytes, ttl: int) -> Deferred:
-        """Fires with C{True} the first time C{key} is claimed within C{ttl} seconds."""
-        return self.call("set", NONCE_PREFIX + key, b"1", expire=ttl,
-                          only_if_not_exists=True).addCallback(
-            lambda reply: reply is not None and _text(reply) == "OK")
+    def claimNonce(self, name: bytes, ttl: int) -> Deferred:
+        """Fires with C{True} the first time C{name} is claimed within C{ttl} seconds."""
+        return self.call("set", keys.nonce(name), b"1", expire=ttl,
+                         only_if_not_exists=True).addCallback(
+            lambda reply: reply is not None and text(reply) == "OK")
 
     # -- delivery receipts -------------------------------------------------
 
-    def recordSent(self, carrier: str, message_ids: Any, record: bytes, ttl_ms: int) -> Deferred:
+    def recordSent(self, carrier: str, message_ids: Iterable[str], record: bytes,
+                   ttl_ms: int) -> Deferred:
         """Remember C{record} under each normalized id of a sent message's parts.
 
         A receipt looks itself up under every alias of its id, so one key per
         id is enough.  Fires with the state of a receipt that arrived before
         this (bytes), or C{None}.
         """
-        return self.script(_RECORD_SENT, _message_keys(carrier, message_ids), [record, ttl_ms])
+        return self.script(_RECORD_SENT, keys.message_keys(carrier, message_ids),
+                           [record, ttl_ms])
 
-    def receiptArrived(self, carrier: str, aliases: Any, state: str, ttl_ms: int) -> Deferred:
+    def receiptArrived(self, carrier: str, aliases: Iterable[str], state: str,
+                       ttl_ms: int) -> Deferred:
         """Fires with the record of the receipt's message, or C{None} (the
         receipt is then kept for L{recordSent} to find)."""
-        return self.script(_RECEIPT, _message_keys(carrier, aliases), [state, ttl_ms])
+        return self.script(_RECEIPT, keys.message_keys(carrier, aliases), [state, ttl_ms])
 
     def setDelivery(self, ref: bytes, state: str) -> Deferred:
-        return self.script(_DELIVERY, [_key(SESSION_PREFIX, ref)], [state])
+        return _DELIVERY.run(self, session=keys.session(ref), state=state)
 
     def claimAutoResend(self, ref: bytes, failed_mac: bytes, code_mac: bytes, now_ms: int,
                         code_ttl_ms: int, state: str) -> Deferred:
         """Replace the code C{failed_mac} for the one automatic resend; fires
         with C{True} if the session had none yet and that code is still the
         current one and valid (a late receipt for an older code does nothing)."""
-        return self.script(_AUTO_RESEND, [_key(SESSION_PREFIX, ref)],
-                          [code_mac, now_ms, code_ttl_ms, state, failed_mac]).addCallback(bool)
-
-    def ping(self) -> Deferred:
-        return self.call("ping")
+        return _AUTO_RESEND.run(
+            self, session=keys.session(ref), code_mac=code_mac, now=now_ms,
+            code_ttl_ms=code_ttl_ms, state=state, failed_mac=failed_mac).addCallback(bool)

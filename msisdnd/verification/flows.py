@@ -2,7 +2,7 @@
 
 A session goes C{registered -> code sent -> verified}, and may be dropped at
 any point.  L{Verifier} knows verification and nothing of HTTP or SMPP: it
-talks to a L{RedisStore} and an L{ISMSSender}, and raises the errors below,
+talks to a L{SessionStore} and an L{ISMSSender}, and raises the errors below,
 which the API layer translates.
 
   - register: a random token; the server keeps HMAC(id) -> Hawk key.
@@ -17,22 +17,20 @@ which the API layer translates.
 
 from __future__ import annotations
 
+import enum
 import struct
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable
 
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from msisdnd import hawk
-from msisdnd.verification import codes
-from msisdnd.state.limits import Limit, Limits, Refused
 from msisdnd.masking import mask_number
-from msisdnd.verification.settings import Secrets, VerificationSettings
 from msisdnd.sms.interfaces import (
+    UNDELIVERED,
     DeliveryReceipt,
     IMOReceiver,
     IReceiptReceiver,
@@ -42,64 +40,76 @@ from msisdnd.sms.interfaces import (
     SendError,
 )
 from msisdnd.sms.message_ids import normalize_message_id
-from msisdnd.state.sessions import CheckOutcome, RedisStore, SendOutcome, StoreUnavailable
-
-#: Receipt states after which a code will not arrive.
-UNDELIVERED = frozenset({"UNDELIV", "REJECTD", "EXPIRED"})
-
-_METHODS = {"t": "sms/mt", "o": "sms/momt"}
-
-#: How long, and for how many sessions, a daemon keeps Hawk keys it fetched.
-KEY_CACHE_SECONDS = 60.0
-KEY_CACHE_SIZE = 50_000
-
-
-class VerificationError(Exception):
-    """Why a verification step was refused (the API layer maps each to HTTP)."""
-
-
-class UnknownSession(VerificationError):
-    """No session has this Hawk id (never registered, expired, or unregistered)."""
-
-
-class SecondNumber(VerificationError):
-    """The session already belongs to another number."""
+from msisdnd.state.limits import Limit, Limits, Refused
+from msisdnd.state.sessions import CheckOutcome, SendOutcome, SessionStore, StoreUnavailable
+from msisdnd.verification import codes
+from msisdnd.verification.authentication import HawkAuthenticator
+from msisdnd.verification.errors import (
+    CodeGone,
+    NoCodeSent,
+    NoSession,
+    NotVerified,
+    ResendTooSoon,
+    SecondNumber,
+    SendFailed,
+    TooManySends,
+    VerificationError,
+    WrongCode,
+)
+from msisdnd.verification.settings import Secrets, VerificationSettings
 
 
-class ResendTooSoon(VerificationError):
-    """A new code was asked for within the cooldown."""
+class CodeKind(enum.Enum):
+    """What a code is and how it went out; the value is what Redis records keep."""
 
-    def __init__(self, retry_after: float):
-        super().__init__(f"retry in {retry_after:.0f}s")
-        self.retry_after = retry_after
+    SHORT_MT = "s"  # a short code in a localized text (MT, the client chose short)
+    LONG_MT = "l"  # a long code, bare (MT)
+    MO_REPLY = "m"  # a long code, bare, answering a silent SMS through its carrier
 
+    @property
+    def short(self) -> bool:
+        return self is CodeKind.SHORT_MT
 
-class TooManySends(VerificationError):
-    """The session has had all the codes it may have."""
+    @property
+    def method(self) -> str:
+        """The verification method, as metrics and events name it."""
+        return "sms/momt" if self is CodeKind.MO_REPLY else "sms/mt"
 
-
-class NoCodeSent(VerificationError):
-    """There is no number to resend to: the session never asked for a code."""
-
-
-class WrongCode(VerificationError):
-    """The code does not match; C{tries_left} more may be made."""
-
-    def __init__(self, tries_left: int):
-        super().__init__(f"{tries_left} tries left")
-        self.tries_left = tries_left
+    @property
+    def session_method(self) -> str:
+        """How the session hash records the method (field C{m})."""
+        return "o" if self is CodeKind.MO_REPLY else "t"
 
 
-class CodeGone(VerificationError):
-    """No code to check: expired, tries exhausted, or never sent."""
+#: The session hash's method letters, read back.
+_METHODS = {kind.session_method: kind.method for kind in CodeKind}
 
 
-class NotVerified(VerificationError):
-    """The session has not verified a number."""
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """One code to send: to whom, what kind, and how to word and route it.
 
+    @ivar resend: asked for by C{/sms/resend_code}: the session's method and
+        network stay as they were, and a request within the cooldown is
+        refused (a first send within it is a client retrying: no second SMS).
+    @ivar mo: the carrier whose MO number the device texted, for an MO reply.
+    @ivar client: the client's address, for the per-address limits (none for MO).
+    """
 
-class SendFailed(VerificationError):
-    """No carrier accepted the SMS in time; nothing was left queued."""
+    hawk_id: str
+    msisdn: str
+    kind: CodeKind
+    resend: bool = False
+    mcc: str | None = None
+    mnc: str | None = None
+    locale: str = ""
+    app_hash: str | None = None
+    client: str | None = None
+    mo: "MOVerifier | None" = None
+
+    @property
+    def network(self) -> str:
+        return f"{self.mcc}{self.mnc}" if self.mcc and self.mnc else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,21 +168,22 @@ def _ms(seconds: float) -> int:
 
 @implementer(IMOReceiver, IReceiptReceiver)
 class Verifier:
-    """Every verification step, over the store and the SMS sender.
+    """Every verification step, over the store, the limits and the SMS sender.
 
-    @param sender: the L{ISMSSender}; it may be set on C{sender} after
-        construction, since the carriers take this verifier as their MO and
-        receipt receiver before the router exists.
+    @param sender: the L{ISMSSender}, or C{None} when it does not exist yet
+        (the carriers take this verifier as their MO and receipt receiver
+        before their router exists): L{wire} gives it then.
     @param texts: builds the SMS texts: C{short_code_text(code, locale,
         app_hash)} and C{long_code_text(code)}.
     @param mo_verifiers: the carriers' MO numbers (digits, no C{+}).
+    @param limits: the abuse limits, or C{None} for none.
     """
 
     log = Logger()
 
     def __init__(
         self,
-        store: RedisStore,
+        store: SessionStore,
         sender: ISMSSender | None,
         settings: VerificationSettings,
         secrets: Secrets,
@@ -188,14 +199,18 @@ class Verifier:
         self.texts = texts
         self.clock = clock
         self.limits = limits
+        self.hawk = HawkAuthenticator(store, secrets.session, settings.hawk_skew, clock)
         self._mo_verifiers = {(v.carrier, v.number.lstrip("+")): v for v in mo_verifiers}
         self.mo_handled = 0
         self.mo_dropped = 0
         #: (method, outcome) -> count: outcomes are started, succeeded, failed.
         self.outcomes: Counter[tuple[str, str]] = Counter()
-        self._keys: dict[str, tuple[str, float]] = {}
         #: Delivery receipts by state (DELIVRD, UNDELIV...).
         self.receipt_states: Counter[str] = Counter()
+
+    def wire(self, sender: ISMSSender) -> None:
+        """Give the verifier the SMS sender built after it."""
+        self.sender = sender
 
     def _ref(self, hawk_id: str) -> bytes:
         return codes.session_ref(self.secrets.session, hawk_id)
@@ -203,83 +218,85 @@ class Verifier:
     def now(self) -> float:
         return self.clock.seconds()
 
+    def storageUp(self) -> Deferred:
+        """Fires with C{True} when Redis answers within its timeout."""
+        return self.store.ping().addCallbacks(lambda _: True, lambda _: False)
+
     # -- register / Hawk -----------------------------------------------------
 
     @inlineCallbacks
-    def register(self):
-        """Create a session; fires with the token (64 hex) the client keeps."""
+    def register(self, client: str | None = None):
+        """Create a session; fires with the token (64 hex) the client keeps.
+
+        @param client: the client's address: its registrations are limited.
+        """
+        if self.limits is not None and client is not None:
+            yield self.limits.checkRegister(client)
         token = hawk.new_session_token()
         credentials = hawk.derive_session(token)
         yield self.store.createSession(self._ref(credentials.id), bytes.fromhex(credentials.key),
                                        _ms(self.settings.unverified_session_ttl))
         return token.hex()
 
-    def hawkKey(self, hawk_id: str) -> Deferred:
-        """Fires with the session's Hawk key (hex, as clients use it), or C{None}.
-
-        Keys are cached for L{KEY_CACHE_SECONDS}: a key never changes, and a
-        session dropped meanwhile (on any daemon) is still refused, since every
-        step after authentication reads the session itself.
-        """
-        now = self.clock.seconds()
-        cached = self._keys.get(hawk_id)
-        if cached is not None and cached[1] > now:
-            return succeed(cached[0])
-
-        def found(raw: bytes | None) -> str | None:
-            if not raw:
-                return None
-            key = raw.hex()
-            if len(self._keys) >= KEY_CACHE_SIZE:
-                self._keys.pop(next(iter(self._keys)))
-            self._keys[hawk_id] = (key, now + KEY_CACHE_SECONDS)
-            return key
-
-        return self.store.hawkKey(self._ref(hawk_id)).addCallback(found)
+    def authenticate(self, authorization: str | None, *, method: str, url: str, content: bytes,
+                     content_type: str) -> Deferred:
+        """Fires with the Hawk id of a request whose Hawk header checks out
+        (see L{HawkAuthenticator.authenticate}); fails with a L{hawk.HawkError}."""
+        return self.hawk.authenticate(authorization, method=method, url=url, content=content,
+                                      content_type=content_type)
 
     def unregister(self, hawk_id: str) -> Deferred:
         """Drop the session and everything in it."""
-        self._keys.pop(hawk_id, None)
+        self.hawk.forget(hawk_id)
         return self.store.deleteSession(self._ref(hawk_id))
 
     # -- sending codes -------------------------------------------------------
 
-    @inlineCallbacks
-    def _sendCode(self, hawk_id: str, msisdn: str, make_text: Callable[[str], str],
-                  short: bool, *, resend: bool, mcc: str | None = None, mnc: str | None = None,
-                  carrier: str | None = None, sender: str | None = None,
-                  locale: str = "", app_hash: str | None = None, client: str | None = None):
+    def _newCode(self, kind: CodeKind) -> str:
         settings = self.settings
-        limits = self.limits
+        return (codes.short_code(settings.short_code_digits) if kind.short
+                else codes.long_code(settings.long_code_hex))
+
+    def _text(self, kind: CodeKind, code: str, locale: str, app_hash: str | None) -> str:
+        if kind.short:
+            return self.texts.short_code_text(code, locale, app_hash)
+        return self.texts.long_code_text(code)
+
+    @inlineCallbacks
+    def _sendCode(self, request: SendRequest):
+        """Store a new code for the request's number and send it.
+
+        Fires with C{True} once the SMSC accepted it, or C{False} when a
+        first send came again within the cooldown (no second SMS).
+        """
+        settings, limits, msisdn = self.settings, self.limits, request.msisdn
         if limits is not None:
             try:
                 limits.checkNumber(msisdn)
             except Refused as refusal:
                 self._refused(msisdn, refusal)
                 raise
-        ref = self._ref(hawk_id)
+        ref = self._ref(request.hawk_id)
         number_ref = codes.number_ref(self.secrets.number, msisdn)
-        code = (codes.short_code(settings.short_code_digits) if short
-                else codes.long_code(settings.long_code_hex))
+        code = self._newCode(request.kind)
         mac = codes.code_mac(self.secrets.code, ref, code)
-        now = self.now()
         start = yield self.store.startSend(
             ref, number_ref=number_ref,
-            sealed_number=codes.seal_number(hawk_id, msisdn), code_mac=mac,
-            now_ms=_ms(now), code_ttl_ms=_ms(settings.code_ttl),
+            sealed_number=codes.seal_number(request.hawk_id, msisdn), code_mac=mac,
+            now_ms=_ms(self.now()), code_ttl_ms=_ms(settings.code_ttl),
             cooldown_ms=_ms(settings.resend_cooldown), max_sends=settings.max_sends,
             session_ttl_ms=_ms(settings.unverified_session_ttl),
-            method="" if resend else ("o" if carrier is not None else "t"),
-            network=f"{mcc}{mnc}" if mcc and mnc else "", max_tries=settings.max_tries)
+            method="" if request.resend else request.kind.session_method,
+            network=request.network, max_tries=settings.max_tries)
         outcome = start.outcome
         if outcome is SendOutcome.NO_SESSION:
-            raise UnknownSession()
+            raise NoSession()
         if outcome is SendOutcome.OTHER_NUMBER:
             raise SecondNumber()
         if outcome is SendOutcome.COOLDOWN:
-            if resend:
+            if request.resend:
                 raise ResendTooSoon(start.wait_ms / 1000)
-            return False  # a client retrying the same request: no second SMS
+            return False
         if outcome is SendOutcome.CAPPED:
             raise TooManySends()
         # From here on, any failure before the SMSC accepted the SMS puts the
@@ -288,13 +305,17 @@ class Verifier:
         try:
             if limits is not None:
                 try:
-                    yield limits.checkSend(msisdn, client, mcc, mnc, number_ref)
+                    yield limits.checkSend(msisdn, request.client, request.mcc, request.mnc,
+                                           number_ref)
                 except Refused as refusal:
                     self._refused(msisdn, refusal)
                     raise
-            sms = OutboundSMS(destination=msisdn, text=make_text(code),
-                              validity=settings.code_ttl, sender=sender, mcc=mcc, mnc=mnc,
-                              carrier=carrier)
+            mo = request.mo
+            sms = OutboundSMS(destination=msisdn,
+                              text=self._text(request.kind, code, request.locale, request.app_hash),
+                              validity=settings.code_ttl, sender=mo.sender if mo else None,
+                              mcc=request.mcc, mnc=request.mnc,
+                              carrier=mo.carrier if mo else None)
             result = yield self.sender.send(sms, settings.send_timeout)
         except BaseException as e:
             yield self._abort(ref, mac, start)
@@ -302,9 +323,9 @@ class Verifier:
                 self.log.warn("Code to {to} not sent: {why}", to=mask_number(msisdn), why=str(e))
                 raise SendFailed(str(e)) from None
             raise
-        kind = "m" if carrier is not None else ("s" if short else "l")
-        self.outcomes[("sms/momt" if carrier is not None else "sms/mt", "started")] += 1
-        yield self._recordSent(result, ref, msisdn, kind, locale, app_hash, mac)
+        self.outcomes[(request.kind.method, "started")] += 1
+        yield self._recordSent(result, ref, msisdn, request.kind, request.locale,
+                               request.app_hash, mac)
         return True
 
     @inlineCallbacks
@@ -321,13 +342,13 @@ class Verifier:
     # -- delivery receipts ---------------------------------------------------
 
     @inlineCallbacks
-    def _recordSent(self, result, ref: bytes, msisdn: str, kind: str, locale: str,
+    def _recordSent(self, result, ref: bytes, msisdn: str, kind: CodeKind, locale: str,
                     app_hash: str | None, mac: bytes):
         """Remember a sent code's message ids, so its receipts can act on it.
 
         The SMS is already out: a failure here is logged, never raised.
         """
-        record = _SentRecord(ref, mac, kind, locale, app_hash or "",
+        record = _SentRecord(ref, mac, kind.value, locale, app_hash or "",
                              codes.seal(self.secrets.transit, msisdn.encode())).pack()
         ids = {normalize_message_id(i) for i in result.message_ids if i}
         if not ids:
@@ -353,35 +374,32 @@ class Verifier:
     @inlineCallbacks
     def _delivered(self, raw_record: bytes, state: str, carrier: str):
         record = _SentRecord.unpack(raw_record)
-        ref = record.ref
-        if state not in UNDELIVERED or record.kind == "m":
+        ref, kind = record.ref, CodeKind(record.kind)
+        if state not in UNDELIVERED or kind is CodeKind.MO_REPLY:
             yield self.store.setDelivery(ref, state)
             return
         plain = codes.unseal(self.secrets.transit, record.sealed_number)
         if plain is None:
             return
         msisdn = plain.decode()
-        short = record.kind == "s"
-        code = (codes.short_code(self.settings.short_code_digits) if short
-                else codes.long_code(self.settings.long_code_hex))
+        code = self._newCode(kind)
         mac = codes.code_mac(self.secrets.code, ref, code)
         if not (yield self.store.claimAutoResend(ref, record.code_mac, mac, _ms(self.now()),
                                                  _ms(self.settings.code_ttl), state)):
             return
-        text = (self.texts.short_code_text(code, record.locale, record.app_hash or None) if short
-                else self.texts.long_code_text(code))
+        app_hash = record.app_hash or None
         self.log.info("Code to {to} was {state} on {carrier}: resending once",
                       to=mask_number(msisdn), state=state, carrier=carrier)
         try:
             result = yield self.sender.send(
-                OutboundSMS(destination=msisdn, text=text, validity=self.settings.code_ttl,
-                            avoid=carrier), self.settings.send_timeout)
+                OutboundSMS(destination=msisdn, text=self._text(kind, code, record.locale, app_hash),
+                            validity=self.settings.code_ttl, avoid=carrier),
+                self.settings.send_timeout)
         except SendError as e:
             self.log.warn("Automatic resend to {to} failed: {why}", to=mask_number(msisdn),
                           why=str(e))
             return
-        yield self._recordSent(result, ref, msisdn, record.kind, record.locale,
-                               record.app_hash or None, mac)
+        yield self._recordSent(result, ref, msisdn, kind, record.locale, app_hash, mac)
 
     def sendCode(self, hawk_id: str, msisdn: str, *, mcc: str | None, mnc: str | None,
                  short: bool, locale: str, app_hash: str | None = None,
@@ -391,29 +409,23 @@ class Verifier:
         Fires with C{True} once the SMSC accepted it, or C{False} when the
         same request came again within the cooldown (no second SMS).
         """
-        texts = self.texts
-        if short:
-            make_text = lambda code: texts.short_code_text(code, locale, app_hash)  # noqa: E731
-        else:
-            make_text = texts.long_code_text
-        return self._sendCode(hawk_id, msisdn, make_text, short, resend=False, mcc=mcc, mnc=mnc,
-                              locale=locale, app_hash=app_hash, client=client)
+        return self._sendCode(SendRequest(
+            hawk_id, msisdn, CodeKind.SHORT_MT if short else CodeKind.LONG_MT, mcc=mcc, mnc=mnc,
+            locale=locale, app_hash=app_hash, client=client))
 
     @inlineCallbacks
     def resendCode(self, hawk_id: str, *, locale: str, app_hash: str | None = None,
                    client: str | None = None):
-        """A new code for the session's number; the old one stops working."""
+        """A new short code for the session's number; the old one stops working."""
         fields = yield self.store.session(self._ref(hawk_id))
         if not fields:
-            raise UnknownSession()
+            raise NoSession()
         sealed = fields.get("n")
         msisdn = codes.open_number(hawk_id, sealed) if sealed else None
         if msisdn is None:
             raise NoCodeSent()
-        texts = self.texts
-        yield self._sendCode(hawk_id, msisdn,
-                             lambda code: texts.short_code_text(code, locale, app_hash),
-                             True, resend=True, locale=locale, app_hash=app_hash, client=client)
+        yield self._sendCode(SendRequest(hawk_id, msisdn, CodeKind.SHORT_MT, resend=True,
+                                         locale=locale, app_hash=app_hash, client=client))
 
     # -- checking codes ------------------------------------------------------
 
@@ -427,7 +439,7 @@ class Verifier:
             ref, _ms(now), settings.max_tries,
             self.limits.attemptGuard() if self.limits is not None else None)
         if check.outcome is CheckOutcome.NO_SESSION:
-            raise UnknownSession()
+            raise NoSession()
         if check.outcome is CheckOutcome.LOCKED:
             raise Refused(Limit.NUMBER_LOCKED, check.wait_ms / 1000)
         if check.outcome is not CheckOutcome.CHECK:
@@ -461,7 +473,7 @@ class Verifier:
         """Fires with the session's L{VerifiedNumber}; fails with L{NotVerified}."""
         fields = yield self.store.session(self._ref(hawk_id))
         if not fields:
-            raise UnknownSession()
+            raise NoSession()
         if "v" not in fields:
             raise NotVerified()
         msisdn = codes.open_number(hawk_id, fields.get("n", b""))
@@ -476,15 +488,12 @@ class Verifier:
         verifier = self._mo_verifiers.get((message.carrier, message.destination.lstrip("+")))
         tokens = message.text.split()
         hawk_id = tokens[-1].lower() if tokens else ""
-        if verifier is None or len(hawk_id) != 64 or not _is_hex(hawk_id) \
-                or not message.source.startswith("+"):
+        if verifier is None or not hawk.is_hawk_id(hawk_id) or not message.source.startswith("+"):
             self.mo_dropped += 1
             self.log.info("MO from {source} on {carrier} ignored: not a verification request",
                           source=mask_number(message.source), carrier=message.carrier)
             return None
-        texts = self.texts
-        d = self._sendCode(hawk_id, message.source, texts.long_code_text, False, resend=False,
-                           carrier=verifier.carrier, sender=verifier.sender)
+        d = self._sendCode(SendRequest(hawk_id, message.source, CodeKind.MO_REPLY, mo=verifier))
 
         def handled(sent: bool) -> None:
             self.mo_handled += 1
@@ -496,12 +505,3 @@ class Verifier:
                           why=type(failure.value).__name__)
 
         return d.addCallbacks(handled, refused)
-
-
-
-def _is_hex(value: str) -> bool:
-    try:
-        bytes.fromhex(value)
-    except ValueError:
-        return False
-    return True

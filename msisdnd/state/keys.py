@@ -1,0 +1,115 @@
+"""Every Redis key msisdnd writes, in one place.
+
+Two families share one Redis: C{ms:} holds sessions and what they need
+(nonces, message records), C{ml:} holds the abuse limits and daily caps.
+Numbers and client addresses appear only as HMACs (C{ref} arguments, raw
+bytes); prefixes, countries, networks and carrier names appear in clear,
+since operators list and lift blocks by them.
+
+A Lua script may build a key from a value it reads (the code check locks
+the number whose HMAC the session holds): L{NUMBER_LOCK} and
+L{number_failures_prefix} exist for that, and must stay the prefixes of
+L{number_lock} and L{number_failures}.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Iterable
+
+SESSION = b"ms:s:"
+NONCE = b"ms:n:"
+MESSAGE = b"ms:m:"
+EARLY_RECEIPT = b"ms:d:"
+
+LIMITS = b"ml:"
+BLOCK = b"ml:block:"
+#: A locked number's key is this prefix and the number's 16-byte HMAC.
+NUMBER_LOCK = b"ml:lock:"
+
+
+def _b64(ref: bytes) -> bytes:
+    return base64.urlsafe_b64encode(ref).rstrip(b"=")
+
+
+# -- sessions ------------------------------------------------------------------
+
+
+def session(ref: bytes) -> bytes:
+    """The hash of one session, by the HMAC of its Hawk id."""
+    return SESSION + _b64(ref)
+
+
+def nonce(name: bytes) -> bytes:
+    """A Hawk nonce claimed within the clock skew."""
+    return NONCE + name
+
+
+def message_keys(carrier: str, ids: Iterable[str]) -> list[bytes]:
+    """The records of sent messages by C{carrier}'s ids, then the early
+    receipts kept under the same ids (one list, records first)."""
+    names = [f"{carrier}:{i}".encode() for i in sorted(ids)]
+    return [MESSAGE + n for n in names] + [EARLY_RECEIPT + n for n in names]
+
+
+# -- abuse limits --------------------------------------------------------------
+
+
+def number_lock(number_ref: bytes) -> bytes:
+    return NUMBER_LOCK + number_ref
+
+
+def number_sends_10min(number_ref: bytes, window: int) -> bytes:
+    return LIMITS + b"n10:" + number_ref + f":{window}".encode()
+
+
+def number_sends_day(number_ref: bytes, day: int) -> bytes:
+    return LIMITS + b"nd:" + number_ref + f":{day}".encode()
+
+
+def number_failures_prefix() -> bytes:
+    """What precedes the number's HMAC in L{number_failures}."""
+    return LIMITS + b"nf:"
+
+
+def day_suffix(day: int) -> bytes:
+    """What follows the number's HMAC in L{number_failures}."""
+    return f":{day}".encode()
+
+
+def number_failures(number_ref: bytes, day: int) -> bytes:
+    return number_failures_prefix() + number_ref + day_suffix(day)
+
+
+def prefix_sends_day(prefix: str, day: int) -> bytes:
+    return LIMITS + f"pd:{prefix}:{day}".encode()
+
+
+def country_sends_day(country: str, day: int) -> bytes:
+    return LIMITS + f"cd:{country}:{day}".encode()
+
+
+def network_sends_day(network: str, day: int) -> bytes:
+    return LIMITS + f"md:{network}:{day}".encode()
+
+
+def client_bucket(kind: str, client_ref: bytes) -> bytes:
+    """A client address's token bucket: C{kind} is C{rm}/C{rd} (registrations
+    per minute / day) or C{sm}/C{sd} (sends)."""
+    return LIMITS + kind.encode() + b":" + client_ref
+
+
+def block(kind: str, what: str) -> bytes:
+    """A pumping-guard block of a C{prefix} or C{network}."""
+    return BLOCK + f"{kind}:{what}".encode()
+
+
+def guard_series(event: str, kind: str, what: str) -> bytes:
+    """The guard's counts by time bucket: C{event} C{s}ent or C{v}erified,
+    C{kind} C{p}refix or C{n}etwork."""
+    return LIMITS + f"g:{event}:{kind}:{what}".encode()
+
+
+def carrier_day(carrier: str, day: int) -> bytes:
+    """A carrier's submits on one UTC day, for its daily cap."""
+    return LIMITS + f"carrier:{carrier}:{day}".encode()

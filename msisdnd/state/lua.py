@@ -1,0 +1,120 @@
+"""Lua scripts whose keys and arguments have names.
+
+A L{Script} declares the names of its keys and arguments; its body reads
+them as C{KEY.<name>} and C{ARG.<name>}, and a caller passes them by
+keyword to L{Script.run}, which puts them in the order Redis wants and
+refuses a missing or unknown name.  An argument declared as C{"name:n"} is
+converted with C{tonumber} once, in the prelude.
+
+Functions that several scripts need are written once, in L{HELPERS}, and a
+script names the ones it uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from msisdnd.state.redis import TimedRedis
+
+#: Lua functions shared by scripts, by name.
+HELPERS: dict[str, str] = {
+    # The milliseconds a key has left, or 1 s when it has no expiry.
+    "ttl": """
+local function ttl(key)
+  local t = redis.call('PTTL', key)
+  if t < 0 then return 1000 end
+  return t
+end""",
+    # The integer a counter holds, 0 when it does not exist.
+    "count": """
+local function count(key) return tonumber(redis.call('GET', key) or '0') end""",
+    # Add one to a fixed-window counter; its first count sets its expiry.
+    "incr": """
+local function incr(key, window_ms)
+  if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, window_ms) end
+end""",
+    # A token bucket {t: tokens, s: last refill ms}: the tokens it holds now.
+    "bucket": """
+local function bucket(key, burst, period_ms, now)
+  local state = redis.call('HMGET', key, 't', 's')
+  local tokens = tonumber(state[1] or burst)
+  local last = tonumber(state[2] or now)
+  return math.min(burst, tokens + (now - last) * burst / period_ms)
+end
+local function bucket_wait(tokens, burst, period_ms)
+  return math.ceil((1 - tokens) * period_ms / burst)
+end
+local function spend(key, tokens, now, keep_ms)
+  redis.call('HSET', key, 't', tokens - 1, 's', now)
+  redis.call('PEXPIRE', key, keep_ms)
+end""",
+    # A series of counts by time bucket (a hash bucket -> count), kept for
+    # `buckets` buckets: add one to the current bucket, drop the old ones.
+    "series": """
+local function series_add(key, current, buckets, span_ms)
+  redis.call('HINCRBY', key, current, 1)
+  redis.call('PEXPIRE', key, span_ms)
+  if redis.call('HLEN', key) > 2 * buckets then
+    for _, b in ipairs(redis.call('HKEYS', key)) do
+      if tonumber(b) <= current - buckets then redis.call('HDEL', key, b) end
+    end
+  end
+end
+local function series_sum(key, first, last)
+  if last < first then return 0 end
+  local names = {}
+  for b = first, last do names[#names + 1] = b end
+  local total = 0
+  for _, v in ipairs(redis.call('HMGET', key, unpack(names))) do
+    total = total + tonumber(v or '0')
+  end
+  return total
+end""",
+}
+
+
+def _name(declared: str) -> str:
+    return declared.partition(":")[0]
+
+
+@dataclass(frozen=True)
+class Script:
+    """One Lua script, its keys and arguments named.
+
+    @ivar keys: key names, in the order of C{KEYS}.
+    @ivar args: argument names, in the order of C{ARGV}; C{"name:n"} reads
+        the argument as a number.
+    @ivar body: the Lua, reading C{KEY.<name>} and C{ARG.<name>}.
+    @ivar helpers: names in L{HELPERS} the body calls.
+    """
+
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
+    body: str
+    helpers: tuple[str, ...] = ()
+    source: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        key_table = ", ".join(f"{k} = KEYS[{i}]" for i, k in enumerate(self.keys, 1))
+        arg_table = ", ".join(
+            f"{_name(a)} = tonumber(ARGV[{i}])" if a.endswith(":n") else f"{a} = ARGV[{i}]"
+            for i, a in enumerate(self.args, 1))
+        prelude = [f"local KEY = {{{key_table}}}", f"local ARG = {{{arg_table}}}"]
+        prelude += [HELPERS[name].strip() for name in self.helpers]
+        object.__setattr__(self, "source", "\n".join(prelude) + "\n" + self.body.strip() + "\n")
+
+    def run(self, redis: TimedRedis, **values: Any) -> Deferred:
+        """Run the script with its keys and arguments given by name.
+
+        @raise TypeError: a name is missing or unknown (before anything is sent).
+        """
+        names = [*self.keys, *map(_name, self.args)]
+        missing = [n for n in names if n not in values]
+        unknown = sorted(set(values) - set(names))
+        if missing or unknown:
+            raise TypeError(f"script arguments: missing {missing}, unknown {unknown}")
+        return redis.script(self.source, [values[k] for k in self.keys],
+                            [values[_name(a)] for a in self.args])

@@ -1,0 +1,93 @@
+"""Redis calls with a deadline of our own.
+
+txredisapi queues commands while it is disconnected, so a Redis that is down
+would leave every caller waiting.  L{TimedRedis} bounds each command and
+each script by C{timeout} and turns a Redis that is not there into
+L{StoreUnavailable}, which the API answers with 503 and C{Retry-After}.
+Every store in this package (sessions, limits, daily caps) talks to Redis
+through one L{TimedRedis}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import txredisapi
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectError, ConnectionClosed
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+
+#: What a lost or refused Redis connection fails a command with.
+_CONNECTION_ERRORS = (ConnectionError, txredisapi.ConnectionError, ConnectError, ConnectionClosed)
+
+
+class StoreUnavailable(Exception):
+    """Redis did not answer in time, or is not connected."""
+
+
+class TimedRedis:
+    """A txredisapi connection (or pool) whose every call has a deadline.
+
+    @param redis: a txredisapi connection or pool made with C{charset=None}
+        (values are bytes); it may be set on C{redis} later, once connected.
+    @ivar errors: how many calls failed or timed out, for metrics.
+    """
+
+    def __init__(self, redis: Any, clock: IReactorTime, timeout: float = 1.5):
+        self.redis = redis
+        self.clock = clock
+        self.timeout = timeout
+        self.errors = 0
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Deferred:
+        """One txredisapi command, bounded by C{timeout}.
+
+        Fails with L{StoreUnavailable} when Redis does not answer in time or
+        is not connected; any other Redis error (a script's, say) is passed on.
+        """
+        result: Deferred = Deferred()
+
+        def expire() -> None:
+            if not result.called:
+                self.errors += 1
+                result.errback(StoreUnavailable(f"Redis did not answer within {self.timeout}s"))
+
+        timer = self.clock.callLater(self.timeout, expire)
+
+        def done(value: Any) -> None:
+            if timer.active():
+                timer.cancel()
+            if result.called:
+                return
+            if isinstance(value, Failure):
+                self.errors += 1
+                if value.check(*_CONNECTION_ERRORS):
+                    result.errback(StoreUnavailable(str(value.value)))
+                else:
+                    result.errback(value)
+            else:
+                result.callback(value)
+
+        try:
+            d = getattr(self.redis, method)(*args, **kwargs)
+        except Exception as e:
+            timer.cancel()
+            self.errors += 1
+            result.errback(StoreUnavailable(f"Redis call failed: {e!r}"))
+            return result
+        d.addBoth(done)
+        return result
+
+    def script(self, source: str, keys: list[bytes], args: list[Any]) -> Deferred:
+        """Run a Lua script (by EVALSHA, with txredisapi's EVAL fallback after a
+        Redis restart emptied its script cache), bounded by C{timeout}."""
+        return self.call("eval", source, keys, [a if isinstance(a, bytes) else str(a) for a in args])
+
+    def ping(self) -> Deferred:
+        return self.call("ping")
+
+
+def text(value: Any) -> str:
+    """A Redis reply item as text (replies are bytes; Lua numbers are ints)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
