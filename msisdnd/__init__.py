@@ -1,8 +1,11 @@
 """msisdnd: prove that a device controls a phone number.
 
-The package is laid out so that imports point one way::
+The package's rooms follow the data path, and imports point one way (the
+import-linter contracts in setup.cfg hold it)::
 
-    api -> flows -> store / sms -> smpp.policy -> smpp.protocol -> smpp.codec
+    api -> verification -> state
+                       \-> sms <- smpp
+    device -> hawk (and nothing else of the daemon)
 """
 
 __version__ = "0.1.0.dev0"
