@@ -4,7 +4,7 @@ The package's rooms follow the data path, and imports point one way (the
 import-linter contracts in setup.cfg hold it)::
 
     api -> verification -> state
-                       \-> sms <- smpp
+           verification -> sms <- smpp
     device -> hawk (and nothing else of the daemon)
 """
 

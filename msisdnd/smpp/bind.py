@@ -51,25 +51,43 @@ class BindListener(Protocol):
     def inbound(self, pdu: codec.PDU) -> None: ...
 
 
+#: The attribute of ClientService's private C{_ReconnectingProtocolProxy} that
+#: relays C{connectionLost} to its state machine.  Private to Twisted, so
+#: tests/test_bind_unit.py pins it: a Twisted that renames it fails that test.
+_LOST_NOTIFICATION = "_lostNotification"
+_log = Logger()
+
+
 def _holdDisconnectNotice(proxy: object) -> Callable[[], None]:
     """Keep ClientService from hearing of a connection lost during the bind.
 
-    ClientService's state machine has no transition for a disconnect while
-    C{prepareConnection} runs or after it failed, and raises from the
-    protocol's C{connectionLost} when one comes.  During the bind our own
-    session already fails the bind's Deferred on disconnect, which is what
-    ClientService must see; so the proxy's notice is held until the bind
-    succeeds, and dropped if it fails.
+    Upstream Twisted lacks this: ClientService's state machine has no
+    transition for a connection lost while C{prepareConnection} runs (state
+    C{Connecting}) or after it failed (C{Waiting}), so the protocol proxy's
+    C{connectionLost} raises C{automat.NoTransition} when one comes.  During
+    the bind our own session already fails the bind's Deferred on disconnect,
+    which is what ClientService must see; so the proxy's notice is held until
+    the bind succeeds, and dropped if it fails.
+
+    This patches the private C{_ReconnectingProtocolProxy._lostNotification}.
+    tests/test_bind_unit.py pins both that attribute and the upstream gap.
+    Should a Twisted upgrade drop the attribute anyway, every bind logs a
+    critical error rather than silently going without the hold.
 
     @return: a callable that restores the notice.
     """
-    original = getattr(proxy, "_lostNotification", None)
+    original = getattr(proxy, _LOST_NOTIFICATION, None)
     if original is None:
+        _log.critical(
+            "ClientService's protocol proxy {proxy!r} has no {attribute}: a connection lost "
+            "during this bind will raise inside ClientService (see "
+            "msisdnd.smpp.bind._holdDisconnectNotice; Twisted changed)",
+            proxy=proxy, attribute=_LOST_NOTIFICATION)
         return lambda: None
-    proxy._lostNotification = lambda reason: None
+    setattr(proxy, _LOST_NOTIFICATION, lambda reason: None)
 
     def restore() -> None:
-        proxy._lostNotification = original
+        setattr(proxy, _LOST_NOTIFICATION, original)
 
     return restore
 

@@ -156,7 +156,16 @@ class Carrier:
     # -- sending ---------------------------------------------------------------
 
     def send(self, sms: OutboundSMS, timeout: float | None = None) -> Deferred:
-        """Queue C{sms}; see L{msisdnd.sms.interfaces.ISMSSender.send}."""
+        """Queue C{sms}; see L{msisdnd.sms.interfaces.ISMSSender.send}.
+
+        Unlike C{ISMSSender.send}, a queue without room for every part of
+        C{sms} is refused synchronously, before anything is queued, so that
+        the router can offer the message to the next carrier at once.
+
+        @raise QueueFullError: the queue has no room for all of C{sms}'s parts
+            (counted in C{errors["queue_full"]}).  Every other failure fails
+            the returned Deferred.
+        """
         if not self.accepting:
             return fail(NoRouteError(f"{self.name} is shutting down"))
         try:
@@ -165,7 +174,7 @@ class Carrier:
             return fail(RejectedError(codec.ESME_RINVMSGLEN, f"unencodable: {e}", self.name))
         if len(self._queue) + len(bodies) > self.config.queue_size:
             self.errors["queue_full"] += 1
-            return fail(QueueFullError(f"{self.name}: the queue is full"))
+            raise QueueFullError(f"{self.name}: the queue is full")
         message = _Message(sms, len(bodies))
         message.started = now = self.clock.seconds()
         if timeout is None or timeout == self.send_timeout:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Sequence
 
 from twisted.internet.defer import Deferred, fail
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from msisdnd.sms.interfaces import ISMSSender, NoRouteError, OutboundSMS, QueueFullError
@@ -66,11 +65,10 @@ class Router:
             return fail(NoRouteError("no carrier serves this destination"))
         for carrier in candidates:
             if carrier.available and carrier.queue_depth < carrier.config.queue_size:
-                d = carrier.send(sms, timeout)
-                if d.called and isinstance(d.result, Failure) and d.result.check(QueueFullError):
-                    d.addErrback(lambda f: None)  # too many parts for it: try the next one
-                    continue
-                return d
+                try:
+                    return carrier.send(sms, timeout)
+                except QueueFullError:
+                    continue  # room, but not for every part of this message: try the next one
         if any(c.available for c in candidates):
             return fail(QueueFullError("every eligible carrier's queue is full"))
         return fail(NoRouteError("no eligible carrier has a live bind"))
