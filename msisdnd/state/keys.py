@@ -21,6 +21,11 @@ SESSION = b"ms:s:"
 NONCE = b"ms:n:"
 MESSAGE = b"ms:m:"
 EARLY_RECEIPT = b"ms:d:"
+API_KEY = b"ms:k:"
+#: The hash of API key names -> key ids (names are unique).
+API_KEY_NAMES = b"ms:kn"
+PENDING = b"ms:vi:"
+IDEMPOTENCY = b"ms:i:"
 
 LIMITS = b"ml:"
 BLOCK = b"ml:block:"
@@ -50,6 +55,40 @@ def message_keys(carrier: str, ids: Iterable[str]) -> list[bytes]:
     receipts kept under the same ids (one list, records first)."""
     names = [f"{carrier}:{i}".encode() for i in sorted(ids)]
     return [MESSAGE + n for n in names] + [EARLY_RECEIPT + n for n in names]
+
+
+def session_ref_of(key: bytes) -> bytes:
+    """The C{ref} a L{session} key was made from."""
+    encoded = key[len(SESSION):]
+    return base64.urlsafe_b64decode(encoded + b"=" * (-len(encoded) % 4))
+
+
+# -- backend verifications ---------------------------------------------------------
+
+
+def api_key(key_id: str) -> bytes:
+    """One API key's record (name, the HMAC of its secret, limits, times)."""
+    return API_KEY + key_id.encode()
+
+
+def pending_verification(key_id: str, number_ref: bytes) -> bytes:
+    """The one pending verification of a number for an API key (its session key)."""
+    return PENDING + key_id.encode() + b":" + _b64(number_ref)
+
+
+def idempotency(key_id: str, digest: bytes) -> bytes:
+    """A create request's outcome under its API key and C{Idempotency-Key} digest."""
+    return IDEMPOTENCY + key_id.encode() + b":" + _b64(digest)
+
+
+def api_key_rate(key_id: str) -> bytes:
+    """An API key's request bucket (per minute)."""
+    return LIMITS + b"kr:" + key_id.encode()
+
+
+def api_key_budget(key_id: str, day: int) -> bytes:
+    """An API key's verification sends on one UTC day."""
+    return LIMITS + f"kb:{key_id}:{day}".encode()
 
 
 # -- abuse limits --------------------------------------------------------------

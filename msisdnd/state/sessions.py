@@ -230,10 +230,13 @@ for i = n + 1, 2 * n do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
 return false
 """
 
-# Only an unverified session with a code keeps delivery state.
-_DELIVERY = Script(keys=("session",), args=("state",), body="""
-if redis.call('HEXISTS', KEY.session, 'c') == 1 then
-  redis.call('HSET', KEY.session, 'd', ARG.state)
+# Only an unverified session with a code keeps delivery state; a backend
+# verification keeps each attempt's (attempt 0: the message was no attempt).
+_DELIVERY = Script(keys=("session",), args=("state", "attempt"), body="""
+local s = KEY.session
+if redis.call('HEXISTS', s, 'c') == 1 then redis.call('HSET', s, 'd', ARG.state) end
+if ARG.attempt ~= '0' and redis.call('HEXISTS', s, 'p' .. ARG.attempt) == 1 then
+  redis.call('HSET', s, 'pd' .. ARG.attempt, ARG.state)
 end
 return 1
 """)
@@ -384,8 +387,10 @@ class SessionStore(TimedRedis):
         receipt is then kept for L{recordSent} to find)."""
         return self.script(_RECEIPT, keys.message_keys(carrier, aliases), [state, ttl_ms])
 
-    def setDelivery(self, ref: bytes, state: str) -> Deferred:
-        return _DELIVERY.run(self, session=keys.session(ref), state=state)
+    def setDelivery(self, ref: bytes, state: str, attempt: int = 0) -> Deferred:
+        """Record what a receipt said of the current code (and of a backend
+        verification's send C{attempt})."""
+        return _DELIVERY.run(self, session=keys.session(ref), state=state, attempt=attempt)
 
     def claimAutoResend(self, ref: bytes, failed_mac: bytes, code_mac: bytes, now_ms: int,
                         code_ttl_ms: int, state: str) -> Deferred:

@@ -17,10 +17,12 @@ which the API layer translates.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import struct
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
@@ -42,6 +44,7 @@ from msisdnd.sms.interfaces import (
 from msisdnd.sms.message_ids import normalize_message_id
 from msisdnd.state.limits import Limit, Limits, Refused
 from msisdnd.state.sessions import CheckOutcome, SendOutcome, SessionStore, StoreUnavailable
+from msisdnd.state.verifications import VerificationStore
 from msisdnd.verification import codes
 from msisdnd.verification.authentication import HawkAuthenticator
 from msisdnd.verification.errors import (
@@ -65,20 +68,22 @@ class CodeKind(enum.Enum):
     SHORT_MT = "s"  # a short code in a localized text (MT, the client chose short)
     LONG_MT = "l"  # a long code, bare (MT)
     MO_REPLY = "m"  # a long code, bare, answering a silent SMS through its carrier
+    BACKEND = "b"  # a short code in a localized text, for a backend verification
 
     @property
     def short(self) -> bool:
-        return self is CodeKind.SHORT_MT
+        return self in (CodeKind.SHORT_MT, CodeKind.BACKEND)
 
     @property
     def method(self) -> str:
         """The verification method, as metrics and events name it."""
-        return "sms/momt" if self is CodeKind.MO_REPLY else "sms/mt"
+        return {CodeKind.MO_REPLY: "sms/momt", CodeKind.BACKEND: "backend/sms"}.get(
+            self, "sms/mt")
 
     @property
     def session_method(self) -> str:
         """How the session hash records the method (field C{m})."""
-        return "o" if self is CodeKind.MO_REPLY else "t"
+        return {CodeKind.MO_REPLY: "o", CodeKind.BACKEND: "b"}.get(self, "t")
 
 
 #: The session hash's method letters, read back.
@@ -87,16 +92,26 @@ _METHODS = {kind.session_method: kind.method for kind in CodeKind}
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:
-    """One code to send: to whom, what kind, and how to word and route it.
+    """One code to send: for which session, to whom, what kind, and how to
+    word and route it.
 
-    @ivar resend: asked for by C{/sms/resend_code}: the session's method and
-        network stay as they were, and a request within the cooldown is
-        refused (a first send within it is a client retrying: no second SMS).
+    @ivar ref: the stored key of the session (or backend verification).
+    @ivar sealed_number: C{msisdn} sealed as the session keeps it.
+    @ivar resend: a second send asked for on purpose (C{/sms/resend_code},
+        a second backend create): the session's method and network stay as
+        they were, and a request within the cooldown is refused (a first
+        send within it is a client retrying: no second SMS).
     @ivar mo: the carrier whose MO number the device texted, for an MO reply.
-    @ivar client: the client's address, for the per-address limits (none for MO).
+    @ivar client: the client's address, for the per-address limits (none for
+        MO and backend requests).
+    @ivar digits: the short code's length (C{None}: the configured one).
+    @ivar keep_ms: how long the session lives unverified (C{None}: the
+        configured unverified-session lifetime).
+    @ivar attempts: record each send attempt and its receipts (backend).
     """
 
-    hawk_id: str
+    ref: bytes
+    sealed_number: bytes
     msisdn: str
     kind: CodeKind
     resend: bool = False
@@ -106,6 +121,9 @@ class SendRequest:
     app_hash: str | None = None
     client: str | None = None
     mo: "MOVerifier | None" = None
+    digits: int | None = None
+    keep_ms: int | None = None
+    attempts: bool = False
 
     @property
     def network(self) -> str:
@@ -123,26 +141,32 @@ class _SentRecord:
 
     ref: bytes
     code_mac: bytes  # the code this message carried: only its failure counts
-    kind: str  # "s" short MT, "l" long MT, "m" MO reply
+    kind: CodeKind
+    digits: int  # the length of a short code (0 for long ones)
+    attempt: int  # the backend verification's send attempt (0: not one)
     locale: str
     app_hash: str
     sealed_number: bytes
 
+    _HEAD = struct.Struct("16s16scBH")
+
     def pack(self) -> bytes:
         locale, app_hash = self.locale.encode(), self.app_hash.encode()
-        return (struct.pack("16s16sc", self.ref, self.code_mac, self.kind.encode())
+        return (self._HEAD.pack(self.ref, self.code_mac, self.kind.value.encode(), self.digits,
+                                self.attempt)
                 + bytes((len(locale),)) + locale + bytes((len(app_hash),)) + app_hash
                 + self.sealed_number)
 
     @classmethod
     def unpack(cls, data: bytes) -> "_SentRecord":
-        ref, code_mac, kind = struct.unpack_from("16s16sc", data)
-        pos = 33
+        ref, code_mac, kind, digits, attempt = cls._HEAD.unpack_from(data)
+        pos = cls._HEAD.size
         locale = data[pos + 1:pos + 1 + data[pos]]
         pos += 1 + data[pos]
         app_hash = data[pos + 1:pos + 1 + data[pos]]
         pos += 1 + data[pos]
-        return cls(ref, code_mac, kind.decode(), locale.decode(), app_hash.decode(), data[pos:])
+        return cls(ref, code_mac, CodeKind(kind.decode()), digits, attempt, locale.decode(),
+                   app_hash.decode(), data[pos:])
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +224,7 @@ class Verifier:
         self.clock = clock
         self.limits = limits
         self.hawk = HawkAuthenticator(store, secrets.session, settings.hawk_skew, clock)
+        self.verifications = VerificationStore(store)
         self._mo_verifiers = {(v.carrier, v.number.lstrip("+")): v for v in mo_verifiers}
         self.mo_handled = 0
         self.mo_dropped = 0
@@ -252,9 +277,9 @@ class Verifier:
 
     # -- sending codes -------------------------------------------------------
 
-    def _newCode(self, kind: CodeKind) -> str:
+    def _newCode(self, kind: CodeKind, digits: int | None = None) -> str:
         settings = self.settings
-        return (codes.short_code(settings.short_code_digits) if kind.short
+        return (codes.short_code(digits or settings.short_code_digits) if kind.short
                 else codes.long_code(settings.long_code_hex))
 
     def _text(self, kind: CodeKind, code: str, locale: str, app_hash: str | None) -> str:
@@ -263,11 +288,12 @@ class Verifier:
         return self.texts.long_code_text(code)
 
     @inlineCallbacks
-    def _sendCode(self, request: SendRequest):
-        """Store a new code for the request's number and send it.
+    def send(self, request: SendRequest):
+        """Store a new code for the request's session and send it.
 
         Fires with C{True} once the SMSC accepted it, or C{False} when a
-        first send came again within the cooldown (no second SMS).
+        first send came again within the cooldown (no second SMS).  Any
+        failure before the SMSC accepted it leaves the session as it was.
         """
         settings, limits, msisdn = self.settings, self.limits, request.msisdn
         if limits is not None:
@@ -276,16 +302,15 @@ class Verifier:
             except Refused as refusal:
                 self._refused(msisdn, refusal)
                 raise
-        ref = self._ref(request.hawk_id)
+        ref = request.ref
         number_ref = codes.number_ref(self.secrets.number, msisdn)
-        code = self._newCode(request.kind)
+        code = self._newCode(request.kind, request.digits)
         mac = codes.code_mac(self.secrets.code, ref, code)
         start = yield self.store.startSend(
-            ref, number_ref=number_ref,
-            sealed_number=codes.seal_number(request.hawk_id, msisdn), code_mac=mac,
+            ref, number_ref=number_ref, sealed_number=request.sealed_number, code_mac=mac,
             now_ms=_ms(self.now()), code_ttl_ms=_ms(settings.code_ttl),
             cooldown_ms=_ms(settings.resend_cooldown), max_sends=settings.max_sends,
-            session_ttl_ms=_ms(settings.unverified_session_ttl),
+            session_ttl_ms=request.keep_ms or _ms(settings.unverified_session_ttl),
             method="" if request.resend else request.kind.session_method,
             network=request.network, max_tries=settings.max_tries)
         outcome = start.outcome
@@ -324,8 +349,10 @@ class Verifier:
                 raise SendFailed(str(e)) from None
             raise
         self.outcomes[(request.kind.method, "started")] += 1
-        yield self._recordSent(result, ref, msisdn, request.kind, request.locale,
-                               request.app_hash, mac)
+        yield self._recordSent(result, _SentRecord(
+            ref, mac, request.kind, len(code) if request.kind.short else 0,
+            1 if request.attempts else 0, request.locale, request.app_hash or "",
+            codes.seal(self.secrets.transit, msisdn.encode())))
         return True
 
     @inlineCallbacks
@@ -342,22 +369,26 @@ class Verifier:
     # -- delivery receipts ---------------------------------------------------
 
     @inlineCallbacks
-    def _recordSent(self, result, ref: bytes, msisdn: str, kind: CodeKind, locale: str,
-                    app_hash: str | None, mac: bytes):
-        """Remember a sent code's message ids, so its receipts can act on it.
+    def _recordSent(self, result, record: _SentRecord):
+        """Remember a sent code's message ids, so its receipts can act on it;
+        a backend verification records the attempt first (C{record.attempt}
+        nonzero asks for it, and is replaced by the attempt's number).
 
         The SMS is already out: a failure here is logged, never raised.
         """
-        record = _SentRecord(ref, mac, kind.value, locale, app_hash or "",
-                             codes.seal(self.secrets.transit, msisdn.encode())).pack()
-        ids = {normalize_message_id(i) for i in result.message_ids if i}
-        if not ids:
-            return
         try:
-            early = yield self.store.recordSent(result.carrier, ids, record,
+            if record.attempt:
+                attempt = yield self.verifications.attempt(record.ref, _ms(self.now()),
+                                                           result.carrier)
+                record = dataclasses.replace(record, attempt=attempt)
+            ids = {normalize_message_id(i) for i in result.message_ids if i}
+            if not ids:
+                return
+            packed = record.pack()
+            early = yield self.store.recordSent(result.carrier, ids, packed,
                                                 _ms(self.settings.code_ttl))
             if early is not None:
-                yield self._delivered(record, early.decode(), result.carrier)
+                yield self._delivered(packed, early.decode(), result.carrier)
         except StoreUnavailable as e:
             self.log.warn("Message ids not recorded: {why}", why=str(e))
 
@@ -374,15 +405,17 @@ class Verifier:
     @inlineCallbacks
     def _delivered(self, raw_record: bytes, state: str, carrier: str):
         record = _SentRecord.unpack(raw_record)
-        ref, kind = record.ref, CodeKind(record.kind)
+        ref, kind = record.ref, record.kind
         if state not in UNDELIVERED or kind is CodeKind.MO_REPLY:
-            yield self.store.setDelivery(ref, state)
+            yield self.store.setDelivery(ref, state, record.attempt)
             return
+        if record.attempt:
+            yield self.store.setDelivery(ref, state, record.attempt)
         plain = codes.unseal(self.secrets.transit, record.sealed_number)
         if plain is None:
             return
         msisdn = plain.decode()
-        code = self._newCode(kind)
+        code = self._newCode(kind, record.digits)
         mac = codes.code_mac(self.secrets.code, ref, code)
         if not (yield self.store.claimAutoResend(ref, record.code_mac, mac, _ms(self.now()),
                                                  _ms(self.settings.code_ttl), state)):
@@ -399,7 +432,8 @@ class Verifier:
             self.log.warn("Automatic resend to {to} failed: {why}", to=mask_number(msisdn),
                           why=str(e))
             return
-        yield self._recordSent(result, ref, msisdn, kind, record.locale, app_hash, mac)
+        yield self._recordSent(result, dataclasses.replace(
+            record, code_mac=mac, attempt=1 if record.attempt else 0))
 
     def sendCode(self, hawk_id: str, msisdn: str, *, mcc: str | None, mnc: str | None,
                  short: bool, locale: str, app_hash: str | None = None,
@@ -409,9 +443,10 @@ class Verifier:
         Fires with C{True} once the SMSC accepted it, or C{False} when the
         same request came again within the cooldown (no second SMS).
         """
-        return self._sendCode(SendRequest(
-            hawk_id, msisdn, CodeKind.SHORT_MT if short else CodeKind.LONG_MT, mcc=mcc, mnc=mnc,
-            locale=locale, app_hash=app_hash, client=client))
+        return self.send(SendRequest(
+            self._ref(hawk_id), codes.seal_number(hawk_id, msisdn), msisdn,
+            CodeKind.SHORT_MT if short else CodeKind.LONG_MT, mcc=mcc, mnc=mnc, locale=locale,
+            app_hash=app_hash, client=client))
 
     @inlineCallbacks
     def resendCode(self, hawk_id: str, *, locale: str, app_hash: str | None = None,
@@ -424,16 +459,25 @@ class Verifier:
         msisdn = codes.open_number(hawk_id, sealed) if sealed else None
         if msisdn is None:
             raise NoCodeSent()
-        yield self._sendCode(SendRequest(hawk_id, msisdn, CodeKind.SHORT_MT, resend=True,
-                                         locale=locale, app_hash=app_hash, client=client))
+        yield self.send(SendRequest(self._ref(hawk_id), sealed, msisdn, CodeKind.SHORT_MT,
+                                    resend=True, locale=locale, app_hash=app_hash, client=client))
 
     # -- checking codes ------------------------------------------------------
 
     @inlineCallbacks
-    def verifyCode(self, hawk_id: str, code: str):
-        """Check C{code}; fires with the verified number (E.164)."""
+    def check(self, ref: bytes, code: str, verified_ttl_ms: int,
+              open_number: Callable[[bytes], str | None]):
+        """Check C{code} against the session C{ref}; fires with the verified
+        number (E.164), which C{open_number} unseals from what the session keeps.
+
+        @raise NoSession: no such session.
+        @raise Refused: the number is locked after too many wrong codes.
+        @raise CodeGone: no code to check (C{args[0]}: C{no_code}, C{expired},
+            C{exhausted}, C{replaced}).
+        @raise WrongCode: the code does not match (C{tries_left} may be 0).
+        @raise NotVerified: the sealed number does not open.
+        """
         settings = self.settings
-        ref = self._ref(hawk_id)
         now = self.now()
         check = yield self.store.beginCheck(
             ref, _ms(now), settings.max_tries,
@@ -451,12 +495,11 @@ class Verifier:
             if self.limits is not None:
                 yield self.limits.failedCheck(check.number_ref)
             raise WrongCode(max(settings.max_tries - check.tries, 0))
-        sealed = yield self.store.markVerified(ref, check.code_mac, _ms(now),
-                                               _ms(settings.verified_session_ttl))
+        sealed = yield self.store.markVerified(ref, check.code_mac, _ms(now), verified_ttl_ms)
         if sealed is None:
             raise CodeGone("replaced")
         self.outcomes[(method, "succeeded")] += 1
-        msisdn = codes.open_number(hawk_id, sealed)
+        msisdn = open_number(sealed)
         if msisdn is None:
             raise NotVerified()
         if self.limits is not None:
@@ -467,6 +510,11 @@ class Verifier:
             except Exception:
                 self.log.failure("The pumping guard missed a verification")
         return msisdn
+
+    def verifyCode(self, hawk_id: str, code: str) -> Deferred:
+        """Check a device session's C{code}; fires with the verified number (E.164)."""
+        return self.check(self._ref(hawk_id), code, _ms(self.settings.verified_session_ttl),
+                          lambda sealed: codes.open_number(hawk_id, sealed))
 
     @inlineCallbacks
     def verifiedNumber(self, hawk_id: str):
@@ -493,7 +541,8 @@ class Verifier:
             self.log.info("MO from {source} on {carrier} ignored: not a verification request",
                           source=mask_number(message.source), carrier=message.carrier)
             return None
-        d = self._sendCode(SendRequest(hawk_id, message.source, CodeKind.MO_REPLY, mo=verifier))
+        d = self.send(SendRequest(self._ref(hawk_id), codes.seal_number(hawk_id, message.source),
+                                  message.source, CodeKind.MO_REPLY, mo=verifier))
 
         def handled(sent: bool) -> None:
             self.mo_handled += 1

@@ -56,6 +56,10 @@ class Secrets:
     @ivar pseudonym: keys the stable pseudonymous ids in certificates.
     @ivar transit: seals what the server must read back without the client
         (a number awaiting its delivery receipt), for minutes at most.
+    @ivar api_key: keys the HMAC of backend API keys' secrets, the only form
+        in which they are stored.
+    @ivar backend: seals what a backend verification keeps for its API key to
+        read back (the number, an idempotent reply), for a day at most.
     """
 
     session: bytes = field(repr=False)
@@ -63,6 +67,8 @@ class Secrets:
     number: bytes = field(repr=False)
     pseudonym: bytes = field(repr=False)
     transit: bytes = field(repr=False)
+    api_key: bytes = field(repr=False)
+    backend: bytes = field(repr=False)
 
     @classmethod
     def from_master(cls, master: bytes) -> "Secrets":
@@ -70,7 +76,8 @@ class Secrets:
             raise ValueError("the master secret must be at least 32 bytes")
         return cls(_derive(master, b"session"), _derive(master, b"code"),
                    _derive(master, b"number"), _derive(master, b"pseudonym"),
-                   _derive(master, b"transit"))
+                   _derive(master, b"transit"), _derive(master, b"api-key"),
+                   _derive(master, b"backend"))
 
 
 @dataclass(frozen=True, slots=True)

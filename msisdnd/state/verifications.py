@@ -1,0 +1,127 @@
+"""What a backend verification keeps beyond a session's fields.
+
+A backend verification is a session hash (L{msisdnd.state.sessions}) that
+the code scripts share with device sessions; its key is
+C{keys.session(ref)} with C{ref} the 16 bytes of its id.  Its own fields:
+
+  - C{o}: the API key id that owns it
+  - C{ct}, C{u}: when it was created and last changed (ms)
+  - C{e}: when its current code expires (ms; kept after the code is gone)
+  - C{st}: its final status, once it ended other than approved
+    (C{canceled}, C{expired}, C{max_attempts_reached}); approved is the
+    session's C{v}
+  - C{q}: how many send attempts it had; C{p<n>}: attempt n's time (ms)
+    and carrier, C{pd<n>}: the state its receipts reported
+
+An index per API key and number names the one pending verification
+(C{keys.pending_verification}), so a second create resends on it and a
+check by number is never ambiguous.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+
+from msisdnd.state import keys
+from msisdnd.state.lua import Script
+from msisdnd.state.redis import TimedRedis, text
+
+_PENDING = """
+local function pending(s, now)
+  if redis.call('EXISTS', s) == 0 then return false end
+  if redis.call('HEXISTS', s, 'v') == 1 or redis.call('HEXISTS', s, 'st') == 1 then
+    return false
+  end
+  local e = redis.call('HGET', s, 'e') or redis.call('HGET', s, 'x')
+  return not e or tonumber(e) >= now  -- no expiry yet: its first send is under way
+end"""
+
+# Returns the session key of the pending verification to resend on, or
+# creates the new one (and points the index at it) and returns false.
+_OPEN = Script(
+    keys=("index", "session"),
+    args=("owner", "now:n", "keep_ms"),
+    body=_PENDING + """
+local existing = redis.call('GET', KEY.index)
+if existing and pending(existing, ARG.now) then return existing end
+redis.call('HSET', KEY.session, 'o', ARG.owner, 'ct', ARG.now, 'u', ARG.now)
+redis.call('PEXPIRE', KEY.session, ARG.keep_ms)
+redis.call('SET', KEY.index, KEY.session, 'PX', ARG.keep_ms)
+return false
+""")
+
+# Drops a verification that never had a code (its first send failed).
+_DISCARD = Script(keys=("index", "session"), args=(), body="""
+if redis.call('HEXISTS', KEY.session, 'c') == 1 or redis.call('HEXISTS', KEY.session, 'v') == 1
+   or tonumber(redis.call('HGET', KEY.session, 'q') or '0') > 0 then
+  return 0
+end
+redis.call('DEL', KEY.session)
+if redis.call('GET', KEY.index) == KEY.session then redis.call('DEL', KEY.index) end
+return 1
+""")
+
+_ATTEMPT = Script(keys=("session",), args=("now", "carrier"), body="""
+local s = KEY.session
+if redis.call('EXISTS', s) == 0 then return 0 end
+local n = redis.call('HINCRBY', s, 'q', 1)
+redis.call('HSET', s, 'p' .. n, ARG.now .. ' ' .. ARG.carrier, 'u', ARG.now,
+           'e', redis.call('HGET', s, 'x') or redis.call('HGET', s, 'e') or ARG.now)
+return n
+""")
+
+# A verification that is still pending ends with `status`; one that has
+# ended keeps its status.  Either way it stays readable for keep_ms.
+_FINISH = Script(keys=("session", "index"), args=("status", "now", "keep_ms"), body="""
+local s = KEY.session
+if redis.call('EXISTS', s) == 0 then return false end
+if redis.call('HEXISTS', s, 'v') == 1 then return 'approved' end
+local st = redis.call('HGET', s, 'st')
+if st then return st end
+redis.call('HSET', s, 'st', ARG.status, 'u', ARG.now)
+redis.call('HDEL', s, 'c', 'x')
+redis.call('PEXPIRE', s, ARG.keep_ms)
+if redis.call('GET', KEY.index) == s then redis.call('DEL', KEY.index) end
+return ARG.status
+""")
+
+
+class VerificationStore:
+    """The backend verifications' own scripts, over the shared L{TimedRedis}."""
+
+    def __init__(self, redis: TimedRedis):
+        self.redis = redis
+
+    def open(self, owner: str, number_ref: bytes, ref: bytes, now_ms: int,
+             keep_ms: int) -> Deferred:
+        """Create the verification C{ref}, unless C{owner} has one pending for
+        the number: fires with that one's C{ref} then, else C{None}."""
+        return _OPEN.run(self.redis, index=keys.pending_verification(owner, number_ref),
+                         session=keys.session(ref), owner=owner, now=now_ms,
+                         keep_ms=keep_ms).addCallback(
+            lambda existing: keys.session_ref_of(existing) if existing else None)
+
+    def pending(self, owner: str, number_ref: bytes) -> Deferred:
+        """Fires with the C{ref} of C{owner}'s verification the index names for
+        the number (pending or not: the caller reads it), or C{None}."""
+        return self.redis.call("get", keys.pending_verification(owner, number_ref)).addCallback(
+            lambda key: keys.session_ref_of(key) if key else None)
+
+    def discard(self, owner: str, number_ref: bytes, ref: bytes) -> Deferred:
+        """Drop a verification whose first code never went out."""
+        return _DISCARD.run(self.redis, index=keys.pending_verification(owner, number_ref),
+                            session=keys.session(ref))
+
+    def attempt(self, ref: bytes, now_ms: int, carrier: str) -> Deferred:
+        """Record a send attempt the SMSC accepted; fires with its number (1, 2...)."""
+        return _ATTEMPT.run(self.redis, session=keys.session(ref), now=now_ms,
+                            carrier=carrier).addCallback(int)
+
+    def finish(self, ref: bytes, owner: str, number_ref: bytes, status: str, now_ms: int,
+               keep_ms: int) -> Deferred:
+        """End a pending verification with C{status}; fires with the status it
+        has now (its earlier final one if it had ended), or C{None} if gone."""
+        return _FINISH.run(self.redis, session=keys.session(ref),
+                           index=keys.pending_verification(owner, number_ref),
+                           status=status, now=now_ms, keep_ms=keep_ms).addCallback(
+            lambda status: text(status) if status else None)
