@@ -5,6 +5,8 @@
   - C{msisdnd binds --admin URL}: every bind of a running daemon, as a table
   - C{msisdnd send-test-sms --config PATH --to NUMBER --text TEXT}: one MT
   - C{msisdnd blocks --config PATH [--lift KIND:WHAT]}: the pumping guard's blocks
+  - C{msisdnd api-keys create|list|revoke --config PATH ...}: backend API keys
+  - C{msisdnd verify start|check --server URL --api-key KEY ...}: the backend API by hand
 """
 
 from __future__ import annotations
@@ -176,12 +178,14 @@ def _redis_pool(config):
     return txredisapi.ConnectionPool(settings.host, settings.port, dbid=settings.db, **common)
 
 
-def blocks(reactor, config_path: str, lift: str | None, out: TextIO, err: TextIO):
-    """List the pumping guard's blocks, or lift one (C{prefix:+3361234}, C{network:20801})."""
+def _with_redis(reactor, config_path: str, err: TextIO, work):
+    """Run C{work(config, redis)} against the Redis the configuration names.
+
+    Fires with C{work}'s exit status, or 2 when the configuration is bad.
+    """
     from twisted.internet.defer import inlineCallbacks
 
-    from msisdnd.state.limits import Limits
-    from msisdnd.state.sessions import SessionStore
+    from msisdnd.state.redis import TimedRedis
 
     @inlineCallbacks
     def run():
@@ -190,25 +194,138 @@ def blocks(reactor, config_path: str, lift: str | None, out: TextIO, err: TextIO
             return 2
         pool = yield _redis_pool(config)
         try:
-            limits = Limits(SessionStore(pool, reactor, timeout=5.0), config.limits,
-                            config.secrets.number, reactor)
-            if lift is not None:
-                kind, _, what = lift.partition(":")
-                if not (yield limits.lift(kind, what)):
-                    print(f"msisdnd: no block on {kind} {what}", file=err)
-                    return 1
-                print(f"lifted: {kind} {what}", file=out)
-                return 0
-            found = yield limits.blocks()
-            for kind, what, left in found:
-                print(f"{kind:8} {what:16} {left / 3600:6.1f} h left", file=out)
-            if not found:
-                print("no blocks", file=out)
-            return 0
+            status = yield work(config, TimedRedis(pool, reactor, timeout=5.0))
+            return status
         finally:
             yield pool.disconnect()
 
     return run()
+
+
+def blocks(reactor, config_path: str, lift: str | None, out: TextIO, err: TextIO):
+    """List the pumping guard's blocks, or lift one (C{prefix:+3361234}, C{network:20801})."""
+    from twisted.internet.defer import inlineCallbacks
+
+    from msisdnd.state.limits import Limits
+
+    @inlineCallbacks
+    def work(config, redis):
+        limits = Limits(redis, config.limits, config.secrets.number, reactor)
+        if lift is not None:
+            kind, _, what = lift.partition(":")
+            if not (yield limits.lift(kind, what)):
+                print(f"msisdnd: no block on {kind} {what}", file=err)
+                return 1
+            print(f"lifted: {kind} {what}", file=out)
+            return 0
+        found = yield limits.blocks()
+        for kind, what, left in found:
+            print(f"{kind:8} {what:16} {left / 3600:6.1f} h left", file=out)
+        if not found:
+            print("no blocks", file=out)
+        return 0
+
+    return _with_redis(reactor, config_path, err, work)
+
+
+def _when(ms: int) -> str:
+    import datetime
+
+    if not ms:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+_KEY_NAME = "1 to 64 letters, digits, '_', '.' or '-'"
+
+
+def api_keys(reactor, config_path: str, args: argparse.Namespace, out: TextIO, err: TextIO):
+    """Create, list or revoke the backend API keys (C{args.action})."""
+    import re
+
+    from twisted.internet.defer import inlineCallbacks
+
+    from msisdnd.state.api_keys import ApiKeyRecord, ApiKeys
+    from msisdnd.verification.authentication import api_key_mac, new_api_key
+
+    if args.action in ("create", "revoke") and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}",
+                                                                args.name):
+        print(f"msisdnd: a key name is {_KEY_NAME}: {args.name!r}", file=err)
+        return _done(2)
+
+    @inlineCallbacks
+    def work(config, redis):
+        keys = ApiKeys(redis)
+        now = int(reactor.seconds() * 1000)
+        if args.action == "create":
+            key_id, secret = new_api_key()
+            record = ApiKeyRecord(
+                key_id=key_id, name=args.name, mac=api_key_mac(config.secrets.api_key, secret),
+                created=now, expires=now + int(args.expires * 86_400_000) if args.expires else 0,
+                rate_per_minute=args.rate_per_minute, daily_budget=args.daily_budget)
+            if not (yield keys.create(record)):
+                print(f"msisdnd: a key named {args.name!r} exists (revoke it, or choose "
+                      "another name)", file=err)
+                return 1
+            print(f"created {args.name} (key id {key_id}): {args.rate_per_minute} requests/min, "
+                  f"{args.daily_budget or 'no'} verifications/day, expires "
+                  f"{_when(record.expires) if record.expires else 'never'}", file=out)
+            print("The key is shown once, on the next line; keep it secret:", file=out)
+            print(f"{key_id}.{secret}", file=out)
+            return 0
+        if args.action == "revoke":
+            key_id = yield keys.revoke(args.name)
+            if key_id is None:
+                print(f"msisdnd: no key named {args.name!r}", file=err)
+                return 1
+            print(f"revoked {args.name} (key id {key_id})", file=out)
+            return 0
+        records = yield keys.all()
+        rows = [("name", "key id", "created", "last used", "expires", "rate/min", "budget/day")]
+        for r in records:
+            expires = _when(r.expires) + (" (expired)" if r.expired(now) else "") \
+                if r.expires else "never"
+            rows.append((r.name, r.key_id, _when(r.created), _when(r.last_used), expires,
+                         str(r.rate_per_minute), str(r.daily_budget or "-")))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), file=out)
+        return 0
+
+    return _with_redis(reactor, config_path, err, work)
+
+
+def verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """C{verify start NUMBER} / C{verify check ID CODE} against a running daemon."""
+    import dataclasses
+
+    from msisdnd.verify_client import VerifyClient, VerifyError
+
+    api_key = args.api_key or os.environ.get("MSISDND_API_KEY")
+    if not api_key:
+        print("msisdnd: give --api-key or set MSISDND_API_KEY", file=err)
+        return 2
+    client = VerifyClient(args.server, api_key)
+    try:
+        if args.action == "start":
+            answer = dataclasses.asdict(client.create(args.number, locale=args.locale))
+        else:
+            answer = dataclasses.asdict(client.check(args.code, id=args.id))
+    except VerifyError as e:
+        extra = "".join(f", {name} {value}" for name, value in (
+            ("errno", e.errno), ("retry after", e.retry_after), ("tries left", e.tries_left))
+            if value is not None)
+        print(f"msisdnd: {e.status or 'no answer'}: {e.message}{extra}", file=err)
+        return 1
+    print(json.dumps(answer, indent=2), file=out)
+    return 0 if args.action == "start" or answer["valid"] else 1
+
+
+def _done(status: int):
+    from twisted.internet.defer import succeed
+
+    return succeed(status)
 
 
 def _react(run) -> int:
@@ -241,7 +358,52 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("blocks", help="list the pumping guard's blocks, or lift one")
     p.add_argument("--config", required=True)
     p.add_argument("--lift", metavar="KIND:WHAT", help="e.g. prefix:+3361234 or network:20801")
+    p = sub.add_parser("api-keys", help="create, list or revoke backend API keys")
+    keys = p.add_subparsers(dest="action", required=True)
+    k = keys.add_parser("create", help="make a key and print it, once, on the last line")
+    k.add_argument("--config", required=True)
+    k.add_argument("--name", required=True, help=f"a unique name: {_KEY_NAME}")
+    k.add_argument("--rate-per-minute", type=_positive, default=60,
+                   help="requests per minute, across every daemon (default 60)")
+    k.add_argument("--daily-budget", type=_natural, default=1000,
+                   help="verification SMS per UTC day; 0 for no budget (default 1000)")
+    k.add_argument("--expires", type=_positive, metavar="DAYS", help="expire after DAYS days")
+    k = keys.add_parser("list", help="every key (never its secret)")
+    k.add_argument("--config", required=True)
+    k = keys.add_parser("revoke", help="revoke a key at once, on every daemon")
+    k.add_argument("--config", required=True)
+    k.add_argument("name")
+    p = sub.add_parser("verify", help="the backend API of a running daemon")
+    actions = p.add_subparsers(dest="action", required=True)
+    for name, help_text in (("start", "send a code to a number"),
+                            ("check", "check a code against a verification")):
+        a = actions.add_parser(name, help=help_text)
+        a.add_argument("--server", required=True, help="the daemon's public URL")
+        a.add_argument("--api-key", help="the API key (default: $MSISDND_API_KEY)")
+        if name == "start":
+            a.add_argument("number", help="E.164, e.g. +33612345678")
+            a.add_argument("--locale", help="the SMS text's language, e.g. fr")
+        else:
+            a.add_argument("id", help="the verification id (VE...)")
+            a.add_argument("code")
     return parser
+
+
+def _positive(value: str) -> int:
+    number = _natural(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value!r}")
+    return number
+
+
+def _natural(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value!r}")
+    return number
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,6 +417,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return binds(args.admin, out, err)
     if args.command == "blocks":
         return _react(lambda reactor: blocks(reactor, args.config, args.lift, out, err))
+    if args.command == "api-keys":
+        return _react(lambda reactor: api_keys(reactor, args.config, args, out, err))
+    if args.command == "verify":
+        return verify(args, out, err)
     return _react(lambda reactor: send_test_sms(reactor, args.config, args.to, args.text,
                                                 args.wait, out, err))
 

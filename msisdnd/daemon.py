@@ -24,19 +24,23 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from msisdnd.api.admin import admin_site
-from msisdnd.api.app import DeviceAPI
+from msisdnd.api.app import GatewayAPI
 from msisdnd.api.clientaddr import access_log_formatter
 from msisdnd.api.discovery import Discovery
 from msisdnd.api.metrics import Metrics
 from msisdnd.api.request import APISite
 from msisdnd.config import Config
 from msisdnd.smpp.service import CarriersService
+from msisdnd.state.api_keys import ApiKeys
 from msisdnd.state.connection import RedisConnection
 from msisdnd.state.daily_cap import DailyCaps
 from msisdnd.state.embedded import EmbeddedRedis
+from msisdnd.state.idempotency import Idempotency
 from msisdnd.state.limits import Limits
 from msisdnd.state.sessions import SessionStore
 from msisdnd.verification import certs
+from msisdnd.verification.authentication import ApiKeyAuthenticator
+from msisdnd.verification.backend import BackendVerifications
 from msisdnd.verification.flows import MOVerifier, Verifier
 from msisdnd.verification.texts import SMSTexts
 
@@ -161,6 +165,9 @@ class Daemon(InOrder):
             mo_verifiers=tuple(MOVerifier(c.name, c.mo_verifier, None)
                                for c in config.carriers if c.mo_verifier),
             limits=self.limits)
+        self.backend = BackendVerifications(
+            self.verifier, ApiKeyAuthenticator(ApiKeys(self.store), config.secrets.api_key, reactor),
+            Idempotency(self.store), reactor)
 
     def _buildCarriers(self) -> None:
         config = self.config
@@ -175,14 +182,14 @@ class Daemon(InOrder):
         config = self.config
         public = config.http.public_url
         self.metrics = Metrics(self.carriers, self.verifier, self.store, self.limits)
-        self.api = DeviceAPI(
+        self.api = GatewayAPI(
             verifier=self.verifier, signer=self.signer,
             discovery=Discovery(config.carriers, public.url_for("/sms/mt/verify")),
             texts=self.texts, public_url=public, settings=config.verification,
             clock=self.reactor, cors_origins=config.http.cors_origins,
             show_version=config.http.show_version,
             health=lambda: {"carriers": self.carriers.router.available()},
-            trusted_proxies=config.http.trusted_proxies)
+            trusted_proxies=config.http.trusted_proxies, backend=self.backend)
         self.site = APISite(self.api.resource(), config.http.max_body, self.reactor,
                             onDone=self.metrics.requestDone,
                             logFormatter=access_log_formatter(config.http.trusted_proxies))

@@ -18,7 +18,7 @@ from twisted.internet.defer import inlineCallbacks
 
 from msisdnd import hawk
 from msisdnd.verification import certs
-from msisdnd.api.app import DeviceAPI
+from msisdnd.api.app import GatewayAPI
 from msisdnd.api.request import APISite
 from msisdnd.api.discovery import Discovery
 from msisdnd.verification.flows import MOVerifier, Verifier
@@ -27,7 +27,11 @@ from msisdnd.verification.settings import PublicURL, Secrets, VerificationSettin
 from msisdnd.verification.texts import SMSTexts
 from msisdnd.smpp.config import CarrierConfig
 from msisdnd.smpp.service import CarriersService
+from msisdnd.state.api_keys import ApiKeys
+from msisdnd.state.idempotency import Idempotency
 from msisdnd.state.sessions import SessionStore
+from msisdnd.verification.authentication import ApiKeyAuthenticator
+from msisdnd.verification.backend import BackendVerifications
 
 from conftest import SMSCHarness, free_port, wait_until
 
@@ -60,7 +64,7 @@ class Gateway:
     smsc: SMSCHarness
     carriers: CarriersService
     verifier: Verifier
-    api: DeviceAPI
+    api: GatewayAPI
     store: SessionStore
     settings: VerificationSettings
     signer: certs.Signer
@@ -138,12 +142,15 @@ def start_gateway(redis_pool, tmp_path: Path, settings: VerificationSettings | N
     signer = certs.Signer(browserid_keys=[rsa_key], jwt_keys=[ed_key],
                           issuer_host=public.host, issuer_url=public.base,
                           pseudonym_secret=secrets.pseudonym, clock=reactor.seconds)
-    api = DeviceAPI(verifier=verifier, signer=signer,
+    api = GatewayAPI(verifier=verifier, signer=signer,
                     discovery=Discovery([carrier], public.url_for("/sms/mt/verify")),
                     texts=texts, public_url=public, settings=settings,
                     clock=reactor, cors_origins=("https://app.example",),
                     health=lambda: {"carriers": carriers.router.available()},
-                    trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+                    trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),),
+                    backend=BackendVerifications(
+                        verifier, ApiKeyAuthenticator(ApiKeys(store), secrets.api_key, reactor),
+                        Idempotency(store), reactor))
     carriers.startService()
     site = APISite(api.resource(), 25 * 1024, reactor)
     site.noisy = False

@@ -30,7 +30,7 @@ from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 
 from msisdnd import __version__, hawk
 from msisdnd.api import errors
-from msisdnd.api.app import DeviceAPI
+from msisdnd.api.app import GatewayAPI
 from msisdnd.verification.settings import VerificationSettings
 
 from conftest import RedisServer, free_port, redis_executable, wait_until
@@ -572,7 +572,7 @@ def test_openapi_document_matches_the_routes(gateway):
         == sorted(errors.ERRNOS)
 
     routed = set()
-    for rule in DeviceAPI.app.url_map.iter_rules():
+    for rule in GatewayAPI.app.url_map.iter_rules():
         for method in (rule.methods or set()) - {"OPTIONS", "HEAD"}:
             routed.add((_openapi_path(rule.rule), method.lower()))
     documented = {(path, method) for path, item in doc["paths"].items() for method in item

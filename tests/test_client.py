@@ -34,7 +34,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from msisdnd import hawk
-from msisdnd.api.app import DeviceAPI
+from msisdnd.api.app import GatewayAPI
 from msisdnd.device.client import (
     APIError,
     MSISDNClient,
@@ -384,7 +384,7 @@ def test_full_flow_behind_a_proxy_prefix(gateway, listen, http, keypair):
     server_url = listen(root) + "/v1/msisdn"
     public = PublicURL(server_url)
     running = gateway.api
-    api = DeviceAPI(verifier=running.verifier, signer=running.signer,
+    api = GatewayAPI(verifier=running.verifier, signer=running.signer,
                     discovery=Discovery([], public.url_for("/sms/mt/verify")),
                     texts=running.texts, public_url=public,
                     settings=running.settings, clock=reactor)

@@ -14,6 +14,10 @@ with the rate-limit ones it documented but never implemented:
   - 119 the number's country or type is not served (403)
   - 120 the number's prefix or network is blocked by the pumping guard (403)
   - 121 the number is locked after too many wrong codes (429)
+  - 122 the API key's rate is spent (429), 123 the API key's daily budget
+    is spent (429), 124 an C{Idempotency-Key} reused with another body
+    (422), 125 the first request with that C{Idempotency-Key} is still
+    under way (409), 126 no such verification for this API key (404)
   - 201 backend unavailable (503, with C{Retry-After}), 999 unexpected
 """
 
@@ -36,6 +40,11 @@ BUDGET_SPENT = 118
 NOT_SERVED = 119
 PUMPING_BLOCK = 120
 NUMBER_LOCKED = 121
+API_KEY_RATE = 122
+API_KEY_BUDGET = 123
+IDEMPOTENCY_CONFLICT = 124
+IDEMPOTENCY_IN_PROGRESS = 125
+UNKNOWN_VERIFICATION = 126
 BACKEND_UNAVAILABLE = 201
 UNEXPECTED = 999
 
@@ -45,7 +54,8 @@ ERRNOS: dict[int, str] = {
     BAD_JSON: "the body is not JSON",
     INVALID_PARAMETERS: "a parameter has the wrong type or value",
     MISSING_PARAMETERS: "a required parameter is missing",
-    INVALID_AUTH: "the Hawk authorization is missing, malformed, stale, replayed or unknown",
+    INVALID_AUTH: "the Hawk authorization or the API key is missing, malformed, stale, "
+                  "replayed, unknown, expired or revoked",
     EXPIRED: "the code expired or its tries are spent, or the session is not verified",
     TOO_LARGE: "the body is larger than the limit",
     RESEND_TOO_SOON: "a new code was asked for within the resend cooldown",
@@ -56,6 +66,11 @@ ERRNOS: dict[int, str] = {
     NOT_SERVED: "the number's country or type is not served",
     PUMPING_BLOCK: "the number's prefix or network is blocked (SMS pumping guard)",
     NUMBER_LOCKED: "the number is locked after too many wrong codes",
+    API_KEY_RATE: "too many requests with this API key; retry after Retry-After",
+    API_KEY_BUDGET: "this API key's daily budget of verifications is spent",
+    IDEMPOTENCY_CONFLICT: "this Idempotency-Key was used with another body",
+    IDEMPOTENCY_IN_PROGRESS: "the first request with this Idempotency-Key is still under way",
+    UNKNOWN_VERIFICATION: "no such verification for this API key (or none pending for 'to')",
     BACKEND_UNAVAILABLE: "Redis or every carrier is unavailable; retry after Retry-After",
     UNEXPECTED: "an unexpected error",
 }

@@ -92,6 +92,8 @@ class Limit(enum.Enum):
     COUNTRY_NOT_ALLOWED = "country_not_allowed"
     NUMBER_TYPE = "number_type"
     PUMPING_BLOCK = "pumping_block"
+    API_KEY_RATE = "api_key_rate"
+    API_KEY_BUDGET = "api_key_budget"
 
 
 #: Limits that are policies (403) rather than rates (429).

@@ -1,19 +1,32 @@
-"""Hawk authentication of a device request, around its Redis round trips.
+"""Who is asking: Hawk for device requests, API keys for backend ones.
 
 L{HawkAuthenticator.authenticate} runs the steps L{msisdnd.hawk} lays out:
 parse the header (no I/O), fetch the session's Hawk key (cached for a
 while), check the MAC, the payload hash and the clock, and only then claim
 the nonce in Redis, so a stranger's junk never costs a write.
+
+L{ApiKeyAuthenticator.authenticate} reads C{Authorization: Bearer <key id>.<secret>},
+fetches the key's record (never cached: a revocation takes effect at once
+on every daemon), compares the HMAC of the secret in constant time, and only
+then spends the key's rate (and budget) in Redis.
 """
 
 from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from msisdnd import hawk
+from msisdnd.state.api_keys import Admission, ApiKeyRecord, ApiKeys
+from msisdnd.state.limits import Limit, Refused
 from msisdnd.state.sessions import SessionStore
 from msisdnd.verification import codes
+from msisdnd.verification.errors import InvalidApiKey
 
 #: How long, and for how many sessions, a daemon keeps Hawk keys it fetched.
 KEY_CACHE_SECONDS = 60.0
@@ -83,3 +96,64 @@ class HawkAuthenticator:
                                                hawk.nonce_ttl(self.skew))):
             raise hawk.ReplayedNonce("Replayed nonce.")
         return parsed.id
+
+
+_API_KEY = re.compile(r"([0-9a-f]{16})\.([A-Za-z0-9_-]{43})")
+
+
+def new_api_key() -> tuple[str, str]:
+    """A new key's id and secret: the key a backend sends is C{f"{id}.{secret}"}."""
+    return secrets.token_hex(8), secrets.token_urlsafe(32)
+
+
+def api_key_mac(server_secret: bytes, secret: str) -> bytes:
+    """The stored form of an API key's secret."""
+    return hmac.new(server_secret, secret.encode("ascii"), hashlib.sha256).digest()
+
+
+class ApiKeyAuthenticator:
+    """Checks C{Authorization: Bearer} API keys against their records.
+
+    @param server_secret: keys the HMAC of the secrets (L{api_key_mac}).
+    """
+
+    def __init__(self, keys: ApiKeys, server_secret: bytes, clock: IReactorTime):
+        self.keys = keys
+        self.server_secret = server_secret
+        self.clock = clock
+
+    @inlineCallbacks
+    def authenticate(self, authorization: str | None, *, sends: int = 0):
+        """Fires with the key's L{ApiKeyRecord} once it checks out and its rate
+        (and C{sends} of its daily budget) allows the request.
+
+        @raise InvalidApiKey: missing, malformed, unknown, expired or revoked.
+        @raise Refused: the key's rate (L{Limit.API_KEY_RATE}) or daily budget
+            (L{Limit.API_KEY_BUDGET}) is spent.
+        """
+        scheme, _, credentials = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer":
+            raise InvalidApiKey("Missing API key (Authorization: Bearer <key>).")
+        match = _API_KEY.fullmatch(credentials.strip())
+        if match is None:
+            raise InvalidApiKey("Malformed API key.")
+        key_id, secret = match.groups()
+        record = yield self.keys.get(key_id)
+        mac = api_key_mac(self.server_secret, secret)
+        if record is None or not hmac.compare_digest(mac, record.mac):
+            raise InvalidApiKey("Unknown API key.")
+        now_ms = int(self.clock.seconds() * 1000)
+        if record.expired(now_ms):
+            raise InvalidApiKey("This API key has expired.")
+        admission, retry_ms = yield self.keys.admit(record, now_ms, sends)
+        if admission is Admission.REVOKED:
+            raise InvalidApiKey("Unknown API key.")
+        if admission is Admission.RATE:
+            raise Refused(Limit.API_KEY_RATE, retry_ms / 1000)
+        if admission is Admission.BUDGET:
+            raise Refused(Limit.API_KEY_BUDGET, retry_ms / 1000)
+        return record
+
+    def refund(self, record: ApiKeyRecord, sends: int = 1) -> Deferred:
+        """Give back budget spent for an SMS that was not sent."""
+        return self.keys.refund(record, int(self.clock.seconds() * 1000), sends)

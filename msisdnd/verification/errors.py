@@ -15,9 +15,10 @@ from msisdnd.state.limits import Limit, Refused
 from msisdnd.state.redis import StoreUnavailable
 
 __all__ = [
-    "CodeGone", "Limit", "NoCodeSent", "NoSession", "NotVerified", "Refused", "ResendTooSoon",
-    "SecondNumber", "SendFailed", "StoreUnavailable", "TooManySends", "VerificationError",
-    "WrongCode",
+    "CodeGone", "IdempotencyConflict", "IdempotencyInProgress", "InvalidApiKey", "Limit",
+    "NoCodeSent", "NoSession", "NotVerified", "Refused", "ResendTooSoon", "SecondNumber",
+    "SendFailed", "StoreUnavailable", "TooManySends", "UnknownVerification",
+    "VerificationError", "WrongCode",
 ]
 
 
@@ -67,3 +68,19 @@ class NotVerified(VerificationError):
 
 class SendFailed(VerificationError):
     """No carrier accepted the SMS in time; nothing was left queued."""
+
+
+class InvalidApiKey(VerificationError):
+    """A backend request's API key is missing, malformed, unknown, expired or revoked."""
+
+
+class UnknownVerification(VerificationError):
+    """No backend verification of this API key has this id (or is pending for this number)."""
+
+
+class IdempotencyConflict(VerificationError):
+    """The C{Idempotency-Key} was used before with another body."""
+
+
+class IdempotencyInProgress(VerificationError):
+    """The first request with this C{Idempotency-Key} is still waiting for the SMSC."""

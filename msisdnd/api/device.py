@@ -1,0 +1,245 @@
+"""The device API: msisdn-gateway 0.6's routes, over L{Verifier}.
+
+Routes only translate: JSON in, a verification step, JSON out.  Hawk is
+checked by the verifier (the MAC against the configured public URL, never
+the Host header; the nonce in Redis after the MAC passed).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.web.iweb import IRequest
+
+from msisdnd import __version__, hawk
+from msisdnd.api import errors, fields
+from msisdnd.api.base import Routes, shielded
+from msisdnd.api.discovery import Discovery
+from msisdnd.api.errors import APIError
+from msisdnd.api.openapi import spec
+from msisdnd.verification import certs
+from msisdnd.verification.flows import Verifier
+from msisdnd.verification.settings import PublicURL, VerificationSettings
+
+_WARNING_PAGE = (
+    b"<!DOCTYPE html><html><head><meta charset='utf-8'><title>msisdnd</title></head><body>"
+    b"<p>This service verifies phone numbers for applications. It does not sign anyone in "
+    b"through a browser: there is nothing to do on this page.</p></body></html>")
+
+
+
+class DeviceRoutes(Routes):
+    """The routes of msisdn-gateway's device API, and the service's own."""
+
+    app = Routes.app
+    verifier: Verifier
+    signer: certs.Signer
+    discovery: Discovery
+    texts: Any
+    public_url: PublicURL
+    settings: VerificationSettings
+    show_version: bool
+    health: Callable[[], dict] | None
+
+    @inlineCallbacks
+    def _authenticate(self, request: IRequest):
+        """The request's Hawk id, once the MAC, the clock and the nonce check out."""
+        header = request.getHeader(b"Authorization")
+        path, _, query = request.uri.decode("latin-1").partition("?")
+        try:
+            hawk_id = yield self.verifier.authenticate(
+                header.decode("latin-1") if header is not None else None,
+                method=request.method.decode("ascii"), url=self.public_url.url_for(path, query),
+                content=self._raw(request),
+                content_type=(request.getHeader(b"Content-Type") or b"").decode("latin-1"))
+        except hawk.HawkError as e:
+            headers = {"WWW-Authenticate": e.www_authenticate} if e.www_authenticate else {}
+            raise APIError(e.status, errors.INVALID_AUTH, e.reason, headers) from None
+        return hawk_id
+
+    # -- public routes -------------------------------------------------------
+
+    @app.route("/", methods=["GET"])
+    def root(self, request: IRequest) -> bytes:
+        about = {
+            "name": "msisdnd",
+            "description": "Verifies that a device controls a phone number (MSISDN).",
+            "version": __version__,
+            "homepage": "https://github.com/msisdnd/msisdnd",
+            "endpoint": self.public_url.base,
+        }
+        if not self.show_version:
+            del about["version"]
+        return self._json(request, about)
+
+    @app.route("/__lbheartbeat__", methods=["GET"])
+    def lbheartbeat(self, request: IRequest) -> bytes:
+        return self._json(request, {})
+
+    @app.route("/__version__", methods=["GET"])
+    def version(self, request: IRequest) -> bytes:
+        if not self.show_version:
+            return self._json(request, {"name": "msisdnd"})
+        return self._json(request, {"name": "msisdnd", "version": __version__})
+
+    @app.route("/__heartbeat__", methods=["GET"])
+    @inlineCallbacks
+    def heartbeat(self, request: IRequest):
+        status = {"storage": (yield self.verifier.storageUp())}
+        if self.health is not None:
+            status.update(self.health())
+        return self._json(request, status, 200 if all(status.values()) else 503)
+
+    @app.route("/api-specs", methods=["GET"])
+    def apiSpecs(self, request: IRequest) -> bytes:
+        return self._json(request, spec(self.public_url.base))
+
+    @app.route("/.well-known/browserid", methods=["GET"])
+    def browserid(self, request: IRequest) -> bytes:
+        page = self.public_url.prefix + "/.well-known/browserid/warning.html"
+        return self._json(request, {"public-key": self.signer.browserid_public_key(),
+                                    "authentication": page, "provisioning": page})
+
+    @app.route("/.well-known/browserid/warning.html", methods=["GET"])
+    def browseridWarning(self, request: IRequest) -> bytes:
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"max-age=86400")
+        return _WARNING_PAGE
+
+    @app.route("/.well-known/jwks.json", methods=["GET"])
+    def jwks(self, request: IRequest) -> bytes:
+        return self._json(request, self.signer.jwks())
+
+    @app.route("/discover", methods=["POST"])
+    def discover(self, request: IRequest) -> bytes:
+        body = self._body(request)
+        if "mcc" not in body:
+            raise errors.missing("mcc")
+        mcc = fields.digits(body["mcc"], "MCC", (3,))
+        mnc = body.get("mnc")
+        if mnc is not None:
+            mnc = fields.digits(mnc, "MNC", (2, 3))
+        msisdn = body.get("msisdn")
+        if msisdn is not None:
+            fields.msisdn(msisdn)
+        return self._json(request, self.discovery.discover(mcc, mnc, msisdn is not None))
+
+    @app.route("/register", methods=["POST"])
+    @inlineCallbacks
+    def register(self, request: IRequest):
+        self._body(request)
+        token = yield shielded(self.verifier.register(self._client(request)))
+        return self._json(request, {"msisdnSessionToken": token})
+
+    # -- Hawk routes ---------------------------------------------------------
+
+    @app.route("/unregister", methods=["POST"])
+    @inlineCallbacks
+    def unregister(self, request: IRequest):
+        hawk_id = yield self._authenticate(request)
+        yield shielded(self.verifier.unregister(hawk_id))
+        return self._empty(request)
+
+    @app.route("/sms/mt/verify", methods=["POST"])
+    @inlineCallbacks
+    def mtVerify(self, request: IRequest):
+        hawk_id = yield self._authenticate(request)
+        body = self._body(request)
+        for name in ("msisdn", "mcc"):
+            if name not in body:
+                raise errors.missing(name)
+        msisdn = fields.msisdn(body["msisdn"])
+        mcc = fields.digits(body["mcc"], "MCC", (3,))
+        mnc = body.get("mnc")
+        if mnc is not None:
+            mnc = fields.digits(mnc, "MNC", (2, 3))
+        app_hash = fields.app_hash(body.get("appHash"))
+        yield shielded(self.verifier.sendCode(
+            hawk_id, msisdn, mcc=mcc, mnc=mnc, short=body.get("shortVerificationCode") is True,
+            locale=self._locale(request), app_hash=app_hash, client=self._client(request)))
+        return self._empty(request)
+
+    @app.route("/sms/resend_code", methods=["POST"])
+    @inlineCallbacks
+    def resendCode(self, request: IRequest):
+        hawk_id = yield self._authenticate(request)
+        body = self._body(request)
+        yield shielded(self.verifier.resendCode(
+            hawk_id, locale=self._locale(request), app_hash=fields.app_hash(body.get("appHash")),
+            client=self._client(request)))
+        return self._empty(request)
+
+    @app.route("/sms/verify_code", methods=["POST"])
+    @inlineCallbacks
+    def verifyCode(self, request: IRequest):
+        hawk_id = yield self._authenticate(request)
+        body = self._body(request)
+        if "code" not in body:
+            raise errors.missing("code")
+        code = body["code"]
+        if isinstance(code, str):
+            code = code.lower()  # hex is hex in either case
+        settings = self.settings
+        short = isinstance(code, str) and len(code) == settings.short_code_digits \
+            and code.isascii() and code.isdigit()
+        long_ = isinstance(code, str) and len(code) == settings.long_code_hex \
+            and all(c in "0123456789abcdef" for c in code)
+        if not (short or long_):
+            raise errors.invalid("Invalid code.")
+        msisdn = yield shielded(self.verifier.verifyCode(hawk_id, code))
+        return self._json(request, {"msisdn": msisdn})
+
+    @app.route("/certificate/sign", methods=["POST"])
+    @inlineCallbacks
+    def sign(self, request: IRequest):
+        hawk_id = yield self._authenticate(request)
+        body = self._body(request)
+        for name in ("publicKey", "duration"):
+            if name not in body:
+                raise errors.missing(name)
+        fmt = body.get("format", "browserid")
+        if fmt not in ("browserid", "jwt"):
+            raise errors.invalid("format must be browserid or jwt.")
+        audience = body.get("audience")
+        if audience is not None and (not isinstance(audience, str) or not 0 < len(audience) <= 256):
+            raise errors.invalid("Invalid audience.")
+        if audience is not None and fmt != "jwt":
+            raise errors.invalid("audience applies to the jwt format only.")
+        try:
+            public_key = certs.parse_browserid_key(body["publicKey"])
+            duration = certs.parse_duration(body["duration"], self.settings.certificate_max_duration)
+        except certs.CertificateError as e:
+            raise errors.invalid(str(e)) from None
+        number = yield self.verifier.verifiedNumber(hawk_id)
+        now = self.clock.seconds()
+        if fmt == "jwt":
+            cert = self.signer.jwt_certificate(public_key=public_key, msisdn=number.msisdn,
+                                               duration=duration, verified_at=number.verified_at,
+                                               audience=audience)
+        else:
+            cert = self.signer.browserid_certificate(public_key=public_key, msisdn=number.msisdn,
+                                                     duration=duration,
+                                                     verified_at=number.verified_at,
+                                                     authenticated_at=now)
+        return self._json(request, {"cert": cert})
+
+    # -- CORS preflight --------------------------------------------------------
+
+    @app.route("/", methods=["OPTIONS"], branch=True)
+    def preflight(self, request: IRequest) -> bytes:
+        request.setResponseCode(204)
+        self._headers(request)
+        request.responseHeaders.removeHeader(b"Content-Type")
+        if request.responseHeaders.hasHeader(b"Access-Control-Allow-Origin"):
+            request.setHeader(b"Access-Control-Allow-Methods", b"GET, POST, OPTIONS")
+            request.setHeader(b"Access-Control-Allow-Headers",
+                              b"Authorization, Content-Type, Accept-Language")
+            request.setHeader(b"Access-Control-Max-Age", b"600")
+        return b""
+
+    # -- helpers -------------------------------------------------------------
+
+    def _locale(self, request: IRequest) -> str:
+        header = request.getHeader(b"Accept-Language")
+        return self.texts.negotiate(header.decode("latin-1") if header is not None else None)
