@@ -316,7 +316,7 @@ def verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         extra = "".join(f", {name} {value}" for name, value in (
             ("errno", e.errno), ("retry after", e.retry_after), ("tries left", e.tries_left))
             if value is not None)
-        print(f"msisdnd: {e.status or 'no answer'}: {e.message}{extra}", file=err)
+        print(f"msisdnd: {e.status or 'no answer'}: {e.message.rstrip('.')}{extra}", file=err)
         return 1
     print(json.dumps(answer, indent=2), file=out)
     return 0 if args.action == "start" or answer["valid"] else 1

@@ -18,6 +18,7 @@ C{tries_left} when the server gave them.
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -101,12 +102,16 @@ class Verification:
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> "Verification":
-        attempts = tuple(SendAttempt(a["at"], a["carrier"], a["delivery"])
-                         for a in value.get("send_attempts", ()))
-        return cls(id=value["id"], to=value["to"], status=value["status"],
-                   created_at=value["created_at"], updated_at=value["updated_at"],
-                   expires_at=value["expires_at"], channel=value.get("channel", "sms"),
-                   send_attempts=attempts)
+        """@raise Unavailable: the answer is not a verification."""
+        try:
+            attempts = tuple(SendAttempt(a["at"], a["carrier"], a["delivery"])
+                             for a in value.get("send_attempts", ()))
+            return cls(id=value["id"], to=value["to"], status=value["status"],
+                       created_at=value["created_at"], updated_at=value["updated_at"],
+                       expires_at=value["expires_at"], channel=value.get("channel", "sms"),
+                       send_attempts=attempts)
+        except (KeyError, TypeError) as e:
+            raise Unavailable(f"the answer is not a verification: {e!r}") from None
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,8 @@ class VerifyClient:
                app_hash: str | None = None,
                idempotency_key: str | None = None) -> Verification:
         """Send a code to C{to} (E.164); a pending verification of the same
-        number gets a new code and keeps its id."""
+        number gets a new code and keeps its id (within the resend cooldown:
+        before it ends, L{RateLimited} with errno 114 and C{retry_after})."""
         body: dict[str, Any] = {"to": to, "channel": "sms"}
         for name, value in (("locale", locale), ("code_length", code_length),
                             ("app_hash", app_hash)):
@@ -149,7 +155,11 @@ class VerifyClient:
             raise ValueError("give id or to")
         body = {"code": code, **({"id": id} if id is not None else {"to": to})}
         answer = self._call("POST", "/v2/verifications/check", body)
-        return CheckResult(answer["id"], answer["status"], answer["valid"], answer["tries_left"])
+        try:
+            return CheckResult(answer["id"], answer["status"], answer["valid"],
+                               answer["tries_left"])
+        except KeyError as missing:
+            raise Unavailable(f"{self.base_url} answered without {missing}") from None
 
     def fetch(self, id: str) -> Verification:
         return Verification.from_json(self._call("GET", f"/v2/verifications/{_segment(id)}"))
@@ -170,11 +180,14 @@ class VerifyClient:
             request.add_header(name, value)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read() or b"{}")
+                answer = json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as error:
             raise _error(error) from None
-        except (OSError, ValueError) as error:
-            raise Unavailable(f"{self.base_url} did not answer: {error}") from None
+        except (OSError, ValueError, http.client.HTTPException) as error:
+            raise Unavailable(f"{self.base_url} did not answer: {error!r}") from None
+        if not isinstance(answer, dict):
+            raise Unavailable(f"{self.base_url} answered {type(answer).__name__}, not an object")
+        return answer
 
 
 def _segment(value: str) -> str:

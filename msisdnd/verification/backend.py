@@ -140,17 +140,17 @@ class BackendVerifications:
         body_digest = hashlib.sha256(canonical.encode()).digest()[:16]
         pending_ms = int((self.settings.send_timeout + 5) * 1000)
         claim, kept = yield self.idempotency.claim(key.key_id, slot, body_digest, pending_ms)
+        if claim is not Claim.CLAIMED:
+            yield self.authenticator.refund(key)  # nothing is sent in any of these cases
         if claim is Claim.CONFLICT:
-            yield self.authenticator.refund(key)
             raise IdempotencyConflict()
         if claim is Claim.IN_PROGRESS:
-            yield self.authenticator.refund(key)
             raise IdempotencyInProgress()
         if claim is Claim.REPLAY:
-            yield self.authenticator.refund(key)
             plain = codes.unseal(self.secrets.backend, kept)
-            if plain is not None:
-                return json.loads(plain), True
+            if plain is None:  # kept under another master secret: never send twice
+                raise IdempotencyConflict("The first answer to this key cannot be read.")
+            return json.loads(plain), True
         try:
             verification = yield self._create(key, to, locale, digits, app_hash)
         except BaseException:
@@ -290,7 +290,7 @@ class BackendVerifications:
                                Status.MAX_ATTEMPTS_REACHED else tries_left)
         except NoSession:
             raise UnknownVerification() from None
-        return CheckResult(verification_id, Status.APPROVED, True, max(tries_left - 1, 0))
+        return CheckResult(verification_id, Status.APPROVED, True, tries_left)
 
     @inlineCallbacks
     def cancel(self, key: ApiKeyRecord, verification_id: str):
