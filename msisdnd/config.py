@@ -54,6 +54,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from msisdnd.state.limits import LimitSettings
 from msisdnd.verification.settings import PublicURL, Secrets, VerificationSettings
+from msisdnd.events.config import WebhookConfig, parse_webhooks
 from msisdnd.smpp.config import CarrierConfig, parse_carriers
 from msisdnd.validation import ConfigError, Table, is_array, kind
 
@@ -91,6 +92,8 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "verification": tuple(f.name for f in fields(VerificationSettings)),
     "sms": ("default_locale", "webotp_host"),
     "carrier": (),
+    "webhook": (),
+    "service": ("environment",),
     "log": ("format", "level"),
     "dev": ("fake_smsc", "fake_smsc_smpp", "fake_smsc_http"),
     "limits": tuple(f.name for f in fields(LimitSettings)),
@@ -259,6 +262,8 @@ class Config:
     log: LogConfig
     dev: DevConfig
     limits: LimitSettings = LimitSettings()
+    webhooks: tuple[WebhookConfig, ...] = ()
+    environment: str = "production"
     warnings: tuple[str, ...] = ()
 
 
@@ -343,6 +348,10 @@ class _Reader:
         log = self.log(self.section(data, "log"))
         dev = self.dev(self.section(data, "dev"))
         limits = self.limits(self.section(data, "limits"))
+        webhooks = parse_webhooks(
+            data.get("webhook"),
+            lambda t, key, value: self.readable_file(t, key, value, private=True))
+        environment = self.service(self.section(data, "service"))
 
         endpoints = [(f"[http].listen[{i}]" if len(http.listen) > 1 else "[http].listen", s)
                      for i, s in enumerate(http.listen)]
@@ -361,7 +370,8 @@ class _Reader:
         return Config(
             path=self.path, http=http, admin=admin, redis=redis, keys=keys,
             secrets=secrets, verification=verification, sms=sms, carriers=carriers,
-            log=log, dev=dev, limits=limits, warnings=tuple(self.warnings),
+            log=log, dev=dev, limits=limits, webhooks=webhooks, environment=environment,
+            warnings=tuple(self.warnings),
         )
 
     # -- helpers --
@@ -386,6 +396,13 @@ class _Reader:
         return name
 
     # -- sections --
+
+    def service(self, t: Table) -> str:
+        environment = t.string("environment", "production", limit=32)
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", environment):
+            t.fail("environment", "must be a lowercase name such as 'development', 'testing' "
+                                  f"or 'production', not {environment!r}")
+        return environment
 
     def http(self, t: Table) -> HTTPConfig:
         listen_value = t.raw("listen")

@@ -13,11 +13,15 @@ stops last.  Every wait is bounded.
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 from typing import Any
 
+import treq
 import txredisapi
 from twisted.application import strports
+from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
@@ -30,11 +34,15 @@ from msisdnd.api.discovery import Discovery
 from msisdnd.api.metrics import Metrics
 from msisdnd.api.request import APISite
 from msisdnd.config import Config
+from msisdnd.events.delivery import WebhookDelivery
+from msisdnd.events.payloads import Payloads
 from msisdnd.smpp.service import CarriersService
 from msisdnd.state.api_keys import ApiKeys
 from msisdnd.state.connection import RedisConnection
 from msisdnd.state.daily_cap import DailyCaps
+from msisdnd.state import keys
 from msisdnd.state.embedded import EmbeddedRedis
+from msisdnd.state.events import EventStream
 from msisdnd.state.idempotency import Idempotency
 from msisdnd.state.limits import Limits
 from msisdnd.state.sessions import SessionStore
@@ -135,6 +143,7 @@ class Daemon(InOrder):
         self._buildState()
         self._buildVerification()
         self._buildCarriers()
+        self._buildEvents()
         self._buildHTTP()
         self.verifier.wire(self.carriers.router)
         for part in self._parts():
@@ -146,7 +155,8 @@ class Daemon(InOrder):
         config = self.config
         self.embedded = (EmbeddedRedis(config.redis.dir, self.reactor)
                          if config.redis.embedded else None)
-        self.store = SessionStore(None, self.reactor, timeout=config.verification.store_timeout)
+        self.store = SessionStore(None, self.reactor, timeout=config.verification.store_timeout,
+                                  events_stream=keys.EVENTS if config.webhooks else b"")
         self.redis = RedisConnection(self.store, self._connectRedis)
         self.limits = Limits(self.store, config.limits, config.secrets.number, self.reactor)
 
@@ -177,6 +187,31 @@ class Daemon(InOrder):
             receipt_receiver=self.verifier)
         self.daily_caps = DailyCaps(self.carriers.carriers, self.store, self.reactor)
         self.fake_smsc = self._fakeSMSC() if config.dev.fake_smsc else []
+
+    def _buildEvents(self) -> None:
+        """A delivery per webhook, and the sweep that tells of unnoticed expiries."""
+        config = self.config
+        self.events = MultiService()
+        self.webhooks: list[WebhookDelivery] = []
+        if not config.webhooks:
+            return
+        stream = EventStream(self.store)
+        payloads = Payloads(config.secrets, self.signer)
+        consumer = f"{socket.gethostname()}-{os.getpid()}"
+        for webhook in config.webhooks:
+            delivery = WebhookDelivery(webhook, stream, ApiKeys(self.store), payloads,
+                                       self._connectRedisAlone, treq, self.reactor, consumer)
+            delivery.setServiceParent(self.events)
+            self.webhooks.append(delivery)
+        sweep = TimerService(30.0, self._sweepExpired)
+        sweep.clock = self.reactor
+        sweep.setServiceParent(self.events)
+
+    def _sweepExpired(self) -> Deferred:
+        def failed(failure) -> None:
+            log.debug("The expiry sweep is skipped: {why}", why=str(failure.value))
+
+        return self.backend.sweepExpired().addErrback(failed)
 
     def _buildHTTP(self) -> None:
         config = self.config
@@ -223,10 +258,22 @@ class Daemon(InOrder):
         return txredisapi.lazyConnectionPool(settings.host, settings.port, dbid=settings.db,
                                              **common)
 
+    def _connectRedisAlone(self) -> Deferred:
+        """A connection of its own (for the webhooks' blocking reads)."""
+        settings = self.config.redis
+        common = dict(reconnect=False, charset=None, convertNumbers=False,
+                      password=settings.password, username=settings.username,
+                      connectTimeout=settings.timeout)
+        if self.embedded is not None:
+            return txredisapi.UnixConnection(self.embedded.socket, **common)
+        if settings.unix_socket:
+            return txredisapi.UnixConnection(settings.unix_socket, dbid=settings.db, **common)
+        return txredisapi.Connection(settings.host, settings.port, dbid=settings.db, **common)
+
     def _parts(self) -> list[IService]:
         """Every part, in start order."""
-        parts = [self.embedded, self.redis, self.daily_caps, *self.fake_smsc, self.carriers,
-                 self.admin, self.http]
+        parts = [self.embedded, self.redis, self.daily_caps, self.events, *self.fake_smsc,
+                 self.carriers, self.admin, self.http]
         return [part for part in parts if part is not None]
 
     # -- run -----------------------------------------------------------------

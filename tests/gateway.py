@@ -27,6 +27,7 @@ from msisdnd.verification.settings import PublicURL, Secrets, VerificationSettin
 from msisdnd.verification.texts import SMSTexts
 from msisdnd.smpp.config import CarrierConfig
 from msisdnd.smpp.service import CarriersService
+from msisdnd.state import keys
 from msisdnd.state.api_keys import ApiKeys
 from msisdnd.state.idempotency import Idempotency
 from msisdnd.state.sessions import SessionStore
@@ -116,7 +117,7 @@ class Gateway:
 @inlineCallbacks
 def start_gateway(redis_pool, tmp_path: Path, settings: VerificationSettings | None = None,
                   limits: LimitSettings | None = None, carrier_overrides: dict | None = None,
-                  **smsc_kwargs):
+                  events: bool = False, **smsc_kwargs):
     """Start every piece; the caller stops it with C{Gateway.stop}."""
     settings = settings or VerificationSettings(send_timeout=3.0)
     smsc = SMSCHarness(**smsc_kwargs)
@@ -130,7 +131,8 @@ def start_gateway(redis_pool, tmp_path: Path, settings: VerificationSettings | N
     url = f"http://127.0.0.1:{port_number}"
     public = PublicURL(url)
     secrets = Secrets.from_master(b"m" * 32)
-    store = SessionStore(redis_pool, reactor, timeout=settings.store_timeout)
+    store = SessionStore(redis_pool, reactor, timeout=settings.store_timeout,
+                         events_stream=keys.EVENTS if events else b"")
     texts = SMSTexts()
     limiter = Limits(store, limits, secrets.number, reactor) if limits is not None else None
     verifier = Verifier(store, None, settings, secrets, texts, reactor,

@@ -93,6 +93,7 @@ def sample_copy(tmp_path: pathlib.Path) -> pathlib.Path:
     private_file(tmp_path / "keys" / "browserid.pem")
     private_file(tmp_path / "keys" / "jwt.pem")
     private_file(tmp_path / "secrets" / "master", MASTER)
+    private_file(tmp_path / "secrets" / "webhook-rp", "whsec_" + "A" * 44)
     path = tmp_path / "msisdnd.toml"
     path.write_text(text)
     return path

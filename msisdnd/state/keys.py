@@ -26,6 +26,12 @@ API_KEY = b"ms:k:"
 API_KEY_NAMES = b"ms:kn"
 PENDING = b"ms:vi:"
 IDEMPOTENCY = b"ms:i:"
+#: The event stream every webhook's consumer group reads.
+EVENTS = b"ms:ev"
+#: Pending backend verifications by the time their code expires (a sorted set).
+EXPIRIES = b"ms:vx"
+#: Held by the daemon sweeping EXPIRIES, so that one does at a time.
+EXPIRY_SWEEP = b"ms:vx:lock"
 
 LIMITS = b"ml:"
 BLOCK = b"ml:block:"
@@ -79,6 +85,16 @@ def pending_verification(key_id: str, number_ref: bytes) -> bytes:
 def idempotency(key_id: str, digest: bytes) -> bytes:
     """A create request's outcome under its API key and C{Idempotency-Key} digest."""
     return IDEMPOTENCY + key_id.encode() + b":" + _b64(digest)
+
+
+def dead_letters(webhook: str) -> bytes:
+    """The entries a webhook gave up on (a list, newest first)."""
+    return b"ms:wd:" + webhook.encode()
+
+
+def webhook_status(webhook: str) -> bytes:
+    """A webhook's last error and last success (a hash)."""
+    return b"ms:ws:" + webhook.encode()
 
 
 def api_key_rate(key_id: str) -> bytes:

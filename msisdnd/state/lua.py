@@ -73,6 +73,28 @@ local function series_sum(key, first, last)
   end
   return total
 end""",
+    # Append an event about session `s` to `stream` ('': events are off),
+    # numbered with the session's next sequence; `fields` is a flat list.
+    "emit": """
+local function emit(stream, kind, now, s, fields)
+  if stream == '' then return end
+  local entry = {'t', kind, 'ts', now, 's', s, 'sq', redis.call('HINCRBY', s, 'sq', 1)}
+  for _, v in ipairs(fields) do entry[#entry + 1] = v end
+  redis.call('XADD', stream, '*', unpack(entry))
+end
+-- What a backend verification's events carry of it (its number stays sealed).
+local function snapshot(s, more)
+  local out, all = more or {}, redis.call('HGETALL', s)
+  for i = 1, #all, 2 do
+    local k = all[i]
+    if k == 'o' or k == 'ct' or k == 'u' or k == 'e' or k == 'x' or k == 'v' or k == 'st'
+       or k == 'q' or k == 'n' or k == 't' or string.match(k, '^pd?%d+$') then
+      out[#out + 1] = 'f.' .. k
+      out[#out + 1] = all[i + 1]
+    end
+  end
+  return out
+end""",
 }
 
 

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 
 from msisdnd.state import keys
 from msisdnd.state.limits import AttemptGuard
@@ -84,6 +85,7 @@ class CodeCheck:
     number_ref: bytes = b""
     network: str = ""
     wait_ms: int = 0
+    sealed_number: bytes = b""
 
 
 _CREATE = Script(keys=("session",), args=("hawk_key", "ttl_ms"), body="""
@@ -182,15 +184,36 @@ if guarded then
   end
 end
 local t = redis.call('HINCRBY', s, 't', 1)
-return {'check', c, t, redis.call('HGET', s, 'm') or '', h, redis.call('HGET', s, 'g') or ''}
+return {'check', c, t, redis.call('HGET', s, 'm') or '', h, redis.call('HGET', s, 'g') or '',
+        redis.call('HGET', s, 'n') or ''}
 """)
 
-_VERIFIED = Script(keys=("session",), args=("code_mac", "now", "ttl_ms"), body="""
-if redis.call('HGET', KEY.session, 'c') ~= ARG.code_mac then return false end
-redis.call('HDEL', KEY.session, 'c', 'x', 't', 'r', 'l', 'd', 'a', 'm', 'g')
-redis.call('HSET', KEY.session, 'v', ARG.now)
-redis.call('PEXPIRE', KEY.session, ARG.ttl_ms)
-return redis.call('HGET', KEY.session, 'n')
+# A device session's event carries its number sealed for events (`sealed`);
+# a backend verification's carries its snapshot.
+_VERIFIED = Script(
+    keys=("session",), args=("code_mac", "now", "ttl_ms", "stream", "sealed"),
+    helpers=("emit",), body="""
+local s = KEY.session
+if redis.call('HGET', s, 'c') ~= ARG.code_mac then return false end
+local method = redis.call('HGET', s, 'm') or 't'
+redis.call('HDEL', s, 'c', 'x', 't', 'r', 'l', 'd', 'a', 'm', 'g')
+redis.call('HSET', s, 'v', ARG.now)
+redis.call('PEXPIRE', s, ARG.ttl_ms)
+if redis.call('HEXISTS', s, 'o') == 1 then
+  emit(ARG.stream, 'verification.approved', ARG.now, s, snapshot(s))
+else
+  emit(ARG.stream, 'device.verified', ARG.now, s, {'n', ARG.sealed, 'm', method})
+end
+return redis.call('HGET', s, 'n')
+""")
+
+# Only a verified device session's end is an event.
+_DELETE = Script(keys=("session",), args=("stream", "sealed", "now"), helpers=("emit",), body="""
+local s = KEY.session
+if redis.call('HEXISTS', s, 'v') == 1 and redis.call('HEXISTS', s, 'o') == 0 then
+  emit(ARG.stream, 'device.unregistered', ARG.now, s, {'n', ARG.sealed})
+end
+return redis.call('DEL', s)
 """)
 
 _WRONG = Script(keys=("session",), args=("code_mac", "tries:n", "max_tries:n"), body="""
@@ -231,12 +254,21 @@ return false
 """
 
 # Only an unverified session with a code keeps delivery state; a backend
-# verification keeps each attempt's (attempt 0: the message was no attempt).
-_DELIVERY = Script(keys=("session",), args=("state", "attempt"), body="""
+# verification keeps each attempt's (attempt 0: the message was no attempt),
+# and tells of it; an attempt undelivered after the automatic resend was
+# spent means the verification failed.
+_DELIVERY = Script(
+    keys=("session",), args=("state", "attempt", "stream", "now", "undelivered"),
+    helpers=("emit",), body="""
 local s = KEY.session
 if redis.call('HEXISTS', s, 'c') == 1 then redis.call('HSET', s, 'd', ARG.state) end
 if ARG.attempt ~= '0' and redis.call('HEXISTS', s, 'p' .. ARG.attempt) == 1 then
   redis.call('HSET', s, 'pd' .. ARG.attempt, ARG.state)
+  emit(ARG.stream, 'verification.delivery', ARG.now, s,
+       snapshot(s, {'da', ARG.attempt, 'ds', ARG.state}))
+  if ARG.undelivered == '1' and redis.call('HEXISTS', s, 'a') == 1 then
+    emit(ARG.stream, 'verification.failed', ARG.now, s, snapshot(s, {'da', ARG.attempt}))
+  end
 end
 return 1
 """)
@@ -260,7 +292,15 @@ class SessionStore(TimedRedis):
 
     It is the L{TimedRedis} the daemon's other stores (limits, daily caps)
     share, so that one connection pool and one timeout serve them all.
+
+    @param events_stream: the stream the scripts append events to
+        (L{msisdnd.state.events}); empty when no webhook is configured.
     """
+
+    def __init__(self, redis: Any, clock: IReactorTime, timeout: float = 1.5,
+                 events_stream: bytes = b""):
+        super().__init__(redis, clock, timeout)
+        self.events_stream = events_stream
 
     # -- sessions ----------------------------------------------------------
 
@@ -276,8 +316,11 @@ class SessionStore(TimedRedis):
         return self.call("hgetall", keys.session(ref)).addCallback(
             lambda fields: {text(k): v for k, v in (fields or {}).items()})
 
-    def deleteSession(self, ref: bytes) -> Deferred:
-        return self.call("delete", keys.session(ref))
+    def deleteSession(self, ref: bytes, sealed_for_events: bytes = b"", now_ms: int = 0) -> Deferred:
+        """Drop a session; a verified device session's end is an event, which
+        carries C{sealed_for_events} (its number sealed for events)."""
+        return _DELETE.run(self, session=keys.session(ref), stream=self.events_stream,
+                           sealed=sealed_for_events, now=now_ms)
 
     # -- sending codes -----------------------------------------------------
 
@@ -340,20 +383,22 @@ class SessionStore(TimedRedis):
             outcome = CheckOutcome(text(reply[0]))
             if outcome is CheckOutcome.CHECK:
                 return CodeCheck(outcome, reply[1], int(reply[2]), text(reply[3]), reply[4],
-                                 text(reply[5]))
+                                 text(reply[5]), sealed_number=reply[6])
             if outcome is CheckOutcome.LOCKED:
                 return CodeCheck(outcome, wait_ms=int(reply[1]))
             return CodeCheck(outcome)
 
         return d.addCallback(parsed)
 
-    def markVerified(self, ref: bytes, code_mac: bytes, now_ms: int, ttl_ms: int) -> Deferred:
+    def markVerified(self, ref: bytes, code_mac: bytes, now_ms: int, ttl_ms: int,
+                     sealed_for_events: bytes = b"") -> Deferred:
         """The code matched: drop the volatile state, keep the session as verified.
 
         Fires with the sealed number, or C{None} if the code changed meanwhile.
+        A device session's event carries C{sealed_for_events}.
         """
         return _VERIFIED.run(self, session=keys.session(ref), code_mac=code_mac, now=now_ms,
-                             ttl_ms=ttl_ms)
+                             ttl_ms=ttl_ms, stream=self.events_stream, sealed=sealed_for_events)
 
     def wrongCode(self, ref: bytes, code_mac: bytes, tries: int, max_tries: int) -> Deferred:
         """The code did not match: after the last try, the code is gone."""
@@ -387,10 +432,13 @@ class SessionStore(TimedRedis):
         receipt is then kept for L{recordSent} to find)."""
         return self.script(_RECEIPT, keys.message_keys(carrier, aliases), [state, ttl_ms])
 
-    def setDelivery(self, ref: bytes, state: str, attempt: int = 0) -> Deferred:
+    def setDelivery(self, ref: bytes, state: str, attempt: int = 0, now_ms: int = 0,
+                    undelivered: bool = False) -> Deferred:
         """Record what a receipt said of the current code (and of a backend
-        verification's send C{attempt})."""
-        return _DELIVERY.run(self, session=keys.session(ref), state=state, attempt=attempt)
+        verification's send C{attempt}: an event)."""
+        return _DELIVERY.run(self, session=keys.session(ref), state=state, attempt=attempt,
+                             stream=self.events_stream, now=now_ms,
+                             undelivered=1 if undelivered else 0)
 
     def claimAutoResend(self, ref: bytes, failed_mac: bytes, code_mac: bytes, now_ms: int,
                         code_ttl_ms: int, state: str) -> Deferred:

@@ -12,10 +12,17 @@ C{keys.session(ref)} with C{ref} the 16 bytes of its id.  Its own fields:
     session's C{v}
   - C{q}: how many send attempts it had; C{p<n>}: attempt n's time (ms)
     and carrier, C{pd<n>}: the state its receipts reported
+  - C{ix}: the key of the index that names it while it is pending
+  - C{sq}: the sequence number of its last event
 
 An index per API key and number names the one pending verification
 (C{keys.pending_verification}), so a second create resends on it and a
 check by number is never ambiguous.
+
+With webhooks configured, each change is an event (L{msisdnd.state.events})
+written by the same script, and a pending verification is in
+C{keys.EXPIRIES} by its code's expiry, so that its expiry is told within a
+sweep's interval even when nobody looks at it.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ _OPEN = Script(
     body=_PENDING + """
 local existing = redis.call('GET', KEY.index)
 if existing and pending(existing, ARG.now) then return existing end
-redis.call('HSET', KEY.session, 'o', ARG.owner, 'ct', ARG.now, 'u', ARG.now)
+redis.call('HSET', KEY.session, 'o', ARG.owner, 'ct', ARG.now, 'u', ARG.now, 'ix', KEY.index)
 redis.call('PEXPIRE', KEY.session, ARG.keep_ms)
 redis.call('SET', KEY.index, KEY.session, 'PX', ARG.keep_ms)
 return false
@@ -61,28 +68,63 @@ if redis.call('GET', KEY.index) == KEY.session then redis.call('DEL', KEY.index)
 return 1
 """)
 
-_ATTEMPT = Script(keys=("session",), args=("now", "carrier"), body="""
+_ATTEMPT = Script(keys=("session", "expiries"), args=("now", "carrier", "stream"), body="""
 local s = KEY.session
 if redis.call('EXISTS', s) == 0 then return 0 end
 local n = redis.call('HINCRBY', s, 'q', 1)
-redis.call('HSET', s, 'p' .. n, ARG.now .. ' ' .. ARG.carrier, 'u', ARG.now,
-           'e', redis.call('HGET', s, 'x') or redis.call('HGET', s, 'e') or ARG.now)
+local e = redis.call('HGET', s, 'x') or redis.call('HGET', s, 'e') or ARG.now
+redis.call('HSET', s, 'p' .. n, ARG.now .. ' ' .. ARG.carrier, 'u', ARG.now, 'e', e)
+if ARG.stream ~= '' then redis.call('ZADD', KEY.expiries, e, s) end
 return n
 """)
 
+_END = _PENDING + """
+-- End the pending verification `s` with `status`, and tell of it.
+local function finish(s, status, now, keep_ms, stream)
+  redis.call('HSET', s, 'st', status, 'u', now)
+  redis.call('HDEL', s, 'c', 'x')
+  redis.call('PEXPIRE', s, keep_ms)
+  local index = redis.call('HGET', s, 'ix')
+  if index and redis.call('GET', index) == s then redis.call('DEL', index) end
+  emit(stream, 'verification.' .. status, now, s, snapshot(s))
+end"""
+
 # A verification that is still pending ends with `status`; one that has
 # ended keeps its status.  Either way it stays readable for keep_ms.
-_FINISH = Script(keys=("session", "index"), args=("status", "now", "keep_ms"), body="""
+_FINISH = Script(keys=("session",), args=("status", "now", "keep_ms", "stream"),
+                 helpers=("emit",), body=_END + """
 local s = KEY.session
 if redis.call('EXISTS', s) == 0 then return false end
 if redis.call('HEXISTS', s, 'v') == 1 then return 'approved' end
 local st = redis.call('HGET', s, 'st')
 if st then return st end
-redis.call('HSET', s, 'st', ARG.status, 'u', ARG.now)
-redis.call('HDEL', s, 'c', 'x')
-redis.call('PEXPIRE', s, ARG.keep_ms)
-if redis.call('GET', KEY.index) == s then redis.call('DEL', KEY.index) end
+finish(s, ARG.status, ARG.now, ARG.keep_ms, ARG.stream)
 return ARG.status
+""")
+
+# The verifications whose codes expired by now, and that nobody ended yet.
+_SWEEP = Script(keys=("expiries",), args=("now:n", "keep_ms", "stream", "limit"),
+                helpers=("emit",), body=_END + """
+local ended = 0
+for _, s in ipairs(redis.call('ZRANGEBYSCORE', KEY.expiries, '-inf', ARG.now,
+                              'LIMIT', 0, ARG.limit)) do
+  redis.call('ZREM', KEY.expiries, s)
+  if redis.call('EXISTS', s) == 1 and not pending(s, ARG.now) and
+     redis.call('HEXISTS', s, 'v') == 0 and redis.call('HEXISTS', s, 'st') == 0 then
+    finish(s, 'expired', ARG.now, ARG.keep_ms, ARG.stream)
+    ended = ended + 1
+  end
+end
+return ended
+""")
+
+# A backend verification's code could not be delivered (its automatic
+# resend could not be sent).
+_FAILED = Script(keys=("session",), args=("now", "stream"), helpers=("emit",), body="""
+local s = KEY.session
+if redis.call('HEXISTS', s, 'o') == 0 then return 0 end
+emit(ARG.stream, 'verification.failed', ARG.now, s, snapshot(s))
+return 1
 """)
 
 
@@ -91,6 +133,10 @@ class VerificationStore:
 
     def __init__(self, redis: TimedRedis):
         self.redis = redis
+
+    @property
+    def stream(self) -> bytes:
+        return getattr(self.redis, "events_stream", b"")
 
     def open(self, owner: str, number_ref: bytes, ref: bytes, now_ms: int,
              keep_ms: int) -> Deferred:
@@ -114,14 +160,24 @@ class VerificationStore:
 
     def attempt(self, ref: bytes, now_ms: int, carrier: str) -> Deferred:
         """Record a send attempt the SMSC accepted; fires with its number (1, 2...)."""
-        return _ATTEMPT.run(self.redis, session=keys.session(ref), now=now_ms,
-                            carrier=carrier).addCallback(int)
+        return _ATTEMPT.run(self.redis, session=keys.session(ref), expiries=keys.EXPIRIES,
+                            now=now_ms, carrier=carrier, stream=self.stream).addCallback(int)
 
-    def finish(self, ref: bytes, owner: str, number_ref: bytes, status: str, now_ms: int,
-               keep_ms: int) -> Deferred:
+    def finish(self, ref: bytes, status: str, now_ms: int, keep_ms: int) -> Deferred:
         """End a pending verification with C{status}; fires with the status it
         has now (its earlier final one if it had ended), or C{None} if gone."""
-        return _FINISH.run(self.redis, session=keys.session(ref),
-                           index=keys.pending_verification(owner, number_ref),
-                           status=status, now=now_ms, keep_ms=keep_ms).addCallback(
+        return _FINISH.run(self.redis, session=keys.session(ref), status=status, now=now_ms,
+                           keep_ms=keep_ms, stream=self.stream).addCallback(
             lambda status: text(status) if status else None)
+
+    def sweepExpired(self, now_ms: int, keep_ms: int, limit: int = 100) -> Deferred:
+        """End (as expired) up to C{limit} verifications whose codes expired
+        unnoticed; fires with how many.  Atomic: daemons sweeping together
+        end each one once."""
+        return _SWEEP.run(self.redis, expiries=keys.EXPIRIES, now=now_ms, keep_ms=keep_ms,
+                          stream=self.stream, limit=limit).addCallback(int)
+
+    def failed(self, ref: bytes, now_ms: int) -> Deferred:
+        """Tell that a backend verification's code could not be delivered."""
+        return _FAILED.run(self.redis, session=keys.session(ref), now=now_ms,
+                           stream=self.stream)

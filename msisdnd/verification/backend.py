@@ -22,7 +22,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -76,6 +76,48 @@ def _time(ms: int) -> str:
     """RFC 3339, UTC, to the second."""
     moment = datetime.fromtimestamp(ms / 1000, timezone.utc)
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def verification_id_of(ref: bytes) -> str:
+    """The id of the verification stored under C{ref}."""
+    return _id(ref)
+
+
+def status_of(fields: dict) -> Status | None:
+    """The final status the fields record (C{None}: not ended, as far as they say)."""
+    if "v" in fields:
+        return Status.APPROVED
+    if "st" in fields:
+        return Status(fields["st"].decode())
+    return None
+
+
+def verification_view(verification_id: str, fields: dict, status: Status, number_key: bytes,
+                      include_number: bool = True) -> dict:
+    """A verification as the API shows it, from its stored fields.
+
+    @param number_key: opens the number the fields keep sealed.
+    @param include_number: C{False} leaves C{to} out (webhooks that did not ask for it).
+    """
+    created = int(fields.get("ct", 0))
+    updated = max(int(fields.get("u", created)), int(fields.get("v", 0)))
+    expires = int(fields.get("e") or fields.get("x") or created)
+    attempts = []
+    for n in range(1, int(fields.get("q", 0)) + 1):
+        at, _, carrier = fields.get(f"p{n}", b"0 ").decode().partition(" ")
+        state = fields.get(f"pd{n}")
+        attempts.append({"at": _time(int(at)), "carrier": carrier,
+                         "delivery": DELIVERY.get(state.decode(), "pending")
+                         if state else "pending"})
+    view = {"id": verification_id, "to": None, "channel": "sms", "status": status.value,
+            "created_at": _time(created), "updated_at": _time(updated),
+            "expires_at": _time(expires), "send_attempts": attempts}
+    if include_number:
+        to = codes.unseal(number_key, fields.get("n", b""))
+        view["to"] = to.decode() if to else None
+    else:
+        del view["to"]
+    return view
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,10 +242,9 @@ class BackendVerifications:
     @inlineCallbacks
     def _status(self, key: ApiKeyRecord, ref: bytes, fields: dict):
         """The status the fields say, persisting an expiry seen first here."""
-        if "v" in fields:
-            return Status.APPROVED
-        if "st" in fields:
-            return Status(fields["st"].decode())
+        final = status_of(fields)
+        if final is not None:
+            return final
         expires = fields.get("e") or fields.get("x")
         if expires is not None and int(expires) < self._now_ms():
             status = yield self._finish(key, ref, fields, Status.EXPIRED)
@@ -213,8 +254,7 @@ class BackendVerifications:
     @inlineCallbacks
     def _finish(self, key: ApiKeyRecord, ref: bytes, fields: dict, status: Status):
         now = self._now_ms()
-        final = yield self.verifications.finish(ref, key.key_id, fields.get("h", b""),
-                                                status.value, now, self.keep_ms)
+        final = yield self.verifications.finish(ref, status.value, now, self.keep_ms)
         if final is None:
             raise UnknownVerification()
         fields["st"] = final.encode()
@@ -229,21 +269,12 @@ class BackendVerifications:
         return self._view(verification_id, fields, status)
 
     def _view(self, verification_id: str, fields: dict, status: Status) -> dict:
-        to = codes.unseal(self.secrets.backend, fields.get("n", b""))
-        created = int(fields.get("ct", 0))
-        updated = max(int(fields.get("u", created)), int(fields.get("v", 0)))
-        expires = int(fields.get("e") or fields.get("x") or created)
-        attempts = []
-        for n in range(1, int(fields.get("q", 0)) + 1):
-            at, _, carrier = fields.get(f"p{n}", b"0 ").decode().partition(" ")
-            state = fields.get(f"pd{n}")
-            attempts.append({"at": _time(int(at)), "carrier": carrier,
-                             "delivery": DELIVERY.get(state.decode(), "pending")
-                             if state else "pending"})
-        return {"id": verification_id, "to": to.decode() if to else None, "channel": "sms",
-                "status": status.value, "created_at": _time(created),
-                "updated_at": _time(updated), "expires_at": _time(expires),
-                "send_attempts": attempts}
+        return verification_view(verification_id, fields, status, self.secrets.backend)
+
+    def sweepExpired(self) -> Deferred:
+        """End the verifications whose codes expired while nobody looked
+        (their C{verification.expired} events); fires with how many."""
+        return self.verifications.sweepExpired(self._now_ms(), self.keep_ms)
 
     # -- check and cancel -----------------------------------------------------
 

@@ -450,6 +450,13 @@ class Signer:
     def _principal(self, msisdn: str) -> str:
         return self._pseudonym("principal\0" + msisdn)
 
+    def subject(self, msisdn: str, audience: str | None = None) -> str:
+        """The C{sub} a JWT certificate for C{msisdn} carries for C{audience}
+        (pairwise when given), as the device events carry it."""
+        if audience is None:
+            return self._principal(msisdn)
+        return self._pseudonym("sub\0" + audience + "\0" + msisdn)
+
     def browserid_certificate(
         self,
         *,
@@ -518,10 +525,7 @@ class Signer:
             raise ValueError("audience must not be empty")
         now = int(self._clock())
         key = self._jwt_keys[0]
-        if audience is None:
-            subject = self._principal(msisdn)
-        else:
-            subject = self._pseudonym("sub\0" + audience + "\0" + msisdn)
+        subject = self.subject(msisdn, audience)
         claims: dict[str, Any] = {
             "iss": self._issuer_url,
             "sub": subject,

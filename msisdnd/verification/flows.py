@@ -270,10 +270,20 @@ class Verifier:
         return self.hawk.authenticate(authorization, method=method, url=url, content=content,
                                       content_type=content_type)
 
-    def unregister(self, hawk_id: str) -> Deferred:
-        """Drop the session and everything in it."""
+    @inlineCallbacks
+    def unregister(self, hawk_id: str):
+        """Drop the session and everything in it (a verified one's end is an event)."""
         self.hawk.forget(hawk_id)
-        return self.store.deleteSession(self._ref(hawk_id))
+        ref = self._ref(hawk_id)
+        sealed = b""
+        if self.store.events_stream:
+            fields = yield self.store.session(ref)
+            msisdn = codes.open_number(hawk_id, fields["n"]) if "v" in fields else None
+            sealed = self._sealForEvents(msisdn) if msisdn else b""
+        yield self.store.deleteSession(ref, sealed, _ms(self.now()))
+
+    def _sealForEvents(self, msisdn: str) -> bytes:
+        return codes.seal(self.secrets.events, msisdn.encode())
 
     # -- sending codes -------------------------------------------------------
 
@@ -407,10 +417,11 @@ class Verifier:
         record = _SentRecord.unpack(raw_record)
         ref, kind = record.ref, record.kind
         if state not in UNDELIVERED or kind is CodeKind.MO_REPLY:
-            yield self.store.setDelivery(ref, state, record.attempt)
+            yield self.store.setDelivery(ref, state, record.attempt, _ms(self.now()))
             return
         if record.attempt:
-            yield self.store.setDelivery(ref, state, record.attempt)
+            yield self.store.setDelivery(ref, state, record.attempt, _ms(self.now()),
+                                         undelivered=True)
         plain = codes.unseal(self.secrets.transit, record.sealed_number)
         if plain is None:
             return
@@ -431,6 +442,8 @@ class Verifier:
         except SendError as e:
             self.log.warn("Automatic resend to {to} failed: {why}", to=mask_number(msisdn),
                           why=str(e))
+            if record.attempt:
+                yield self.verifications.failed(ref, _ms(self.now()))
             return
         yield self._recordSent(result, dataclasses.replace(
             record, code_mac=mac, attempt=1 if record.attempt else 0))
@@ -495,13 +508,15 @@ class Verifier:
             if self.limits is not None:
                 yield self.limits.failedCheck(check.number_ref)
             raise WrongCode(max(settings.max_tries - check.tries, 0))
-        sealed = yield self.store.markVerified(ref, check.code_mac, _ms(now), verified_ttl_ms)
-        if sealed is None:
-            raise CodeGone("replaced")
-        self.outcomes[(method, "succeeded")] += 1
-        msisdn = open_number(sealed)
+        msisdn = open_number(check.sealed_number)
         if msisdn is None:
             raise NotVerified()
+        for_events = (self._sealForEvents(msisdn)
+                      if self.store.events_stream and check.method != "b" else b"")
+        if (yield self.store.markVerified(ref, check.code_mac, _ms(now), verified_ttl_ms,
+                                          for_events)) is None:
+            raise CodeGone("replaced")
+        self.outcomes[(method, "succeeded")] += 1
         if self.limits is not None:
             network = check.network
             try:  # the number is verified: accounting must not turn that into an error

@@ -60,6 +60,8 @@ class Secrets:
         in which they are stored.
     @ivar backend: seals what a backend verification keeps for its API key to
         read back (the number, an idempotent reply), for a day at most.
+    @ivar events: seals the number a device event carries until the event is
+        delivered (a day at most).
     """
 
     session: bytes = field(repr=False)
@@ -69,6 +71,7 @@ class Secrets:
     transit: bytes = field(repr=False)
     api_key: bytes = field(repr=False)
     backend: bytes = field(repr=False)
+    events: bytes = field(repr=False)
 
     @classmethod
     def from_master(cls, master: bytes) -> "Secrets":
@@ -77,7 +80,7 @@ class Secrets:
         return cls(_derive(master, b"session"), _derive(master, b"code"),
                    _derive(master, b"number"), _derive(master, b"pseudonym"),
                    _derive(master, b"transit"), _derive(master, b"api-key"),
-                   _derive(master, b"backend"))
+                   _derive(master, b"backend"), _derive(master, b"events"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,312 @@
+"""Webhook delivery: the event stream, posted at least once to each webhook.
+
+One L{WebhookDelivery} service per webhook and daemon.  Each is a consumer
+of its webhook's group: with N daemons, each entry is read by one of them
+(C{XREADGROUP}), posted, and acknowledged once the receiver answered 2xx.
+A non-2xx answer, a timeout or a refused connection leaves the entry
+pending; the maintenance tick claims pending entries again (C{XCLAIM}) once
+they have been idle for the next delay of L{RETRY_DELAYS} — entries of a
+daemon that died mid-delivery too — and dead-letters an entry whose
+attempts are spent.  Every attempt keeps the event's C{webhook-id} and is
+signed afresh.
+
+Blocking reads use a connection of their own, never the pool that serves
+requests.  The stream is trimmed below what every webhook still needs; past
+C{max_backlog} entries the webhook holding it back dead-letters its oldest
+ones explicitly (and says so), rather than the stream losing them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Callable
+
+from twisted.application.service import Service
+from twisted.internet import task
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+
+from msisdnd.events.config import WebhookConfig
+from msisdnd.events.payloads import Payloads, owner_of
+from msisdnd.events.signing import Signer
+from msisdnd.state.api_keys import ApiKeys
+from msisdnd.state.events import Entry, EventStream
+
+#: Seconds to wait before each retry: an event is tried 8 times over about
+#: 27.6 hours (at once, then after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h),
+#: then dead-lettered.  The delay after an attempt is never shorter than the
+#: webhook's timeout plus a margin, so that a live daemon's delivery is not
+#: claimed by another while it waits for the receiver.
+RETRY_DELAYS = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+#: Entries in the stream past which the webhook holding it back dead-letters.
+MAX_BACKLOG = 100_000
+#: Seconds past a webhook's timeout before another daemon may claim a delivery.
+CLAIM_MARGIN = 2.0
+_MAX_ERROR = 200
+
+
+class _Discard(Protocol):
+    """Reads a receiver's answer body and throws it away."""
+
+    def __init__(self, done: Deferred):
+        self.done = done
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.done.callback(None)
+
+
+def pack(entry: Entry, reason: str, at_ms: int) -> bytes:
+    """A dead letter: the entry (values base64), why, and when."""
+    return json.dumps({"id": entry.id, "reason": reason, "at": at_ms,
+                       "fields": {k: base64.b64encode(v).decode()
+                                  for k, v in entry.fields.items()}}).encode()
+
+
+def unpack(raw: bytes) -> tuple[str, dict[str, bytes], str]:
+    """The id, fields and reason of a dead letter made by L{pack}."""
+    letter = json.loads(raw)
+    return (letter["id"], {k: base64.b64decode(v) for k, v in letter["fields"].items()},
+            letter.get("reason", ""))
+
+
+class DeliveryCounters:
+    """What a webhook's deliveries did, for metrics."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, int] = {"delivered": 0, "failed": 0, "dead_lettered": 0,
+                                         "skipped": 0}
+        self.latencies: list[float] = []
+        self.backlog = 0
+        self.over_bound = False
+
+
+class WebhookDelivery(Service):
+    """Delivers the event stream to one webhook.
+
+    @param connect: makes the connection the blocking reads use (a
+        Deferred firing with a txredisapi connection).
+    @param http: posts a delivery: C{http.request(method, url, data=,
+        headers=, timeout=, allow_redirects=False)}, as treq does.
+    @param consumer: this daemon's name in the webhook's group.
+    """
+
+    log = Logger()
+
+    def __init__(self, webhook: WebhookConfig, stream: EventStream, api_keys: ApiKeys,
+                 payloads: Payloads, connect: Callable[[], Deferred], http: Any,
+                 clock: IReactorTime, consumer: str, *,
+                 retry_delays: tuple[float, ...] = RETRY_DELAYS, block_ms: int = 2000,
+                 batch: int = 16, max_backlog: int = MAX_BACKLOG,
+                 maintain_every: float = 1.0, claim_margin: float = CLAIM_MARGIN):
+        self.webhook = webhook
+        self.group = webhook.name
+        self.stream = stream
+        self.api_keys = api_keys
+        self.payloads = payloads
+        self.connect = connect
+        self.http = http
+        self.clock = clock
+        self.consumer = consumer
+        self.retry_delays = tuple(max(d, webhook.timeout + claim_margin) for d in retry_delays)
+        self.block_ms = block_ms
+        self.batch = batch
+        self.max_backlog = max_backlog
+        self.signer = Signer(webhook.secrets)
+        self.counters = DeliveryCounters()
+        self._maintain = task.LoopingCall(self.maintain)
+        self._maintain.clock = clock
+        self._maintain_every = maintain_every
+        self._connection: Any = None
+        self._loop: Deferred | None = None
+        self._inflight: dict[str, Deferred] = {}
+        self._names: dict[str, tuple[str | None, float]] = {}
+        self._ticks = 0
+        self._down = False
+
+    # -- service -------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = self._run()
+        self._maintain.start(self._maintain_every, now=False)
+
+    @inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        if self._maintain.running:
+            self._maintain.stop()
+        if self._connection is not None:
+            yield self._connection.disconnect()
+        if self._loop is not None:
+            yield self._loop
+        if self._inflight:
+            yield DeferredList(list(self._inflight.values()))
+
+    # -- reading new entries -------------------------------------------------
+
+    @inlineCallbacks
+    def _run(self):
+        while self.running:
+            try:
+                if self._connection is None:
+                    self._connection = yield self.connect()
+                    yield self.stream.ensureGroup(self.group)
+                entries = yield EventStream.read(self._connection, self.group, self.consumer,
+                                                 self.batch, self.block_ms)
+            except Exception as e:
+                if not self.running:
+                    return
+                self._redisDown(e)
+                self._connection = None
+                yield task.deferLater(self.clock, 1.0, lambda: None)
+                continue
+            self._redisBack()
+            yield DeferredList([self._deliver(entry) for entry in entries])
+
+    def _redisDown(self, error: Exception) -> None:
+        if not self._down:
+            self._down = True
+            self.log.warn("Webhook {webhook}: cannot read events from Redis ({why}); retrying",
+                          webhook=self.group, why=str(error)[:_MAX_ERROR])
+
+    def _redisBack(self) -> None:
+        if self._down:
+            self._down = False
+            self.log.info("Webhook {webhook}: reading events again", webhook=self.group)
+
+    # -- one delivery ----------------------------------------------------------
+
+    def _deliver(self, entry: Entry) -> Deferred:
+        d = self._attempt(entry)
+        self._inflight[entry.id] = d
+        d.addBoth(lambda result: self._inflight.pop(entry.id, None) and result)
+        return d
+
+    @inlineCallbacks
+    def _attempt(self, entry: Entry):
+        only = entry.fields.get("only")
+        owner = owner_of(entry)
+        name = (yield self._keyName(owner)) if owner else None
+        if (only is not None and only.decode() != self.group) \
+                or not self.webhook.wants(entry.type, name):
+            self.counters.outcomes["skipped"] += 1
+            yield self.stream.ack(self.group, [entry.id])
+            return
+        body = self.payloads.build(entry, self.webhook, name)
+        if body is None:
+            yield self._deadLetter(entry, "the event's sealed number no longer opens")
+            return
+        now = self.clock.seconds()
+        headers = self.signer.headers(f"msg_{entry.id}", body, now)
+        headers.update({"content-type": "application/json", "user-agent": "msisdnd-webhooks"})
+        try:
+            response = yield self.http.request(
+                "POST", self.webhook.url, data=body,
+                headers={k: [v] for k, v in headers.items()}, timeout=self.webhook.timeout,
+                allow_redirects=False)
+            done: Deferred = Deferred()
+            response.deliverBody(_Discard(done))
+            yield done
+            code = response.code
+            error = None if 200 <= code < 300 else f"HTTP {code}"
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"[:_MAX_ERROR]
+        self.counters.latencies.append(self.clock.seconds() - now)
+        now_ms = int(self.clock.seconds() * 1000)
+        if error is None:
+            self.counters.outcomes["delivered"] += 1
+            yield self.stream.ack(self.group, [entry.id])
+            yield self.stream.recordSuccess(self.group, now_ms)
+            return
+        self.counters.outcomes["failed"] += 1
+        self.log.info("Webhook {webhook}: {event} {id} not delivered: {why}",
+                      webhook=self.group, event=entry.type, id=entry.id, why=error)
+        yield self.stream.recordError(self.group, error, now_ms)
+
+    @inlineCallbacks
+    def _keyName(self, key_id: str):
+        now = self.clock.seconds()
+        cached = self._names.get(key_id)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        record = yield self.api_keys.get(key_id)
+        name = record.name if record is not None else None
+        self._names[key_id] = (name, now + 60.0)
+        return name
+
+    @inlineCallbacks
+    def _deadLetter(self, entry: Entry, reason: str):
+        now_ms = int(self.clock.seconds() * 1000)
+        self.counters.outcomes["dead_lettered"] += 1
+        self.log.warn("Webhook {webhook}: {event} {id} dead-lettered: {why}",
+                      webhook=self.group, event=entry.type, id=entry.id, why=reason)
+        yield self.stream.deadLetter(self.group, entry, reason, now_ms,
+                                     pack(entry, reason, now_ms))
+
+    # -- retries, trimming, the bound ------------------------------------------
+
+    @inlineCallbacks
+    def maintain(self):
+        """Retry what is due, dead-letter what is spent, trim, watch the bound.
+
+        Never fails: a Redis outage is the read loop's to report.
+        """
+        if self._connection is None:
+            return
+        try:
+            yield self._retry()
+            self._ticks += 1
+            if self._ticks % 10 == 1:
+                yield self._bound()
+                yield self.stream.trim()
+        except Exception as e:
+            self.log.debug("Webhook {webhook}: maintenance skipped: {why}",
+                           webhook=self.group, why=str(e))
+
+    @inlineCallbacks
+    def _retry(self):
+        shortest = int(min(self.retry_delays) * 1000)
+        due, spent = [], []
+        for p in (yield self.stream.pending(self.group, shortest, 100)):
+            if p.id in self._inflight:
+                continue
+            if p.deliveries > len(self.retry_delays):
+                spent.append(p.id)
+            elif p.idle_ms >= self.retry_delays[p.deliveries - 1] * 1000:
+                due.append((p.id, int(self.retry_delays[p.deliveries - 1] * 1000)))
+        for entry_id, idle in due:
+            for entry in (yield self.stream.claim(self.group, self.consumer, [entry_id], idle)):
+                self._deliver(entry)
+        if spent:
+            for entry in (yield self.stream.claim(self.group, self.consumer, spent, shortest)):
+                yield self._deadLetter(entry, f"not delivered after {len(self.retry_delays) + 1}"
+                                              " attempts")
+
+    @inlineCallbacks
+    def _bound(self):
+        length = yield self.stream.length()
+        groups = yield self.stream.groups()
+        mine = groups.get(self.group, {})
+        self.counters.backlog = (mine.get("lag") or 0) + mine.get("pending", 0)
+        over = length - self.max_backlog
+        self.counters.over_bound = over > 0
+        if over <= 0:
+            return
+        if not EventStream.holdsBack(self.group, (yield self.stream.needed())):
+            return  # another webhook holds the stream back: its deliverer acts
+        self.log.warn("Webhook {webhook}: the event stream holds {length} entries, over its "
+                      "bound of {bound}; dead-lettering this webhook's oldest {over}",
+                      webhook=self.group, length=length, bound=self.max_backlog, over=over)
+        taken = yield self.stream.pending(self.group, 0, min(over, 500))
+        entries = yield self.stream.claim(self.group, self.consumer, [p.id for p in taken], 0)
+        if len(entries) < over:
+            entries += (yield self.stream.readNow(self.group, self.consumer,
+                                                  min(over - len(entries), 500)))
+        for entry in entries:
+            yield self._deadLetter(entry, "the event stream was over its bound")
