@@ -1,12 +1,14 @@
 """C{msisdnd}: the operator's tools beside the daemon.
 
-  - C{msisdnd keygen --out DIR [--secret FILE]}: signing keys (and a master secret)
+  - C{msisdnd keygen [--out DIR] [--secret FILE] [--webhook-secret FILE]}: signing
+    keys, a master secret, a webhook secret
   - C{msisdnd check-config PATH}: the start-up check, without starting
   - C{msisdnd binds --admin URL}: every bind of a running daemon, as a table
   - C{msisdnd send-test-sms --config PATH --to NUMBER --text TEXT}: one MT
   - C{msisdnd blocks --config PATH [--lift KIND:WHAT]}: the pumping guard's blocks
   - C{msisdnd api-keys create|list|revoke --config PATH ...}: backend API keys
   - C{msisdnd verify start|check --server URL --api-key KEY ...}: the backend API by hand
+  - C{msisdnd webhooks status|replay --config PATH ...}: webhook deliveries
 """
 
 from __future__ import annotations
@@ -24,30 +26,42 @@ from msisdnd.config import ConfigError, load_config
 from msisdnd.sms.interfaces import IReceiptReceiver, OutboundSMS, SendError
 
 
-def keygen(out_dir: str, secret_file: str | None, out: TextIO) -> int:
-    """Write C{browserid.pem} (RSA 2048) and C{jwt.pem} (Ed25519) unless they exist."""
+def keygen(out_dir: str | None, secret_file: str | None, out: TextIO,
+           webhook_secret_file: str | None = None) -> int:
+    """Write C{browserid.pem} (RSA 2048) and C{jwt.pem} (Ed25519) in C{out_dir},
+    a master secret, a webhook secret: each unless it exists."""
     from msisdnd.verification import certs
 
-    os.makedirs(out_dir, mode=0o700, exist_ok=True)
-    for name, make in (("browserid.pem", certs.generate_rsa_key),
-                       ("jwt.pem", certs.generate_ed25519_key)):
-        path = os.path.join(out_dir, name)
-        if os.path.exists(path):
-            key = certs.load_signing_key(path)
-            print(f"{path}: kept ({key.algorithm}, kid {key.kid})", file=out)
-        else:
-            key = make(path)
-            print(f"{path}: written ({key.algorithm}, kid {key.kid})", file=out)
+    if out_dir is not None:
+        os.makedirs(out_dir, mode=0o700, exist_ok=True)
+        for name, make in (("browserid.pem", certs.generate_rsa_key),
+                           ("jwt.pem", certs.generate_ed25519_key)):
+            path = os.path.join(out_dir, name)
+            if os.path.exists(path):
+                key = certs.load_signing_key(path)
+                print(f"{path}: kept ({key.algorithm}, kid {key.kid})", file=out)
+            else:
+                key = make(path)
+                print(f"{path}: written ({key.algorithm}, kid {key.kid})", file=out)
+    if webhook_secret_file is not None:
+        from msisdnd.events.config import new_secret
+
+        _write_secret(webhook_secret_file, new_secret(), "a new webhook secret", out)
     if secret_file is not None:
-        if os.path.exists(secret_file):
-            print(f"{secret_file}: kept", file=out)
-        else:
-            os.makedirs(os.path.dirname(os.path.abspath(secret_file)), mode=0o700, exist_ok=True)
-            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32) + "\n")
-            print(f"{secret_file}: written (a new master secret)", file=out)
+        _write_secret(secret_file, secrets.token_hex(32), "a new master secret", out)
     return 0
+
+
+def _write_secret(path: str, value: str, what: str, out: TextIO) -> None:
+    """Write C{value} to a new file only its owner reads, unless C{path} exists."""
+    if os.path.exists(path):
+        print(f"{path}: kept", file=out)
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    print(f"{path}: written ({what})", file=out)
 
 
 def _load(path: str, err: TextIO):
@@ -322,6 +336,68 @@ def verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0 if args.action == "start" or answer["valid"] else 1
 
 
+def webhooks(reactor, config_path: str, args: argparse.Namespace, out: TextIO, err: TextIO):
+    """C{status}: each webhook's deliveries; C{replay}: deliver an event (or
+    the dead letters) to a webhook again."""
+    from twisted.internet.defer import inlineCallbacks
+
+    from msisdnd.events.delivery import unpack
+    from msisdnd.state.events import EventStream
+
+    @inlineCallbacks
+    def work(config, redis):
+        names = [w.name for w in config.webhooks]
+        if not names:
+            print(f"msisdnd: {config_path} configures no [[webhook]]", file=err)
+            return 1
+        stream = EventStream(redis)
+        if args.action == "status":
+            rows = [("webhook", "pending", "retrying", "unread", "dead", "last success",
+                     "last error")]
+            for name in names:
+                st = yield stream.status(name)
+                error = (f"{_when(st['last_error_at'])} {st['last_error']}"
+                         if st["last_error"] else "-")
+                rows.append((name, str(st["pending"]), str(st["retrying"]),
+                             str(st["undelivered"]), str(st["dead"]),
+                             _when(st["last_success_at"] or 0), error))
+            widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+            for row in rows:
+                print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), file=out)
+            return 0
+        name = args.webhook or (names[0] if len(names) == 1 else None)
+        if name not in names:
+            print(f"msisdnd: name the webhook with --webhook ({', '.join(names)})", file=err)
+            return 2
+        if args.dead:
+            letters = yield stream.deadLetters(name)
+            for raw in reversed(letters):  # oldest first
+                entry_id, fields, _ = unpack(raw)
+                new_id = yield stream.append({**fields, "only": name})
+                print(f"replayed {entry_id} as {new_id}", file=out)
+            yield stream.forgetDeadLetters(name, list(letters))
+            if not letters:
+                print(f"no dead letters for {name}", file=out)
+            return 0
+        found = yield stream.entries(args.id, args.id, 1)
+        fields = found[0].fields if found else None
+        if fields is None:
+            for raw in (yield stream.deadLetters(name)):
+                entry_id, letter_fields, _ = unpack(raw)
+                if entry_id == args.id:
+                    fields = letter_fields
+        if fields is None:
+            print(f"msisdnd: no event {args.id} in the stream or {name}'s dead letters",
+                  file=err)
+            return 1
+        new_id = yield stream.append({**{k: v for k, v in fields.items() if k != "only"},
+                                      "only": name})
+        print(f"replayed {args.id} as {new_id}", file=out)
+        return 0
+
+    return _with_redis(reactor, config_path, err, work)
+
+
 def _done(status: int):
     from twisted.internet.defer import succeed
 
@@ -343,9 +419,11 @@ def _react(run) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msisdnd", description="msisdnd operator tools")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("keygen", help="write signing keys (and a master secret)")
-    p.add_argument("--out", required=True, help="directory for browserid.pem and jwt.pem")
+    p = sub.add_parser("keygen", help="write signing keys, a master secret, a webhook secret")
+    p.add_argument("--out", help="directory for browserid.pem and jwt.pem")
     p.add_argument("--secret", help="also write a master secret to this file")
+    p.add_argument("--webhook-secret", metavar="FILE",
+                   help="write a new webhook secret (whsec_...) to this file")
     p = sub.add_parser("check-config", help="validate a configuration file")
     p.add_argument("path")
     p = sub.add_parser("binds", help="the binds of a running daemon")
@@ -373,6 +451,16 @@ def build_parser() -> argparse.ArgumentParser:
     k = keys.add_parser("revoke", help="revoke a key at once, on every daemon")
     k.add_argument("--config", required=True)
     k.add_argument("name")
+    p = sub.add_parser("webhooks", help="webhook deliveries: status, replay")
+    hooks = p.add_subparsers(dest="action", required=True)
+    h = hooks.add_parser("status", help="per webhook: pending, retrying, dead, last error")
+    h.add_argument("--config", required=True)
+    h = hooks.add_parser("replay", help="deliver an event, or the dead letters, again")
+    h.add_argument("--config", required=True)
+    h.add_argument("--webhook", help="the webhook (needed when there are several)")
+    which = h.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", help="the event's id (its webhook-id without msg_)")
+    which.add_argument("--dead", action="store_true", help="every dead letter of the webhook")
     p = sub.add_parser("verify", help="the backend API of a running daemon")
     actions = p.add_subparsers(dest="action", required=True)
     for name, help_text in (("start", "send a code to a number"),
@@ -410,7 +498,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out, err = sys.stdout, sys.stderr
     if args.command == "keygen":
-        return keygen(args.out, args.secret, out)
+        if not (args.out or args.secret or args.webhook_secret):
+            print("msisdnd: keygen needs --out, --secret or --webhook-secret", file=err)
+            return 2
+        return keygen(args.out, args.secret, out, args.webhook_secret)
     if args.command == "check-config":
         return check_config(args.path, out, err)
     if args.command == "binds":
@@ -421,6 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _react(lambda reactor: api_keys(reactor, args.config, args, out, err))
     if args.command == "verify":
         return verify(args, out, err)
+    if args.command == "webhooks":
+        return _react(lambda reactor: webhooks(reactor, args.config, args, out, err))
     return _react(lambda reactor: send_test_sms(reactor, args.config, args.to, args.text,
                                                 args.wait, out, err))
 

@@ -10,19 +10,21 @@ entries pending loses none; events wait in Redis across a restart.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pytest
 import pytest_twisted
 import txredisapi
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-from twisted.internet import reactor, task
+from twisted.internet import reactor, task, threads
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 import treq
 from msisdnd.events.config import WebhookConfig, new_secret
-from msisdnd.events.delivery import WebhookDelivery
+from msisdnd.events.delivery import WebhookDelivery, unpack
 from msisdnd.events.payloads import Payloads
 from msisdnd.state import keys
 from msisdnd.state.api_keys import ApiKeys
@@ -433,3 +435,66 @@ def test_what_the_stream_holds_has_no_number_in_clear(events_gateway, deliverers
     blob = b"".join(k.encode() + v for e in entries for k, v in e.fields.items())
     for number in ("33612345657", "33612345658", "2345657", "2345658"):
         assert number.encode() not in blob
+
+
+# -- operators -------------------------------------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_operators_see_the_status_and_replay_dead_letters(events_gateway, deliverers, receiver,
+                                                          redis_server, tmp_path):
+    from test_daemon import BIN, write_config
+
+    receiver.codes = [500] * 2
+    delivery = deliverers.start(webhook(receiver, events=frozenset({"device.verified"})),
+                                retry_delays=(0.3,))
+    yield device_flow(events_gateway, "+33612345659", unregister=False)
+    yield wait_until(lambda: delivery.counters.outcomes["dead_lettered"] == 1, timeout=10)
+    secret_file = tmp_path / "webhook-secret"
+    secret_file.write_text(SECRET + "\n")
+    secret_file.chmod(0o600)
+    config = write_config(tmp_path, 1, redis_server.port, 1, 2)
+    with open(config, "a") as f:
+        f.write(f'\n[[webhook]]\nname = "rp"\nurl = "{receiver.url}"\n'
+                f'secret_file = "{secret_file}"\nallow_insecure = true\n')
+
+    def cli(*args):
+        return threads.deferToThread(
+            subprocess.run, [os.path.join(BIN, "msisdnd"), "webhooks", *args, "--config", config],
+            capture_output=True, text=True, timeout=30)
+
+    status = yield cli("status")
+    assert status.returncode == 0, status.stderr
+    [header, row] = status.stdout.splitlines()
+    assert header.split()[:5] == ["webhook", "pending", "retrying", "unread", "dead"]
+    assert row.split()[:5] == ["rp", "0", "0", "0", "1"] and "HTTP 500" in row
+    dead_id = receiver.ids()[0]
+    replay = yield cli("replay", "--dead")
+    assert replay.returncode == 0 and f"replayed {dead_id[4:]} as" in replay.stdout
+    yield wait_until(lambda: len(receiver.received) == 3)
+    assert receiver.ids()[2] != dead_id  # a replay is a new delivery
+    assert verified(receiver)[2]["type"] == "device.verified"
+    status = yield cli("status")
+    assert status.stdout.splitlines()[1].split()[4] == "0"
+    again = yield cli("replay", "--id", receiver.ids()[2][4:])  # kept for replays once delivered
+    assert again.returncode == 0
+    yield wait_until(lambda: len(receiver.received) == 4)
+    missing = yield cli("replay", "--id", "1-1")
+    assert missing.returncode == 1 and "no event 1-1" in missing.stderr
+
+
+@pytest_twisted.inlineCallbacks
+def test_over_the_bound_the_oldest_are_dead_lettered_not_lost(events_gateway, deliverers,
+                                                              receiver):
+    yield maybeDeferred(receiver.port.stopListening)
+    config = webhook(receiver, events=frozenset({"device.verified"}))
+    for i in range(4):
+        yield device_flow(events_gateway, f"+3361234566{i}", unregister=False)
+    delivery = deliverers.start(config, max_backlog=2, retry_delays=(30.0,), block_ms=100)
+    yield wait_until(lambda: delivery.counters.outcomes["dead_lettered"] >= 2, timeout=10)
+    stream = EventStream(events_gateway.store)
+    letters = yield stream.deadLetters("rp")
+    reasons = {unpack(raw)[2] for raw in letters}
+    assert reasons == {"over the bound of undelivered events"}
+    status = yield stream.status("rp")
+    assert len(letters) == 2 and status["pending"] + status["undelivered"] == 2

@@ -8,6 +8,7 @@ requests are observed as they finish.
 
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -26,18 +27,50 @@ ROUTES = frozenset({
     "/", "/__heartbeat__", "/__lbheartbeat__", "/__version__", "/api-specs", "/discover",
     "/register", "/unregister", "/sms/mt/verify", "/sms/resend_code", "/sms/verify_code",
     "/certificate/sign", "/.well-known/browserid", "/.well-known/jwks.json",
+    "/.well-known/msisdnd-configuration", "/docs", "/v2/verifications",
+    "/v2/verifications/check",
 })
+#: Routes with an id in their path, labelled by their template.
+_TEMPLATES = ((re.compile(r"/v2/verifications/[^/]+/cancel"), "/v2/verifications/{id}/cancel"),
+              (re.compile(r"/v2/verifications/[^/]+"), "/v2/verifications/{id}"))
+
+
+def route_of(path: str) -> str:
+    """The label of a request path: a known route, a route template, or C{other}."""
+    if path in ROUTES:
+        return path
+    for pattern, template in _TEMPLATES:
+        if pattern.fullmatch(path):
+            return template
+    return "other"
+
+
+def _buckets(bounds: Iterable[float], counts: list[int]) -> list[tuple[str, int]]:
+    """Per-bucket counts (the last one past every bound) as cumulative Prometheus buckets."""
+    cumulative, buckets = 0, []
+    for bound, count in zip(bounds, counts):
+        cumulative += count
+        buckets.append((str(bound), cumulative))
+    buckets.append(("+Inf", cumulative + counts[-1]))
+    return buckets
 
 
 class PartsCollector(Collector):
-    """Carriers, binds, the verifier and the store, as metric families."""
+    """Carriers, binds, the verifier, the store and the webhooks, as metric families.
+
+    @param webhooks: the deliveries (L{msisdnd.events.delivery.WebhookDelivery}),
+        read for their C{group}, C{counters} and latency C{bounds}.
+    """
 
     def __init__(self, carriers: CarriersService, verifier: object, store: object,
-                 limits: object = None):
+                 limits: object = None, webhooks: Iterable = (),
+                 webhook_buckets: tuple[float, ...] = ()):
         self.carriers = carriers
         self.verifier = verifier
         self.store = store
         self.limits = limits
+        self.webhooks = tuple(webhooks)
+        self.webhook_buckets = webhook_buckets
 
     def collect(self) -> Iterable:
         up = GaugeMetricFamily("msisdnd_binds_up", "Bound sessions per carrier", labels=["carrier"])
@@ -74,12 +107,8 @@ class PartsCollector(Collector):
             outcomes.add_metric([name, "ESME_ROK"], carrier.sent)
             for status, count in carrier.errors.items():
                 outcomes.add_metric([name, status], count)
-            cumulative, buckets = 0, []
-            for bound_, count in zip(LATENCY_BUCKETS, carrier.latency_counts):
-                cumulative += count
-                buckets.append((str(bound_), cumulative))
-            buckets.append(("+Inf", cumulative + carrier.latency_counts[-1]))
-            latency.add_metric([name], buckets, carrier.latency_sum)
+            latency.add_metric([name], _buckets(LATENCY_BUCKETS, carrier.latency_counts),
+                               carrier.latency_sum)
             mo.add_metric([name], carrier.dispatcher.mo_count)
             receipts.add_metric([name], carrier.dispatcher.receipt_count)
             junk.add_metric([name], carrier.dispatcher.dropped_count)
@@ -118,15 +147,41 @@ class PartsCollector(Collector):
                                            "Pumping-guard blocks lifted by an operator")
             unblocks.add_metric([], counters.unblocks)
             yield from (refused, blocks, unblocks)
+        if self.webhooks:
+            yield from self._webhooks()
+
+    def _webhooks(self) -> Iterable:
+        deliveries = CounterMetricFamily(
+            "msisdnd_webhook_deliveries", "Webhook delivery attempts and entries, by outcome",
+            labels=["webhook", "outcome"])
+        latency = HistogramMetricFamily("msisdnd_webhook_delivery_seconds",
+                                        "From posting an event to the receiver's answer",
+                                        labels=["webhook"])
+        backlog = GaugeMetricFamily("msisdnd_webhook_backlog",
+                                    "Events not yet delivered to the webhook", labels=["webhook"])
+        over = GaugeMetricFamily("msisdnd_webhook_stream_over_bound",
+                                 "1 when the event stream is over its bound (dead-lettering)",
+                                 labels=["webhook"])
+        for delivery in self.webhooks:
+            name, counters = delivery.group, delivery.counters
+            for outcome, count in sorted(counters.outcomes.items()):
+                deliveries.add_metric([name, outcome], count)
+            latency.add_metric([name], _buckets(self.webhook_buckets, counters.latency_counts),
+                               counters.latency_sum)
+            backlog.add_metric([name], counters.backlog)
+            over.add_metric([name], 1 if counters.over_bound else 0)
+        yield from (deliveries, latency, backlog, over)
 
 
 class Metrics:
     """The daemon's registry: the parts' collector and the HTTP histograms."""
 
     def __init__(self, carriers: CarriersService, verifier: object, store: object,
-                 limits: object = None):
+                 limits: object = None, webhooks: Iterable = (),
+                 webhook_buckets: tuple[float, ...] = ()):
         self.registry = CollectorRegistry()
-        self.registry.register(PartsCollector(carriers, verifier, store, limits))
+        self.registry.register(PartsCollector(carriers, verifier, store, limits, webhooks,
+                                              webhook_buckets))
         self.http_requests = Counter("msisdnd_http_requests", "HTTP requests by route and status",
                                      ["route", "status"], registry=self.registry)
         self.http_latency = Histogram("msisdnd_http_request_seconds", "HTTP request latency",
@@ -134,6 +189,6 @@ class Metrics:
 
     def requestDone(self, request: object, seconds: float) -> None:
         path = request.path.decode("latin-1") if isinstance(request.path, bytes) else "?"
-        route = path if path in ROUTES else "other"
+        route = route_of(path)
         self.http_requests.labels(route, str(request.code)).inc()
         self.http_latency.labels(route).observe(seconds)

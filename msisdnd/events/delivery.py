@@ -11,15 +11,18 @@ attempts are spent.  Every attempt keeps the event's C{webhook-id} and is
 signed afresh.
 
 Blocking reads use a connection of their own, never the pool that serves
-requests.  The stream is trimmed below what every webhook still needs; past
-C{max_backlog} entries the webhook holding it back dead-letters its oldest
-ones explicitly (and says so), rather than the stream losing them.
+requests.  The stream is trimmed below what every webhook still needs and
+what is older than L{RETAIN} (kept so that an operator may replay it); a
+webhook with more than C{max_backlog} events not yet delivered dead-letters
+its oldest ones explicitly (and says so, in the log and the metrics), so
+that the stream stays bounded without losing any.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from bisect import bisect_left
 from typing import Any, Callable
 
 from twisted.application.service import Service
@@ -41,8 +44,10 @@ from msisdnd.state.events import Entry, EventStream
 #: webhook's timeout plus a margin, so that a live daemon's delivery is not
 #: claimed by another while it waits for the receiver.
 RETRY_DELAYS = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
-#: Entries in the stream past which the webhook holding it back dead-letters.
+#: Events a webhook may have undelivered before it dead-letters the oldest.
 MAX_BACKLOG = 100_000
+#: Seconds delivered events stay in the stream, for replays.
+RETAIN = 3600.0
 #: Seconds past a webhook's timeout before another daemon may claim a delivery.
 CLAIM_MARGIN = 2.0
 _MAX_ERROR = 200
@@ -75,15 +80,32 @@ def unpack(raw: bytes) -> tuple[str, dict[str, bytes], str]:
             letter.get("reason", ""))
 
 
+#: Upper bounds (seconds) of the delivery-latency histogram's buckets.
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
 class DeliveryCounters:
-    """What a webhook's deliveries did, for metrics."""
+    """What a webhook's deliveries did, for metrics.
+
+    @ivar outcomes: attempts by outcome (C{delivered}, C{failed}), and
+        entries C{dead_lettered} or C{skipped} (not for this webhook).
+    @ivar latency_counts: attempts by time to the receiver's answer, per
+        bucket of L{LATENCY_BUCKETS} (and one more for slower).
+    @ivar backlog: entries this webhook has not delivered yet (last seen).
+    @ivar over_bound: the stream was over its bound when last looked at.
+    """
 
     def __init__(self) -> None:
         self.outcomes: dict[str, int] = {"delivered": 0, "failed": 0, "dead_lettered": 0,
                                          "skipped": 0}
-        self.latencies: list[float] = []
+        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
         self.backlog = 0
         self.over_bound = False
+
+    def observe(self, seconds: float) -> None:
+        self.latency_counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
 
 
 class WebhookDelivery(Service):
@@ -217,7 +239,7 @@ class WebhookDelivery(Service):
             error = None if 200 <= code < 300 else f"HTTP {code}"
         except Exception as e:
             error = f"{type(e).__name__}: {e}"[:_MAX_ERROR]
-        self.counters.latencies.append(self.clock.seconds() - now)
+        self.counters.observe(self.clock.seconds() - now)
         now_ms = int(self.clock.seconds() * 1000)
         if error is None:
             self.counters.outcomes["delivered"] += 1
@@ -264,7 +286,7 @@ class WebhookDelivery(Service):
             self._ticks += 1
             if self._ticks % 10 == 1:
                 yield self._bound()
-                yield self.stream.trim()
+                yield self.stream.trim(int((self.clock.seconds() - RETAIN) * 1000))
         except Exception as e:
             self.log.debug("Webhook {webhook}: maintenance skipped: {why}",
                            webhook=self.group, why=str(e))
@@ -290,23 +312,21 @@ class WebhookDelivery(Service):
 
     @inlineCallbacks
     def _bound(self):
-        length = yield self.stream.length()
         groups = yield self.stream.groups()
         mine = groups.get(self.group, {})
         self.counters.backlog = (mine.get("lag") or 0) + mine.get("pending", 0)
-        over = length - self.max_backlog
+        over = self.counters.backlog - self.max_backlog
         self.counters.over_bound = over > 0
         if over <= 0:
             return
-        if not EventStream.holdsBack(self.group, (yield self.stream.needed())):
-            return  # another webhook holds the stream back: its deliverer acts
-        self.log.warn("Webhook {webhook}: the event stream holds {length} entries, over its "
-                      "bound of {bound}; dead-lettering this webhook's oldest {over}",
-                      webhook=self.group, length=length, bound=self.max_backlog, over=over)
+        self.log.warn("Webhook {webhook}: {backlog} events undelivered, over the bound of "
+                      "{bound}; dead-lettering the oldest {over}", webhook=self.group,
+                      backlog=self.counters.backlog, bound=self.max_backlog, over=over)
         taken = yield self.stream.pending(self.group, 0, min(over, 500))
-        entries = yield self.stream.claim(self.group, self.consumer, [p.id for p in taken], 0)
+        entries = yield self.stream.claim(self.group, self.consumer,
+                                          [p.id for p in taken if p.id not in self._inflight], 0)
         if len(entries) < over:
             entries += (yield self.stream.readNow(self.group, self.consumer,
                                                   min(over - len(entries), 500)))
         for entry in entries:
-            yield self._deadLetter(entry, "the event stream was over its bound")
+            yield self._deadLetter(entry, "over the bound of undelivered events")

@@ -242,11 +242,14 @@ class EventStream:
         return mine is not None and not any(_id_before(other, mine) for other in needed.values())
 
     @inlineCallbacks
-    def trim(self):
-        """Drop the entries every group is done with; fires with how many."""
+    def trim(self, before_ms: int):
+        """Drop the entries older than C{before_ms} that every group is done
+        with (delivered or dead-lettered); fires with how many."""
         needed = yield self.needed()
         if not needed:
             return 0
-        floor = next(group for group in needed if self.holdsBack(group, needed))
-        removed = yield self._command("XTRIM", keys.EVENTS, "MINID", needed[floor])
+        floor = needed[next(group for group in needed if self.holdsBack(group, needed))]
+        if _id_before(f"{before_ms}-0", floor):
+            floor = f"{before_ms}-0"
+        removed = yield self._command("XTRIM", keys.EVENTS, "MINID", floor)
         return int(removed)
