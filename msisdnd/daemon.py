@@ -34,6 +34,7 @@ from msisdnd.api.discovery import Discovery
 from msisdnd.api.metrics import Metrics
 from msisdnd.api.request import APISite
 from msisdnd.config import Config
+from msisdnd.events.delivery import LATENCY_BUCKETS as WEBHOOK_LATENCY_BUCKETS
 from msisdnd.events.delivery import WebhookDelivery
 from msisdnd.events.payloads import Payloads
 from msisdnd.smpp.service import CarriersService
@@ -216,7 +217,8 @@ class Daemon(InOrder):
     def _buildHTTP(self) -> None:
         config = self.config
         public = config.http.public_url
-        self.metrics = Metrics(self.carriers, self.verifier, self.store, self.limits)
+        self.metrics = Metrics(self.carriers, self.verifier, self.store, self.limits,
+                               self.webhooks, WEBHOOK_LATENCY_BUCKETS)
         self.api = GatewayAPI(
             verifier=self.verifier, signer=self.signer,
             discovery=Discovery(config.carriers, public.url_for("/sms/mt/verify")),
@@ -224,7 +226,8 @@ class Daemon(InOrder):
             clock=self.reactor, cors_origins=config.http.cors_origins,
             show_version=config.http.show_version,
             health=lambda: {"carriers": self.carriers.router.available()},
-            trusted_proxies=config.http.trusted_proxies, backend=self.backend)
+            trusted_proxies=config.http.trusted_proxies, backend=self.backend,
+            environment=config.environment)
         self.site = APISite(self.api.resource(), config.http.max_body, self.reactor,
                             onDone=self.metrics.requestDone,
                             logFormatter=access_log_formatter(config.http.trusted_proxies))

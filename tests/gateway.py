@@ -152,7 +152,8 @@ def start_gateway(redis_pool, tmp_path: Path, settings: VerificationSettings | N
                     trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),),
                     backend=BackendVerifications(
                         verifier, ApiKeyAuthenticator(ApiKeys(store), secrets.api_key, reactor),
-                        Idempotency(store), reactor))
+                        Idempotency(store), reactor),
+                    environment="testing")
     carriers.startService()
     site = APISite(api.resource(), 25 * 1024, reactor)
     site.noisy = False

@@ -31,6 +31,8 @@ class GatewayAPI(DeviceRoutes, BackendRoutes, DocsRoutes):
         the parts other than Redis (the carriers); C{None} means none to report.
     @param backend: the backend verifications; without them the backend
         routes answer 404.
+    @param environment: the deployment's C{[service] environment}
+        (C{production}, C{development}, ...), told in the discovery document.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class GatewayAPI(DeviceRoutes, BackendRoutes, DocsRoutes):
         health: Callable[[], dict] | None = None,
         trusted_proxies: tuple = (),
         backend: BackendVerifications | None = None,
+        environment: str = "production",
     ):
         self.verifier = verifier
         self.signer = signer
@@ -61,6 +64,7 @@ class GatewayAPI(DeviceRoutes, BackendRoutes, DocsRoutes):
         self.trusted_proxies = tuple(trusted_proxies)
         self.health = health
         self.backend = backend
+        self.environment = environment
 
     def resource(self):
         return self.app.resource()

@@ -27,6 +27,38 @@ _WARNING_PAGE = (
     b"<p>This service verifies phone numbers for applications. It does not sign anyone in "
     b"through a browser: there is nothing to do on this page.</p></body></html>")
 
+#: Seconds relying parties and shared caches may keep the key documents
+#: (C{/.well-known/jwks.json}, C{/.well-known/browserid}): a verifier may
+#: hold a key set this old.  That assumes a rotation overlap well above it:
+#: publish a new key at least a day before it signs (list it after the
+#: current key in C{[keys]} on every daemon, then first a day later), which
+#: also covers verifiers that cache by rules of their own; keep the old key
+#: listed for the longest certificate lifetime (C{certificate_max_duration})
+#: after it stopped signing.  C{/.well-known/browserid} names the current
+#: key only, so BrowserID gets no overlap (docs/relying-parties.md).
+KEYS_MAX_AGE = 3600
+#: Seconds the discovery document may be kept.
+CONFIGURATION_MAX_AGE = 3600
+
+#: Every webhook event type: the list of C{msisdnd.events.config.EVENTS},
+#: which the API may not import (setup.cfg's contracts);
+#: tests/test_discovery.py holds the two equal.
+WEBHOOK_EVENTS = (
+    "verification.approved", "verification.canceled", "verification.expired",
+    "verification.max_attempts_reached", "verification.failed", "verification.delivery",
+    "device.verified", "device.unregistered",
+)
+
+#: The device API's endpoints in the discovery document: name, path.
+DEVICE_ENDPOINTS = (
+    ("discover", "/discover"),
+    ("register", "/register"),
+    ("sms_mt_verify", "/sms/mt/verify"),
+    ("sms_resend_code", "/sms/resend_code"),
+    ("sms_verify_code", "/sms/verify_code"),
+    ("certificate_sign", "/certificate/sign"),
+    ("unregister", "/unregister"),
+)
 
 
 class DeviceRoutes(Routes):
@@ -41,6 +73,9 @@ class DeviceRoutes(Routes):
     settings: VerificationSettings
     show_version: bool
     health: Callable[[], dict] | None
+    environment: str
+    backend: Any
+    cors_origins: frozenset[str]
 
     @inlineCallbacks
     def _authenticate(self, request: IRequest):
@@ -95,11 +130,45 @@ class DeviceRoutes(Routes):
     def apiSpecs(self, request: IRequest) -> bytes:
         return self._json(request, spec(self.public_url.base))
 
+    @app.route("/.well-known/msisdnd-configuration", methods=["GET"])
+    def msisdndConfiguration(self, request: IRequest) -> bytes:
+        """The discovery document (as OpenID Connect's): every URL from the
+        configured public URL, never from the Host header; C{issuer} is the
+        JWT certificates' C{iss}."""
+        url = self.public_url.url_for
+        document: dict[str, Any] = {
+            "issuer": self.public_url.base,
+            "jwks_uri": url("/.well-known/jwks.json"),
+            "browserid_uri": url("/.well-known/browserid"),
+            "device_api": {name: url(path) for name, path in DEVICE_ENDPOINTS},
+        }
+        if self.backend is not None:
+            document["backend_api"] = url("/v2/verifications")
+        document.update({
+            "verification_methods": ["sms/mt", "sms/momt"],
+            "certificate_formats": {
+                "browserid": {"alg": "RS256", "iss": self.public_url.host,
+                              "time_unit": "milliseconds"},
+                "jwt": {"alg": "EdDSA", "iss": self.public_url.base, "time_unit": "seconds"},
+            },
+            "webhook_events": list(WEBHOOK_EVENTS),
+            "environment": self.environment,
+            "api_specs": url("/api-specs"),
+            "docs": url("/docs"),
+        })
+        body = self._json(request, document)
+        self._cacheable(request, CONFIGURATION_MAX_AGE)
+        return body
+
     @app.route("/.well-known/browserid", methods=["GET"])
     def browserid(self, request: IRequest) -> bytes:
+        """BrowserID's support document: the current key only (cached for
+        L{KEYS_MAX_AGE} seconds)."""
         page = self.public_url.prefix + "/.well-known/browserid/warning.html"
-        return self._json(request, {"public-key": self.signer.browserid_public_key(),
+        body = self._json(request, {"public-key": self.signer.browserid_public_key(),
                                     "authentication": page, "provisioning": page})
+        self._cacheable(request, KEYS_MAX_AGE)
+        return body
 
     @app.route("/.well-known/browserid/warning.html", methods=["GET"])
     def browseridWarning(self, request: IRequest) -> bytes:
@@ -109,7 +178,12 @@ class DeviceRoutes(Routes):
 
     @app.route("/.well-known/jwks.json", methods=["GET"])
     def jwks(self, request: IRequest) -> bytes:
-        return self._json(request, self.signer.jwks())
+        """Every published key, current and older.  Cached for L{KEYS_MAX_AGE}
+        (1 hour), which assumes a new key is published at least a day before
+        it signs (see L{KEYS_MAX_AGE})."""
+        body = self._json(request, self.signer.jwks())
+        self._cacheable(request, KEYS_MAX_AGE)
+        return body
 
     @app.route("/discover", methods=["POST"])
     def discover(self, request: IRequest) -> bytes:
@@ -239,6 +313,18 @@ class DeviceRoutes(Routes):
         return b""
 
     # -- helpers -------------------------------------------------------------
+
+    def _cacheable(self, request: IRequest, max_age: int) -> None:
+        """Replace C{_json}'s C{no-store}: anyone may keep the answer C{max_age} s.
+
+        With CORS origins configured the answer depends on the request's
+        C{Origin} (C{Access-Control-Allow-Origin} or not), so every answer
+        says C{Vary: Origin}, lest a shared cache hand a browser a copy made
+        for another origin.
+        """
+        request.setHeader(b"Cache-Control", f"public, max-age={max_age}".encode())
+        if self.cors_origins:
+            request.setHeader(b"Vary", b"Origin")
 
     def _locale(self, request: IRequest) -> str:
         header = request.getHeader(b"Accept-Language")

@@ -34,6 +34,9 @@ _HEADERS = {
     "WWW-Authenticate": {"description": "The authentication scheme expected (Hawk, with "
                                         "ts/tsm on a stale clock; or Bearer)",
                          "schema": _STRING},
+    "Cache-Control": {"description": "public, max-age=N: anyone may keep the answer N "
+                                     "seconds (an hour); every other JSON answer is no-store",
+                      "schema": _STRING, "example": "public, max-age=3600"},
 }
 
 #: What each error status means here, and the headers that come with it.
@@ -210,6 +213,46 @@ def _backend_paths() -> dict:
     }
 
 
+_URL = {"type": "string", "format": "uri"}
+_EXAMPLE_BASE = "https://verify.example.com"
+_DEVICE_ENDPOINTS = ("discover", "register", "sms_mt_verify", "sms_resend_code",
+                     "sms_verify_code", "certificate_sign", "unregister")
+_FORMAT = _object(("alg", "iss", "time_unit"), alg=_STRING, iss=_STRING,
+                  time_unit={"type": "string", "enum": ["seconds", "milliseconds"]})
+_CONFIGURATION = _object(
+    ("issuer", "jwks_uri", "browserid_uri", "device_api", "verification_methods",
+     "certificate_formats", "webhook_events", "environment", "api_specs", "docs"),
+    issuer={**_URL, "description": "The JWT certificates' iss: the public base URL"},
+    jwks_uri=_URL, browserid_uri=_URL,
+    device_api=_object(_DEVICE_ENDPOINTS, **{name: _URL for name in _DEVICE_ENDPOINTS}),
+    backend_api={**_URL, "description": "The backend API's base (absent when it is off)"},
+    verification_methods={"type": "array", "items": _STRING},
+    certificate_formats=_object(("browserid", "jwt"), browserid=_FORMAT, jwt=_FORMAT),
+    webhook_events={"type": "array", "items": _STRING}, environment=_STRING,
+    api_specs=_URL, docs=_URL)
+_CONFIGURATION_EXAMPLE = {
+    "issuer": _EXAMPLE_BASE,
+    "jwks_uri": _EXAMPLE_BASE + "/.well-known/jwks.json",
+    "browserid_uri": _EXAMPLE_BASE + "/.well-known/browserid",
+    "device_api": {
+        "discover": _EXAMPLE_BASE + "/discover", "register": _EXAMPLE_BASE + "/register",
+        "sms_mt_verify": _EXAMPLE_BASE + "/sms/mt/verify",
+        "sms_resend_code": _EXAMPLE_BASE + "/sms/resend_code",
+        "sms_verify_code": _EXAMPLE_BASE + "/sms/verify_code",
+        "certificate_sign": _EXAMPLE_BASE + "/certificate/sign",
+        "unregister": _EXAMPLE_BASE + "/unregister"},
+    "backend_api": _EXAMPLE_BASE + "/v2/verifications",
+    "verification_methods": ["sms/mt", "sms/momt"],
+    "certificate_formats": {
+        "browserid": {"alg": "RS256", "iss": "verify.example.com", "time_unit": "milliseconds"},
+        "jwt": {"alg": "EdDSA", "iss": _EXAMPLE_BASE, "time_unit": "seconds"}},
+    "webhook_events": ["verification.approved", "device.verified", "..."],
+    "environment": "production",
+    "api_specs": _EXAMPLE_BASE + "/api-specs",
+    "docs": _EXAMPLE_BASE + "/docs",
+}
+
+
 def _service_paths() -> dict:
     html = {"200": {"description": "HTML", "content": {"text/html": {"schema": _STRING}}}}
     paths = {
@@ -234,13 +277,20 @@ def _service_paths() -> dict:
             "The current BrowserID key", {"public-key": {"algorithm": "RS", "n": "...",
                                                          "e": "65537"},
                                           "authentication": "/.well-known/browserid/warning.html",
-                                          "provisioning": "/.well-known/browserid/warning.html"})}),
+                                          "provisioning": "/.well-known/browserid/warning.html"},
+            "Cache-Control")}),
         "/.well-known/browserid/warning.html": _get(
             "The page BrowserID's documents point at (nothing to do there)", html),
-        "/.well-known/jwks.json": _get("Certificate signing keys (JWKS)", {"200": _json(
-            _object(("keys",), keys={"type": "array", "items": _object()}), "The JWKS",
-            {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "...", "kid": "...",
-                       "alg": "EdDSA", "use": "sig"}]})}),
+        "/.well-known/jwks.json": _get(
+            "Certificate signing keys (JWKS): the BrowserID (RS256) then the JWT (EdDSA) keys, "
+            "current and older", {"200": _json(
+                _object(("keys",), keys={"type": "array", "items": _object()}), "The JWKS",
+                {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "...", "kid": "...",
+                           "alg": "EdDSA", "use": "sig"}]}, "Cache-Control")}),
+        "/.well-known/msisdnd-configuration": _get(
+            "Discovery document: the issuer, the keys, every endpoint and what they offer",
+            {"200": _json(_CONFIGURATION, "The discovery document", _CONFIGURATION_EXAMPLE,
+                          "Cache-Control")}),
         "/docs": _get("This document, rendered by Swagger UI", html),
     }
     for name, content_type in ASSETS.items():
