@@ -6,6 +6,8 @@
     .venv/bin/python bench/load.py --users 200 --daemons 2 --mo-check 20
     .venv/bin/python bench/load.py --users 200 --profile py-spy
     .venv/bin/python bench/load.py --suite                           # all of the above
+    .venv/bin/python bench/load.py --users 20 --mix upstream,backend --rounds 3
+                                                     # device vs backend, same daemon
 
 Every part is its own process: a private C{redis-server} (a free loopback
 port, C{--save "" --appendonly no}), the fake SMSC
@@ -30,6 +32,16 @@ upstream") with N concurrent virtual users, each looping:
      C{POST /certificate/sign} (BrowserID, duration 10, one RSA key per
      driver) / 34%: a wrong code of the same shape (400, errno 105);
   5. C{POST /unregister}.
+
+C{--mix backend} runs the backend Verify API's flow instead: a relying
+service's server, with an API key made by C{msisdnd api-keys create} (no
+budget, the largest rate), C{POST /v2/verifications} C{{"to": number}}
+(201 once the SMSC accepted the SMS; a fresh number per flow, as above),
+the fake SMSC polled for the 6-digit code the same way, then
+C{POST /v2/verifications/check} C{{"id", "code"}} (200, C{"approved"},
+C{"valid": true}).  C{--mix upstream,backend --rounds N} runs both on the
+same daemons, level after level, N rounds in alternating order, and
+compares their flows per daemon CPU-second in the same run.
 
 Hawk requests are signed as the reference client signs them (MAC over the
 daemon's public URL, with the payload hash); the signer here is a few lines
@@ -91,6 +103,18 @@ RIGHT_CODE_SHARE = 0.66
 TARGET_FLOWS_PER_DAEMON_CPU_S = 500
 TARGET_ACCEPT_SUBMIT_P99_MS = 5.0
 TARGET_SCALE_OUT = 0.90
+#: Backend flows per daemon CPU-second / the upstream mix's, in the same run.
+TARGET_BACKEND_RATIO = 1.0
+
+#: What a flow can be (C{--mix}).
+MIXES = ("upstream", "register", "heartbeat", "backend")
+#: Names in reports.
+MIX_NAMES = {"upstream": "device (upstream mix)", "register": "POST /register",
+             "heartbeat": "GET /__lbheartbeat__", "backend": "backend (Verify API)"}
+#: An API key as C{msisdnd api-keys create} prints it: key id, ".", secret.
+API_KEY = re.compile(r"[0-9a-f]{16}\.[A-Za-z0-9_-]{43}")
+#: The backend flow's key: no daily budget, and a rate no load here reaches.
+API_KEY_RATE_PER_MINUTE = 10_000_000
 
 #: [limits] ceilings for a load test from one address (the maxima msisdnd accepts).
 RAISED_LIMITS = {
@@ -106,7 +130,8 @@ RAISED_LIMITS = {
 
 #: Daemon endpoints, in report order (and the SMSC's, prefixed "smsc ").
 ENDPOINTS = ("GET /__lbheartbeat__", "register", "sms/mt/verify", "sms/verify_code", "sms/verify_code (wrong)",
-             "certificate/sign", "unregister", "smsc POST /mo", "smsc GET /receive")
+             "certificate/sign", "unregister", "backend create", "backend check",
+             "smsc POST /mo", "smsc GET /receive")
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -197,6 +222,9 @@ class Cluster:
         self.api: list[str] = []
         self.admin: list[str] = []
         self.cprofile_out: list[Path] = []
+        self._api_key: str | None = None
+        # Each level's numbers start at a base no other level of this cluster had.
+        self._number_bases = random.sample(range(90), 90)
 
     # pids, by role
     @property
@@ -211,11 +239,17 @@ class Cluster:
     def redis_pid(self) -> int:
         return self.procs["redis"].pid
 
-    def _spawn(self, name: str, argv: list[str], cwd: Path | None = None) -> subprocess.Popen:
+    def _env(self) -> dict:
         env = dict(os.environ)
         if self.source is not None:
-            # The exported tree comes before the editable install's /work/main on sys.path.
-            env["PYTHONPATH"] = str(self.source)
+            # The exported tree comes before the editable install's /work/main on sys.path
+            # (and before any PYTHONPATH this script was given, which the children keep).
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(self.source), os.environ.get("PYTHONPATH")) if p)
+        return env
+
+    def _spawn(self, name: str, argv: list[str], cwd: Path | None = None) -> subprocess.Popen:
+        env = self._env()
         with open(self.dir / f"{name}.log", "w") as log:  # the child keeps its own descriptor
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                     cwd=cwd or self.dir, start_new_session=True, env=env)
@@ -352,6 +386,33 @@ class Cluster:
         except OSError:
             return False
 
+    def number_base(self) -> int:
+        """Where a level's numbers start (see L{Driver.number}): a multiple of a
+        million that no earlier level on this cluster started at."""
+        if not self._number_bases:
+            self._number_bases = random.sample(range(90), 90)
+        return self._number_bases.pop() * 1_000_000
+
+    def api_key(self) -> str:
+        """An API key for the backend flow, made once per cluster the way an
+        operator makes one: C{msisdnd api-keys create --config <daemon 0's>
+        --name load --rate-per-minute 10000000 --daily-budget 0} (the code
+        under test's CLI, on the cluster's Redis), which prints the key alone
+        on its last line."""
+        if self._api_key is None:
+            argv = [str(BIN / "msisdnd"), "api-keys", "create", "--config",
+                    str(self.dir / "msisdnd0.toml"), "--name", "load",
+                    "--rate-per-minute", str(API_KEY_RATE_PER_MINUTE), "--daily-budget", "0"]
+            done = subprocess.run(argv, cwd=self.dir, env=self._env(), capture_output=True,
+                                  text=True, timeout=60)
+            lines = done.stdout.strip().splitlines()
+            if done.returncode != 0 or not lines or not API_KEY.fullmatch(lines[-1].strip()):
+                raise SystemExit(f"msisdnd api-keys create exited {done.returncode} (does the "
+                                 f"code measured have the backend API?):\n{done.stdout}"
+                                 f"{done.stderr}")
+            self._api_key = lines[-1].strip()
+        return self._api_key
+
     def clear_messages(self) -> int:
         req = urllib.request.Request(self.smsc_http + "/messages", method="DELETE")
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -438,6 +499,20 @@ class HawkSigner:
         mac = base64.b64encode(hmac.new(self.key, normalized.encode("ascii"),
                                         hashlib.sha256).digest()).decode("ascii")
         return f'Hawk mac="{mac}", hash="{phash}", id="{self.id}", ts="{ts}", nonce="{nonce}"'
+
+
+class BearerToken:
+    """The backend API's C{Authorization: Bearer <API key>}, with L{HawkSigner}'s
+    C{header} signature so that L{Driver.call} takes either."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, api_key: str):
+        self.value = "Bearer " + api_key
+
+    def header(self, method: str, path: str, host: str, port: int, body: bytes,
+               content_type: str) -> str:
+        return self.value
 
 
 def hawk_selftest() -> None:
@@ -659,7 +734,8 @@ class Driver:
 
     C{spec}: api (list of URLs), smsc (URL), users, start, t0, t1 (epoch
     seconds), rate (flows/s for this driver, or None), index, seed,
-    number_base.
+    number_base, mix (L{MIXES}; default upstream), api_key (the backend
+    mix's).
     """
 
     def __init__(self, spec: dict):
@@ -679,6 +755,7 @@ class Driver:
         self.sign_body = json.dumps({"publicKey": public_key,
                                      "duration": CERT_DURATION}).encode()
         self.conns: set[HTTPConnection] = set()
+        self.bearer = BearerToken(spec["api_key"]) if spec.get("api_key") else None
 
     def number(self) -> str:
         """A French mobile number (+336 and 8 digits) no flow of this level had."""
@@ -700,7 +777,7 @@ class Driver:
         return conn
 
     async def call(self, user: User, server: Server, name: str, method: str, path: str,
-                   body: bytes = b"", signer: HawkSigner | None = None):
+                   body: bytes = b"", signer: HawkSigner | BearerToken | None = None):
         """One request; C{(status, body, sent_at)}.  Raises L{FlowError} when no answer."""
         head = f"{method} {path} HTTP/1.1\r\nHost: {server.hostport}\r\n"
         ctype = "application/json" if body else ""
@@ -768,6 +845,8 @@ class Driver:
             status, content, _ = await self.call(user, api, "register", "POST", "/register")
             self.expect("register", status, content, 200)
             return "register"
+        if mix == "backend":
+            return await self.backend_flow(user)
         status, content, _ = await self.call(user, api, "register", "POST", "/register")
         token = self.expect("register", status, content, 200)["msisdnSessionToken"]
         creds = self.derive(bytes.fromhex(token))
@@ -820,6 +899,32 @@ class Driver:
                                              b"", signer)
         self.expect("unregister", status, content, 204)
         return ("MT" if mt else "MO") + (" right" if right else " wrong")
+
+    async def backend_flow(self, user: User) -> str:
+        """A relying service's server verifying one fresh number: create (201,
+        pending, for that number), the code read off the fake SMSC as the
+        device flow reads it, check by id (200, approved and valid)."""
+        api, stats = user.api, self.stats
+        number = self.number()
+        body = json.dumps({"to": number}).encode()
+        status, content, sent_at = await self.call(user, api, "backend create", "POST",
+                                                   "/v2/verifications", body, self.bearer)
+        verification = self.expect("backend create", status, content, 201)
+        if verification.get("to") != number:
+            raise FlowError("backend create: another number")
+        if verification.get("status") != "pending":
+            raise FlowError(f"backend create: {verification.get('status')}")
+        code, received_at = await self.poll(user, number, _SHORT)
+        if stats.inside(sent_at):
+            stats.accept_submit.append(received_at - sent_at)
+        body = json.dumps({"id": verification["id"], "code": code}).encode()
+        status, content, _ = await self.call(user, api, "backend check", "POST",
+                                             "/v2/verifications/check", body, self.bearer)
+        answer = self.expect("backend check", status, content, 200)
+        if answer.get("status") != "approved" or answer.get("valid") is not True:
+            raise FlowError(f"backend check: {answer.get('status')}, valid "
+                            f"{answer.get('valid')}")
+        return "backend approved"
 
     async def user_loop(self, user: User) -> None:
         stats = self.stats
@@ -932,21 +1037,26 @@ def summarize_ms(values: list[float]) -> dict:
 
 
 async def run_level(cluster: Cluster, users: int, args, *, rate: float | None = None,
-                    label: str = "", profile: str | None = None) -> dict:
-    """Warm up, measure C{args.duration} s, return the merged figures."""
+                    label: str = "", profile: str | None = None, mix: str | None = None) -> dict:
+    """Warm up, measure C{args.duration} s, return the merged figures.
+
+    @param mix: what a flow is (L{MIXES}); C{args.mix} unless given.
+    """
+    mix = mix or args.mix
+    api_key = cluster.api_key() if mix == "backend" else None
     cluster.clear_messages()
     drivers = args.drivers
     lead = 0.3 if drivers == 1 else 3.0  # child drivers need time to import
     start = time.time() + lead
     t0 = start + args.warmup
     t1 = t0 + args.duration
-    base = random.randrange(0, 90) * 1_000_000
+    base = cluster.number_base()
     specs = []
     for i in range(drivers):
         share = users // drivers + (1 if i < users % drivers else 0)
         specs.append({"api": cluster.api, "smsc": cluster.smsc_http, "users": share,
                       "start": start, "t0": t0, "t1": t1, "index": i, "seed": random.random(),
-                      "number_base": base, "mix": args.mix,
+                      "number_base": base, "mix": mix, "api_key": api_key,
                       "rate": (rate / drivers) if rate else None})
     workers: list[subprocess.Popen] = []
     local: defer.Deferred | None = None
@@ -1012,8 +1122,10 @@ async def run_level(cluster: Cluster, users: int, args, *, rate: float | None = 
     cpu = {role: [a - b for a, b in zip(after[role], before[role])] for role in pids}
     duration = args.duration
     daemon_cpu = sum(cpu["daemon"])
+    daemon_requests = sum(v for k, v in result["requests"].items() if not k.startswith("smsc"))
+    smsc_requests = sum(v for k, v in result["requests"].items() if k.startswith("smsc"))
     result.update({
-        "label": label, "users": users, "drivers": drivers, "daemons": cluster.count,
+        "label": label, "mix": mix, "users": users, "drivers": drivers, "daemons": cluster.count,
         "rate_limit": rate, "duration": duration, "measured_wall": wall,
         "cpu_seconds": cpu, "daemon_cpu": daemon_cpu,
         # MOs each daemon's bind received in the window (the fake SMSC round-robins them).
@@ -1027,10 +1139,12 @@ async def run_level(cluster: Cluster, users: int, args, *, rate: float | None = 
         "redis_calls_per_flow": {k: v / max(result["flows"], 1)
                                  for k, v in redis_calls.most_common()},
         "flows_per_daemon_cpu_s": result["flows"] / daemon_cpu if daemon_cpu else float("inf"),
-        "daemon_requests_per_s": sum(v for k, v in result["requests"].items()
-                                     if not k.startswith("smsc")) / duration,
-        "smsc_requests_per_s": sum(v for k, v in result["requests"].items()
-                                   if k.startswith("smsc")) / duration,
+        "daemon_requests_per_s": daemon_requests / duration,
+        "smsc_requests_per_s": smsc_requests / duration,
+        # HTTP requests per complete flow (requests and flows ending in the window; failed
+        # flows' requests count too, so compare only runs without errors).
+        "daemon_requests_per_flow": daemon_requests / max(result["flows"], 1),
+        "smsc_requests_per_flow": smsc_requests / max(result["flows"], 1),
         "latency_ms": {k: summarize_ms(v) for k, v in result["latency"].items()},
         "flow_ms": summarize_ms(result["flow_seconds"]),
         "accept_submit_ms": summarize_ms(result["accept_submit"]),
@@ -1246,12 +1360,86 @@ def format_level(r: dict) -> str:
            f"polls per code: {dict(sorted(r['polls'].items()))}; "
            f"errors: {dict(r['errors']) or 'none'}"
            + (f" (+{r['errors_outside']} outside the window)" if r["errors_outside"] else ""),
+           "", f"HTTP requests per flow: daemon {r['daemon_requests_per_flow']:.2f}, "
+           f"fake SMSC {r['smsc_requests_per_flow']:.2f}",
            "", f"MOs received in the window, per daemon: {r['mo_received_per_daemon']}",
            "", "Redis commands per flow: " + ", ".join(
                f"{k} {v:.2f}" for k, v in r["redis_calls_per_flow"].items() if v >= 0.01)
            + f" (total {sum(r['redis_calls_per_flow'].values()):.1f})",
            "", format_latency(r)]
     return "\n".join(out)
+
+
+def compare_mixes(levels: list[dict], mixes: list[str]) -> list[dict]:
+    """Each mix's flows per daemon CPU-second as a ratio to the first mix's, for
+    levels of one run (the same daemons, interleaved): per round (against the
+    first mix's level of the same round and user count), and pooled over the
+    rounds (every round's flows over every round's daemon CPU).  One row per
+    level, then one C{"round": "all"} row per mix and user count."""
+    rows = []
+    for users in sorted({r["users"] for r in levels}):
+        at = [r for r in levels if r["users"] == users]
+        reference = {r["round"]: r for r in at if r["mix"] == mixes[0]}
+        pooled_ref = None
+        for mix in mixes:
+            mine = sorted((r for r in at if r["mix"] == mix), key=lambda r: r["round"])
+            if not mine:
+                continue
+            ratios = []
+            for r in mine:
+                ref = reference.get(r["round"])
+                ratio = (r["flows_per_daemon_cpu_s"] / ref["flows_per_daemon_cpu_s"]
+                         if ref and ref["flows_per_daemon_cpu_s"] else float("nan"))
+                ratios.append(ratio)
+                rows.append(_comparison_row(users, r["round"], mix, [r], ratio))
+            flows = sum(r["flows"] for r in mine)
+            cpu = sum(r["daemon_cpu"] for r in mine)
+            per_cpu = flows / cpu if cpu else float("inf")
+            if mix == mixes[0]:
+                pooled_ref = per_cpu
+            row = _comparison_row(users, "all", mix, mine,
+                                  per_cpu / pooled_ref if pooled_ref else float("nan"))
+            row["round_ratios"] = ratios
+            rows.append(row)
+    return rows
+
+
+def _comparison_row(users: int, rnd, mix: str, levels: list[dict], ratio: float) -> dict:
+    flows = sum(r["flows"] for r in levels)
+    cpu = sum(r["daemon_cpu"] for r in levels)
+    seconds = sum(r["duration"] for r in levels)
+    return {
+        "users": users, "round": rnd, "mix": mix, "flows": flows, "flows_per_s": flows / seconds,
+        "daemon_cpu": cpu, "flows_per_daemon_cpu_s": flows / cpu if cpu else float("inf"),
+        "daemon_cpu_ms_per_flow": 1000 * cpu / max(flows, 1),
+        "daemon_requests_per_flow": sum(r["daemon_requests_per_flow"] * r["flows"]
+                                        for r in levels) / max(flows, 1),
+        "smsc_requests_per_flow": sum(r["smsc_requests_per_flow"] * r["flows"]
+                                      for r in levels) / max(flows, 1),
+        "errors": sum(sum(r["errors"].values()) for r in levels),
+        "other_cpu_pct": 100 * sum(r["other_cpu"] for r in levels) / seconds,
+        "ratio": ratio,
+    }
+
+
+def format_comparison(rows: list[dict], mixes: list[str]) -> str:
+    lines = [f"### same run, by mix: flows per daemon CPU-second, ratio to "
+             f"{MIX_NAMES[mixes[0]]}", "",
+             "| users | round | mix | flows | flows/s | daemon CPU-s | flows per daemon CPU-s | "
+             "daemon CPU ms/flow | daemon req/flow | SMSC req/flow | errors | other CPU % | "
+             "ratio |", "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        spread = ""
+        if r.get("round_ratios") and len(r["round_ratios"]) > 1:
+            spread = " (rounds " + ", ".join(f"{x:.2f}" for x in r["round_ratios"]) + ")"
+        bold = "**" if r["round"] == "all" else ""
+        lines.append(f"| {r['users']} | {r['round']} | {MIX_NAMES[r['mix']]} | {r['flows']:,} | "
+                     f"{r['flows_per_s']:,.1f} | {r['daemon_cpu']:.2f} | "
+                     f"{bold}{r['flows_per_daemon_cpu_s']:,.0f}{bold} | "
+                     f"{r['daemon_cpu_ms_per_flow']:.2f} | {r['daemon_requests_per_flow']:.2f} | "
+                     f"{r['smsc_requests_per_flow']:.2f} | {r['errors']} | "
+                     f"{r['other_cpu_pct']:.0f} | {bold}{r['ratio']:.2f}{bold}{spread} |")
+    return "\n".join(lines)
 
 
 def format_profile(report: dict, top: int = 25) -> str:
@@ -1280,6 +1468,15 @@ def parse_users(value: str) -> list[int]:
     return users
 
 
+def parse_mixes(value: str) -> list[str]:
+    mixes = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [m for m in mixes if m not in MIXES]
+    if not mixes or unknown or len(set(mixes)) != len(mixes):
+        raise argparse.ArgumentTypeError(
+            f"a comma-separated list of distinct mixes among {', '.join(MIXES)}: {value!r}")
+    return mixes
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Load benchmark of msisdnd: the upstream "
                                 "verification mix against real daemons, Redis and the fake SMSC.")
@@ -1292,11 +1489,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="driver processes (1: the driver runs in this process)")
     p.add_argument("--daemons", type=int, choices=(1, 2), default=1)
     p.add_argument("--window", type=int, default=10, help="the carrier's SMPP window")
-    p.add_argument("--mix", choices=("upstream", "register", "heartbeat"), default="upstream",
-                   help="what a flow is: the upstream verification mix (default), or one "
-                        "request: POST /register (HKDF, two Redis round trips), or "
-                        "GET /__lbheartbeat__ (the HTTP floor: twisted.web, Klein, the access "
-                        "log, metrics; no Redis)")
+    p.add_argument("--mix", type=parse_mixes, default=["upstream"],
+                   metavar="{" + ",".join(MIXES) + "}[,...]",
+                   help="what a flow is: the upstream verification mix (default: the device "
+                        "flow), or one request: POST /register (HKDF, two Redis round "
+                        "trips), or GET /__lbheartbeat__ (the HTTP floor: twisted.web, Klein, "
+                        "the access log, metrics; no Redis); or backend: the Verify API's "
+                        "create, the code from the fake SMSC, check (an API key made with "
+                        "msisdnd api-keys create). A comma-separated list runs every level "
+                        "once per mix on the same daemons and compares their flows per "
+                        "daemon CPU-s with the first mix's")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the levels (every --users count, every --mix) this many times, "
+                        "the mixes in alternating order (A B, B A, A B, ...); default 1")
     p.add_argument("--rate", type=float, default=None,
                    help="cap on flow starts per second (all drivers together)")
     p.add_argument("--mo-check", type=int, default=0, metavar="N",
@@ -1323,6 +1528,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--drivers and --duration must be positive, --warmup not negative")
     if args.mo_check and args.daemons != 2 and not args.suite:
         p.error("--mo-check needs --daemons 2")
+    if args.rounds < 1:
+        p.error("--rounds must be positive")
+    if args.suite and (len(args.mix) > 1 or args.rounds > 1):
+        p.error("--suite runs one mix once: no list in --mix, no --rounds")
+    # args.mixes: every mix asked for; args.mix: the first (what a level runs unless told).
+    args.mixes, args.mix = args.mix, args.mix[0]
     return args
 
 
@@ -1411,11 +1622,42 @@ def main(argv=None) -> int:
                           if args.profile == "cprofile" else None)
         clusters.append(cluster)
         cluster.start()
-        results = await sweep(cluster, f"{args.daemons} daemon(s)")
+        results = []
+        for rnd in range(1, args.rounds + 1):
+            # Alternating order, so that a drift of the machine's speed over the run
+            # favours no mix.
+            order = args.mixes if rnd % 2 else args.mixes[::-1]
+            for users in args.users:
+                for mix in order:
+                    label = f"{args.daemons} daemon(s)"
+                    if mix != "upstream" or len(args.mixes) > 1:
+                        label += f", {MIX_NAMES[mix]}"
+                    if args.rounds > 1:
+                        label += f", round {rnd}"
+                    progress(f"{label}: {users} users")
+                    r = await run_level(cluster, users, args, rate=args.rate, label=label,
+                                        profile=args.profile, mix=mix)
+                    r["round"] = rnd
+                    emit(r)
+                    results.append(r)
         if len(results) > 1:
             print("\n" + LEVEL_HEADER)
             for r in results:
                 print(format_level_row(r))
+        if len(args.mixes) > 1 or args.rounds > 1:
+            rows = compare_mixes(results, args.mixes)
+            document["comparison"] = {"reference": args.mixes[0], "rows": rows}
+            print("\n" + format_comparison(rows, args.mixes), flush=True)
+            if "backend" in args.mixes and args.mixes[0] == "upstream":
+                for row in rows:
+                    if row["mix"] == "backend" and row["round"] == "all":
+                        met = row["ratio"] >= TARGET_BACKEND_RATIO
+                        print(f"\nbackend vs device, {row['users']} users: "
+                              f"{row['flows_per_daemon_cpu_s']:,.0f} backend verifications per "
+                              f"daemon CPU-s ({row['daemon_cpu_ms_per_flow']:.2f} ms each), "
+                              f"{row['ratio']:.2f}x the device flow's (target >= "
+                              f"{TARGET_BACKEND_RATIO:.1f}x: {'MET' if met else 'NOT MET'})",
+                              flush=True)
         if args.mo_check:
             check = await mo_check(cluster, args.mo_check)
             document["mo_check"] = check
