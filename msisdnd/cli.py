@@ -137,7 +137,7 @@ def send_test_sms(reactor, config_path: str, to: str, text: str, wait: float,
     from twisted.internet.defer import inlineCallbacks
 
     from msisdnd.smpp.service import CarriersService
-    from msisdnd.sms.message_ids import message_id_aliases
+    from msisdnd.sms.message_ids import normalize_message_id
 
     @inlineCallbacks
     def run():
@@ -163,10 +163,10 @@ def send_test_sms(reactor, config_path: str, to: str, text: str, wait: float,
                 return 1
             print(f"sent via {result.carrier}: message ids {', '.join(result.message_ids)}",
                   file=out)
-            ours = frozenset().union(*(message_id_aliases(i) for i in result.message_ids))
+            ours = {normalize_message_id(i) for i in result.message_ids}
             while reactor.seconds() < deadline:
                 for receipt in receipts.received:
-                    if receipt.aliases & ours:
+                    if receipt.message_id in ours:  # converted per receipt_id_format
                         print(f"receipt: {receipt.state}"
                               + (f" (error {receipt.error})" if receipt.error else ""), file=out)
                         return 0

@@ -5,9 +5,10 @@ connection attempt shows up in C{reactor.tcpClients}, where the test refuses
 it or connects it to a StringTransport and answers the bind with PDUs from
 msisdnd's codec.  Time moves only with C{reactor.advance}.
 
-Covers the reconnect backoff as it is today (growth and its cap, jitter
-bounds, connection failures and bind refusals counted alike, the longer wait
-after ESME_RALYBND, the fresh start after a bound session is lost), the
+Covers the reconnect backoff (growth and its cap, jitter bounds, connection
+failures and bind refusals counted alike, the longer wait after
+ESME_RALYBND, a bind that flaps backing off, the fresh start after a
+session that stayed bound and worked), the
 bind's state and counters, stopping, and the pin on ClientService's private
 C{_lostNotification} that L{msisdnd.smpp.bind._holdDisconnectNotice} patches.
 """
@@ -211,15 +212,33 @@ def test_already_bound_wait_never_shortens_a_longer_backoff():
     assert harness.retryDelay() == pytest.approx(backoff(4))  # 16 s > 3 s
 
 
-def test_lost_bound_session_starts_the_backoff_over():
-    """Today's policy (a separate issue will change it for binds that flap): a
-    successful bind resets ClientService's count, so the session lost after it
-    is retried after the first step's wait."""
+def test_a_bind_that_flaps_keeps_backing_off():
+    """An SMSC that accepts the bind and drops the link at once: each loss soon
+    after binding counts as a failure, so the waits keep growing (they did
+    not: about one bind every 0.5 s, forever)."""
     harness = Harness(jitter=lambda: 0.0).start()
+    waits = []
+    for _ in range(4):
+        harness.bound()
+        harness.transport.loseConnection()
+        waits.append(harness.retry())
+    assert waits == pytest.approx([backoff(2), backoff(3), backoff(4), backoff(4)])
+    assert harness.bind.reconnects == 4
+
+
+def test_a_session_that_stayed_and_worked_starts_the_backoff_over():
+    """A session bound for an enquire_link interval that got an answer was
+    healthy: the session lost after it is retried after the first step's wait."""
+    harness = Harness(jitter=lambda: 0.0, enquire_link_interval=10.0).start()
     for _ in range(3):
         harness.fail("refused")
         harness.retry()
     harness.bound()
+    harness.reactor.advance(10.0)  # idle: the session probes the link
+    probe = codec.decode(harness.transport.value())
+    harness.transport.clear()
+    assert probe.command == "enquire_link"
+    harness.transport.protocol.dataReceived(codec.frame(codec.ENQUIRE_LINK_RESP, probe.sequence))
     timers = [c for c in harness.reactor.getDelayedCalls() if c.active()]
     assert all(c.func.__self__ is harness.bind.session for c in timers)  # no retry pending
     harness.transport.loseConnection()
@@ -380,7 +399,7 @@ def test_connection_lost_during_the_bind_is_held_from_client_service():
     assert harness.retry() == pytest.approx(backoff(1))
     harness.bound()  # the next connection's notice is restored once bound:
     harness.transport.loseConnection()
-    assert harness.retryDelay() == pytest.approx(backoff(1))
+    assert harness.retryDelay() == pytest.approx(backoff(2))  # lost at once: a flap
 
 
 def test_missing_notice_attribute_is_logged_critically(monkeypatch):

@@ -74,7 +74,9 @@ def test_defaults() -> None:
     assert (c.enquire_link_interval, c.response_timeout, c.bind_timeout) == (30.0, 10.0, 10.0)
     assert (c.reconnect_delay_max, c.reconnect_delay_initial, c.already_bound_delay) == (
         60.0, 1.0, 30.0)
+    assert c.reconnect_grace == 10.0
     assert (c.alphabet, c.mt_sender, c.mo_verifier) == ("gsm7", "", None)
+    assert (c.receipt_id_format, c.mo_charset) == ("as-is", "gsm7")
     assert (c.mcc, c.mccmnc, c.prefixes, c.default, c.region) == ((), (), (), False, None)
     assert c.queue_size == 1000
     assert c.temporary_statuses == {status("ESME_RTHROTTLED"), status("ESME_RMSGQFUL"),
@@ -135,6 +137,22 @@ def test_integers_accepted_for_floats() -> None:
     c = carrier(throughput=50, response_timeout=5)
     assert c.throughput == 50.0 and isinstance(c.throughput, float)
     assert c.response_timeout == 5.0
+
+
+@pytest.mark.parametrize("value", ["as-is", "hex-to-decimal", "decimal-to-hex"])
+def test_receipt_id_formats(value: str) -> None:
+    assert carrier(receipt_id_format=value).receipt_id_format == value
+
+
+@pytest.mark.parametrize("value", ["gsm7", "ascii", "latin1"])
+def test_mo_charsets(value: str) -> None:
+    assert carrier(mo_charset=value).mo_charset == value
+
+
+@pytest.mark.parametrize("value, seconds", [(0, 0.0), (2.5, 2.5), (300, 300.0)])
+def test_reconnect_grace(value: float, seconds: float) -> None:
+    c = carrier(reconnect_grace=value)
+    assert c.reconnect_grace == seconds and isinstance(c.reconnect_grace, float)
 
 
 def test_separate_transmitter_and_receiver_sessions() -> None:
@@ -316,6 +334,16 @@ def test_built_by_hand() -> None:
     ({"reconnect_delay_initial": 0}, "reconnect_delay_initial", "greater than 0"),
     ({"reconnect_delay_initial": 90}, "reconnect_delay_initial", "reconnect_delay_max"),
     ({"already_bound_delay": 0}, "already_bound_delay", "greater than 0"),
+    ({"reconnect_grace": -1}, "reconnect_grace", "at least 0"),
+    ({"reconnect_grace": 301}, "reconnect_grace", "at most 300"),
+    ({"reconnect_grace": float("nan")}, "reconnect_grace", "finite"),
+    ({"reconnect_grace": "10s"}, "reconnect_grace", "number"),
+    ({"reconnect_grace": True}, "reconnect_grace", "number"),
+    ({"receipt_id_format": "hex"}, "receipt_id_format",
+     "one of 'as-is', 'hex-to-decimal', 'decimal-to-hex', not 'hex'"),
+    ({"receipt_id_format": 16}, "receipt_id_format", "one of"),
+    ({"mo_charset": "utf8"}, "mo_charset", "one of 'gsm7', 'ascii', 'latin1', not 'utf8'"),
+    ({"mo_charset": "GSM7"}, "mo_charset", "one of"),
     ({"alphabet": "utf8"}, "alphabet", "'gsm7', 'latin1', 'ucs2'"),
     ({"mt_sender": "HelloWorld12"}, "mt_sender", "11 characters"),
     ({"mt_sender": "+" + "1" * 21}, "mt_sender", "at most 20 digits"),
@@ -360,6 +388,8 @@ def test_built_by_hand() -> None:
     ({"sessions": [{"tls": {"ca_file": "/no/such/ca.pem"}}]}, "sessions[0].tls.ca_file",
      "no such file"),
     ({"sessions": [{"window": 5}]}, "sessions[0].window", "carrier's top level"),
+    ({"sessions": [{"receipt_id_format": "as-is"}]}, "sessions[0].receipt_id_format",
+     "carrier's top level"),
     ({"sessions": [{"prot": 5}]}, "sessions[0].prot", "did you mean 'port'"),
     ({"bind": "receiver", "default": True}, "default", "receive-only"),
 ])
@@ -512,3 +542,6 @@ def test_the_shipped_example_parses():
     assert [s.bind for s in orange.session_specs] == ["transmitter"] * 2 + ["receiver"] * 2
     assert {s.port for s in orange.session_specs if s.bind == "receiver"} == {2776}
     assert orange.source_ton_npi == (1, 1) and orange.tls is not None
+    assert (orange.receipt_id_format, orange.mo_charset, orange.reconnect_grace) == (
+        "hex-to-decimal", "gsm7", 10.0)
+    assert fake.receipt_id_format == "as-is"

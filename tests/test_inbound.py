@@ -16,15 +16,18 @@ from zope.interface.verify import verifyObject
 from msisdnd.masking import mask_number
 from msisdnd.smpp import codec
 from msisdnd.smpp.inbound import (
+    MO_CHARSETS,
     RECEIPT_STATES,
     InboundDispatcher,
     Reassembler,
-    message_id_aliases,
+    decode_mo_text,
     normalize_message_id,
     normalize_source,
     parse_receipt,
 )
 from msisdnd.sms.interfaces import DeliveryReceipt, IMOReceiver, IReceiptReceiver, MOMessage
+from msisdnd.sms.message_ids import RECEIPT_ID_FORMATS, message_id_aliases, receipt_message_id
+from msisdnd.state import keys
 
 CARRIER = "acme"
 OUR_NUMBER = "33700000000"
@@ -127,28 +130,68 @@ def test_normalize_message_id(raw, normal):
     assert normalize_message_id(raw) == normal
 
 
-def test_hex_and_decimal_forms_share_an_alias():
-    assert message_id_aliases("1A2B") & message_id_aliases("6699")
+def test_message_id_aliases_are_every_reading():
     assert message_id_aliases("000123") == message_id_aliases("123")
     assert message_id_aliases("1A2B") == {"1a2b", "6699"}
     assert message_id_aliases("123") == {"123", "291", "7b"}
     assert message_id_aliases("abc-def") == {"abc-def"}
 
 
-def test_different_ids_share_no_alias():
-    assert not message_id_aliases("1a2b") & message_id_aliases("1a2c")
-    assert not message_id_aliases("6699") & message_id_aliases("6698")
-
-
-@given(st.integers(0, 2**64), st.integers(0, 4), st.booleans())
-def test_any_number_in_hex_and_decimal_matches(value, zeros, upper):
-    hex_form = "0" * zeros + format(value, "X" if upper else "x")
-    assert message_id_aliases(hex_form) & message_id_aliases(str(value))
+def test_readings_of_different_ids_meet_so_they_cannot_match_receipts():
+    """Why receipts are matched by a declared format: 0x10 is 16, another message's id."""
+    assert message_id_aliases("10") & message_id_aliases("16")
 
 
 @given(st.text(max_size=100))
 def test_aliases_contain_the_normalized_id(raw):
     assert normalize_message_id(raw) in message_id_aliases(raw)
+
+
+@pytest.mark.parametrize("raw, receipt_id_format, submit_id", [
+    ("0001A2B", "as-is", "1a2b"),
+    ("6699", "as-is", "6699"),
+    ("abc-def\0", "as-is", "abc-def"),
+    ("6699", "hex-to-decimal", "1a2b"),
+    ("0006699", "hex-to-decimal", "1a2b"),
+    ("16", "hex-to-decimal", "10"),
+    ("0", "hex-to-decimal", "0"),
+    ("1A2B", "decimal-to-hex", "6699"),
+    ("10", "decimal-to-hex", "16"),
+    ("00ff", "decimal-to-hex", "255"),
+])
+def test_receipt_message_id(raw, receipt_id_format, submit_id):
+    assert receipt_message_id(raw, receipt_id_format) == submit_id
+
+
+@pytest.mark.parametrize("raw, receipt_id_format", [
+    ("", "as-is"),
+    (" \0", "hex-to-decimal"),
+    ("1a2b", "hex-to-decimal"),  # hex where decimal was declared
+    ("12-34", "hex-to-decimal"),
+    ("xyz", "decimal-to-hex"),
+    ("1" * 65, "hex-to-decimal"),  # longer than any SMPP id
+    ("f" * 65, "decimal-to-hex"),
+])
+def test_receipt_message_id_unreadable_in_its_format(raw, receipt_id_format):
+    assert receipt_message_id(raw, receipt_id_format) is None
+
+
+def test_receipt_message_id_refuses_an_unknown_format():
+    with pytest.raises(ValueError, match="receipt_id_format 'hex'"):
+        receipt_message_id("1", "hex")
+
+
+@given(st.text(max_size=100))
+def test_as_is_is_the_normalized_id(raw):
+    assert receipt_message_id(raw, "as-is") == (normalize_message_id(raw) or None)
+
+
+@given(st.integers(0, 2**64), st.integers(0, 4), st.booleans())
+def test_any_number_in_hex_and_decimal_matches_in_its_declared_format(value, zeros, upper):
+    hex_form = "0" * zeros + format(value, "X" if upper else "x")
+    decimal_form = "0" * zeros + str(value)
+    assert receipt_message_id(decimal_form, "hex-to-decimal") == normalize_message_id(hex_form)
+    assert receipt_message_id(hex_form, "decimal-to-hex") == normalize_message_id(decimal_form)
 
 
 # --- receipt parsing ------------------------------------------------------------------
@@ -358,18 +401,95 @@ def test_tlv_and_text_receipts_give_the_same_receipt():
     dispatcher.pduReceived(deliver_sm(
         receipted_message_id="1A2B", message_state=2, network_error_code=b"\x03\x00\x00"))
     dispatcher.pduReceived(deliver_sm(esm_class=0x04, short_message=RECEIPT_TEXT.encode()))
-    expected = DeliveryReceipt(CARRIER, "1a2b", frozenset({"1a2b", "6699"}), "DELIVRD", "000")
+    expected = DeliveryReceipt(CARRIER, "1a2b", frozenset({"1a2b"}), "DELIVRD", "000")
     assert receipts.receipts == [expected, expected]
     assert (dispatcher.receipt_count, dispatcher.mo_count, dispatcher.dropped_count) == (2, 0, 0)
     assert mo.messages == []
 
 
 def test_receipt_in_decimal_matches_a_hex_submit_id():
-    dispatcher, _, receipts, _ = make_dispatcher()
+    """receipt_id_format = "hex-to-decimal": the submit gave 1A2B, the receipt says 6699."""
+    dispatcher, _, receipts, _ = make_dispatcher(receipt_id_format="hex-to-decimal")
     dispatcher.pduReceived(deliver_sm(esm_class=0x04, short_message=b"id:6699 stat:UNDELIV err:001"))
-    [receipt] = receipts.receipts
-    assert receipt.failed
-    assert message_id_aliases("1A2B") & receipt.aliases
+    dispatcher.pduReceived(deliver_sm(receipted_message_id="6699", message_state=5))
+    assert [r.failed for r in receipts.receipts] == [True, True]
+    assert {r.message_id for r in receipts.receipts} == {normalize_message_id("1A2B")}
+    assert {r.aliases for r in receipts.receipts} == {frozenset({"1a2b"})}
+
+
+def test_receipt_in_hex_matches_a_decimal_submit_id():
+    """receipt_id_format = "decimal-to-hex": the submit gave 6699, the receipt says 1A2B."""
+    dispatcher, _, receipts, _ = make_dispatcher(receipt_id_format="decimal-to-hex")
+    dispatcher.pduReceived(deliver_sm(esm_class=0x04, short_message=b"id:1A2B stat:DELIVRD"))
+    dispatcher.pduReceived(deliver_sm(receipted_message_id="0001a2b", message_state=2))
+    assert [(r.message_id, r.aliases) for r in receipts.receipts] == [
+        ("6699", frozenset({"6699"}))] * 2
+
+
+def test_as_is_receipts_name_their_own_id_only():
+    """By default a decimal-looking id names no hex submit, and the other way round."""
+    dispatcher, _, receipts, _ = make_dispatcher()
+    dispatcher.pduReceived(deliver_sm(esm_class=0x04, short_message=b"id:6699 stat:DELIVRD"))
+    dispatcher.pduReceived(deliver_sm(receipted_message_id="001A2B", message_state=2))
+    assert [r.aliases for r in receipts.receipts] == [frozenset({"6699"}), frozenset({"1a2b"})]
+
+
+def test_receipt_unreadable_in_the_declared_format_is_dropped():
+    dispatcher, mo, receipts, _ = make_dispatcher(receipt_id_format="hex-to-decimal")
+    with captured_logs() as events:
+        dispatcher.pduReceived(deliver_sm(esm_class=0x04, short_message=b"id:1a2b stat:DELIVRD"))
+    assert receipts.receipts == [] and mo.messages == []
+    assert dispatcher.dropped_count == 1
+    assert "receipt_id_format 'hex-to-decimal'" in " ".join(formatEvent(e) for e in events)
+
+
+def first_record(records: dict[bytes, int], receipt: DeliveryReceipt) -> int | None:
+    """What the store's receipt lookup finds for C{receipt}: the record under the
+    first of its keys that holds one (see msisdnd.state.sessions._RECEIPT)."""
+    found = keys.message_keys(receipt.carrier, receipt.aliases)
+    for key in found[:len(found) // 2]:
+        if key in records:
+            return records[key]
+    return None
+
+
+@pytest.mark.parametrize("receipt_id_format, submit_form, receipt_form", [
+    ("as-is", str, str),
+    ("hex-to-decimal", lambda n: format(n, "X"), str),
+    ("decimal-to-hex", str, lambda n: format(n, "x")),
+])
+def test_sequential_ids_each_match_their_own_message(receipt_id_format, submit_form,
+                                                     receipt_form):
+    """5000 messages live with ids 1..5000, a receipt for each: every receipt finds
+    its own message (looking up every reading of the ids, 1145 found another)."""
+    count = 5000
+    # What recordSent keeps: one record per submit, under its normalized id.
+    records = {keys.message_keys(CARRIER, {normalize_message_id(submit_form(n))})[0]: n
+               for n in range(1, count + 1)}
+    dispatcher, _, receipts, _ = make_dispatcher(receipt_id_format=receipt_id_format)
+    for n in range(1, count + 1):
+        quoted = receipt_form(n)
+        if n % 2:
+            dispatcher.pduReceived(deliver_sm(receipted_message_id=quoted, message_state=2))
+        else:
+            dispatcher.pduReceived(deliver_sm(esm_class=0x04,
+                                              short_message=f"id:{quoted} stat:DELIVRD".encode()))
+    assert len(receipts.receipts) == count
+    found = [first_record(records, receipt) for receipt in receipts.receipts]
+    mismatched = [(n, got) for n, got in enumerate(found, 1) if got != n]
+    assert len(mismatched) == 0, mismatched[:5]
+
+
+def test_dispatcher_refuses_unknown_formats():
+    with pytest.raises(ValueError, match="receipt_id_format"):
+        make_dispatcher(receipt_id_format="hex")
+    with pytest.raises(ValueError, match="mo_charset"):
+        make_dispatcher(mo_charset="utf8")
+
+
+def test_delivery_receipt_is_looked_up_under_its_one_id():
+    with pytest.raises(ValueError):
+        DeliveryReceipt(CARRIER, "10", frozenset({"10", "16"}), "DELIVRD")
 
 
 def test_sme_acknowledgement_and_data_sm_receipts():
@@ -378,6 +498,53 @@ def test_sme_acknowledgement_and_data_sm_receipts():
     dispatcher.pduReceived(data_sm(esm_class=0x04, message_payload=b"id:6 stat:EXPIRED err:027"))
     assert [(r.message_id, r.state, r.error) for r in receipts.receipts] == [
         ("5", "ACCEPTD", None), ("6", "EXPIRED", "027")]
+
+
+@pytest.mark.parametrize("esm_class", [
+    0x04,  # SMSC delivery receipt
+    0x08,  # SME delivery acknowledgement
+    0x10,  # SME manual/user acknowledgement
+    0x20,  # intermediate delivery notification
+    0x20 | 0x03,  # with messaging-mode bits, which are no part of the type
+])
+def test_every_receipt_type_is_a_receipt_with_its_state(esm_class):
+    """Each message type but 0 that reports on a message goes to the receipt receiver,
+    its state (ENROUTE here) kept, even without receipt TLVs."""
+    dispatcher, mo, receipts, _ = make_dispatcher()
+    dispatcher.pduReceived(deliver_sm(
+        esm_class=esm_class,
+        short_message=b"id:42 sub:001 dlvrd:000 submit date:2401011200 "
+                      b"done date:2401011201 stat:ENROUTE err:000 text:Your code"))
+    assert [(r.message_id, r.state, r.error) for r in receipts.receipts] == [
+        ("42", "ENROUTE", "000")]
+    assert mo.messages == []
+    assert (dispatcher.receipt_count, dispatcher.mo_count, dispatcher.dropped_count) == (1, 0, 0)
+
+
+def test_intermediate_notification_keeps_enroute_from_its_tlv():
+    dispatcher, mo, receipts, _ = make_dispatcher()
+    dispatcher.pduReceived(data_sm(esm_class=0x20, receipted_message_id="2a", message_state=1))
+    assert [(r.message_id, r.state, r.failed) for r in receipts.receipts] == [
+        ("2a", "ENROUTE", False)]
+    assert mo.messages == []
+
+
+@pytest.mark.parametrize("esm_class", [0x18, 0x0C, 0x3C])
+def test_other_message_types_are_neither_mo_nor_receipts(esm_class):
+    """Only type 0 is handset text; a conversation abort (0x18) or an undefined type
+    is dropped."""
+    dispatcher, mo, receipts, _ = make_dispatcher()
+    dispatcher.pduReceived(deliver_sm(esm_class=esm_class, short_message=b"hi"))
+    assert mo.messages == [] and receipts.receipts == []
+    assert dispatcher.dropped_count == 1
+
+
+def test_message_type_zero_is_mo_whatever_the_other_bits():
+    dispatcher, mo, receipts, _ = make_dispatcher()
+    dispatcher.pduReceived(deliver_sm(esm_class=0x03, short_message=b"hi"))
+    dispatcher.pduReceived(deliver_sm(esm_class=0x80, short_message=b"there"))
+    assert [m.text for m in mo.messages] == ["hi", "there"]
+    assert receipts.receipts == []
 
 
 def test_message_state_alone_marks_a_receipt():
@@ -409,6 +576,43 @@ def test_mo_gsm_text_is_decoded():
     dispatcher, mo, _, _ = make_dispatcher()
     dispatcher.pduReceived(deliver_sm(short_message="5€ @ §".encode("gsm03.38")))
     assert mo.messages[0].text == "5€ @ §"
+
+
+@pytest.mark.parametrize("mo_charset, payload, text", [
+    ("gsm7", b"user@example", "user\u00a1example"),
+    ("ascii", b"user@example", "user@example"),
+    ("latin1", b"user@example", "user@example"),
+    ("ascii", b"50$ a_b {x}", "50$ a_b {x}"),
+    ("latin1", b"caf\xe9", "caf\u00e9"),
+    ("ascii", b"caf\xe9", "caf\ufffd"),
+])
+def test_mo_charset_reads_data_coding_0(mo_charset, payload, text):
+    dispatcher, mo, _, _ = make_dispatcher(mo_charset=mo_charset)
+    dispatcher.pduReceived(deliver_sm(data_coding=0, short_message=payload))
+    assert [m.text for m in mo.messages] == [text]
+
+
+def test_mo_charset_reads_data_coding_0_parts_too():
+    dispatcher, mo, _, _ = make_dispatcher(mo_charset="ascii")
+    for sequence, body in [(2, b"example.org"), (1, b"user@")]:
+        dispatcher.pduReceived(deliver_sm(esm_class=0x40, short_message=udh8(5, 2, sequence) + body))
+    assert [m.text for m in mo.messages] == ["user@example.org"]
+
+
+@pytest.mark.parametrize("mo_charset", MO_CHARSETS)
+@pytest.mark.parametrize("data_coding, payload, text", [
+    (0xF0, b"a@b", "a\u00a1b"),  # the class variant names GSM 7-bit itself
+    (1, b"a@b", "a@b"),
+    (3, b"a@\xe9", "a@\u00e9"),
+    (8, "a@é".encode("utf-16-be"), "a@é"),
+])
+def test_mo_charset_leaves_other_data_codings_alone(mo_charset, data_coding, payload, text):
+    assert decode_mo_text(data_coding, payload, mo_charset) == text
+
+
+def test_decode_mo_text_refuses_an_unknown_charset():
+    with pytest.raises(ValueError, match="mo_charset"):
+        decode_mo_text(0, b"x", "utf8")
 
 
 def test_mo_ucs2():
@@ -615,9 +819,11 @@ def test_random_fields_never_raise(command_id, fields):
 
 @given(st.lists(st.tuples(st.integers(0, 255), st.integers(0, 255), st.binary(max_size=160),
                           st.sampled_from(["0612345678", "+33612345678", "ACME", "", "0"])),
-                min_size=1, max_size=8))
-def test_random_payloads_never_raise(pdus):
-    dispatcher, mo, receipts, _ = make_dispatcher()
+                min_size=1, max_size=8),
+       st.sampled_from(RECEIPT_ID_FORMATS), st.sampled_from(MO_CHARSETS))
+def test_random_payloads_never_raise(pdus, receipt_id_format, mo_charset):
+    dispatcher, mo, receipts, _ = make_dispatcher(receipt_id_format=receipt_id_format,
+                                                  mo_charset=mo_charset)
     for esm_class, data_coding, payload, source in pdus:
         pdu = codec.PDU(codec.DELIVER_SM, 0, 1, {
             "source_addr": source, "destination_addr": OUR_NUMBER, "source_addr_ton": 0,

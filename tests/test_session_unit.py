@@ -228,11 +228,26 @@ def test_response_for_no_pending_request_is_ignored():
     assert link.written() == [] and not link.closed
 
 
-def test_undecodable_response_fails_its_request_as_malformed():
+def test_an_ok_submit_sm_resp_is_an_acceptance_whatever_its_id():
+    """An id with no NUL is kept as far as it goes (and flagged); one longer than
+    SMPP's 65 octets is kept as given: an OK answer is never a reason to resubmit."""
     link = Link().bound()
     d, request = link.submit()
-    # a message_id longer than 64 octets with no NUL cannot be read
     junk = codec.frame(codec.COMMANDS["submit_sm_resp"], request.sequence, b"\x41" * 70)
+    link.session.dataReceived(junk)
+    assert d.value.fields == {"message_id": "A" * 70, codec.UNTERMINATED_ID: True}
+    d, request = link.submit()
+    long_id = codec.frame(codec.COMMANDS["submit_sm_resp"], request.sequence, b"7" * 80 + b"\0")
+    link.session.dataReceived(long_id)
+    assert d.value.fields == {"message_id": "7" * 80}
+    assert link.session.in_flight == 0 and not link.closed
+
+
+def test_undecodable_response_fails_its_request_as_malformed():
+    link = Link().bound()
+    d = Outcome(link.session.enquireLink())
+    [request] = link.written()
+    junk = codec.frame(codec.COMMANDS["enquire_link_resp"], request.sequence, b"junk")
     link.session.dataReceived(junk)
     assert isinstance(d.value, MalformedResponse)
     assert link.session.in_flight == 0 and not link.closed

@@ -112,3 +112,15 @@ def test_unreachable_redis_is_unavailable_quickly():
         yield store.hawkKey(REF)
     assert reactor.seconds() - started < 2.0
     yield pool.disconnect()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_intermediate_receipt_after_a_final_one_changes_nothing(store):
+    """ENROUTE (an intermediate notification) arriving after DELIVRD keeps DELIVRD."""
+    yield store.createSession(REF, b"k" * 32, 1_800_000)
+    yield start(store, 1000)
+    yield store.setDelivery(REF, "ENROUTE")
+    assert (yield store.session(REF))["d"] == b"ENROUTE"
+    yield store.setDelivery(REF, "DELIVRD")
+    yield store.setDelivery(REF, "ENROUTE")
+    assert (yield store.session(REF))["d"] == b"DELIVRD"

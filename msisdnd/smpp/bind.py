@@ -100,6 +100,13 @@ class SMPPBind(Service):
     @ivar reconnects: sessions lost after being bound.
     @ivar bind_failures: binds the SMSC refused or did not answer.
     @ivar last_bind_status: the status of the last refused bind, or C{None}.
+
+    The reconnect delay grows from C{reconnect_delay_initial} to
+    C{reconnect_delay_max} (with jitter) while connections or binds fail.  A
+    session lost soon after binding counts as a failure too: the delay is
+    reset only by a session that stayed bound for an C{enquire_link_interval}
+    and got an answer, so an SMSC that accepts binds and drops them at once
+    is not rebound twice a second forever.
     """
 
     log = Logger()
@@ -127,6 +134,8 @@ class SMPPBind(Service):
         self.bind_failures = 0
         self.last_bind_status: int | None = None
         self._building: ESMESession | None = None
+        self._flaps = 0
+        self._bound_at = 0.0
         self._backoff = backoffPolicy(
             initialDelay=carrier.reconnect_delay_initial,
             maxDelay=carrier.reconnect_delay_max,
@@ -155,7 +164,7 @@ class SMPPBind(Service):
         return session
 
     def _retryDelay(self, attempt: int) -> float:
-        delay = self._backoff(attempt)
+        delay = self._backoff(attempt + self._flaps)
         if self.last_bind_status == codec.ESME_RALYBND:
             delay = max(delay, self.carrier.already_bound_delay)
         return delay
@@ -178,6 +187,7 @@ class SMPPBind(Service):
             self.state = BindState.BOUND
             self.last_bind_status = None
             self.session = session
+            self._bound_at = self.clock.seconds()
             self.log.info("{bind}: bound as {mode} to {smsc}", bind=self.name, mode=spec.bind,
                           smsc=smsc_id or "SMSC")
             session.whenClosed().addCallback(self._lost, session)
@@ -203,6 +213,11 @@ class SMPPBind(Service):
     def _lost(self, _: object, session: ESMESession) -> None:
         if self.session is session:
             self.session = None
+            stayed = self.clock.seconds() - self._bound_at
+            if stayed >= self.carrier.enquire_link_interval and session.responses:
+                self._flaps = 0
+            else:
+                self._flaps += 1
         if self.running:
             self.reconnects += 1
             self.state = BindState.CONNECTING

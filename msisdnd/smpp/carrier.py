@@ -7,16 +7,30 @@ C{throughput}.  It decides what a failed submit means:
 
   - a throttling status (ESME_RTHROTTLED, ESME_RMSGQFUL by default) pauses
     the whole carrier, 1 s at first and longer while it repeats, and the
-    part goes back to the front of the queue;
+    part goes back to its place in the queue;
   - another temporary status puts the part back after C{throttle_pause};
   - a lost session, a response timeout or a malformed response puts it back
-    at once (at-least-once: a PIN may arrive twice, never zero times);
+    after a short pause that doubles (at-least-once: a PIN may arrive twice,
+    never zero times), but no part is submitted more than L{MAX_SUBMITS}
+    times: then its message fails;
+  - an OK response is an acceptance, whatever its message_id (an id without
+    its NUL, or none, is logged and counted, never resubmitted);
   - any other status is final and fails the message.
+
+Parts go back to their place in send order (oldest message first), never
+to the front.  No second sees more than C{throughput} submits: the cap is
+a sliding window over the last second, not a bucket that starts full.
 
 Every message has a deadline; a message not wholly accepted by then is
 withdrawn from the queue and its caller gets L{SendTimeoutError}.  Messages
 on the carrier's own C{send_timeout} wait in send order, so one timer serves
 them all; a message with a timeout of its own gets a timer of its own.
+
+When its last bind drops, the carrier keeps taking sends for
+C{reconnect_grace} seconds (the bind is usually back within them); then the
+messages none of whose parts went out fail with L{CarrierDown}, which the
+router answers by offering them, with the time they have left, to the next
+eligible carrier.
 """
 
 from __future__ import annotations
@@ -43,17 +57,31 @@ from msisdnd.sms.interfaces import (
 from msisdnd.smpp import alphabet, codec
 from msisdnd.smpp.config import CarrierConfig
 from msisdnd.smpp.errors import CommandStatusError, SMPPError
+from msisdnd.smpp.framing import WarningBudget
 from msisdnd.smpp.inbound import InboundDispatcher
 from msisdnd.smpp.session import ESMESession
 
 #: Upper bounds (seconds) of the submit-latency histogram's buckets.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: The most times one part is submitted (its first submit included).
+MAX_SUBMITS = 5
+#: The pause before a part whose submit had no answer goes again (doubling).
+RESUBMIT_PAUSE = 0.25
+
+
+class CarrierDown(NoRouteError):
+    """The carrier's binds stayed down past its reconnect grace; the message
+    (none of whose parts went out) may go elsewhere within C{remaining} seconds."""
+
+    def __init__(self, message: str, remaining: float):
+        super().__init__(message)
+        self.remaining = remaining
 
 class _Message:
     """One OutboundSMS on its way: its parts, their ids, its deadline."""
 
     __slots__ = ("sms", "deferred", "message_ids", "remaining", "deadline", "expires", "done",
-                 "started")
+                 "started", "submitted")
 
     def __init__(self, sms: OutboundSMS, parts: int):
         self.sms = sms
@@ -64,15 +92,20 @@ class _Message:
         self.expires = 0.0
         self.started = 0.0
         self.done = False
+        self.submitted = False  # a part went out: the message stays with this carrier
 
 
 class _Part:
-    __slots__ = ("message", "index", "body")
+    """One submit_sm of a message; C{order} is its place in send order."""
 
-    def __init__(self, message: _Message, index: int, body: bytes):
+    __slots__ = ("message", "index", "body", "order", "submits")
+
+    def __init__(self, message: _Message, index: int, body: bytes, order: int):
         self.message = message
         self.index = index
         self.body = body
+        self.order = order
+        self.submits = 0
 
 
 class Carrier:
@@ -104,10 +137,13 @@ class Carrier:
         self.clock = clock
         self.send_timeout = send_timeout
         self.dispatcher = InboundDispatcher(config.name, config.region, mo_receiver,
-                                            receipt_receiver, clock)
+                                            receipt_receiver, clock,
+                                            receipt_id_format=config.receipt_id_format,
+                                            mo_charset=config.mo_charset)
         self.inbound = self.dispatcher.pduReceived
         self.sent = 0
         self.requeued = 0
+        self.resubmitted = 0
         self.throttled = 0
         self.errors: Counter[str] = Counter()
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
@@ -123,9 +159,14 @@ class Carrier:
         self._pause = config.throttle_pause
         self._throttle_streak = False
         self._rate = config.throughput
-        self._capacity = max(1.0, config.throughput / 10)
-        self._tokens = self._capacity
-        self._refilled_at = clock.seconds()
+        # The throughput cap: at most _per_window submits in any _window seconds.
+        self._window = max(1.0, 1.0 / config.throughput) if config.throughput else 1.0
+        self._per_window = max(1, int(config.throughput * self._window))
+        self._recent: deque[float] = deque(maxlen=self._per_window)
+        self._order = 0
+        self._down_since: float | None = None
+        self._grace_timer: IDelayedCall | None = None
+        self._warnings = WarningBudget(self.log)
         self._templates: dict[str | None, codec.SubmitTemplate] = {
             None: self._template(config.mt_source_addr, *config.source_ton_npi)}
         self._idle_waiters: list[Deferred] = []
@@ -136,10 +177,20 @@ class Carrier:
     # -- what the router and operators read ----------------------------------
 
     @property
+    def bound(self) -> bool:
+        """At least one transmitting session is bound."""
+        return bool(self._sessions)
+
+    @property
+    def reconnecting(self) -> bool:
+        """Every bind dropped less than C{reconnect_grace} seconds ago."""
+        return not self._sessions and self._grace_timer is not None
+
+    @property
     def available(self) -> bool:
-        """At least one transmitting session is bound, the carrier takes sends,
+        """The carrier takes sends: bound (or reconnecting within its grace),
         and no breaker has tripped it."""
-        return self.accepting and not self.tripped and bool(self._sessions)
+        return self.accepting and not self.tripped and (self.bound or self.reconnecting)
 
     @property
     def queue_depth(self) -> int:
@@ -185,7 +236,9 @@ class Carrier:
         else:
             message.deadline = self.clock.callLater(timeout, self._expire, message)
         waiting = bool(self._queue)
-        self._queue.extend(_Part(message, i, body) for i, body in enumerate(bodies))
+        order = self._order
+        self._order = order + len(bodies)
+        self._queue.extend(_Part(message, i, body, order + i) for i, body in enumerate(bodies))
         if not waiting:
             # A queue that already held parts is waiting on a response, a
             # timer or a bind, each of which pumps it: no need to look now.
@@ -230,6 +283,7 @@ class Carrier:
             self._wakeAt(self._paused_until)
             return
         rate = self._rate
+        recent, window = self._recent, self._window
         accepted, failed = self._accepted, self._failed
         sessions = self._sessions
         count = len(sessions)
@@ -244,14 +298,15 @@ class Carrier:
                     queue.popleft()
                     continue
                 if rate:
-                    tokens = min(self._capacity, self._tokens + (now - self._refilled_at) * rate)
-                    self._refilled_at = now
-                    if tokens < 1.0:
-                        self._tokens = tokens
-                        self._wakeAt(now + (1.0 - tokens) / rate)
+                    if len(recent) == recent.maxlen and now - recent[0] < window:
+                        self._wakeAt(recent[0] + window)
                         return
-                    self._tokens = tokens - 1.0
+                    recent.append(now)
                 queue.popleft()
+                part.submits += 1
+                part.message.submitted = True
+                if part.submits > 1:
+                    self.resubmitted += 1
                 session.submitWith(part.body, accepted, failed, part)
             if not queue:
                 break
@@ -275,7 +330,15 @@ class Carrier:
         self.sent += 1
         self._throttle_streak = False
         message = part.message
-        message.message_ids[part.index] = pdu.fields.get("message_id", "")
+        fields = pdu.fields
+        message_id = fields.get("message_id", "")
+        if not message_id or codec.UNTERMINATED_ID in fields:
+            problem = "no message_id" if not message_id else "a message_id without its NUL"
+            self.errors["id_empty" if not message_id else "id_unterminated"] += 1
+            self._warnings.warn("{carrier}: the SMSC accepted a message with {problem}; "
+                                "kept as {id!r}, not resubmitted (its receipt may not match)",
+                                carrier=self.name, problem=problem, id=message_id)
+        message.message_ids[part.index] = message_id
         message.remaining -= 1
         if message.remaining == 0 and not message.done:
             message.done = True
@@ -296,24 +359,37 @@ class Carrier:
             self.errors[codec.status_name(status)] += 1
             if status in self.config.throttle_statuses:
                 self._throttle()
-                self._requeue(part, front=True)
+                self._requeue(part, pump=False)
             elif status in self.config.temporary_statuses:
                 self.clock.callLater(self.config.throttle_pause, self._requeue, part)
             else:
                 self._reject(part.message, status)
         else:
             self.errors[type(error).__name__] += 1
-            self._requeue(part, front=True)
+            if part.submits >= MAX_SUBMITS:
+                self.errors["max_submits"] += 1
+                self._finish(part.message, SendTimeoutError(
+                    f"{self.name}: no answer to {part.submits} submits of one part"))
+            else:
+                pause = min(RESUBMIT_PAUSE * 2 ** (part.submits - 1),
+                            self.config.throttle_pause_max)
+                self.clock.callLater(pause, self._requeue, part)
         self._pump()
 
-    def _requeue(self, part: _Part, front: bool = False) -> None:
+    def _requeue(self, part: _Part, pump: bool = True) -> None:
+        """Put C{part} back in its place in send order."""
         if part.message.done:
             return
         self.requeued += 1
-        if front:
-            self._queue.appendleft(part)
+        queue = self._queue
+        place = 0
+        for place, queued in enumerate(queue):
+            if queued.order > part.order:
+                break
         else:
-            self._queue.append(part)
+            place = len(queue)
+        queue.insert(place, part)
+        if pump:
             self._pump()
 
     def _throttle(self) -> None:
@@ -374,12 +450,36 @@ class Carrier:
 
     def bindUp(self, bind: object, session: ESMESession) -> None:
         if session.mode != "receiver":
+            session.onWindowFreed = self._pump
             self._sessions.append(session)
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
+                self._grace_timer = None
             self._pump()
 
     def bindDown(self, bind: object, session: ESMESession) -> None:
         if session in self._sessions:
             self._sessions.remove(session)
+            if not self._sessions and self.accepting:
+                self._grace_timer = self.clock.callLater(self.config.reconnect_grace,
+                                                         self._graceOver)
+
+    def _graceOver(self) -> None:
+        """The binds stayed down: messages none of whose parts went out move on."""
+        self._grace_timer = None
+        if self._sessions:
+            return
+        now = self.clock.seconds()
+        stranded = {part.message for part in self._queue
+                    if not part.message.done and not part.message.submitted}
+        if stranded:
+            self.log.warn("{carrier}: every bind still down after {grace}s; {count} messages "
+                          "move to another carrier", carrier=self.name,
+                          grace=self.config.reconnect_grace, count=len(stranded))
+        for message in stranded:
+            remaining = (message.expires or (message.deadline.getTime()
+                                             if message.deadline else now)) - now
+            self._finish(message, CarrierDown(f"{self.name}: every bind is down", remaining))
 
     # -- stopping ----------------------------------------------------------
 
@@ -417,6 +517,8 @@ class Carrier:
             "paused": self.paused,
             "sent": self.sent,
             "requeued": self.requeued,
+            "resubmitted": self.resubmitted,
+            "reconnecting": self.reconnecting,
             "throttled": self.throttled,
             "errors": dict(self.errors),
         }

@@ -258,14 +258,26 @@ def encode_submit_sm_body(
                          data_coding=data_coding, validity_period=validity_period)
 
 
+#: The field a submit_sm_resp whose message_id lacked its NUL carries (True).
+UNTERMINATED_ID = "message_id_unterminated"
+
+
 def _decode_submit_sm_resp(command_length: int, status: int, sequence: int, data: bytes) -> PDU:
+    """The lean submit_sm_resp decoder: an OK response is an acceptance.
+
+    Whatever its body, the header says whether the SMSC took the message, and
+    resubmitting an accepted PIN is worse than not knowing its id: so a
+    NUL-terminated id longer than SMPP's 65 octets is kept as given, and an
+    id without its NUL is kept as far as it goes, with L{UNTERMINATED_ID}
+    set for the caller to log and count.  Nothing here raises.
+    """
     body = data[HEADER_LENGTH:]
     if not body:
         return PDU(SUBMIT_SM_RESP, status, sequence)
     end = body.find(b"\0")
-    if end < 0 or end > 64:
-        raise DecodeError(ESME_RINVMSGLEN, "submit_sm_resp message_id without NUL",
-                          SUBMIT_SM_RESP, sequence)
+    if end < 0:
+        return PDU(SUBMIT_SM_RESP, status, sequence,
+                   {"message_id": body.decode("latin-1"), UNTERMINATED_ID: True})
     return PDU(SUBMIT_SM_RESP, status, sequence,
                {"message_id": body[:end].decode("latin-1")})
 

@@ -48,7 +48,9 @@ from typing import Any
 
 import phonenumbers
 
+from msisdnd.sms.message_ids import DEFAULT_RECEIPT_ID_FORMAT, RECEIPT_ID_FORMATS
 from msisdnd.smpp import codec
+from msisdnd.smpp.inbound import DEFAULT_MO_CHARSET, MO_CHARSETS
 from msisdnd.validation import ConfigError, Table
 from msisdnd.validation import is_array as _is_array
 from msisdnd.validation import kind as _kind
@@ -81,6 +83,9 @@ DEFAULT_THROTTLE_STATUSES = frozenset(
 
 # Durations above an hour are almost surely milliseconds written as seconds.
 _DURATION_MAX = 3600.0
+#: The longest C{reconnect_grace}: sends held longer than this would outlive
+#: most codes' patience (and a queue that is not draining only fills).
+RECONNECT_GRACE_MAX = 300.0
 
 _TON_INTERNATIONAL, _NPI_ISDN = 1, 1
 _TON_ALPHANUMERIC, _NPI_UNKNOWN = 5, 0
@@ -101,8 +106,9 @@ _SESSION_KEYS = (
 _CARRIER_KEYS = _SESSION_KEYS + (
     "name", "binds", "window", "throughput", "enquire_link_interval",
     "response_timeout", "bind_timeout", "reconnect_delay_max",
-    "reconnect_delay_initial", "already_bound_delay", "alphabet", "mt_sender",
-    "mo_verifier", "mcc", "mccmnc", "prefixes", "default", "region",
+    "reconnect_delay_initial", "already_bound_delay", "reconnect_grace", "alphabet",
+    "mt_sender", "mo_verifier", "mo_charset", "receipt_id_format", "mcc", "mccmnc",
+    "prefixes", "default", "region",
     "queue_size", "daily_cap", "temporary_statuses", "throttle_statuses", "throttle_pause",
     "throttle_pause_max", "registered_delivery", "sessions",
 )
@@ -300,6 +306,9 @@ class CarrierConfig:
     @ivar reconnect_delay_max: the cap of the growing reconnect wait.
     @ivar already_bound_delay: wait after a bind refused with C{ESME_RALYBND}
         (the SMSC still holds our old session).
+    @ivar reconnect_grace: seconds a carrier whose binds all dropped keeps
+        accepting sends into its queue while it reconnects (0: refuses them
+        at once); from 0 to L{RECONNECT_GRACE_MAX}.
     @ivar alphabet: how a text that fits GSM 03.38 is sent: C{"gsm7"}
         (C{data_coding} 0), C{"latin1"} (3, for SMSCs that read 0 as
         latin-1), or C{"ucs2"} (always 8).  Other texts always go as UCS-2.
@@ -307,6 +316,16 @@ class CarrierConfig:
         optional leading C{+}) or an alphanumeric name; C{""} to let the
         SMSC choose.  See L{mt_source_addr} and L{source_ton_npi}.
     @ivar mo_verifier: our number devices send their MO to, or C{None}.
+    @ivar mo_charset: how MO text sent with C{data_coding} 0 is read:
+        C{"gsm7"} (GSM 03.38, as SMPP 3.4 says), C{"ascii"} or C{"latin1"}
+        (for SMSCs that pass text on in those, where GSM would turn C{@}
+        into C{¡}).  See L{msisdnd.smpp.inbound.decode_mo_text}.
+    @ivar receipt_id_format: how the carrier's receipts quote the id its
+        C{submit_sm_resp} gave, in the C{receipted_message_id} TLV and in the
+        text's C{id:} alike: C{"as-is"}, C{"hex-to-decimal"} (hex ids,
+        quoted in decimal in receipts) or C{"decimal-to-hex"} (the
+        reverse).  A receipt is matched to the one submit this names; see
+        L{msisdnd.sms.message_ids.receipt_message_id}.
     @ivar mcc: mobile country codes routed here (3-digit strings).
     @ivar mccmnc: MCC+MNC pairs routed here (5-6 digit strings).
     @ivar prefixes: E.164 prefixes routed here, normalized to C{"+336"}.
@@ -343,9 +362,12 @@ class CarrierConfig:
     reconnect_delay_max: float = 60.0
     reconnect_delay_initial: float = 1.0
     already_bound_delay: float = 30.0
+    reconnect_grace: float = 10.0
     alphabet: str = "gsm7"
     mt_sender: str = ""
     mo_verifier: str | None = None
+    mo_charset: str = DEFAULT_MO_CHARSET
+    receipt_id_format: str = DEFAULT_RECEIPT_ID_FORMAT
     mcc: tuple[str, ...] = ()
     mccmnc: tuple[str, ...] = ()
     prefixes: tuple[str, ...] = ()
@@ -472,9 +494,14 @@ class CarrierConfig:
             reconnect_delay_initial=reconnect_initial,
             already_bound_delay=t.number("already_bound_delay", defaults["already_bound_delay"],
                                          above=0.0, most=_DURATION_MAX),
+            reconnect_grace=t.number("reconnect_grace", defaults["reconnect_grace"],
+                                     least=0.0, most=RECONNECT_GRACE_MAX),
             alphabet=t.choice("alphabet", defaults["alphabet"], ALPHABETS),
             mt_sender=_mt_sender(t, defaults["mt_sender"]),
             mo_verifier=_mo_verifier(t),
+            mo_charset=t.choice("mo_charset", defaults["mo_charset"], MO_CHARSETS),
+            receipt_id_format=t.choice("receipt_id_format", defaults["receipt_id_format"],
+                                       RECEIPT_ID_FORMATS),
             mcc=t.codes("mcc", _MCC, "3 digits"),
             mccmnc=t.codes("mccmnc", _MCCMNC, "5 or 6 digits (MCC and MNC)"),
             prefixes=_prefixes(t),

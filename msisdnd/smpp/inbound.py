@@ -6,9 +6,10 @@ hands the result to the L{IReceiptReceiver} or L{IMOReceiver}.  It never
 raises and never answers the SMSC: the session answers every C{deliver_sm}
 whatever becomes of it here.
 
-The helpers it is built from (receipt parsing, source address
-normalization, reassembly) are public; message ids are normalized by
-L{msisdnd.sms.message_ids}, which the submit side shares.
+The helpers it is built from (receipt parsing, MO decoding, source address
+normalization, reassembly) are public; a receipt's message id is turned into
+the id its submit was given by L{msisdnd.sms.message_ids}, which the submit
+side shares.
 """
 
 from __future__ import annotations
@@ -32,12 +33,20 @@ from msisdnd.sms.interfaces import (
     IReceiptReceiver,
     MOMessage,
 )
-from msisdnd.sms.message_ids import message_id_aliases, normalize_message_id
+from msisdnd.sms.message_ids import (
+    DEFAULT_RECEIPT_ID_FORMAT,
+    RECEIPT_ID_FORMATS,
+    normalize_message_id,
+    receipt_message_id,
+)
 from msisdnd.smpp import codec
-from msisdnd.smpp.alphabet import MAX_PARTS, Concat, decode_text, split_udh
-
-# --- message ids -------------------------------------------------------------
-
+from msisdnd.smpp.alphabet import (
+    DATA_CODING_DEFAULT,
+    MAX_PARTS,
+    Concat,
+    decode_text,
+    split_udh,
+)
 
 # --- delivery receipts ---------------------------------------------------------
 
@@ -122,6 +131,37 @@ def parse_receipt(fields: Mapping[str, Any], text: str) -> tuple[str, str, str |
         return None
     error = from_text.get("err") or _network_error(fields.get("network_error_code"))
     return raw_id, state, error
+
+
+# --- MO text -----------------------------------------------------------------------
+
+#: What C{mo_charset} may name: how the octets of an MO sent with
+#: C{data_coding} 0 (the SMSC's default alphabet) are read.
+MO_CHARSETS = ("gsm7", "ascii", "latin1")
+#: GSM 03.38, as SMPP 3.4 says the default alphabet is.
+DEFAULT_MO_CHARSET = "gsm7"
+_MO_CHARSET_CODECS: Mapping[str, str] = MappingProxyType({"ascii": "ascii", "latin1": "latin-1"})
+
+
+def decode_mo_text(data_coding: int, body: bytes, mo_charset: str = DEFAULT_MO_CHARSET) -> str:
+    """Decode an MO body (UDH already removed) to text.
+
+    C{data_coding} 0 is read in C{mo_charset}: C{"gsm7"} (unpacked GSM
+    03.38, as SMPP 3.4 says), or C{"ascii"} or C{"latin1"} for SMSCs that
+    pass the handset's text on in those (where GSM would read C{@}, 0x40, as
+    C{¡}).  Every other C{data_coding} is read as
+    L{msisdnd.smpp.alphabet.decode_text} says, whatever C{mo_charset}.
+
+    Octets that do not decode (over 0x7F in ASCII) become U+FFFD.
+
+    @raise ValueError: a C{mo_charset} not in L{MO_CHARSETS}; nothing else.
+    """
+    if mo_charset not in MO_CHARSETS:
+        raise ValueError(f"mo_charset must be one of {', '.join(MO_CHARSETS)}, "
+                         f"not {mo_charset!r}")
+    if data_coding == DATA_CODING_DEFAULT and mo_charset != "gsm7":
+        return body.decode(_MO_CHARSET_CODECS[mo_charset], "replace")
+    return decode_text(data_coding, body)
 
 
 # --- source addresses ----------------------------------------------------------
@@ -270,8 +310,15 @@ class Reassembler:
 
 # --- dispatch ----------------------------------------------------------------------
 
+# esm_class bits 5-2: the message type.  Only type 0 is MO (handset text).
 _ESM_TYPE_MASK = 0x3C
-_ESM_RECEIPT_TYPES = (0x04, 0x08)  # SMSC delivery receipt, SME delivery acknowledgement
+_ESM_MO = 0x00
+_ESM_RECEIPT_TYPES = frozenset({
+    0x04,  # SMSC delivery receipt
+    0x08,  # SME delivery acknowledgement
+    0x10,  # SME manual/user acknowledgement
+    0x20,  # intermediate delivery notification
+})
 _ESM_UDHI = 0x40
 # Only receipts carry these; message_state also marks a receipt whose
 # receipted_message_id the codec had to drop (one sent without its NUL).
@@ -310,11 +357,22 @@ def _sar(fields: Mapping[str, Any]) -> Concat | None:
 class InboundDispatcher:
     """Turns one carrier's C{deliver_sm} and C{data_sm} into receipts and MO messages.
 
-    A PDU is a receipt when its C{esm_class} message type says so (SMSC
-    delivery receipt or SME delivery acknowledgement) or when it carries a
-    C{receipted_message_id} or C{message_state}; anything else is MO text,
-    reassembled from UDH or SAR parts when concatenated, its source
-    normalized to E.164 in the carrier's region.
+    The C{esm_class} message type (C{esm_class & 0x3C}) decides:
+      - an SMSC delivery receipt (0x04), an SME delivery acknowledgement
+        (0x08), an SME manual/user acknowledgement (0x10) or an intermediate
+        delivery notification (0x20) is a receipt, whatever state it gives
+        (C{ENROUTE} included);
+      - type 0 is a receipt when it carries a C{receipted_message_id} or
+        C{message_state}, else MO text, decoded (C{data_coding} 0 in the
+        carrier's C{mo_charset}, see L{decode_mo_text}), reassembled from
+        UDH or SAR parts when concatenated, its source normalized to E.164
+        in the carrier's region;
+      - any other type (a conversation abort, 0x18, say) is dropped.
+
+    A receipt names one message: its id, from the TLV or the text, goes
+    through L{receipt_message_id} with the carrier's C{receipt_id_format},
+    and the L{DeliveryReceipt} carries that one id.  A receipt whose id does
+    not read in that format is dropped.
 
     Receivers may return a Deferred.  Their failures, synchronous or not,
     are logged and go no further; logs show phone numbers masked and never
@@ -336,15 +394,30 @@ class InboundDispatcher:
         clock: IReactorTime,
         reassembly_timeout: float = 300.0,
         max_pending: int = 10000,
+        receipt_id_format: str = DEFAULT_RECEIPT_ID_FORMAT,
+        mo_charset: str = DEFAULT_MO_CHARSET,
     ):
         """
         @param carrier: the carrier's name, put in every receipt and MO message.
         @param region: its ISO 3166 region, to read national source numbers in.
         @param reassembly_timeout: seconds a partial MO message is kept.
         @param max_pending: at most this many partial MO messages are kept.
+        @param receipt_id_format: how the carrier's receipts quote the ids its
+            C{submit_sm_resp} gave: one of L{RECEIPT_ID_FORMATS}.
+        @param mo_charset: how it sends MO text with C{data_coding} 0: one of
+            L{MO_CHARSETS}.
+        @raise ValueError: an unknown C{receipt_id_format} or C{mo_charset}.
         """
+        if receipt_id_format not in RECEIPT_ID_FORMATS:
+            raise ValueError(f"receipt_id_format must be one of {', '.join(RECEIPT_ID_FORMATS)}, "
+                             f"not {receipt_id_format!r}")
+        if mo_charset not in MO_CHARSETS:
+            raise ValueError(f"mo_charset must be one of {', '.join(MO_CHARSETS)}, "
+                             f"not {mo_charset!r}")
         self.carrier = carrier
         self.region = region
+        self.receipt_id_format = receipt_id_format
+        self.mo_charset = mo_charset
         self.mo_receiver = mo_receiver
         self.receipt_receiver = receipt_receiver
         self._reassembler = Reassembler(clock, reassembly_timeout, max_pending)
@@ -381,7 +454,12 @@ class InboundDispatcher:
         fields = pdu.fields if isinstance(pdu.fields, Mapping) else {}
         esm_class = _int_field(fields, "esm_class") or 0
         data_coding = _int_field(fields, "data_coding") or 0
-        if esm_class & _ESM_TYPE_MASK in _ESM_RECEIPT_TYPES or _RECEIPT_TLVS & fields.keys():
+        message_type = esm_class & _ESM_TYPE_MASK
+        if message_type in _ESM_RECEIPT_TYPES:
+            self._receipt(fields, data_coding)
+        elif message_type != _ESM_MO:
+            self._drop(f"esm_class message type 0x{message_type:02x} is neither MO nor a receipt")
+        elif _RECEIPT_TLVS & fields.keys():
             self._receipt(fields, data_coding)
         else:
             self._mo(fields, esm_class, data_coding)
@@ -393,8 +471,11 @@ class InboundDispatcher:
         if self.receipt_receiver is None:
             return self._drop("a delivery receipt, and no receipt receiver")
         raw_id, state, error = found
-        receipt = DeliveryReceipt(self.carrier, normalize_message_id(raw_id),
-                                  message_id_aliases(raw_id), state, error)
+        message_id = receipt_message_id(raw_id, self.receipt_id_format)
+        if message_id is None:
+            return self._drop(f"a delivery receipt whose id {raw_id[:64]!r} does not read as "
+                              f"receipt_id_format {self.receipt_id_format!r} says")
+        receipt = DeliveryReceipt(self.carrier, message_id, frozenset({message_id}), state, error)
         self.receipt_count += 1
         self._deliver(self.receipt_receiver.receiptReceived, receipt,
                       "The receipt receiver failed on the receipt for message {message_id}",
@@ -412,7 +493,7 @@ class InboundDispatcher:
             concat, body = split_udh(payload)
         else:
             concat, body = _sar(fields), payload
-        text: str | None = decode_text(data_coding, body)
+        text: str | None = decode_mo_text(data_coding, body, self.mo_charset)
         source = normalize_source(raw_source, _int_field(fields, "source_addr_ton") or 0,
                                   self.region) or raw_source
         if concat is not None:
@@ -433,6 +514,7 @@ class InboundDispatcher:
 
 
 __all__ = [
-    "InboundDispatcher", "RECEIPT_STATES", "Reassembler", "message_id_aliases",
-    "normalize_message_id", "normalize_source", "parse_receipt",
+    "DEFAULT_MO_CHARSET", "InboundDispatcher", "MO_CHARSETS", "RECEIPT_STATES", "Reassembler",
+    "decode_mo_text", "normalize_message_id", "normalize_source", "parse_receipt",
+    "receipt_message_id",
 ]

@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred, fail
 from zope.interface import implementer
 
 from msisdnd.sms.interfaces import ISMSSender, NoRouteError, OutboundSMS, QueueFullError
-from msisdnd.smpp.carrier import Carrier
+from msisdnd.smpp.carrier import Carrier, CarrierDown
 
 
 @implementer(ISMSSender)
@@ -17,8 +17,10 @@ class Router:
 
     Carriers are ranked for a message by: MCC+MNC match, then MCC match, then
     the longest matching destination prefix, then the default carrier, with
-    the carrier the message should avoid moved last.  The message goes to the first ranked carrier that has a live transmitting
-    bind and room in its queue.  A message with C{carrier} set goes to that
+    the carrier the message should avoid moved last.  The message goes to the
+    first ranked carrier that has a live transmitting bind and room in its
+    queue, or failing that to one whose binds are reconnecting (within its
+    C{reconnect_grace}).  A message with C{carrier} set goes to that
     carrier only (an MO's answer returns the way it came).
     """
 
@@ -60,10 +62,24 @@ class Router:
         return ranked
 
     def send(self, sms: OutboundSMS, timeout: float | None = None) -> Deferred:
+        """Send through the best carrier that takes it; a message stranded on a
+        carrier whose binds stayed down (L{CarrierDown}) is offered to the next
+        one with the time it has left."""
+
+        def moved(failure):
+            failure.trap(CarrierDown)
+            if failure.value.remaining <= 0:
+                return failure
+            return self._send(sms, failure.value.remaining).addErrback(moved)
+
+        return self._send(sms, timeout).addErrback(moved)
+
+    def _send(self, sms: OutboundSMS, timeout: float | None) -> Deferred:
         candidates = self.candidates(sms)
         if not candidates:
             return fail(NoRouteError("no carrier serves this destination"))
-        for carrier in candidates:
+        # A carrier that is bound before one that is reconnecting (within its grace).
+        for carrier in sorted(candidates, key=lambda c: not c.bound):
             if carrier.available and carrier.queue_depth < carrier.config.queue_size:
                 try:
                     return carrier.send(sms, timeout)

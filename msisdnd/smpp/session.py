@@ -33,6 +33,9 @@ _BIND_COMMANDS = {
     "transceiver": codec.BIND_TRANSCEIVER,
 }
 _MAX_SEQUENCE = 0x7FFFFFFF
+#: outbind has no response, and is only valid on a connection the SMSC
+#: opened, which an ESME never accepts: it is ignored, never nacked.
+_OUTBIND = codec.COMMANDS["outbind"]
 _HEADER_PACK = codec.HEADER.pack
 
 
@@ -90,8 +93,13 @@ class ESMESession(PDUStream):
         C{"transceiver"}.
     @ivar window: how many requests may be outstanding at once.
     @ivar last_enquire_link_rtt: seconds the last enquire_link took, or C{None}.
+    @ivar responses: responses received to our requests (the session did work).
     @ivar onInbound: called with each C{deliver_sm} / C{data_sm} L{codec.PDU},
         after it has been answered.
+    @ivar onWindowFreed: called when a request other than a C{submit_sm}
+        leaves the window (its response, its timeout, a C{generic_nack}):
+        the submit's own callbacks tell of those, but an C{enquire_link} that
+        held the last slot must wake whoever waits for room too.
     """
 
     def __init__(
@@ -102,15 +110,18 @@ class ESMESession(PDUStream):
         response_timeout: float = 10.0,
         enquire_link_interval: float = 30.0,
         onInbound: Callable[[codec.PDU], object] | None = None,
+        onWindowFreed: Callable[[], object] | None = None,
     ):
         self.clock = clock
         self.window = window
         self.response_timeout = response_timeout
         self.enquire_link_interval = enquire_link_interval
         self.onInbound = onInbound
+        self.onWindowFreed = onWindowFreed
         self.mode: str | None = None
         self.state = SessionState.CLOSED
         self.last_enquire_link_rtt: float | None = None
+        self.responses = 0
         self._pending: dict[int, _Pending] = {}
         self._sequence = 0
         self._last_received = 0.0
@@ -203,6 +214,16 @@ class ESMESession(PDUStream):
             entry.failed(error, entry.context)
         except Exception:
             self.log.failure("A request's failure handler failed")
+        self._freed(entry)
+
+    def _freed(self, entry: _Pending) -> None:
+        """A request left the window; a submit's handlers already know."""
+        if entry.command_id != codec.SUBMIT_SM and self.onWindowFreed is not None \
+                and self.state is not SessionState.CLOSED:
+            try:
+                self.onWindowFreed()
+            except Exception:
+                self.log.failure("The window-freed handler failed")
 
     def submit(self, body: bytes) -> Deferred:
         """Send one C{submit_sm} whose body L{codec.encode_submit_sm_body} made.
@@ -384,6 +405,12 @@ class ESMESession(PDUStream):
                 self._response(pdu)
         elif command_id in (codec.DELIVER_SM, codec.DATA_SM):
             # deliver_sm_resp and data_sm_resp carry an empty message_id.
+            if self.state is not SessionState.BOUND or self.mode == "transmitter":
+                self.warn("A {command} on a session {state} as {mode}: refused",
+                          command=pdu.command, state=self.state.value, mode=self.mode or "-")
+                self.send(codec.frame(command_id | codec.RESPONSE_BIT, pdu.sequence, b"\0",
+                                      codec.ESME_RINVBNDSTS))
+                return
             self.send(codec.frame(command_id | codec.RESPONSE_BIT, pdu.sequence, b"\0"))
             if self.onInbound is not None:
                 try:
@@ -400,15 +427,19 @@ class ESMESession(PDUStream):
             self.closeLink()
         elif command_id == codec.COMMANDS["alert_notification"]:
             pass  # it has no response, and we keep no subscriber state
+        elif command_id == _OUTBIND:
+            self.warn("An outbind on a connection we opened: ignored")
         else:
             self.send(codec.generic_nack(pdu.sequence, codec.ESME_RINVCMDID))
 
     def undecodable(self, error: codec.DecodeError) -> None:
-        if error.command_id in (codec.DELIVER_SM, codec.DATA_SM):
+        if error.command_id == _OUTBIND:
+            self.warn("An outbind on a connection we opened: ignored")
+        elif error.command_id in (codec.DELIVER_SM, codec.DATA_SM):
             # Junk content still gets its OK: a stuck MO queue at the carrier hurts everyone.
-            self.log.warn("Undecodable {command} seq {sequence} answered OK: {reason}",
-                          command=codec.COMMAND_NAMES[error.command_id],
-                          sequence=error.sequence, reason=error.reason)
+            self.warn("Undecodable {command} seq {sequence} answered OK: {reason}",
+                      command=codec.COMMAND_NAMES[error.command_id],
+                      sequence=error.sequence, reason=error.reason)
             self.send(codec.frame(error.command_id | codec.RESPONSE_BIT, error.sequence, b"\0"))
         elif error.command_id & codec.RESPONSE_BIT:
             entry = self._pending.pop(error.sequence, None)
@@ -419,15 +450,25 @@ class ESMESession(PDUStream):
             super().undecodable(error)
 
     def _response(self, pdu: codec.PDU) -> None:
-        entry = self._pending.pop(pdu.sequence, None)
+        entry = self._pending.get(pdu.sequence)
         if entry is None:
             self.log.debug("A {command} for no pending request (seq {sequence})",
                            command=pdu.command, sequence=pdu.sequence)
             return
+        if pdu.command_id != entry.command_id | codec.RESPONSE_BIT:
+            # Not the answer to that request (a deliver_sm_resp carrying a
+            # submit's sequence is no acceptance): it still waits for its own.
+            self.warn("A {command} with the sequence of a {request} (seq {sequence}): ignored",
+                      command=pdu.command, sequence=pdu.sequence,
+                      request=codec.COMMAND_NAMES.get(entry.command_id, "request"))
+            return
+        del self._pending[pdu.sequence]
+        self.responses += 1
         if pdu.status:
             self._fail(entry, CommandStatusError(pdu.status, pdu.command))
         else:
             entry.succeeded(pdu, entry.context)
+            self._freed(entry)
         if self._drain_waiters:
             self._fireDrained()
 
@@ -439,8 +480,8 @@ class ESMESession(PDUStream):
             return
         entry = self._pending.pop(pdu.sequence, None)
         if entry is None:
-            self.log.warn("generic_nack for no pending request (seq {sequence})",
-                          sequence=pdu.sequence)
+            self.warn("generic_nack for no pending request (seq {sequence})",
+                      sequence=pdu.sequence)
             return
         self._fail(entry, CommandStatusError(pdu.status, "generic_nack"))
         self._fireDrained()

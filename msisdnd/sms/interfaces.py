@@ -72,14 +72,19 @@ UNDELIVERED = frozenset({"UNDELIV", "REJECTD", "EXPIRED"})
 class DeliveryReceipt:
     """What a carrier said became of a message it accepted.
 
-    @ivar message_id: the id as normalized by C{msisdnd.smpp.inbound}.
-    @ivar aliases: every normalized form the id may have been given in
-        (hex and decimal readings), to match against the ids recorded at
-        submit time.
+    A receipt names exactly one message: the submit whose C{submit_sm_resp}
+    id, normalized, is C{message_id} (the carrier's C{receipt_id_format} was
+    applied already; see C{msisdnd.sms.message_ids.receipt_message_id}).
+
+    @ivar message_id: the normalized id of the submit the receipt is about.
+    @ivar aliases: the ids to look the message up under: exactly
+        C{{message_id}} (a set, as the store's lookup takes one).  Never
+        several readings: those would find other messages.
     @ivar state: the final or intermediate state name: C{DELIVRD},
         C{EXPIRED}, C{DELETED}, C{UNDELIV}, C{ACCEPTD}, C{UNKNOWN},
         C{REJECTD} or C{ENROUTE}.
     @ivar error: the carrier's error code, if it sent one.
+    @raise ValueError: C{aliases} other than C{{message_id}}.
     """
 
     carrier: str
@@ -87,6 +92,11 @@ class DeliveryReceipt:
     aliases: frozenset[str]
     state: str
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.aliases != {self.message_id}:
+            raise ValueError(f"a receipt is looked up under its one message id "
+                             f"{self.message_id!r}, not {sorted(self.aliases)!r}")
 
     @property
     def failed(self) -> bool:

@@ -45,6 +45,9 @@ from msisdnd.state.redis import StoreUnavailable, TimedRedis, text
 __all__ = ["CheckOutcome", "CodeCheck", "SendOutcome", "SendStart", "SessionStore",
            "StoreUnavailable"]
 
+#: Receipt states that say a message is on its way, not where it ended.
+INTERMEDIATE = frozenset({"ENROUTE", "ACCEPTD"})
+
 class SendOutcome(enum.Enum):
     """What L{SessionStore.startSend} decided."""
 
@@ -256,14 +259,23 @@ return false
 # Only an unverified session with a code keeps delivery state; a backend
 # verification keeps each attempt's (attempt 0: the message was no attempt),
 # and tells of it; an attempt undelivered after the automatic resend was
-# spent means the verification failed.
+# spent means the verification failed.  An intermediate state (ENROUTE...)
+# arriving after a final one changes nothing.
 _DELIVERY = Script(
-    keys=("session",), args=("state", "attempt", "stream", "now", "undelivered"),
+    keys=("session",), args=("state", "attempt", "stream", "now", "undelivered", "final"),
     helpers=("emit",), body="""
 local s = KEY.session
-if redis.call('HEXISTS', s, 'c') == 1 then redis.call('HSET', s, 'd', ARG.state) end
-if ARG.attempt ~= '0' and redis.call('HEXISTS', s, 'p' .. ARG.attempt) == 1 then
-  redis.call('HSET', s, 'pd' .. ARG.attempt, ARG.state)
+local function settle(field)
+  local known = redis.call('HGET', s, field)
+  if ARG.final == '0' and known and known ~= 'ENROUTE' and known ~= 'ACCEPTD' then
+    return false
+  end
+  redis.call('HSET', s, field, ARG.state)
+  return true
+end
+if redis.call('HEXISTS', s, 'c') == 1 then settle('d') end
+if ARG.attempt ~= '0' and redis.call('HEXISTS', s, 'p' .. ARG.attempt) == 1
+   and settle('pd' .. ARG.attempt) then
   emit(ARG.stream, 'verification.delivery', ARG.now, s,
        snapshot(s, {'da', ARG.attempt, 'ds', ARG.state}))
   if ARG.undelivered == '1' and redis.call('HEXISTS', s, 'a') == 1 then
@@ -438,7 +450,8 @@ class SessionStore(TimedRedis):
         verification's send C{attempt}: an event)."""
         return _DELIVERY.run(self, session=keys.session(ref), state=state, attempt=attempt,
                              stream=self.events_stream, now=now_ms,
-                             undelivered=1 if undelivered else 0)
+                             undelivered=1 if undelivered else 0,
+                             final=0 if state in INTERMEDIATE else 1)
 
     def claimAutoResend(self, ref: bytes, failed_mac: bytes, code_mac: bytes, now_ms: int,
                         code_ttl_ms: int, state: str) -> Deferred:

@@ -1,0 +1,317 @@
+"""Carrier and router policy in memory: real ESMESessions over StringTransports,
+a task.Clock, PDUs from msisdnd's codec.
+
+What ordinary SMSC behaviour found: an OK answer whose id lacks its NUL set
+off a resubmit storm; window 1 stalled behind an enquire_link; requeues
+reversed send order; the throughput cap let a burst through at start; a
+cut link cost the user a 503; queued messages waited for a dead carrier's
+deadline; a response with the wrong command_id counted as an acceptance;
+deliver_sm was accepted before the bind; outbind was nacked; warnings
+flooded the log.
+"""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet import task
+from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.logger import LogLevel, globalLogPublisher
+
+from msisdnd.sms.interfaces import NoRouteError, OutboundSMS, SendTimeoutError
+from msisdnd.smpp import codec
+from msisdnd.smpp.carrier import MAX_SUBMITS, RESUBMIT_PAUSE, Carrier
+from msisdnd.smpp.config import CarrierConfig
+from msisdnd.smpp.router import Router
+from msisdnd.smpp.session import ESMESession, SessionState
+
+NUMBER = "+33612345678"
+
+
+class Link:
+    """One session of a carrier, bound, over a StringTransport."""
+
+    def __init__(self, clock, carrier: Carrier | None = None, window: int = 10,
+                 mode: str = "transceiver", enquire_link_interval: float = 30.0):
+        self.clock = clock
+        self.session = ESMESession(clock, window=window, response_timeout=5.0,
+                                   enquire_link_interval=enquire_link_interval)
+        self.transport = StringTransportWithDisconnection()
+        self.transport.protocol = self.session
+        self.session.makeConnection(self.transport)
+        self.session.mode = mode
+        self.session.state = SessionState.BOUND
+        self.carrier = carrier
+        if carrier is not None:
+            carrier.bindUp(None, self.session)
+
+    def written(self) -> list[codec.PDU]:
+        data, pdus = self.transport.value(), []
+        self.transport.clear()
+        while data:
+            length = codec.read_header(data)[0]
+            pdus.append(codec.decode(data[:length]))
+            data = data[length:]
+        return pdus
+
+    def feed(self, frame: bytes) -> None:
+        self.session.dataReceived(frame)
+
+    def answer(self, pdu: codec.PDU, body: bytes = b"1a2b\0", status: int = 0) -> None:
+        self.feed(codec.frame(pdu.command_id | codec.RESPONSE_BIT, pdu.sequence, body, status))
+
+    def drop(self) -> None:
+        self.transport.loseConnection()
+        if self.carrier is not None:
+            self.carrier.bindDown(None, self.session)
+
+
+def carrier(clock, name: str = "a", send_timeout: float = 10.0, **overrides) -> Carrier:
+    config = CarrierConfig.from_mapping({
+        "name": name, "host": "127.0.0.1", "system_id": "esme", "password": "pw",
+        "default": True, **overrides}, f"carrier[{name}]")
+    return Carrier(config, clock, send_timeout=send_timeout)
+
+
+class Results:
+    def __init__(self):
+        self.values = []
+
+    def add(self, d):
+        d.addBoth(self.values.append)
+        return d
+
+
+@pytest.fixture
+def clock():
+    c = task.Clock()
+    c.advance(1000)
+    return c
+
+
+@pytest.fixture
+def warnings():
+    seen = []
+
+    def observe(event):
+        if event.get("log_level") is LogLevel.warn:
+            seen.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield seen
+    globalLogPublisher.removeObserver(observe)
+
+
+def sms(text: str = "Your code: 123456", to: str = NUMBER) -> OutboundSMS:
+    return OutboundSMS(destination=to, text=text, validity=600)
+
+
+# -- an OK answer is an acceptance; no storm ----------------------------------------------
+
+
+@pytest.mark.parametrize("body, problem", [
+    (b"A" * 70, "id_unterminated"),             # no NUL, longer than 64 octets
+    (b"1a2b", "id_unterminated"),               # no NUL
+    (b"", "id_empty"),                          # no body at all
+    (b"\0", "id_empty"),                        # an empty id
+])
+def test_an_ok_answer_is_accepted_once_whatever_its_id(clock, warnings, body, problem):
+    c = carrier(clock)
+    link = Link(clock, c)
+    results = Results()
+    results.add(c.send(sms()))
+    [submit] = link.written()
+    link.answer(submit, body)
+    clock.advance(20)
+    assert len(results.values) == 1 and results.values[0].carrier == "a"
+    assert link.written() == []  # never resubmitted
+    assert c.errors[problem] == 1 and c.sent == 1
+    assert any("not resubmitted" in e["log_format"] for e in warnings)
+
+
+def test_a_long_nul_terminated_id_is_kept_as_given(clock):
+    c = carrier(clock)
+    link = Link(clock, c)
+    results = Results()
+    results.add(c.send(sms()))
+    [submit] = link.written()
+    link.answer(submit, b"9" * 80 + b"\0")
+    assert results.values[0].message_ids == ("9" * 80,)
+    assert not c.errors
+
+
+def test_unanswered_submits_go_again_after_a_pause_and_a_bounded_number_of_times(clock):
+    c = carrier(clock, send_timeout=60.0, response_timeout=5.0)
+    link = Link(clock, c, enquire_link_interval=1000.0)
+    results = Results()
+    results.add(c.send(sms()))
+    submits = [link.written()]
+    for pause in (RESUBMIT_PAUSE * 2 ** n for n in range(MAX_SUBMITS - 1)):
+        clock.advance(5.0)  # the response timeout
+        assert link.written() == []  # not at once
+        clock.advance(pause)
+        submits.append(link.written())
+    assert [len(s) for s in submits] == [1] * MAX_SUBMITS
+    clock.advance(5.0)
+    clock.advance(30.0)
+    assert link.written() == []
+    assert isinstance(results.values[0].value, SendTimeoutError)
+    assert c.resubmitted == MAX_SUBMITS - 1 and c.errors["max_submits"] == 1
+
+
+# -- every freed slot pumps ------------------------------------------------------------
+
+
+def test_window_one_is_not_stalled_by_an_enquire_link(clock):
+    c = carrier(clock, window=1)
+    link = Link(clock, c, window=1, enquire_link_interval=30.0)
+    clock.advance(30.0)  # idle: the enquire_link takes the only slot
+    [probe] = link.written()
+    assert probe.command == "enquire_link"
+    results = Results()
+    results.add(c.send(sms()))
+    assert link.written() == []  # no room
+    link.answer(probe, b"")
+    [submit] = link.written()
+    assert submit.command == "submit_sm"
+    link.answer(submit)
+    assert results.values[0].message_ids == ("1a2b",)
+
+
+# -- send order --------------------------------------------------------------------------
+
+
+def test_requeued_parts_keep_send_order(clock):
+    c = carrier(clock, window=3)
+    link = Link(clock, c, window=3)
+    for i in range(5):
+        c.send(sms(f"code {i}", f"+3361234567{i}")).addErrback(lambda f: None)
+    first = link.written()
+    assert [p.fields["destination_addr"][-1] for p in first] == ["0", "1", "2"]
+    for submit in first:
+        link.answer(submit, b"", codec.ESME_RTHROTTLED)
+    clock.advance(1.0)  # the throttle pause
+    again = link.written()
+    assert [p.fields["destination_addr"][-1] for p in again] == ["0", "1", "2"]
+
+
+# -- the throughput cap -------------------------------------------------------------------
+
+
+def test_no_second_sees_more_than_the_cap(clock):
+    c = carrier(clock, throughput=50, window=1000, queue_size=1000)
+    link = Link(clock, c, window=1000)
+    for i in range(200):
+        c.send(sms(to=f"+336123{i:05d}")).addErrback(lambda f: None)
+    times = []
+    for _ in range(400):
+        for submit in link.written():
+            times.append(clock.seconds())
+            link.answer(submit)
+        clock.advance(0.01)
+    assert len(times) == 200
+    for start in times:
+        assert sum(1 for t in times if start <= t < start + 1.0) <= 50
+
+
+# -- a cut link: queue within the grace, then fail over ----------------------------------
+
+
+def test_a_cut_link_keeps_taking_sends_and_sends_them_when_the_bind_is_back(clock):
+    c = carrier(clock, reconnect_grace=10.0)
+    router = Router([c])
+    link = Link(clock, c)
+    link.drop()
+    assert c.available and c.reconnecting
+    results = Results()
+    results.add(router.send(sms()))
+    clock.advance(2.0)
+    back = Link(clock, c)
+    [submit] = back.written()
+    back.answer(submit)
+    assert results.values[0].message_ids == ("1a2b",)
+
+
+def test_messages_move_to_another_carrier_when_the_grace_ends(clock):
+    a = carrier(clock, "a", reconnect_grace=3.0, default=False, prefixes=["+33"])
+    b = carrier(clock, "b")
+    router = Router([a, b])
+    link_a = Link(clock, a)
+    link_b = Link(clock, b)
+    link_a.drop()
+    link_b.drop()
+    results = Results()
+    results.add(router.send(sms()))  # both reconnecting: queued on a, the better route
+    assert a.queue_depth == 1
+    link_b = Link(clock, b)  # b is back, a is not
+    clock.advance(3.0)
+    [submit] = link_b.written()
+    link_b.answer(submit)
+    assert results.values[0].carrier == "b" and a.queue_depth == 0
+
+
+def test_after_the_grace_a_carrier_with_no_bind_takes_nothing(clock):
+    c = carrier(clock, reconnect_grace=3.0)
+    router = Router([c])
+    link = Link(clock, c)
+    link.drop()
+    results = Results()
+    results.add(router.send(sms()))
+    clock.advance(3.0)
+    assert isinstance(results.values[0].value, NoRouteError)
+    assert not c.available
+    late = Results()
+    late.add(router.send(sms()))
+    assert isinstance(late.values[0].value, NoRouteError)
+
+
+# -- protocol correctness ------------------------------------------------------------------
+
+
+def test_a_response_with_another_command_id_is_no_acceptance(clock, warnings):
+    c = carrier(clock)
+    link = Link(clock, c)
+    results = Results()
+    results.add(c.send(sms()))
+    [submit] = link.written()
+    link.feed(codec.frame(codec.DELIVER_SM_RESP, submit.sequence, b"\0"))
+    assert results.values == [] and link.session.in_flight == 1
+    link.answer(submit)
+    assert results.values[0].message_ids == ("1a2b",)
+
+
+@pytest.mark.parametrize("state, mode, status", [
+    (SessionState.BINDING, None, codec.ESME_RINVBNDSTS),
+    (SessionState.BOUND, "transmitter", codec.ESME_RINVBNDSTS),
+    (SessionState.BOUND, "receiver", codec.ESME_ROK),
+    (SessionState.BOUND, "transceiver", codec.ESME_ROK),
+])
+def test_deliver_sm_is_refused_before_the_bind_and_on_transmitters(clock, state, mode,
+                                                                   status):
+    inbound = []
+    link = Link(clock)
+    link.session.onInbound = inbound.append
+    link.session.mode, link.session.state = mode, state
+    link.feed(codec.encode("deliver_sm", 7, source_addr="33612345678",
+                           destination_addr="33700000000", short_message=b"hello"))
+    [answer] = link.written()
+    assert (answer.command, answer.status, answer.sequence) == ("deliver_sm_resp", status, 7)
+    assert len(inbound) == (1 if status == codec.ESME_ROK else 0)
+
+
+def test_outbind_is_ignored_not_nacked(clock, warnings):
+    link = Link(clock)
+    link.feed(codec.frame(codec.COMMANDS["outbind"], 3, b"smsc\0pw\0"))
+    assert link.written() == [] and not link.transport.disconnecting
+    assert any("outbind" in e["log_format"] for e in warnings)
+
+
+def test_warnings_from_a_broken_smsc_are_rate_limited(clock, warnings):
+    link = Link(clock)
+    for seq in range(100, 200):
+        link.feed(codec.generic_nack(seq, codec.ESME_RSYSERR))
+    mine = [e for e in warnings if "generic_nack" in e["log_format"]]
+    assert len(mine) == 10
+    clock.advance(61)
+    link.feed(codec.generic_nack(500, codec.ESME_RSYSERR))
+    summary = [e for e in warnings if "were not logged" in e["log_format"]]
+    assert [e["count"] for e in summary] == [90]
