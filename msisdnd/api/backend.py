@@ -32,9 +32,8 @@ class BackendRoutes(Routes):
         """The request's API key record, once it checks out and its limits allow."""
         if self.backend is None:
             raise NotFound()
-        header = request.getHeader(b"Authorization")
-        key = yield self.backend.authenticator.authenticate(
-            header.decode("latin-1") if header is not None else None, sends=sends)
+        key = yield self.backend.authenticator.authenticate(self._authorization(request),
+                                                            sends=sends)
         return key
 
     @app.route("/v2/verifications", methods=["POST"])

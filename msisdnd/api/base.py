@@ -30,6 +30,9 @@ BACKEND_PREFIX = b"/v2/"
 
 _FLOW_ERRORS: dict[type, Callable[[Exception], APIError]] = {
     refusals.NoSession: lambda e: APIError(401, errors.INVALID_AUTH, "Unknown session."),
+    refusals.AlreadyVerified: lambda e: APIError(
+        409, errors.ALREADY_VERIFIED,
+        "This session has verified its number; register a new one to verify another."),
     refusals.SecondNumber: lambda e: errors.invalid(
         "This session already verifies another number."),
     refusals.NoCodeSent: lambda e: errors.invalid("No number to resend to: call /sms/mt/verify."),
@@ -134,7 +137,7 @@ class Routes:
             return {}
         try:
             value = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # [[[[... too deep
             raise APIError(400, errors.BAD_JSON, "The body is not valid JSON.") from None
         if not isinstance(value, dict):
             raise APIError(400, errors.BAD_JSON, "The body must be a JSON object.")
@@ -189,6 +192,14 @@ class Routes:
         self.log.failure("Unexpected error on {path}", failure,
                          path=request.path.decode("latin-1"))
         return self._error(request, APIError(500, errors.UNEXPECTED, "Unexpected error."))
+
+    @staticmethod
+    def _authorization(request: IRequest) -> str | None:
+        """The one C{Authorization} header, or C{None}; two are refused (400)."""
+        values = request.requestHeaders.getRawHeaders(b"Authorization") or []
+        if len(values) > 1:
+            raise APIError(400, errors.INVALID_AUTH, "Send one Authorization header.")
+        return values[0].decode("latin-1") if values else None
 
     def _client(self, request: IRequest) -> str:
         return client_address(request, self.trusted_proxies)

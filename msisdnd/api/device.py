@@ -80,12 +80,11 @@ class DeviceRoutes(Routes):
     @inlineCallbacks
     def _authenticate(self, request: IRequest):
         """The request's Hawk id, once the MAC, the clock and the nonce check out."""
-        header = request.getHeader(b"Authorization")
+        header = self._authorization(request)
         path, _, query = request.uri.decode("latin-1").partition("?")
         try:
             hawk_id = yield self.verifier.authenticate(
-                header.decode("latin-1") if header is not None else None,
-                method=request.method.decode("ascii"), url=self.public_url.url_for(path, query),
+                header, method=request.method.decode("ascii"), url=self.public_url.url_for(path, query),
                 content=self._raw(request),
                 content_type=(request.getHeader(b"Content-Type") or b"").decode("latin-1"))
         except hawk.HawkError as e:
@@ -195,15 +194,16 @@ class DeviceRoutes(Routes):
         if mnc is not None:
             mnc = fields.digits(mnc, "MNC", (2, 3))
         msisdn = body.get("msisdn")
-        if msisdn is not None:
-            fields.msisdn(msisdn)
+        if "msisdn" in body:
+            fields.msisdn(msisdn)  # null too: a number, or no msisdn key at all
         return self._json(request, self.discovery.discover(mcc, mnc, msisdn is not None))
 
     @app.route("/register", methods=["POST"])
     @inlineCallbacks
     def register(self, request: IRequest):
+        yield self.verifier.admitRegistration(self._client(request))  # before any parsing
         self._body(request)
-        token = yield shielded(self.verifier.register(self._client(request)))
+        token = yield shielded(self.verifier.register())
         return self._json(request, {"msisdnSessionToken": token})
 
     # -- Hawk routes ---------------------------------------------------------

@@ -46,7 +46,8 @@ _ERRORS = {
     401: ("Missing, unknown or invalid credentials (110)", ("WWW-Authenticate",)),
     403: ("Not served: the number's country or type (119), or a pumping-guard block (120)", ()),
     404: ("No such resource (107), or no such verification (126)", ()),
-    409: ("The first request with this Idempotency-Key is still under way (125)",
+    409: ("The first request with this Idempotency-Key is still under way (125), or the "
+          "session has verified its number and sends no more codes (127)",
           ("Retry-After",)),
     410: ("The code expired or is used up, or the session is not verified (111)", ()),
     413: ("The body is larger than the limit (113)", ()),
@@ -142,12 +143,12 @@ def _device_paths() -> dict:
                              tag="device"),
         "/sms/mt/verify": _post(
             "Send a code to a number (204 once the SMSC accepted it)", _NO_CONTENT,
-            (403, 429, 503), security=hawk, tag="device",
+            (403, 409, 429, 503), security=hawk, tag="device",
             body=_object(("msisdn", "mcc"), msisdn=_E164, mcc=_MCC, mnc=_MNC,
                          shortVerificationCode=_BOOLEAN, appHash=_APP_HASH),
             body_example={"msisdn": "+33612345678", "mcc": "208", "shortVerificationCode": True}),
         "/sms/resend_code": _post(
-            "Send a new code to the session's number", _NO_CONTENT, (403, 429, 503),
+            "Send a new code to the session's number", _NO_CONTENT, (403, 409, 429, 503),
             security=hawk, tag="device", body=_object(appHash=_APP_HASH), body_example={}),
         "/sms/verify_code": _post(
             "Check a code",

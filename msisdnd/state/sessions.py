@@ -53,6 +53,7 @@ class SendOutcome(enum.Enum):
 
     STARTED = "started"
     NO_SESSION = "no_session"
+    VERIFIED = "verified"
     OTHER_NUMBER = "other_number"
     COOLDOWN = "cooldown"
     CAPPED = "capped"
@@ -107,6 +108,7 @@ _START_SEND = Script(
     body="""
 local s = KEY.session
 if redis.call('EXISTS', s) == 0 then return {'no_session'} end
+if redis.call('HEXISTS', s, 'v') == 1 then return {'verified'} end
 local h = redis.call('HGET', s, 'h')
 if h and h ~= ARG.number_ref then return {'other_number'} end
 local last = tonumber(redis.call('HGET', s, 'l') or '0')
@@ -343,7 +345,8 @@ class SessionStore(TimedRedis):
         """Record a new code for the session's number, within its limits.
 
         Fires with a L{SendStart}: C{STARTED} (the code is stored), or why
-        not: no session, a second number, within the cooldown (C{wait_ms}),
+        not: no session, a session already verified (it sends no more codes),
+        a second number, within the cooldown (C{wait_ms}),
         or out of sends (including a session whose tries are spent: a code
         it could never check is not worth an SMS).  An empty C{method} or
         C{network} keeps the session's own.

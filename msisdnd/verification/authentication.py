@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections import OrderedDict
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -31,6 +32,8 @@ from msisdnd.verification.errors import InvalidApiKey
 #: How long, and for how many sessions, a daemon keeps Hawk keys it fetched.
 KEY_CACHE_SECONDS = 60.0
 KEY_CACHE_SIZE = 50_000
+#: How many nonces a daemon remembers itself (besides Redis), at most.
+NONCE_CACHE_SIZE = 200_000
 
 
 class HawkAuthenticator:
@@ -47,6 +50,21 @@ class HawkAuthenticator:
         self.skew = skew
         self.clock = clock
         self._keys: dict[str, tuple[str, float]] = {}
+        #: Nonces this daemon accepted, oldest first, until they are out of the
+        #: skew window: a Redis restored from a snapshot forgets nonces, and
+        #: this daemon then still refuses a request it already served.
+        self._nonces: OrderedDict[str, float] = OrderedDict()
+
+    def _seen(self, nonce: str) -> bool:
+        """Remember C{nonce} for twice the skew; C{True} if it was remembered."""
+        now = self.clock.seconds()
+        nonces = self._nonces
+        while nonces and (next(iter(nonces.values())) <= now or len(nonces) >= NONCE_CACHE_SIZE):
+            nonces.popitem(last=False)
+        if nonces.get(nonce, 0.0) > now:
+            return True
+        nonces[nonce] = now + 2 * self.skew
+        return False
 
     def hawkKey(self, hawk_id: str) -> Deferred:
         """Fires with the session's Hawk key (hex, as clients use it), or C{None}.
@@ -92,8 +110,9 @@ class HawkAuthenticator:
         hawk.verify_request(parsed, hawk.HawkCredentials(parsed.id, key), method=method, url=url,
                             content=content, content_type=content_type,
                             now=self.clock.seconds(), skew=self.skew)
-        if not (yield self.sessions.claimNonce(hawk.nonce_key(parsed).encode(),
-                                               hawk.nonce_ttl(self.skew))):
+        nonce = hawk.nonce_key(parsed)
+        if self._seen(nonce) or not (yield self.sessions.claimNonce(nonce.encode(),
+                                                                    hawk.nonce_ttl(self.skew))):
             raise hawk.ReplayedNonce("Replayed nonce.")
         return parsed.id
 

@@ -15,7 +15,7 @@ from msisdnd.state.limits import Limit, Refused
 from msisdnd.state.redis import StoreUnavailable
 
 __all__ = [
-    "CodeGone", "IdempotencyConflict", "IdempotencyInProgress", "InvalidApiKey", "Limit",
+    "AlreadyVerified", "CodeGone", "IdempotencyConflict", "IdempotencyInProgress", "InvalidApiKey", "Limit",
     "NoCodeSent", "NoSession", "NotVerified", "Refused", "ResendTooSoon", "SecondNumber",
     "SendFailed", "StoreUnavailable", "TooManySends", "UnknownVerification",
     "VerificationError", "WrongCode",
@@ -28,6 +28,10 @@ class VerificationError(Exception):
 
 class NoSession(VerificationError):
     """No session has this Hawk id (never registered, expired, or unregistered)."""
+
+
+class AlreadyVerified(VerificationError):
+    """The session has verified its number: it sends no more codes."""
 
 
 class SecondNumber(VerificationError):

@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -48,6 +48,7 @@ from msisdnd.state.verifications import VerificationStore
 from msisdnd.verification import codes
 from msisdnd.verification.authentication import HawkAuthenticator
 from msisdnd.verification.errors import (
+    AlreadyVerified,
     CodeGone,
     NoCodeSent,
     NoSession,
@@ -249,14 +250,22 @@ class Verifier:
 
     # -- register / Hawk -----------------------------------------------------
 
+    def admitRegistration(self, client: str) -> Deferred:
+        """Spend one of C{client}'s registrations; fails with L{Refused} when
+        its buckets are empty (before anything else is done for it)."""
+        if self.limits is None:
+            return succeed(None)
+        return self.limits.checkRegister(client)
+
     @inlineCallbacks
     def register(self, client: str | None = None):
         """Create a session; fires with the token (64 hex) the client keeps.
 
-        @param client: the client's address: its registrations are limited.
+        @param client: the client's address, when its registrations are not
+            yet counted (L{admitRegistration}).
         """
-        if self.limits is not None and client is not None:
-            yield self.limits.checkRegister(client)
+        if client is not None:
+            yield self.admitRegistration(client)
         token = hawk.new_session_token()
         credentials = hawk.derive_session(token)
         yield self.store.createSession(self._ref(credentials.id), bytes.fromhex(credentials.key),
@@ -326,6 +335,8 @@ class Verifier:
         outcome = start.outcome
         if outcome is SendOutcome.NO_SESSION:
             raise NoSession()
+        if outcome is SendOutcome.VERIFIED:
+            raise AlreadyVerified()
         if outcome is SendOutcome.OTHER_NUMBER:
             raise SecondNumber()
         if outcome is SendOutcome.COOLDOWN:

@@ -1,0 +1,89 @@
+"""What a stranger tried against the device API, on the whole gateway (real
+Redis, the fake SMSC over TCP): each attack as a test.
+"""
+
+from __future__ import annotations
+
+import pytest_twisted
+import treq
+
+from msisdnd import hawk
+
+NUMBER = "+33612345671"
+
+
+def authorization(gateway, token: str, path: str, body: bytes) -> str:
+    credentials = hawk.derive_session(bytes.fromhex(token))
+    return hawk.authorization_header(credentials, "POST", gateway.url + path, body,
+                                     "application/json", with_hash=True)
+
+
+@pytest_twisted.inlineCallbacks
+def verified_session(gateway, number: str = NUMBER):
+    token = yield gateway.register()
+    r = yield gateway.call("POST", "/sms/mt/verify", {"msisdn": number, "mcc": "208"},
+                           token=token)
+    assert r.code == 204, r
+    code = yield gateway.pin(number)
+    r = yield gateway.call("POST", "/sms/verify_code", {"code": code}, token=token)
+    assert r.code == 200, r
+    return token
+
+
+@pytest_twisted.inlineCallbacks
+def test_deeply_nested_json_is_bad_json_not_a_500(gateway):
+    for path in ("/discover", "/register"):
+        r = yield gateway.call("POST", path, raw=b"[" * 10_000)
+        assert r.code == 400 and r.body["errno"] == 106, (path, r)
+    token = yield gateway.register()
+    r = yield gateway.call("POST", "/sms/mt/verify", raw=b"[" * 10_000, token=token)
+    assert r.code == 400 and r.body["errno"] == 106
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_verified_session_triggers_no_more_sms(gateway):
+    token = yield verified_session(gateway)
+    sent = len(gateway.smsc.smsc.received(NUMBER))
+    for path, body in [("/sms/resend_code", {}),
+                       ("/sms/mt/verify", {"msisdn": NUMBER, "mcc": "208"})]:
+        r = yield gateway.call("POST", path, body, token=token)
+        assert r.code == 409 and r.body["errno"] == 127, (path, r)
+    assert len(gateway.smsc.smsc.received(NUMBER)) == sent
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_authorization_headers_are_refused(gateway):
+    token = yield gateway.register()
+    body = b'{"msisdn": "+33612345672", "mcc": "208"}'
+    header = authorization(gateway, token, "/sms/mt/verify", body)
+    response = yield treq.post(gateway.url + "/sms/mt/verify", data=body, headers={
+        "Content-Type": ["application/json"], "Authorization": [header, header]})
+    payload = yield response.json()
+    assert response.code == 400 and payload["errno"] == 110
+    assert gateway.smsc.smsc.received("+33612345672") == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_discover_refuses_a_null_msisdn(gateway):
+    r = yield gateway.call("POST", "/discover", {"mcc": "208", "msisdn": None})
+    assert r.code == 400 and r.body["errno"] == 107
+    r = yield gateway.call("POST", "/discover", {"mcc": "208"})
+    assert r.code == 200
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_daemon_refuses_a_nonce_it_served_even_if_redis_forgot_it(gateway):
+    """A Redis restored from a snapshot rolls nonces back; the daemon that served
+    a request still refuses its replay within the skew window."""
+    token = yield gateway.register()
+    body = b"{}"
+    header = authorization(gateway, token, "/sms/resend_code", body)
+    headers = {"Content-Type": ["application/json"], "Authorization": [header]}
+    first = yield treq.post(gateway.url + "/sms/resend_code", data=body, headers=headers)
+    assert first.code == 400  # authenticated (its nonce claimed), then: no number yet
+    keys = yield gateway.store.redis.keys("ms:n:*")
+    assert keys
+    yield gateway.store.redis.delete(*keys)  # the snapshot from before the request
+    replay = yield treq.post(gateway.url + "/sms/resend_code", data=body, headers=headers)
+    payload = yield replay.json()
+    assert replay.code == 401 and payload["errno"] == 110
