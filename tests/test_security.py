@@ -87,3 +87,32 @@ def test_a_daemon_refuses_a_nonce_it_served_even_if_redis_forgot_it(gateway):
     replay = yield treq.post(gateway.url + "/sms/resend_code", data=body, headers=headers)
     payload = yield replay.json()
     assert replay.code == 401 and payload["errno"] == 110
+
+
+@pytest_twisted.inlineCallbacks
+def test_writing_a_verified_state_into_redis_forges_no_certificate(gateway):
+    """Setting v and n on one's own session (Redis write access, no password by
+    default) used to get a certificate for anyone's number; the verified state is
+    now bound to a server secret."""
+    from msisdnd.state import keys
+    from msisdnd.verification import codes
+
+    victim = yield verified_session(gateway, "+33612345673")
+    victim_ref = codes.session_ref(gateway.verifier.secrets.session,
+                                   hawk.derive_session(bytes.fromhex(victim)).id)
+    victim_fields = yield gateway.store.session(victim_ref)
+    attacker = yield gateway.register()
+    attacker_id = hawk.derive_session(bytes.fromhex(attacker)).id
+    ref = codes.session_ref(gateway.verifier.secrets.session, attacker_id)
+    key = keys.session(ref)
+    yield gateway.store.redis.hset(key, "v", victim_fields["v"])
+    yield gateway.store.redis.hset(key, "n", codes.seal_number(attacker_id, "+33612345673"))
+    for name in ("h", "vm", "m"):  # copied from the victim's session, readable in a dump
+        yield gateway.store.redis.hset(key, name, victim_fields[name])
+    rsa = __import__("test_api_flows").rsa_browserid_key()
+    r = yield gateway.call("POST", "/certificate/sign", {"publicKey": rsa, "duration": 60},
+                           token=attacker)
+    assert r.code == 410 and r.body["errno"] == 111, r
+    good = yield gateway.call("POST", "/certificate/sign", {"publicKey": rsa, "duration": 60},
+                              token=victim)
+    assert good.code == 200

@@ -193,16 +193,17 @@ return {'check', c, t, redis.call('HGET', s, 'm') or '', h, redis.call('HGET', s
         redis.call('HGET', s, 'n') or ''}
 """)
 
+# The proof binds the verified state to a server secret (codes.verified_mac).
 # A device session's event carries its number sealed for events (`sealed`);
 # a backend verification's carries its snapshot.
 _VERIFIED = Script(
-    keys=("session",), args=("code_mac", "now", "ttl_ms", "stream", "sealed"),
+    keys=("session",), args=("code_mac", "now", "ttl_ms", "stream", "sealed", "proof"),
     helpers=("emit",), body="""
 local s = KEY.session
 if redis.call('HGET', s, 'c') ~= ARG.code_mac then return false end
 local method = redis.call('HGET', s, 'm') or 't'
-redis.call('HDEL', s, 'c', 'x', 't', 'r', 'l', 'd', 'a', 'm', 'g')
-redis.call('HSET', s, 'v', ARG.now)
+redis.call('HDEL', s, 'c', 'x', 't', 'r', 'l', 'd', 'a', 'g')
+redis.call('HSET', s, 'v', ARG.now, 'vm', ARG.proof, 'm', method)
 redis.call('PEXPIRE', s, ARG.ttl_ms)
 if redis.call('HEXISTS', s, 'o') == 1 then
   emit(ARG.stream, 'verification.approved', ARG.now, s, snapshot(s))
@@ -406,14 +407,16 @@ class SessionStore(TimedRedis):
         return d.addCallback(parsed)
 
     def markVerified(self, ref: bytes, code_mac: bytes, now_ms: int, ttl_ms: int,
-                     sealed_for_events: bytes = b"") -> Deferred:
-        """The code matched: drop the volatile state, keep the session as verified.
+                     proof: bytes = b"", sealed_for_events: bytes = b"") -> Deferred:
+        """The code matched: drop the volatile state, keep the session as
+        verified (at C{now_ms}, with its C{proof}).
 
         Fires with the sealed number, or C{None} if the code changed meanwhile.
         A device session's event carries C{sealed_for_events}.
         """
         return _VERIFIED.run(self, session=keys.session(ref), code_mac=code_mac, now=now_ms,
-                             ttl_ms=ttl_ms, stream=self.events_stream, sealed=sealed_for_events)
+                             ttl_ms=ttl_ms, stream=self.events_stream, sealed=sealed_for_events,
+                             proof=proof)
 
     def wrongCode(self, ref: bytes, code_mac: bytes, tries: int, max_tries: int) -> Deferred:
         """The code did not match: after the last try, the code is gone."""

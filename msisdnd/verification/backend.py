@@ -241,7 +241,17 @@ class BackendVerifications:
 
     @inlineCallbacks
     def _status(self, key: ApiKeyRecord, ref: bytes, fields: dict):
-        """The status the fields say, persisting an expiry seen first here."""
+        """The status the fields say, persisting an expiry seen first here.
+
+        An approval without its proof (Redis written by someone else) is none.
+        """
+        if "v" in fields:
+            number = _opened(self.secrets.backend, fields.get("n", b""))
+            if number is None or not codes.proves_verified(
+                    self.secrets.verified, ref, fields, number, self.secrets.number):
+                self.log.warn("A verification's approval fails its proof: not written by "
+                              "msisdnd (someone wrote to Redis?)")
+                fields = {k: v for k, v in fields.items() if k not in ("v", "vm")}
         final = status_of(fields)
         if final is not None:
             return final

@@ -65,6 +65,19 @@ _PSEUDONYM_HEX_CHARS = 32
 _MIN_SECRET_BYTES = 16
 _HEX_DIGITS = frozenset(string.hexdigits)
 
+RSA_MIN_BITS = 2048
+RSA_MAX_BITS = 8192
+"""The sizes of client RSA moduli accepted, in bits."""
+
+RSA_EXPONENT_LIMIT = 1 << 32
+"""Client RSA exponents must be below this (and odd, and at least 3)."""
+
+# The primes below 1000, and their product: a modulus sharing a factor with
+# it is not a product of two large primes.
+_SMALL_PRIMES = frozenset(
+    p for p in range(2, 1000) if all(p % d for d in range(2, math.isqrt(p) + 1)))
+_SMALL_PRIMES_PRODUCT = math.prod(_SMALL_PRIMES)
+
 _RSA_FIELDS = ("n", "e")
 _DSA_FIELDS = ("y", "p", "q", "g")
 
@@ -118,11 +131,21 @@ def parse_browserid_key(value: object) -> BrowserIDKey:
     C{"10001"}, which alone would pass for decimal.  Members other than
     these are allowed and kept in L{BrowserIDKey.raw}.
 
-    The checks: RSA modulus 2048 to 8192 bits, C{e} odd and at least 3;
-    DSA C{p} at least 1024 bits, C{q} 160 or 256 bits and dividing C{p - 1},
-    C{1 < g < p}, C{1 < y < p}; and C{cryptography} must accept the numbers
-    as a key.  Primality and subgroup membership are not tested: this server
-    only certifies the key and never computes with it.
+    The checks (each refusal says which one failed):
+      - RS: the modulus C{n} 2048 to 8192 bits, odd, and with no prime
+        factor below 1000 (so C{2^8191 + 1}, a multiple of 3, is refused);
+        the exponent C{e} odd and C{3 <= e < 2^32} (an C{e} near C{n} is
+        refused).  SP 800-56B's partial public-key validation, less its
+        test that C{n} is composite, which costs a modular exponentiation
+        of up to 8192 bits per request.
+      - DS: C{p} 1024 to 4096 bits, C{q} 160 or 256 bits, prime, dividing
+        C{p - 1}, C{1 < g < p}, C{1 < y < p}; C{cryptography} must accept
+        the numbers as a key (C{p} of 1024, 2048, 3072 or 4096 bits); then
+        C{g^q = 1} and C{y^q = 1 (mod p)}: both lie in the subgroup of
+        order C{q} (FIPS 186-4 / SP 800-89), which refuses C{g} or C{y} of
+        C{p - 1}, of order 2.  C{q} must be prime (Miller-Rabin, 16 random
+        bases), so that C{g} and C{y} have order C{q} exactly; the
+        primality of C{p} is not tested (4096-bit exponentiations).
 
     @param value: the C{publicKey} member of the request body.
     @return: the checked key.
@@ -192,10 +215,17 @@ def _numbers(raw: dict[str, Any], names: Sequence[str]) -> list[int]:
 
 def _rsa_public_key(raw: dict[str, Any]) -> rsa.RSAPublicKey:
     n, e = _numbers(raw, _RSA_FIELDS)
-    if not 2048 <= n.bit_length() <= 8192:
-        raise CertificateError("RSA publicKey modulus must be 2048 to 8192 bits")
+    if not RSA_MIN_BITS <= n.bit_length() <= RSA_MAX_BITS:
+        raise CertificateError(
+            f"RSA publicKey modulus must be {RSA_MIN_BITS} to {RSA_MAX_BITS} bits")
     if e < 3 or e % 2 == 0:
         raise CertificateError("RSA publicKey exponent must be odd and at least 3")
+    if e >= RSA_EXPONENT_LIMIT:
+        raise CertificateError("RSA publicKey exponent must be below 2^32")
+    if n % 2 == 0:
+        raise CertificateError("RSA publicKey modulus must be odd")
+    if math.gcd(n, _SMALL_PRIMES_PRODUCT) != 1:
+        raise CertificateError("RSA publicKey modulus has a small prime factor")
     try:
         return rsa.RSAPublicNumbers(e, n).public_key()
     except ValueError:
@@ -206,8 +236,12 @@ def _dsa_public_key(raw: dict[str, Any]) -> dsa.DSAPublicKey:
     y, p, q, g = _numbers(raw, _DSA_FIELDS)
     if p.bit_length() < 1024:
         raise CertificateError('DSA publicKey "p" must be at least 1024 bits')
+    if p.bit_length() > 4096:
+        raise CertificateError('DSA publicKey "p" must be at most 4096 bits')
     if q.bit_length() not in (160, 256):
         raise CertificateError('DSA publicKey "q" must be 160 or 256 bits')
+    if not _probably_prime(q):
+        raise CertificateError('DSA publicKey "q" must be prime')
     if (p - 1) % q:
         raise CertificateError('DSA publicKey "q" must divide p - 1')
     if not 1 < g < p:
@@ -215,9 +249,39 @@ def _dsa_public_key(raw: dict[str, Any]) -> dsa.DSAPublicKey:
     if not 1 < y < p:
         raise CertificateError('DSA publicKey "y" must be between 1 and p')
     try:
-        return dsa.DSAPublicNumbers(y, dsa.DSAParameterNumbers(p, q, g)).public_key()
+        public_key = dsa.DSAPublicNumbers(y, dsa.DSAParameterNumbers(p, q, g)).public_key()
     except ValueError:
         raise CertificateError("publicKey is not a usable DSA key") from None
+    # p has at most 4096 bits and q 256: two such exponentiations are cheap.
+    if pow(g, q, p) != 1:
+        raise CertificateError('DSA publicKey "g" must generate the subgroup of order q')
+    if pow(y, q, p) != 1:
+        raise CertificateError('DSA publicKey "y" must lie in the subgroup of order q')
+    return public_key
+
+
+def _probably_prime(n: int, rounds: int = 16) -> bool:
+    """Miller-Rabin with random bases: a composite passes with odds below 4^-rounds.
+
+    Random bases, since a client could choose a composite that passes any
+    fixed set.  Meant for DSA's C{q} (at most 256 bits): cheap.
+    """
+    if n < 2 or math.gcd(n, _SMALL_PRIMES_PRODUCT) != 1:
+        return n in _SMALL_PRIMES
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d, r = d // 2, r + 1
+    for _ in range(rounds):
+        x = pow(2 + secrets.randbelow(n - 3), d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = pow(x, 2, n)
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
 
 
 def parse_duration(value: object, maximum: int) -> int:

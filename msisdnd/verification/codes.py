@@ -52,6 +52,27 @@ def number_ref(key: bytes, msisdn: str) -> bytes:
     return hmac.new(key, msisdn.encode("ascii"), hashlib.sha256).digest()[:_MAC_BYTES]
 
 
+def verified_mac(key: bytes, session_ref: bytes, number_ref: bytes, verified_ms: int,
+                 method: str) -> bytes:
+    """The proof kept beside a verified state: it binds the session, the
+    number, when and how it was verified to a server secret."""
+    message = b"\0".join((session_ref, number_ref, str(verified_ms).encode(), method.encode()))
+    return hmac.new(key, message, hashlib.sha256).digest()[:_MAC_BYTES]
+
+
+def proves_verified(key: bytes, session_ref: bytes, fields: dict, msisdn: str,
+                    number_key: bytes) -> bool:
+    """Whether a session's fields hold a verified state the server wrote for
+    C{msisdn}: its number's HMAC matches, and so does the proof (constant time)."""
+    number = fields.get("h", b"")
+    proof = fields.get("vm", b"")
+    verified = fields.get("v")
+    if verified is None or not same_mac(number_ref(number_key, msisdn), number):
+        return False
+    method = fields.get("m", b"").decode("ascii", "replace")
+    return same_mac(verified_mac(key, session_ref, number, int(verified), method), proof)
+
+
 def _id_key(hawk_id: str) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                 info=b"msisdnd/number-at-rest").derive(bytes.fromhex(hawk_id))

@@ -524,8 +524,10 @@ class Verifier:
             raise NotVerified()
         for_events = (self._sealForEvents(msisdn)
                       if self.store.events_stream and check.method != "b" else b"")
+        proof = codes.verified_mac(self.secrets.verified, ref, check.number_ref, _ms(now),
+                                   check.method or "t")
         if (yield self.store.markVerified(ref, check.code_mac, _ms(now), verified_ttl_ms,
-                                          for_events)) is None:
+                                          proof, for_events)) is None:
             raise CodeGone("replaced")
         self.outcomes[(method, "succeeded")] += 1
         if self.limits is not None:
@@ -552,6 +554,11 @@ class Verifier:
             raise NotVerified()
         msisdn = codes.open_number(hawk_id, fields.get("n", b""))
         if msisdn is None:
+            raise NotVerified()
+        if not codes.proves_verified(self.secrets.verified, self._ref(hawk_id), fields, msisdn,
+                                     self.secrets.number):
+            self.log.warn("A session's verified state fails its proof: it was not written by "
+                          "msisdnd (someone wrote to Redis?)")
             raise NotVerified()
         return VerifiedNumber(msisdn, int(fields["v"]) / 1000)
 

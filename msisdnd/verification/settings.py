@@ -62,6 +62,8 @@ class Secrets:
         read back (the number, an idempotent reply), for a day at most.
     @ivar events: seals the number a device event carries until the event is
         delivered (a day at most).
+    @ivar verified: keys the MAC that binds a verified state to its session,
+        number, time and method, so that a write to Redis cannot forge one.
     """
 
     session: bytes = field(repr=False)
@@ -72,6 +74,7 @@ class Secrets:
     api_key: bytes = field(repr=False)
     backend: bytes = field(repr=False)
     events: bytes = field(repr=False)
+    verified: bytes = field(repr=False)
 
     @classmethod
     def from_master(cls, master: bytes) -> "Secrets":
@@ -80,7 +83,8 @@ class Secrets:
         return cls(_derive(master, b"session"), _derive(master, b"code"),
                    _derive(master, b"number"), _derive(master, b"pseudonym"),
                    _derive(master, b"transit"), _derive(master, b"api-key"),
-                   _derive(master, b"backend"), _derive(master, b"events"))
+                   _derive(master, b"backend"), _derive(master, b"events"),
+                   _derive(master, b"verified"))
 
 
 @dataclass(frozen=True, slots=True)
