@@ -41,6 +41,7 @@ __all__ = [
     "HawkError",
     "MalformedHeader",
     "MissingAuthorization",
+    "MissingPayloadHash",
     "ParsedHeader",
     "ReplayedNonce",
     "StaleTimestamp",
@@ -149,6 +150,15 @@ class UnknownSession(HawkError):
     www_authenticate = 'Hawk error="Unknown credentials"'
 
 
+class MissingPayloadHash(HawkError):
+    """A request with a body declared no payload hash, and one is required:
+    without it, the body is not authenticated (a captured header could carry
+    another body)."""
+
+    reason = "Payload hash required"
+    www_authenticate = 'Hawk error="Payload hash required"'
+
+
 class BadMAC(HawkError):
     """The MAC, or the payload hash the client declared, does not match."""
 
@@ -252,6 +262,7 @@ def verify_request(
     content_type: str,
     now: float,
     skew: float = DEFAULT_SKEW,
+    require_hash: bool = False,
 ) -> None:
     """Check the MAC, the payload hash if any, and the timestamp of a request.
 
@@ -261,8 +272,9 @@ def verify_request(
     over port 443 even though the daemon listens elsewhere.
 
     When the client sent a payload hash, C{content} and C{content_type} must
-    match it.  When it sent none (as upstream clients do) the body is
-    accepted unauthenticated.
+    match it.  When it sent none (as upstream clients did), a request with a
+    body is refused if C{require_hash}, and otherwise accepted with its body
+    unauthenticated (the legacy switch).
 
     The MAC is checked before the timestamp, so only a holder of the key
     learns the server time from L{StaleTimestamp}.  Nonces are not checked
@@ -275,9 +287,12 @@ def verify_request(
     @raise BadMAC: if the MAC or the declared payload hash does not match.
     @raise StaleTimestamp: if the MAC is good but C{ts} is too far from C{now}.
     @raise MalformedHeader: if mohawk rejects the header itself.
+    @raise MissingPayloadHash: a body and no hash, when C{require_hash}.
     """
     if not hmac.compare_digest(parsed.id, credentials.id):
         raise UnknownSession("credentials are for another id")
+    if require_hash and content and parsed.hash is None:
+        raise MissingPayloadHash("no payload hash for a request with a body")
     server_ts = math.floor(now)
     sent_hash = parsed.hash is not None
 

@@ -75,7 +75,7 @@ class Gateway:
     @inlineCallbacks
     def call(self, method: str, path: str, body: object = None, *, token: str | None = None,
              headers: dict[str, str] | None = None, raw: bytes | None = None,
-             with_hash: bool = False):
+             with_hash: bool = True):
         """One request; signed with Hawk when C{token} is given."""
         data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
         sent = {"Content-Type": "application/json"} if data else {}

@@ -78,7 +78,7 @@ def send(url: str, method: str = "GET", data: bytes = b"", headers: dict | None 
 
 
 def call(gateway, method: str, path: str, body: object = None, *, token: str | None = None,
-         raw: bytes | None = None, headers: dict | None = None, with_hash: bool = False,
+         raw: bytes | None = None, headers: dict | None = None, with_hash: bool = True,
          ts: int | None = None, signed_url: str | None = None):
     """Like C{gateway.call}, with the reason phrase, and control over what is signed."""
     data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
@@ -447,10 +447,10 @@ def test_mac_uses_the_configured_url_not_the_host_header(gateway):
     one signed for the host it claims (another host) fails with 401 'Bad mac'."""
     token = yield gateway.register()
     creds = credentials(token)
+    body = json.dumps({"msisdn": NUMBER, "mcc": "208"}).encode()
     header = hawk.authorization_header(creds, "POST", gateway.url + "/sms/mt/verify",
-                                       b"", "")
-    r = yield send(gateway.url + "/sms/mt/verify", "POST",
-                   json.dumps({"msisdn": NUMBER, "mcc": "208"}).encode(),
+                                       body, "application/json", with_hash=True)
+    r = yield send(gateway.url + "/sms/mt/verify", "POST", body,
                    {"Content-Type": "application/json", "Host": "evil.example:8443",
                     "Authorization": header})
     assert r.code == 204, r
@@ -1014,7 +1014,7 @@ def test_a_client_that_hangs_up_mid_send_finds_its_code_on_retry(gateway):
     body = json.dumps({"msisdn": NUMBER, "mcc": "208", "shortVerificationCode": True}).encode()
     credentials = hawk.derive_session(bytes.fromhex(token))
     header = hawk.authorization_header(credentials, "POST", gateway.url + "/sms/mt/verify", body,
-                                       "application/json")
+                                       "application/json", with_hash=True)
     with pytest.raises((CancelledError, ResponseNeverReceived)):
         yield treq.post(gateway.url + "/sms/mt/verify", data=body, timeout=0.05, headers={
             "Authorization": [header], "Content-Type": ["application/json"]})

@@ -4,6 +4,8 @@ Redis, the fake SMSC over TCP): each attack as a test.
 
 from __future__ import annotations
 
+import json
+
 import pytest_twisted
 import treq
 
@@ -116,3 +118,35 @@ def test_writing_a_verified_state_into_redis_forges_no_certificate(gateway):
     good = yield gateway.call("POST", "/certificate/sign", {"publicKey": rsa, "duration": 60},
                               token=victim)
     assert good.code == 200
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_body_without_a_payload_hash_is_refused(gateway):
+    """One intercepted /certificate/sign header plus a swapped body gave a 24 h
+    certificate for the victim's number bound to the attacker's key: a request
+    with a body must declare its payload hash."""
+    token = yield verified_session(gateway, "+33612345674")
+    rsa = __import__("test_api_flows").rsa_browserid_key()
+    credentials = hawk.derive_session(bytes.fromhex(token))
+    url = gateway.url + "/certificate/sign"
+    victim_body = json.dumps({"publicKey": rsa, "duration": 60}).encode()
+    header = hawk.authorization_header(credentials, "POST", url, victim_body,
+                                       "application/json")  # no hash, as upstream clients
+    swapped = json.dumps({"publicKey": rsa, "duration": 86400}).encode()
+    r = yield treq.post(url, data=swapped, headers={"Authorization": [header],
+                                                   "Content-Type": ["application/json"]})
+    payload = yield r.json()
+    assert r.code == 401 and payload["errno"] == 110
+    assert "Payload hash required" in r.headers.getRawHeaders(b"WWW-Authenticate")[0].decode()
+    # Bodiless requests need none.
+    r = yield gateway.call("POST", "/unregister", token=token, with_hash=False)
+    assert r.code == 204
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_legacy_switch_accepts_bodies_without_a_hash(gateway):
+    gateway.verifier.hawk.require_payload_hash = False
+    token = yield gateway.register()
+    r = yield gateway.call("POST", "/sms/mt/verify", {"msisdn": "+33612345675", "mcc": "208"},
+                           token=token, with_hash=False)
+    assert r.code == 204

@@ -41,14 +41,18 @@ class HawkAuthenticator:
 
     @param session_secret: keys the HMAC a session is stored under.
     @param skew: how far a client's clock may be from ours, in seconds.
+    @param require_payload_hash: refuse a request with a body and no payload
+        hash (C{False} only for legacy clients: their bodies are then not
+        authenticated).
     """
 
     def __init__(self, sessions: SessionStore, session_secret: bytes, skew: float,
-                 clock: IReactorTime):
+                 clock: IReactorTime, require_payload_hash: bool = True):
         self.sessions = sessions
         self.session_secret = session_secret
         self.skew = skew
         self.clock = clock
+        self.require_payload_hash = require_payload_hash
         self._keys: dict[str, tuple[str, float]] = {}
         #: Nonces this daemon accepted, oldest first, until they are out of the
         #: skew window: a Redis restored from a snapshot forgets nonces, and
@@ -109,7 +113,8 @@ class HawkAuthenticator:
             raise hawk.UnknownSession("Unknown session.")
         hawk.verify_request(parsed, hawk.HawkCredentials(parsed.id, key), method=method, url=url,
                             content=content, content_type=content_type,
-                            now=self.clock.seconds(), skew=self.skew)
+                            now=self.clock.seconds(), skew=self.skew,
+                            require_hash=self.require_payload_hash)
         nonce = hawk.nonce_key(parsed)
         if self._seen(nonce) or not (yield self.sessions.claimNonce(nonce.encode(),
                                                                     hawk.nonce_ttl(self.skew))):

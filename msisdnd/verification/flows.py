@@ -202,6 +202,7 @@ class Verifier:
         app_hash)} and C{long_code_text(code)}.
     @param mo_verifiers: the carriers' MO numbers (digits, no C{+}).
     @param limits: the abuse limits, or C{None} for none.
+    @param require_payload_hash: see L{HawkAuthenticator}.
     """
 
     log = Logger()
@@ -216,6 +217,7 @@ class Verifier:
         clock: IReactorTime,
         mo_verifiers: tuple[MOVerifier, ...] = (),
         limits: Limits | None = None,
+        require_payload_hash: bool = True,
     ):
         self.store = store
         self.sender = sender
@@ -224,7 +226,8 @@ class Verifier:
         self.texts = texts
         self.clock = clock
         self.limits = limits
-        self.hawk = HawkAuthenticator(store, secrets.session, settings.hawk_skew, clock)
+        self.hawk = HawkAuthenticator(store, secrets.session, settings.hawk_skew, clock,
+                                      require_payload_hash)
         self.verifications = VerificationStore(store)
         self._mo_verifiers = {(v.carrier, v.number.lstrip("+")): v for v in mo_verifiers}
         self.mo_handled = 0
