@@ -86,6 +86,9 @@ def test_defaults() -> None:
     assert (c.throttle_pause, c.throttle_pause_max, c.registered_delivery) == (1.0, 30.0, 1)
     assert (c.addr_ton, c.addr_npi, c.address_range) == (0, 0, "")
     assert c.source_ton_npi == (0, 0) and c.mt_source_addr == ""
+    assert (c.source_ton, c.source_npi, c.dest_ton, c.dest_npi) == (None, None, 1, 1)
+    assert (c.service_type, c.priority_flag, c.data_coding) == ("", 0, 0)
+    assert (c.validity_format, c.trace) == ("relative", False)
     assert [s.bind for s in c.session_specs] == ["transceiver"]
 
 
@@ -264,6 +267,53 @@ def test_sender_digits(sender: str) -> None:
     assert c.mt_sender == sender
 
 
+@pytest.mark.parametrize("sender, overrides, ton_npi", [
+    ("12345", {"source_ton": 3, "source_npi": 0}, (3, 0)),     # a short code, network specific
+    ("12345", {}, (1, 1)),                                      # unset: as the sender implies
+    ("12345", {"source_npi": 9}, (1, 9)),                       # one set, the other implied
+    ("+33700000001", {"source_ton": 2}, (2, 1)),
+    ("Mozilla", {}, (5, 0)),
+    ("Mozilla", {"source_ton": 0}, (0, 0)),
+    ("Mozilla", {"source_ton": 5, "source_npi": 0}, (5, 0)),
+    ("Mozilla", {"source_ton": 3}, (3, 0)),
+    ("Hello World", {"source_ton": 5}, (5, 0)),                 # 11 characters: the limit
+    ("12345678901", {"source_ton": 5}, (5, 1)),                 # digits as a name; npi implied
+    ("", {"source_ton": 3, "source_npi": 255}, (3, 255)),
+])
+def test_source_ton_npi_overrides(sender: str, overrides: dict[str, Any],
+                                  ton_npi: tuple[int, int]) -> None:
+    c = carrier(mt_sender=sender, **overrides)
+    assert c.source_ton_npi == ton_npi
+    assert (c.source_ton, c.source_npi) == (overrides.get("source_ton"),
+                                            overrides.get("source_npi"))
+
+
+def test_destination_ton_npi() -> None:
+    c = carrier(dest_ton=0, dest_npi=0)
+    assert (c.dest_ton, c.dest_npi) == (0, 0)
+    assert (carrier(dest_ton=255).dest_ton, carrier(dest_npi=18).dest_npi) == (255, 18)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"service_type": "CMT"},
+    {"service_type": "VMA12"},
+    {"service_type": ""},
+    {"priority_flag": 0},
+    {"priority_flag": 3},
+    {"data_coding": 0},
+    {"data_coding": 1},
+    {"data_coding": 0, "alphabet": "ucs2"},
+    {"validity_format": "relative"},
+    {"validity_format": "absolute"},
+    {"trace": True},
+    {"trace": False},
+])
+def test_submit_options_accepted(overrides: dict[str, Any]) -> None:
+    c = carrier(**overrides)
+    for key, value in overrides.items():
+        assert (type(getattr(c, key)), getattr(c, key)) == (type(value), value)
+
+
 def test_status_names_resolved() -> None:
     c = carrier(temporary_statuses=["ESME_RTHROTTLED", "esme_rsyserr", "ESME_RINVSCHED"],
                 throttle_statuses=["ESME_RTHROTTLED"])
@@ -379,6 +429,39 @@ def test_built_by_hand() -> None:
     ({"throttle_pause_max": 0}, "throttle_pause_max", "greater than 0"),
     ({"registered_delivery": 256}, "registered_delivery", "between 0 and 255"),
     ({"registered_delivery": True}, "registered_delivery", "integer"),
+    ({"source_ton": 256}, "source_ton", "between 0 and 255"),
+    ({"source_ton": -1}, "source_ton", "between 0 and 255"),
+    ({"source_ton": "3"}, "source_ton", "integer"),
+    ({"source_npi": 256}, "source_npi", "between 0 and 255"),
+    ({"dest_ton": 300}, "dest_ton", "between 0 and 255"),
+    ({"dest_npi": -1}, "dest_npi", "between 0 and 255"),
+    ({"dest_npi": 1.0}, "dest_npi", "integer"),
+    ({"mt_sender": "Mozilla", "source_ton": 1}, "source_ton",
+     "1 (international) is a number's TON, and mt_sender 'Mozilla' is a name"),
+    ({"mt_sender": "Mozilla", "source_ton": 2}, "source_ton", "national"),
+    ({"mt_sender": "+123456789012", "source_ton": 5}, "source_ton",
+     "5 (alphanumeric) carries at most 11 characters (the GSM limit), and mt_sender "
+     "'+123456789012' has 12"),
+    ({"service_type": "CMTXYZ"}, "service_type", "at most 5 characters (SMPP carries no more)"),
+    ({"service_type": "C\u00e9"}, "service_type", "ASCII"),
+    ({"service_type": "C\tM"}, "service_type", "ASCII"),
+    ({"service_type": 1}, "service_type", "string"),
+    ({"priority_flag": 4}, "priority_flag", "between 0 and 3"),
+    ({"priority_flag": -1}, "priority_flag", "between 0 and 3"),
+    ({"data_coding": 2}, "data_coding", "must be 0 or 1"),
+    ({"data_coding": 8}, "data_coding", "must be 0 or 1"),
+    ({"data_coding": 256}, "data_coding", "between 0 and 255"),
+    ({"data_coding": "1"}, "data_coding", "integer"),
+    ({"data_coding": 1, "alphabet": "latin1"}, "data_coding",
+     "applies to GSM 03.38 text, which alphabet = 'latin1' never sends"),
+    ({"data_coding": 1, "alphabet": "ucs2"}, "data_coding", "alphabet = 'ucs2'"),
+    ({"validity_format": "Absolute"}, "validity_format",
+     "must be one of 'relative', 'absolute', not 'Absolute'"),
+    ({"validity_format": 1}, "validity_format", "one of"),
+    ({"trace": "yes"}, "trace", "true or false"),
+    ({"trace": 1}, "trace", "true or false"),
+    ({"sessions": [{"trace": True}]}, "sessions[0].trace", "carrier's top level"),
+    ({"sessions": [{"source_ton": 3}]}, "sessions[0].source_ton", "carrier's top level"),
     ({"sessions": {"bind": "receiver"}}, "sessions", "array"),
     ({"sessions": []}, "sessions", "at least one session"),
     ({"sessions": ["receiver"]}, "sessions[0]", "table"),
@@ -454,7 +537,9 @@ def test_typo_reported_before_the_missing_key() -> None:
     assert e.path == f"{WHERE}.sytem_id"
 
 
-@pytest.mark.parametrize("key", ["window", "binds", "port", "queue_size", "addr_ton"])
+@pytest.mark.parametrize("key", ["window", "binds", "port", "queue_size", "addr_ton",
+                                 "source_ton", "source_npi", "dest_ton", "dest_npi",
+                                 "priority_flag", "data_coding"])
 def test_bool_is_not_an_integer(key: str) -> None:
     e = config_error(**{key: True})
     assert e.path == f"{WHERE}.{key}"
@@ -537,7 +622,7 @@ def test_the_shipped_example_parses():
     import tomllib
 
     path = pathlib.Path(__file__).parent.parent / "etc" / "carriers.example.toml"
-    fake, orange = parse_carriers(tomllib.loads(path.read_text())["carrier"])
+    fake, orange, shortcode = parse_carriers(tomllib.loads(path.read_text())["carrier"])
     assert fake.source_ton_npi == (5, 0) and fake.default
     assert [s.bind for s in orange.session_specs] == ["transmitter"] * 2 + ["receiver"] * 2
     assert {s.port for s in orange.session_specs if s.bind == "receiver"} == {2776}
@@ -545,3 +630,10 @@ def test_the_shipped_example_parses():
     assert (orange.receipt_id_format, orange.mo_charset, orange.reconnect_grace) == (
         "hex-to-decimal", "gsm7", 10.0)
     assert fake.receipt_id_format == "as-is"
+    assert (fake.trace, fake.validity_format, fake.data_coding) == (False, "relative", 0)
+    assert (orange.dest_ton, orange.dest_npi, orange.service_type, orange.priority_flag) == (
+        1, 1, "", 0)
+    assert (shortcode.source_ton_npi, shortcode.mt_source_addr) == ((3, 0), "12345")
+    assert (shortcode.service_type, shortcode.priority_flag) == ("CMT", 1)
+    assert (shortcode.data_coding, shortcode.validity_format, shortcode.trace) == (
+        1, "absolute", True)

@@ -407,6 +407,71 @@ def test_relative_validity_infinite():
         codec.relative_validity(float("inf"))
 
 
+def _utc(*fields) -> float:
+    from datetime import datetime, timezone
+    return datetime(*fields, tzinfo=timezone.utc).timestamp()
+
+
+@pytest.mark.parametrize("seconds, now, expected", [
+    # YYMMDDhhmmss, tenths, quarter-hours from UTC (00), '+'.
+    (600, _utc(2026, 11, 30, 16, 50, 33), "261130170033000+"),
+    (600, _utc(2026, 11, 30, 16, 50, 33) + 0.37, "261130170033300+"),   # tenths rounded down
+    (600.9, _utc(2026, 11, 30, 16, 50, 33), "261130170033000+"),        # fractions dropped
+    (0.2, _utc(2026, 11, 30, 16, 50, 33), "261130165034000+"),          # at least 1 s
+    (0, _utc(2026, 11, 30, 16, 50, 33) + 0.3, "261130165034300+"),      # 0.3 is not 0.2999
+    (90, _utc(2026, 12, 31, 23, 59, 30), "270101000100000+"),           # a new year
+    (86400, _utc(2028, 2, 28, 12, 0, 0), "280229120000000+"),           # a leap day
+    (3600, _utc(2001, 1, 1), "010101010000000+"),                       # zero-padded
+])
+def test_absolute_validity(seconds, now, expected):
+    """absolute_validity writes now + seconds in UTC as YYMMDDhhmmsstnnp."""
+    assert codec.absolute_validity(seconds, now) == expected
+    assert len(expected) == 16  # validity_period's 16 characters + NUL
+
+
+@pytest.mark.parametrize("seconds", [float("inf"), float("nan"), 100 * 365 * 86400])
+def test_absolute_validity_out_of_range(seconds):
+    with pytest.raises(codec.EncodeError):
+        codec.absolute_validity(seconds, _utc(2026, 1, 1))
+
+
+def test_absolute_validity_goes_through_submit_sm():
+    """The absolute form fits validity_period and parses back in smpplib."""
+    validity = codec.absolute_validity(600, _utc(2026, 11, 30, 16, 50, 33))
+    body = codec.encode_submit_sm_body(source_addr="Acme", destination_addr="33612345678",
+                                       short_message=b"x", validity_period=validity)
+    pdu = codec.decode(codec.frame(codec.SUBMIT_SM, 1, body))
+    assert pdu.fields["validity_period"] == "261130170033000+"
+
+
+def test_describe_masks_numbers_and_leaves_out_the_text():
+    frame = codec.frame(codec.SUBMIT_SM, 7, codec.encode_submit_sm_body(
+        source_addr="33700000001", source_addr_ton=1, source_addr_npi=1,
+        destination_addr="0612345678", dest_addr_ton=2, dest_addr_npi=1,
+        short_message="Code 482913".encode("utf-16-be"), data_coding=8, esm_class=0x40))
+    line = codec.describe_frame(frame)
+    assert line == ("submit_sm seq=7 status=ESME_ROK source=1/1:+3370XXXXXXX "
+                    "destination=2/1:06123XXXXX esm_class=0x40 data_coding=8 "
+                    "short_message=22 octets (UCS-2)")
+
+
+def test_describe_never_shows_a_password_or_a_payload():
+    bind = codec.encode("bind_transmitter", 1, system_id="esme", password="hunter2")
+    assert codec.describe_frame(bind) == "bind_transmitter seq=1 status=ESME_ROK system_id=esme"
+    mo = codec.encode("deliver_sm", 2, source_addr="Alice\nBob", destination_addr="",
+                      message_payload=b"482913", receipted_message_id="9\x01")
+    line = codec.describe_frame(mo)
+    assert "482913" not in line and "\n" not in line and "\x01" not in line
+    assert "source=0/0:AliceXXXX destination=0/0:-" in line
+    assert "message_payload=6 octets" in line
+    assert line.endswith("receipted_message_id='9\\x01'")  # control characters escaped
+
+
+def test_describe_an_undecodable_frame_by_its_header():
+    assert codec.describe_frame(codec.frame(codec.DELIVER_SM, 5, b"482913")) == (
+        "deliver_sm seq=5 undecodable")
+
+
 def test_status_name_and_code_round_trip():
     """Every SMPP status name maps to a code and back to the same name."""
     assert len(codec.STATUSES) > 30

@@ -160,6 +160,8 @@ class SMPPBind(Service):
             enquire_link_interval=carrier.enquire_link_interval,
             onInbound=self.listener.inbound,
         )
+        if carrier.trace:
+            session.enableTrace(self.name)
         self._building = session
         return session
 

@@ -169,6 +169,12 @@ class Carrier:
         self._warnings = WarningBudget(self.log)
         self._templates: dict[str | None, codec.SubmitTemplate] = {
             None: self._template(config.mt_source_addr, *config.source_ton_npi)}
+        # What the carrier's options change in each message, chosen once:
+        # GSM text's data_coding (0 stays 0 unless data_coding = 1; UCS-2 and
+        # latin-1 keep theirs), and how validity_period is written.
+        self._gsm_data_coding = config.data_coding
+        self._validity = (self._absoluteValidity if config.validity_format == "absolute"
+                          else codec.relative_validity)
         self._idle_waiters: list[Deferred] = []
         self._deadlines: deque[_Message] = deque()
         self._deadline_timer: IDelayedCall | None = None
@@ -246,10 +252,17 @@ class Carrier:
         return message.deferred
 
     def _template(self, source: str, ton: int, npi: int) -> codec.SubmitTemplate:
+        """The template for C{source}, whose sender implies C{ton} and C{npi}:
+        the carrier's C{source_ton} / C{source_npi}, where set, win."""
+        config = self.config
         return codec.SubmitTemplate(
-            source_addr=source, source_addr_ton=ton, source_addr_npi=npi,
-            dest_addr_ton=1, dest_addr_npi=1,
-            registered_delivery=self.config.registered_delivery)
+            service_type=config.service_type,
+            source_addr=source,
+            source_addr_ton=ton if config.source_ton is None else config.source_ton,
+            source_addr_npi=npi if config.source_npi is None else config.source_npi,
+            dest_addr_ton=config.dest_ton, dest_addr_npi=config.dest_npi,
+            priority_flag=config.priority_flag,
+            registered_delivery=config.registered_delivery)
 
     def _templateFor(self, sender: str | None) -> codec.SubmitTemplate:
         template = self._templates.get(sender)
@@ -265,13 +278,17 @@ class Carrier:
         encoded = alphabet.encode_text(sms.text, self.config.alphabet, reference)
         template = self._templateFor(sms.sender)
         destination = sms.destination.lstrip("+")
-        validity = codec.relative_validity(sms.validity) if sms.validity else ""
-        esm_class, data_coding = encoded.esm_class, encoded.data_coding
+        validity = self._validity(sms.validity) if sms.validity else ""
+        esm_class = encoded.esm_class
+        data_coding = encoded.data_coding or self._gsm_data_coding  # only GSM's 0 changes
         return [
             template.body(destination, part, esm_class=esm_class, data_coding=data_coding,
                           validity_period=validity)
             for part in encoded.parts
         ]
+
+    def _absoluteValidity(self, seconds: float) -> str:
+        return codec.absolute_validity(seconds, self.clock.seconds())
 
     def _pump(self) -> None:
         queue = self._queue

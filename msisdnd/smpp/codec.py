@@ -12,6 +12,9 @@ The hot pair has lean paths of its own: L{SubmitTemplate} (with
 L{encode_submit_sm_body} over it) and the C{submit_sm_resp} branch of
 L{decode}.  Property tests prove that smpplib
 parses the lean bytes back to the same fields.
+
+L{describe} gives the one line a PDU trace logs: numbers masked, of a
+message's text only its length and encoding.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from smpplib import command as _sm_command
@@ -26,6 +30,8 @@ from smpplib import command_codes as _sm_codes
 from smpplib import consts as _sm_consts
 from smpplib import smpp as _sm
 from smpplib.ptypes import ostr as _OSTR
+
+from msisdnd.masking import mask_number
 
 HEADER = struct.Struct(">IIII")
 HEADER_LENGTH = HEADER.size
@@ -481,6 +487,78 @@ def encode(command: str, sequence: int, status: int = ESME_ROK, **fields: Any) -
         raise EncodeError(f"cannot encode {command}: {e!r}") from None
 
 
+# --- one line per PDU, for traces ----------------------------------------------
+
+#: What C{short_message} holds, by C{data_coding}, for L{describe}.
+_CODINGS = {0: "SMSC default alphabet", 1: "IA5", 3: "latin-1", 4: "octets", 8: "UCS-2"}
+_TON_INTERNATIONAL = 1
+
+
+def _shown(value: Any) -> str:
+    """A peer's string on one line: as it is when printable, else escaped."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)
+
+
+def _address(fields: dict[str, Any], addr: str, ton: str, npi: str) -> str:
+    number = fields[addr]
+    ton_value = fields.get(ton, 0)
+    if ton_value == _TON_INTERNATIONAL and number.isdigit():
+        number = "+" + number  # E.164 digits: masked as E.164 (country code kept)
+    return f"{ton_value}/{fields.get(npi, 0)}:{_shown(mask_number(number)) or '-'}"
+
+
+def describe(pdu: PDU) -> str:
+    """One line for a PDU trace: command, sequence, status, the salient fields.
+
+    Addresses are masked (L{mask_number}); of C{short_message} and
+    C{message_payload}, which hold the PIN, only the length and encoding are
+    said; a bind's password never appears: only the fields named here do.
+    """
+    fields = pdu.fields
+    parts = [pdu.command, f"seq={pdu.sequence}", f"status={status_name(pdu.status)}"]
+    if "system_id" in fields:
+        parts.append(f"system_id={_shown(fields['system_id'])}")
+    if "source_addr" in fields:
+        parts.append("source=" + _address(fields, "source_addr", "source_addr_ton",
+                                          "source_addr_npi"))
+    if "destination_addr" in fields:
+        parts.append("destination=" + _address(fields, "destination_addr", "dest_addr_ton",
+                                               "dest_addr_npi"))
+    if "esm_class" in fields:
+        parts.append(f"esm_class=0x{fields['esm_class']:02X}")
+    coding = fields.get("data_coding")
+    if coding is not None:
+        parts.append(f"data_coding={coding}")
+    for name in ("short_message", "message_payload"):
+        if name in fields:
+            what = _CODINGS.get(coding, "data_coding ?" if coding is None
+                                else f"data_coding 0x{coding:02X}")
+            parts.append(f"{name}={len(fields[name])} octets ({what})")
+    for name in ("message_id", "receipted_message_id", "message_state"):
+        if name in fields:
+            parts.append(f"{name}={_shown(fields[name])}")
+    if pdu.dropped_tlvs:
+        parts.append(f"dropped_tlvs={len(pdu.dropped_tlvs)}")
+    return " ".join(parts)
+
+
+def describe_frame(data: bytes) -> str:
+    """L{describe} of one whole frame; a frame that does not decode is said
+    to be so, by its header alone."""
+    try:
+        return describe(decode(data))
+    except DecodeError as e:
+        return describe_undecodable(e)
+
+
+def describe_undecodable(error: DecodeError) -> str:
+    """The trace line for a frame L{decode} refused (its reason is not given:
+    a parser's message may quote the frame)."""
+    command = COMMAND_NAMES.get(error.command_id, f"0x{error.command_id:08X}")
+    return f"{command} seq={error.sequence} undecodable"
+
+
 def relative_validity(seconds: float) -> str:
     """An SMPP relative time (C{YYMMDDhhmmss000R}) for C{seconds} from now.
 
@@ -498,3 +576,26 @@ def relative_validity(seconds: float) -> str:
     if months == 12:  # 360-364 days: keep the month field a month
         months, days = 11, days + 30
     return f"{years:02d}{months:02d}{days:02d}{hours:02d}{minutes:02d}{secs:02d}000R"
+
+
+def absolute_validity(seconds_from_now: float, now: float) -> str:
+    """An SMPP absolute time (C{YYMMDDhhmmsstnnp}) C{seconds_from_now} after C{now}.
+
+    For SMSCs that refuse relative times.  C{now} is a POSIX timestamp (the
+    carrier's clock); the time is written in UTC, so the quarter-hour
+    offset C{nn} is C{00} and C{p} is C{+}.  As in L{relative_validity},
+    fractions of C{seconds_from_now} are dropped and anything under one
+    second becomes one second; the result keeps tenths of a second (C{t}),
+    rounded down, so the message never outlives the code.  C{YY} is the year
+    modulo 100, as SMPP 3.4 has it.
+    """
+    if not math.isfinite(seconds_from_now) or seconds_from_now > 99 * 365 * 86400:
+        raise EncodeError(f"validity of {seconds_from_now} s cannot be carried")
+    if not math.isfinite(now) or now < 0:
+        raise EncodeError(f"no absolute time for a clock at {now}")
+    # round() first: 0.3 s read as 2.999... tenths would lose a tenth.
+    tenths = math.floor(round((now + max(1, int(seconds_from_now))) * 10, 3))
+    whole, tenth = divmod(tenths, 10)
+    when = datetime.fromtimestamp(whole, timezone.utc)
+    return (f"{when.year % 100:02d}{when.month:02d}{when.day:02d}"
+            f"{when.hour:02d}{when.minute:02d}{when.second:02d}{tenth}00+")

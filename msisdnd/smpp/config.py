@@ -60,6 +60,11 @@ from msisdnd.validation import show as _show
 BIND_MODES = ("transmitter", "receiver", "transceiver")
 #: What C{alphabet} may name: how a text that fits GSM 03.38 goes out.
 ALPHABETS = ("gsm7", "latin1", "ucs2")
+#: What C{validity_format} may name: how C{validity_period} is written.
+VALIDITY_FORMATS = ("relative", "absolute")
+#: The C{data_coding} values GSM 03.38 text may go out with: 0 (the SMSC's
+#: default alphabet, as SMPP says) or 1 (IA5, which some SMSCs read as GSM).
+GSM_DATA_CODINGS = (0, 1)
 
 # The longest values the bind and submit_sm C-Octet Strings carry (their
 # SMPP 3.4 maxima, less the terminating NUL).
@@ -68,6 +73,7 @@ PASSWORD_MAX = 8
 SYSTEM_TYPE_MAX = 12
 ADDRESS_RANGE_MAX = 40
 SOURCE_ADDR_MAX = 20
+SERVICE_TYPE_MAX = 5
 #: An alphanumeric sender travels as at most 11 GSM 7-bit characters.
 ALPHANUMERIC_SENDER_MAX = 11
 
@@ -89,6 +95,9 @@ RECONNECT_GRACE_MAX = 300.0
 
 _TON_INTERNATIONAL, _NPI_ISDN = 1, 1
 _TON_ALPHANUMERIC, _NPI_UNKNOWN = 5, 0
+#: The TONs that say the address is a number (international, national,
+#: subscriber, abbreviated): a sender with letters cannot go out as one.
+_NUMBER_TONS = {1: "international", 2: "national", 4: "subscriber number", 6: "abbreviated"}
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _NUMERIC_SENDER = re.compile(r"\+?[0-9]+")
@@ -110,7 +119,9 @@ _CARRIER_KEYS = _SESSION_KEYS + (
     "mt_sender", "mo_verifier", "mo_charset", "receipt_id_format", "mcc", "mccmnc",
     "prefixes", "default", "region",
     "queue_size", "daily_cap", "temporary_statuses", "throttle_statuses", "throttle_pause",
-    "throttle_pause_max", "registered_delivery", "sessions",
+    "throttle_pause_max", "registered_delivery", "source_ton", "source_npi", "dest_ton",
+    "dest_npi", "service_type", "priority_flag", "data_coding", "validity_format", "trace",
+    "sessions",
 )
 
 
@@ -340,6 +351,23 @@ class CarrierConfig:
     @ivar throttle_statuses: those that also pause the whole carrier, from
         C{throttle_pause} seconds, growing up to C{throttle_pause_max}.
     @ivar registered_delivery: the C{submit_sm} field (1: a receipt).
+    @ivar source_ton: C{source_addr_ton} of every MT, or C{None} for the one
+        the sender implies (see L{source_ton_npi}): 3 (network specific)
+        for some SMSCs' short codes, say.
+    @ivar source_npi: C{source_addr_npi} likewise, or C{None}.
+    @ivar dest_ton: C{dest_addr_ton} of every MT (1: international).
+    @ivar dest_npi: C{dest_addr_npi} of every MT (1: ISDN/E.164).
+    @ivar service_type: the C{submit_sm} C{service_type} (at most
+        L{SERVICE_TYPE_MAX} characters; C{""} for the SMSC's default).
+    @ivar priority_flag: the C{submit_sm} C{priority_flag}, 0 to 3.
+    @ivar data_coding: the C{data_coding} of GSM 03.38 text (alphabet
+        C{"gsm7"}): 0, or 1 for SMSCs that want it for their default
+        alphabet.  UCS-2 (8) and latin-1 (3) text keep theirs.
+    @ivar validity_format: C{"relative"} (C{YYMMDDhhmmss000R}) or
+        C{"absolute"} (the carrier's clock plus the validity, in UTC:
+        C{YYMMDDhhmmsst00+}), for SMSCs that refuse relative times.
+    @ivar trace: log every PDU of the carrier's sessions at debug level, one
+        masked line each (numbers masked, never a message's text).
     @ivar sessions: the distinct session specs, before C{binds}.
     """
 
@@ -380,6 +408,15 @@ class CarrierConfig:
     throttle_pause: float = 1.0
     throttle_pause_max: float = 30.0
     registered_delivery: int = 1
+    source_ton: int | None = None
+    source_npi: int | None = None
+    dest_ton: int = 1
+    dest_npi: int = 1
+    service_type: str = ""
+    priority_flag: int = 0
+    data_coding: int = 0
+    validity_format: str = "relative"
+    trace: bool = False
     addr_ton: int = _SESSION_DEFAULTS["addr_ton"]
     addr_npi: int = _SESSION_DEFAULTS["addr_npi"]
     address_range: str = _SESSION_DEFAULTS["address_range"]
@@ -423,9 +460,16 @@ class CarrierConfig:
     def source_ton_npi(self) -> tuple[int, int]:
         """(C{source_addr_ton}, C{source_addr_npi}) for L{mt_source_addr}.
 
-        (1, 1) international/ISDN for digits, (5, 0) for an alphanumeric
-        name, (0, 0) when C{mt_sender} is empty.
+        L{source_ton} and L{source_npi} where set; else what the sender
+        implies: (1, 1) international/ISDN for digits, (5, 0) for an
+        alphanumeric name, (0, 0) when C{mt_sender} is empty.
         """
+        ton, npi = self._implied_ton_npi
+        return (ton if self.source_ton is None else self.source_ton,
+                npi if self.source_npi is None else self.source_npi)
+
+    @property
+    def _implied_ton_npi(self) -> tuple[int, int]:
         if not self.mt_sender:
             return (0, 0)
         if _NUMERIC_SENDER.fullmatch(self.mt_sender):
@@ -470,6 +514,9 @@ class CarrierConfig:
             t.fail("throttle_statuses",
                    f"{', '.join(sorted(map(codec.status_name, loose)))} must also be in "
                    "temporary_statuses (a throttled submit is tried again)")
+        alphabet = t.choice("alphabet", defaults["alphabet"], ALPHABETS)
+        mt_sender = _mt_sender(t, defaults["mt_sender"])
+        source_ton = _source_ton(t, defaults["source_ton"], mt_sender)
 
         carrier = cls(
             name=name,
@@ -496,8 +543,8 @@ class CarrierConfig:
                                          above=0.0, most=_DURATION_MAX),
             reconnect_grace=t.number("reconnect_grace", defaults["reconnect_grace"],
                                      least=0.0, most=RECONNECT_GRACE_MAX),
-            alphabet=t.choice("alphabet", defaults["alphabet"], ALPHABETS),
-            mt_sender=_mt_sender(t, defaults["mt_sender"]),
+            alphabet=alphabet,
+            mt_sender=mt_sender,
             mo_verifier=_mo_verifier(t),
             mo_charset=t.choice("mo_charset", defaults["mo_charset"], MO_CHARSETS),
             receipt_id_format=t.choice("receipt_id_format", defaults["receipt_id_format"],
@@ -515,6 +562,17 @@ class CarrierConfig:
             throttle_pause_max=throttle_pause_max,
             registered_delivery=t.integer("registered_delivery",
                                           defaults["registered_delivery"], 0, 255),
+            source_ton=source_ton,
+            source_npi=t.integer("source_npi", defaults["source_npi"], 0, 255),
+            dest_ton=t.integer("dest_ton", defaults["dest_ton"], 0, 255),
+            dest_npi=t.integer("dest_npi", defaults["dest_npi"], 0, 255),
+            service_type=t.string("service_type", defaults["service_type"],
+                                  limit=SERVICE_TYPE_MAX),
+            priority_flag=t.integer("priority_flag", defaults["priority_flag"], 0, 3),
+            data_coding=_data_coding(t, defaults["data_coding"], alphabet),
+            validity_format=t.choice("validity_format", defaults["validity_format"],
+                                     VALIDITY_FORMATS),
+            trace=t.boolean("trace", defaults["trace"]),
             addr_ton=top["addr_ton"],
             addr_npi=top["addr_npi"],
             address_range=top["address_range"],
@@ -593,6 +651,34 @@ def _mt_sender(t: _Table, default: str) -> str:
                             f"{ALPHANUMERIC_SENDER_MAX} characters (the GSM limit), "
                             f"not {len(sender)} ({sender!r})")
     return sender
+
+
+def _source_ton(t: _Table, default: int | None, sender: str) -> int | None:
+    """C{source_ton}, checked against the sender it will carry."""
+    ton = t.integer("source_ton", default, 0, 255)
+    if ton is None or not sender:
+        return ton
+    numeric = _NUMERIC_SENDER.fullmatch(sender) is not None
+    if not numeric and ton in _NUMBER_TONS:
+        t.fail("source_ton", f"{ton} ({_NUMBER_TONS[ton]}) is a number's TON, and mt_sender "
+                             f"{sender!r} is a name; use 5 (alphanumeric) or 0 (unknown)")
+    length = len(sender.lstrip("+")) if numeric else len(sender)
+    if ton == _TON_ALPHANUMERIC and length > ALPHANUMERIC_SENDER_MAX:
+        t.fail("source_ton", f"5 (alphanumeric) carries at most {ALPHANUMERIC_SENDER_MAX} "
+                             f"characters (the GSM limit), and mt_sender {sender!r} has "
+                             f"{length}")
+    return ton
+
+
+def _data_coding(t: _Table, default: int, alphabet: str) -> int:
+    value = t.integer("data_coding", default, 0, 255)
+    if value not in GSM_DATA_CODINGS:
+        t.fail("data_coding", f"must be 0 or 1 (the data_coding of GSM 03.38 text; UCS-2 "
+                              f"and latin-1 keep 8 and 3), not {value}")
+    if value != default and alphabet != "gsm7":
+        t.fail("data_coding", f"applies to GSM 03.38 text, which alphabet = {alphabet!r} "
+                              "never sends; leave it out or use alphabet = 'gsm7'")
+    return value
 
 
 def _mo_verifier(t: _Table) -> str | None:

@@ -13,6 +13,7 @@ from typing import Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from msisdnd.smpp import codec
@@ -37,6 +38,8 @@ _MAX_SEQUENCE = 0x7FFFFFFF
 #: opened, which an ESME never accepts: it is ignored, never nacked.
 _OUTBIND = codec.COMMANDS["outbind"]
 _HEADER_PACK = codec.HEADER.pack
+#: Where PDU traces go (L{ESMESession.enableTrace}), at debug level.
+trace_log = Logger(namespace="msisdnd.smpp.trace")
 
 
 class SessionState(enum.Enum):
@@ -100,7 +103,11 @@ class ESMESession(PDUStream):
         leaves the window (its response, its timeout, a C{generic_nack}):
         the submit's own callbacks tell of those, but an C{enquire_link} that
         held the last slot must wake whoever waits for room too.
+    @ivar trace_label: what this session's trace lines are labelled with,
+        or C{None} while it is not traced (see L{enableTrace}).
     """
+
+    trace_label: str | None = None
 
     def __init__(
         self,
@@ -131,6 +138,49 @@ class ESMESession(PDUStream):
         self._closed_waiters: list[Deferred] = []
         self._drain_waiters: list[Deferred] = []
         self._lost = False
+
+    # -- tracing -----------------------------------------------------------
+
+    def enableTrace(self, label: str) -> None:
+        """Log each PDU this session sends and receives, one line each, at debug level.
+
+        The lines (L{codec.describe}) go to L{trace_log}, labelled C{label}:
+        numbers masked, of a message's text only its length and encoding.
+        Tracing swaps traced methods in for C{_send}, C{send} and the
+        inbound handlers of this instance only, so an untraced session
+        pays nothing for it: no formatting, not even a test per PDU.
+        """
+        self.trace_label = label
+        cls = type(self)
+        send_request, write = cls._send, cls.send
+        received, undecodable = cls.pduReceived, cls.undecodable
+
+        def tracedRequest(command_id: int, body: bytes, timeout: float,
+                          succeeded: Succeeded, failed: Failed, context: object) -> None:
+            send_request(self, command_id, body, timeout, succeeded, failed, context)
+            self._trace("sent", codec.describe_frame(
+                _HEADER_PACK(16 + len(body), command_id, 0, self._sequence) + body))
+
+        def tracedWrite(data: bytes) -> None:
+            self._trace("sent", codec.describe_frame(data))
+            write(self, data)
+
+        def tracedReceived(pdu: codec.PDU) -> None:
+            self._trace("received", codec.describe(pdu))
+            received(self, pdu)
+
+        def tracedUndecodable(error: codec.DecodeError) -> None:
+            self._trace("received", codec.describe_undecodable(error))
+            undecodable(self, error)
+
+        self._send = tracedRequest
+        self.send = tracedWrite
+        self.pduReceived = tracedReceived
+        self.undecodable = tracedUndecodable
+
+    def _trace(self, direction: str, line: str) -> None:
+        trace_log.debug("{session} {direction} {pdu}", session=self.trace_label,
+                        direction=direction, pdu=line)
 
     # -- connection --------------------------------------------------------
 
