@@ -96,6 +96,9 @@ class Limit(enum.Enum):
     API_KEY_BUDGET = "api_key_budget"
 
 
+#: The budgets of an IPv6 client's /56 and /48, as multiples of its /64's.
+IPV6_MULTIPLIERS = (4, 16)
+
 #: Limits that are policies (403) rather than rates (429).
 POLICIES = frozenset({Limit.COUNTRY_NOT_ALLOWED, Limit.NUMBER_TYPE, Limit.PUMPING_BLOCK})
 
@@ -110,14 +113,15 @@ def prefix_of(msisdn: str) -> str:
 # buckets (see msisdnd.state.lua).
 _CHECK_SEND = Script(
     keys=("lock", "number_10min", "number_day", "prefix_day", "country_day", "network_day",
-          "client_minute", "client_day", "prefix_block", "network_block",
+          "client_minute", "client_day", "client56_minute", "client56_day", "client48_minute",
+          "client48_day", "prefix_block", "network_block",
           "prefix_sent", "prefix_verified", "network_sent", "network_verified"),
     args=("now:n", "number_10min_limit:n", "number_day_limit:n", "prefix_limit:n",
           "country_limit:n", "network_limit:n", "client_minute_burst:n", "client_day_burst:n",
           "to_day_end:n", "to_window_end:n", "guard_buckets:n", "guard_floor:n",
           "guard_min_conversion:n", "block_ms:n", "guard_bucket_ms:n", "guard_bucket:n",
-          "grace_buckets:n", "network_known", "by_client"),
-    helpers=("ttl", "count", "incr", "bucket", "series"),
+          "grace_buckets:n", "network_known", "by_client", "ipv6", "mult56:n", "mult48:n"),
+    helpers=("ttl", "count", "incr", "bucket", "clients", "series"),
     body="""
 local with_network, by_client = ARG.network_known == '1', ARG.by_client == '1'
 if redis.call('EXISTS', KEY.lock) == 1 then return {'number_locked', ttl(KEY.lock)} end
@@ -136,14 +140,16 @@ if count(KEY.country_day) >= ARG.country_limit then return {'country_budget', AR
 if with_network and count(KEY.network_day) >= ARG.network_limit then
   return {'network_budget', ARG.to_day_end}
 end
-local minute, day = 0, 0
+local spent = {}
 if by_client then
-  minute = bucket(KEY.client_minute, ARG.client_minute_burst, 60000, ARG.now)
-  if minute < 1 then
-    return {'ip_rate', bucket_wait(minute, ARG.client_minute_burst, 60000)}
+  local levels = {{KEY.client_minute, KEY.client_day, 1}}
+  if ARG.ipv6 == '1' then
+    levels[2] = {KEY.client56_minute, KEY.client56_day, ARG.mult56}
+    levels[3] = {KEY.client48_minute, KEY.client48_day, ARG.mult48}
   end
-  day = bucket(KEY.client_day, ARG.client_day_burst, 86400000, ARG.now)
-  if day < 1 then return {'ip_rate', bucket_wait(day, ARG.client_day_burst, 86400000)} end
+  local refusal
+  spent, refusal = client_admit(levels, ARG.client_minute_burst, ARG.client_day_burst, ARG.now)
+  if not spent then return refusal end
 end
 local g, current = ARG.guard_buckets, ARG.guard_bucket
 local function pumped(sent_key, verified_key)
@@ -164,10 +170,7 @@ incr(KEY.number_day, ARG.to_day_end)
 incr(KEY.prefix_day, ARG.to_day_end)
 incr(KEY.country_day, ARG.to_day_end)
 if with_network then incr(KEY.network_day, ARG.to_day_end) end
-if by_client then
-  spend(KEY.client_minute, minute, ARG.now, 120000)
-  spend(KEY.client_day, day, ARG.now, 172800000)
-end
+client_spend(spent, ARG.now)
 local span = g * ARG.guard_bucket_ms
 series_add(KEY.prefix_sent, current, g, span)
 if with_network then series_add(KEY.network_sent, current, g, span) end
@@ -175,16 +178,19 @@ return {'ok'}
 """)
 
 _CHECK_REGISTER = Script(
-    keys=("client_minute", "client_day"),
-    args=("now:n", "minute_burst:n", "day_burst:n"),
-    helpers=("bucket",),
+    keys=("client_minute", "client_day", "client56_minute", "client56_day", "client48_minute",
+          "client48_day"),
+    args=("now:n", "minute_burst:n", "day_burst:n", "ipv6", "mult56:n", "mult48:n"),
+    helpers=("bucket", "clients"),
     body="""
-local minute = bucket(KEY.client_minute, ARG.minute_burst, 60000, ARG.now)
-if minute < 1 then return {'ip_rate', bucket_wait(minute, ARG.minute_burst, 60000)} end
-local day = bucket(KEY.client_day, ARG.day_burst, 86400000, ARG.now)
-if day < 1 then return {'ip_rate', bucket_wait(day, ARG.day_burst, 86400000)} end
-spend(KEY.client_minute, minute, ARG.now, 120000)
-spend(KEY.client_day, day, ARG.now, 172800000)
+local levels = {{KEY.client_minute, KEY.client_day, 1}}
+if ARG.ipv6 == '1' then
+  levels[2] = {KEY.client56_minute, KEY.client56_day, ARG.mult56}
+  levels[3] = {KEY.client48_minute, KEY.client48_day, ARG.mult48}
+end
+local spent, refusal = client_admit(levels, ARG.minute_burst, ARG.day_burst, ARG.now)
+if not spent then return refusal end
+client_spend(spent, ARG.now)
 return {'ok'}
 """)
 
@@ -271,15 +277,33 @@ class Limits:
     def _hash(self, kind: bytes, value: str) -> bytes:
         return hmac.new(self.secret, kind + b"\0" + value.encode(), hashlib.sha256).digest()[:12]
 
-    def _client_key(self, client: str) -> bytes:
-        """An IPv4 address counts alone; an IPv6 one by its /64 (what one subscriber holds)."""
+    def _client_levels(self, client: str) -> tuple[list[bytes], bool]:
+        """The keys of C{client}'s address levels, and whether it is IPv6.
+
+        An IPv4 address counts alone (many mobile users share one behind
+        carrier-grade NAT, so there is no /24 level).  An IPv6 address counts
+        by its /64 (what one subscriber holds), its /56 and its /48, the
+        wider levels with L{IPV6_MULTIPLIERS} times the budgets: one /48 no
+        longer makes 65,536 clients.
+        """
         try:
             address = ipaddress.ip_address(client)
         except ValueError:
-            return self._hash(b"ip", client)
-        if address.version == 6:
-            return self._hash(b"ip", str(ipaddress.ip_network(f"{address}/64", strict=False)))
-        return self._hash(b"ip", str(address))
+            return [self._hash(b"ip", client)] * 3, False
+        if address.version == 4:
+            return [self._hash(b"ip", str(address))] * 3, False
+        return [self._hash(b"ip", str(ipaddress.ip_network(f"{address}/{bits}", strict=False)))
+                for bits in (64, 56, 48)], True
+
+    def _client_buckets(self, client: str, minute_kind: str, day_kind: str) -> dict:
+        """The named keys and arguments of C{client}'s buckets, for a script."""
+        levels, ipv6 = self._client_levels(client)
+        named = {}
+        for name, ref in zip(("client", "client56", "client48"), levels):
+            named[f"{name}_minute"] = keys.client_bucket(minute_kind, ref)
+            named[f"{name}_day"] = keys.client_bucket(day_kind, ref)
+        return {**named, "ipv6": 1 if ipv6 else 0, "mult56": IPV6_MULTIPLIERS[0],
+                "mult48": IPV6_MULTIPLIERS[1]}
 
     def _now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -321,10 +345,8 @@ class Limits:
     def checkRegister(self, client: str):
         """Spend one registration from C{client}'s buckets; raise L{Refused} when empty."""
         settings = self.settings
-        client_ref = self._client_key(client)
         reply = yield _CHECK_REGISTER.run(
-            self.store, client_minute=keys.client_bucket("rm", client_ref),
-            client_day=keys.client_bucket("rd", client_ref), now=self._now_ms(),
+            self.store, **self._client_buckets(client, "rm", "rd"), now=self._now_ms(),
             minute_burst=settings.ip_registrations_minute,
             day_burst=settings.ip_registrations_day)
         if text(reply[0]) != "ok":
@@ -343,7 +365,6 @@ class Limits:
         prefix = prefix_of(msisdn)
         country = str(phonenumbers.parse(msisdn, None).country_code)
         network = f"{mcc}{mnc}" if mcc and mnc else ""
-        client_ref = self._client_key(client or "-")
         reply = yield _CHECK_SEND.run(
             self.store,
             lock=keys.number_lock(number_ref),
@@ -352,8 +373,7 @@ class Limits:
             prefix_day=keys.prefix_sends_day(prefix, day),
             country_day=keys.country_sends_day(country, day),
             network_day=keys.network_sends_day(network, day),
-            client_minute=keys.client_bucket("sm", client_ref),
-            client_day=keys.client_bucket("sd", client_ref),
+            **self._client_buckets(client or "-", "sm", "sd"),
             prefix_block=keys.block("prefix", prefix),
             network_block=keys.block("network", network),
             prefix_sent=keys.guard_series("s", "p", prefix),

@@ -51,6 +51,29 @@ local function spend(key, tokens, now, keep_ms)
   redis.call('HSET', key, 't', tokens - 1, 's', now)
   redis.call('PEXPIRE', key, keep_ms)
 end""",
+    # A client's token buckets at each of its address levels ({minute key,
+    # day key, multiplier}: one for IPv4, an IPv6 client's /64, /56 and /48),
+    # every level's bursts times its multiplier.  client_admit returns what
+    # to spend, or nil and the refusal; nothing is spent until client_spend.
+    "clients": """
+local function client_admit(levels, minute_burst, day_burst, now)
+  local spent = {}
+  for _, level in ipairs(levels) do
+    local per_minute, per_day = minute_burst * level[3], day_burst * level[3]
+    local m = bucket(level[1], per_minute, 60000, now)
+    if m < 1 then return nil, {'ip_rate', bucket_wait(m, per_minute, 60000)} end
+    local d = bucket(level[2], per_day, 86400000, now)
+    if d < 1 then return nil, {'ip_rate', bucket_wait(d, per_day, 86400000)} end
+    spent[#spent + 1] = {level[1], m, level[2], d}
+  end
+  return spent
+end
+local function client_spend(spent, now)
+  for _, s in ipairs(spent) do
+    spend(s[1], s[2], now, 120000)
+    spend(s[3], s[4], now, 172800000)
+  end
+end""",
     # A series of counts by time bucket (a hash bucket -> count), kept for
     # `buckets` buckets: add one to the current bucket, drop the old ones.
     "series": """
