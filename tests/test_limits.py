@@ -992,3 +992,28 @@ def test_pumping_guard_gives_a_burst_time_to_verify(redis_pool, clock):
         assert (yield send(limits, f"+3361234{i:04d}", client=None)) is None
     clock.advance(600)
     assert refused_with((yield send(limits, "+33612349999", client=None)), Limit.PUMPING_BLOCK)
+
+
+@pytest_twisted.inlineCallbacks
+def test_ipv6_clients_are_counted_by_64_56_and_48(redis_pool, clock):
+    """One /64 gets the address budget; its /56 four times it, its /48 sixteen
+    times: a stranger holding a /48 no longer has 65,536 budgets."""
+    limits = make_limits(redis_pool, clock, ip_sends_minute=1)
+    numbers = iter(f"+336123{i:05d}" for i in range(100))
+    # Four /64s of one /56 pass, once each; the fifth /64 of that /56 is refused.
+    for i in range(4):
+        assert (yield send(limits, next(numbers), f"2001:db8:0:{i}::1")) is None
+    assert refused_with((yield send(limits, next(numbers), "2001:db8:0:4::1")), Limit.IP_RATE)
+    assert refused_with((yield send(limits, next(numbers), "2001:db8:0:1::2")), Limit.IP_RATE)
+    # The /48 holds 16 budgets: four /56s of four /64s each pass, then it is spent.
+    passed = 4
+    for block in range(1, 5):
+        for i in range(4):
+            result = yield send(limits, next(numbers), f"2001:db8:0:{block * 256 + i:x}::1")
+            passed += result is None
+    assert passed == 16
+    # Another /48 is another client; IPv4 counts per address (carrier-grade NAT).
+    assert (yield send(limits, next(numbers), "2001:db8:1::1")) is None
+    assert (yield send(limits, next(numbers), "192.0.2.1")) is None
+    assert refused_with((yield send(limits, next(numbers), "192.0.2.1")), Limit.IP_RATE)
+    assert (yield send(limits, next(numbers), "192.0.2.2")) is None
