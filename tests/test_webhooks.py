@@ -24,7 +24,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 import treq
 from msisdnd.events.config import WebhookConfig, new_secret
-from msisdnd.events.delivery import WebhookDelivery, unpack
+from msisdnd.events.delivery import WebhookDelivery, http_client, unpack
 from msisdnd.events.payloads import Payloads
 from msisdnd.state import keys
 from msisdnd.state.api_keys import ApiKeys
@@ -37,6 +37,7 @@ from test_backend_api import call, check, create, make_key, wrong
 
 NUMBER = "+33612345611"
 SECRET = new_secret()
+HTTP = http_client(reactor)  # the daemon's own client: persistent, quiet, TLS verified
 
 
 class Receiver(Resource):
@@ -111,7 +112,7 @@ class Deliverers:
             Payloads(gateway.verifier.secrets, gateway.signer),
             lambda: txredisapi.Connection("127.0.0.1", self.redis_server.port, reconnect=False,
                                           charset=None, convertNumbers=False),
-            treq, reactor, consumer,
+            HTTP, reactor, consumer,
             **{"retry_delays": (0.3, 0.3, 0.3), "block_ms": 100, "maintain_every": 0.05,
                "claim_margin": 0.2, **kwargs})
         delivery.startService()
