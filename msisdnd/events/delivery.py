@@ -21,6 +21,7 @@ that the stream stays bounded without losing any.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from bisect import bisect_left
 from typing import Any, Callable
@@ -42,10 +43,14 @@ from msisdnd.state.events import Entry, EventStream
 
 #: Seconds to wait before each retry: an event is tried 8 times over about
 #: 27.6 hours (at once, then after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h),
-#: then dead-lettered.  The delay after an attempt is never shorter than the
-#: webhook's timeout plus a margin, so that a live daemon's delivery is not
-#: claimed by another while it waits for the receiver.
+#: then dead-lettered.  Each wait is stretched by a jitter of up to
+#: L{JITTER} of itself, drawn from the event's id (so that every daemon
+#: agrees on when an event is due, and events that failed together do not
+#: come back together).  The delay after an attempt is never shorter than
+#: the webhook's timeout plus a margin, so that a live daemon's delivery is
+#: not claimed by another while it waits for the receiver.
 RETRY_DELAYS = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+JITTER = 0.1
 #: Events a webhook may have undelivered before it dead-letters the oldest.
 MAX_BACKLOG = 100_000
 #: Seconds delivered events stay in the stream, for replays.
@@ -311,6 +316,12 @@ class WebhookDelivery(Service):
             self.log.debug("Webhook {webhook}: maintenance skipped: {why}",
                            webhook=self.group, why=str(e))
 
+    def _wait_ms(self, entry_id: str, deliveries: int) -> int:
+        """How long an entry delivered C{deliveries} times waits before the next try."""
+        spread = int.from_bytes(hashlib.blake2b(entry_id.encode(), digest_size=2).digest(),
+                                "big") / 0xFFFF
+        return int(self.retry_delays[deliveries - 1] * (1 + JITTER * spread) * 1000)
+
     @inlineCallbacks
     def _retry(self):
         shortest = int(min(self.retry_delays) * 1000)
@@ -320,8 +331,10 @@ class WebhookDelivery(Service):
                 continue
             if p.deliveries > len(self.retry_delays):
                 spent.append(p.id)
-            elif p.idle_ms >= self.retry_delays[p.deliveries - 1] * 1000:
-                due.append((p.id, int(self.retry_delays[p.deliveries - 1] * 1000)))
+            else:
+                wait = self._wait_ms(p.id, p.deliveries)
+                if p.idle_ms >= wait:
+                    due.append((p.id, wait))
         for entry_id, idle in due:
             for entry in (yield self.stream.claim(self.group, self.consumer, [entry_id], idle)):
                 self._deliver(entry)
