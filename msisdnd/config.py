@@ -64,6 +64,12 @@ __all__ = [
 ]
 
 DEFAULT_HTTP_LISTEN = "tcp:8000:interface=127.0.0.1"
+#: [http]: seconds for a request to arrive; connections open at once, in
+#: total and per client address (systemd/msisdnd.service's LimitNOFILE=
+#: is sized from max_connections).
+DEFAULT_REQUEST_DEADLINE = 10.0
+DEFAULT_MAX_CONNECTIONS = 4096
+DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 64
 DEFAULT_ADMIN_LISTEN = "tcp:8001:interface=127.0.0.1"
 DEFAULT_FAKE_SMSC_SMPP = "tcp:2775:interface=127.0.0.1"
 DEFAULT_FAKE_SMSC_HTTP = "tcp:8025:interface=127.0.0.1"
@@ -84,7 +90,8 @@ _UNIX_PATH_MAX = 100
 
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "http": ("listen", "public_url", "api_prefix", "cors_origins", "max_body",
-             "trusted_proxies", "show_version"),
+             "trusted_proxies", "show_version", "request_deadline", "max_connections",
+             "max_connections_per_client"),
     "admin": ("listen",),
     "redis": ("url", "embedded", "dir", "timeout", "pool_size"),
     "keys": ("browserid", "jwt"),
@@ -160,6 +167,12 @@ class HTTPConfig:
     @ivar max_body: the largest request body accepted, in bytes.
     @ivar trusted_proxies: peers whose C{X-Forwarded-For} is believed.
     @ivar show_version: whether C{/__version__} and C{/} give our version.
+    @ivar request_deadline: seconds for a request's head and body to arrive
+        (from the connection's start, or the first byte of a later request);
+        then 408 and the connection is closed.
+    @ivar max_connections: API connections open at once; more are refused.
+    @ivar max_connections_per_client: the same per client address (IPv6 by
+        /64); C{trusted_proxies} are exempt.
     """
 
     listen: tuple[str, ...]
@@ -168,6 +181,9 @@ class HTTPConfig:
     max_body: int = 25600
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     show_version: bool = True
+    request_deadline: float = DEFAULT_REQUEST_DEADLINE
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,6 +468,14 @@ class _Reader:
                 t.fail(where, "must be an IP address or a CIDR network such as "
                               f"'10.0.0.0/8', not {item!r}")
 
+        max_connections = t.integer("max_connections", DEFAULT_MAX_CONNECTIONS, 1, 1000000)
+        per_client = t.integer("max_connections_per_client",
+                               min(DEFAULT_MAX_CONNECTIONS_PER_CLIENT, max_connections),
+                               1, 1000000)
+        if per_client > max_connections:
+            t.fail("max_connections_per_client",
+                   f"must be at most max_connections ({max_connections}), not {per_client}")
+
         return HTTPConfig(
             listen=listen,
             public_url=public_url,
@@ -459,6 +483,10 @@ class _Reader:
             max_body=t.integer("max_body", 25600, 1024, 1048576),
             trusted_proxies=tuple(proxies),
             show_version=t.boolean("show_version", True),
+            request_deadline=t.number("request_deadline", DEFAULT_REQUEST_DEADLINE,
+                                      least=1.0, most=300.0),
+            max_connections=max_connections,
+            max_connections_per_client=per_client,
         )
 
     def admin(self, t: Table) -> AdminConfig:

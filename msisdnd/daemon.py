@@ -18,7 +18,6 @@ import signal
 import socket
 from typing import Any
 
-import treq
 import txredisapi
 from twisted.application import strports
 from twisted.application.internet import TimerService
@@ -35,7 +34,7 @@ from msisdnd.api.metrics import Metrics
 from msisdnd.api.request import APISite
 from msisdnd.config import Config
 from msisdnd.events.delivery import LATENCY_BUCKETS as WEBHOOK_LATENCY_BUCKETS
-from msisdnd.events.delivery import WebhookDelivery
+from msisdnd.events.delivery import WebhookDelivery, http_client
 from msisdnd.events.payloads import Payloads
 from msisdnd.smpp.service import CarriersService
 from msisdnd.state.api_keys import ApiKeys
@@ -58,6 +57,12 @@ log = Logger()
 #: Seconds each stage of a graceful stop may take.
 HTTP_DRAIN_TIMEOUT = 10.0
 CARRIER_DRAIN_TIMEOUT = 5.0
+#: The least number of descriptors the daemon wants besides its API
+#: connections (Redis, the SMPP binds, webhook deliveries, the admin listener,
+#: refused connections being closed, its own); below max_connections plus
+#: this, it warns.  The recommended limit is larger: systemd/msisdnd.service
+#: and systemd/README.md ("Open files") give its arithmetic.
+FD_RESERVE = 1024
 
 
 class InOrder(MultiService):
@@ -114,6 +119,36 @@ class DrainingListeners(MultiService):
     def stopService(self):
         yield super().stopService()
         yield self.site.whenIdle(self.timeout)
+
+
+def _enough_descriptors(max_connections: int) -> None:
+    """Make the open-files limit hold C{[http] max_connections} and the rest, or say so.
+
+    The soft limit is raised towards the hard one when it is too low (outside
+    systemd; the unit sets LimitNOFILE= and forbids setrlimit); if it is
+    still too low, a warning says that connections may fail with EMFILE
+    before the cap refuses them.
+    """
+    try:
+        import resource
+    except ImportError:     # not on Unix
+        return
+    needed = max_connections + FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):
+            pass
+    if soft < needed:
+        log.warn("The open-files limit is {soft}, below [http] max_connections ({max}) plus "
+                 "{reserve} for Redis, the carriers, webhooks and refusals: raise it "
+                 "(LimitNOFILE=, see systemd/README.md) or lower max_connections",
+                 soft=soft, max=max_connections, reserve=FD_RESERVE)
 
 
 def _exit_zero_after_sigterm(reactor: Any) -> None:
@@ -199,9 +234,10 @@ class Daemon(InOrder):
         stream = EventStream(self.store)
         payloads = Payloads(config.secrets, self.signer)
         consumer = f"{socket.gethostname()}-{os.getpid()}"
+        http = http_client(self.reactor)
         for webhook in config.webhooks:
             delivery = WebhookDelivery(webhook, stream, ApiKeys(self.store), payloads,
-                                       self._connectRedisAlone, treq, self.reactor, consumer)
+                                       self._connectRedisAlone, http, self.reactor, consumer)
             delivery.setServiceParent(self.events)
             self.webhooks.append(delivery)
         sweep = TimerService(30.0, self._sweepExpired)
@@ -230,8 +266,13 @@ class Daemon(InOrder):
             environment=config.environment)
         self.site = APISite(self.api.resource(), config.http.max_body, self.reactor,
                             onDone=self.metrics.requestDone,
-                            logFormatter=access_log_formatter(config.http.trusted_proxies))
+                            logFormatter=access_log_formatter(config.http.trusted_proxies),
+                            request_deadline=config.http.request_deadline,
+                            max_connections=config.http.max_connections,
+                            max_connections_per_client=config.http.max_connections_per_client,
+                            trusted_proxies=config.http.trusted_proxies)
         self.site.noisy = False
+        _enough_descriptors(config.http.max_connections)
         self.http = DrainingListeners(self.site, config.http.listen, HTTP_DRAIN_TIMEOUT)
         self.admin = (strports.service(config.admin.listen,
                                        admin_site(self.metrics.registry, self.carriers.snapshot))

@@ -556,3 +556,118 @@ def test_parse_duration_rejects(value):
 
 def test_certificate_error_is_a_value_error():
     assert issubclass(CertificateError, ValueError)
+
+
+# Broken keys that pass for keys at a glance: each is refused, and says why.
+
+
+def _no_small_factor(bits: int) -> int:
+    """An odd number of C{bits} bits with no prime factor below 1000 (not a real
+    modulus: the checks do not test that it is a product of two primes)."""
+    n = (1 << (bits - 1)) + 1
+    while any(n % p == 0 for p in range(3, 1000, 2)):
+        n += 2
+    return n
+
+
+def test_rsa_even_modulus_is_refused(client_rsa):
+    n = client_rsa.public_key().public_numbers().n
+    for even in (n + 1, n - 1, 1 << 2047, (1 << 8192) - 2):
+        with pytest.raises(CertificateError, match="modulus must be odd"):
+            parse_browserid_key(_rs(even))
+
+
+def test_rsa_modulus_with_a_small_factor_is_refused(client_rsa):
+    n = client_rsa.public_key().public_numbers().n
+    # 2^8191 + 1 is 8192 bits and odd, and a multiple of 3.
+    for bad in ((1 << 8191) + 1, 3 * n, 997 * _no_small_factor(2040)):
+        with pytest.raises(CertificateError, match="small prime factor"):
+            parse_browserid_key(_rs(bad))
+
+
+@pytest.mark.parametrize("e", ["n - 2", "n + 2", 1 << 32 | 1, (1 << 64) + 1, 1 << 32])
+def test_rsa_exponent_is_capped(client_rsa, e):
+    n = client_rsa.public_key().public_numbers().n
+    e = {"n - 2": n - 2, "n + 2": n + 2}.get(e, e)
+    with pytest.raises(CertificateError, match=r"exponent must be (below 2\^32|odd)"):
+        parse_browserid_key(_rs(n, e))
+
+
+@pytest.mark.parametrize("e", [3, 17, 65537, (1 << 32) - 1])
+def test_rsa_exponents_in_range_are_accepted(client_rsa, e):
+    n = client_rsa.public_key().public_numbers().n
+    assert parse_browserid_key(_rs(n, e)).public_key.public_numbers().e == e
+
+
+@pytest.mark.parametrize("bits", [2048, 8192])
+def test_rsa_moduli_at_the_size_bounds_are_accepted(bits):
+    n = _no_small_factor(bits)
+    assert n.bit_length() == bits
+    assert parse_browserid_key(_rs(n)).public_key.public_numbers().n == n
+
+
+@pytest.mark.parametrize("bits", [2047, 8193])
+def test_rsa_moduli_past_the_size_bounds_are_refused(bits):
+    with pytest.raises(CertificateError, match="2048 to 8192 bits"):
+        parse_browserid_key(_rs(_no_small_factor(bits)))
+
+
+def test_dsa_y_or_g_of_order_two_is_refused(client_dsa):
+    public = client_dsa.public_key()
+    p = public.public_numbers().parameter_numbers.p
+    with pytest.raises(CertificateError, match='"y" must lie in the subgroup of order q'):
+        parse_browserid_key(_ds_variant(public, y=p - 1))
+    with pytest.raises(CertificateError, match='"g" must generate the subgroup of order q'):
+        parse_browserid_key(_ds_variant(public, g=p - 1))
+
+
+def test_dsa_y_or_g_outside_the_subgroup_is_refused(client_dsa):
+    public = client_dsa.public_key()
+    numbers = public.public_numbers()
+    params = numbers.parameter_numbers
+    p, q, g = params.p, params.q, params.g
+    # A generator of the whole group's largest part: 2 is almost never in
+    # the order-q subgroup of a 2048-bit p.
+    assert pow(2, q, p) != 1
+    with pytest.raises(CertificateError, match='"y" must lie in the subgroup'):
+        parse_browserid_key(_ds_variant(public, y=2))
+    with pytest.raises(CertificateError, match='"g" must generate the subgroup'):
+        parse_browserid_key(_ds_variant(public, g=2))
+    # y * (p - 1): the key's y, moved out of the subgroup by an element of order 2.
+    with pytest.raises(CertificateError, match='"y" must lie in the subgroup'):
+        parse_browserid_key(_ds_variant(public, y=(numbers.y * (p - 1)) % p))
+    # Another element of the subgroup is a fine y.
+    other = pow(g, 12345, p)
+    assert parse_browserid_key(_ds_variant(public, y=other)).public_key.public_numbers().y == other
+
+
+def _mersenne(k: int) -> int:
+    return (1 << k) - 1
+
+
+def test_dsa_composite_q_is_refused(client_dsa):
+    public = client_dsa.public_key()
+    assert public.public_numbers().parameter_numbers.q.bit_length() == 256
+    # Even; a multiple of 3; and 256 bits made of Mersenne primes only, no
+    # factor below 1000, so that only Miller-Rabin can tell.
+    for composite in ((1 << 255) + 2, (1 << 255) + 1,
+                      _mersenne(89) ** 2 * _mersenne(61) * _mersenne(17)):
+        assert composite.bit_length() == 256
+        with pytest.raises(CertificateError, match='"q" must be prime'):
+            parse_browserid_key(_ds_variant(public, q=composite))
+
+
+def test_dsa_p_over_4096_bits_is_refused(client_dsa):
+    public = client_dsa.public_key()
+    q = public.public_numbers().parameter_numbers.q
+    p = q * ((1 << 8191) // q) + 1
+    with pytest.raises(CertificateError, match='"p" must be at most 4096 bits'):
+        parse_browserid_key(_ds_variant(public, p=p, g=2, y=3))
+
+
+def test_good_keys_still_pass(client_rsa, client_dsa, rs_client_key, ds_client_key):
+    assert rs_client_key.public_key.public_numbers() == client_rsa.public_key().public_numbers()
+    assert ds_client_key.public_key.public_numbers() == client_dsa.public_key().public_numbers()
+    numbers = client_dsa.public_key().public_numbers()
+    params = numbers.parameter_numbers
+    assert pow(params.g, params.q, params.p) == 1 and pow(numbers.y, params.q, params.p) == 1

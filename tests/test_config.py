@@ -710,3 +710,47 @@ def test_config_is_frozen(confdir: pathlib.Path) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.http.max_body = 1  # type: ignore[misc]
     assert stat.S_ISREG(os.stat(config.keys.jwt[0]).st_mode)
+
+
+# --- [http] connection limits -------------------------------------------------
+
+def test_http_connection_limit_defaults(confdir: pathlib.Path) -> None:
+    http = parse(confdir, minimal()).http
+    assert (http.request_deadline, http.max_connections, http.max_connections_per_client) == (
+        10.0, 4096, 64)
+
+
+def test_http_connection_limit_values(confdir: pathlib.Path) -> None:
+    http = parse(confdir, minimal(http={
+        "public_url": "https://verify.example.com",
+        "request_deadline": 2.5, "max_connections": 100, "max_connections_per_client": 100,
+    })).http
+    assert (http.request_deadline, http.max_connections, http.max_connections_per_client) == (
+        2.5, 100, 100)
+
+
+def test_http_per_client_default_follows_a_small_total(confdir: pathlib.Path) -> None:
+    http = parse(confdir, minimal(http={"public_url": "https://verify.example.com",
+                                        "max_connections": 10})).http
+    assert (http.max_connections, http.max_connections_per_client) == (10, 10)
+
+
+BAD_CONNECTION_LIMITS = [
+    ("request_deadline", 0.5, "at least 1, not 0.5"),
+    ("request_deadline", 301, "at most 300, not 301"),
+    ("request_deadline", "10s", "must be a number"),
+    ("max_connections", 0, "between 1 and 1000000, not 0"),
+    ("max_connections", 4096.0, "must be an integer"),
+    ("max_connections_per_client", 0, "between 1 and 1000000, not 0"),
+    ("max_connections_per_client", 5000, "must be at most max_connections (4096), not 5000"),
+    ("max_connection", 10, "max_connections"),        # a misspelling: the closest key named
+]
+
+
+@pytest.mark.parametrize(("key", "value", "problem"), BAD_CONNECTION_LIMITS,
+                         ids=[f"{c[0]}={c[1]!r}" for c in BAD_CONNECTION_LIMITS])
+def test_http_connection_limit_bad_values(confdir: pathlib.Path, key: str, value: Any,
+                                          problem: str) -> None:
+    e = error(confdir, with_value("http", key, value))
+    assert e.path == f"[http].{key}"
+    assert problem in e.problem

@@ -19,6 +19,7 @@ with the rate-limit ones it documented but never implemented:
     (422), 125 the first request with that C{Idempotency-Key} is still
     under way (409), 126 no such verification for this API key (404)
   - 127 the session has verified its number: it sends no more codes (409)
+  - 128 the request (head and body) did not arrive within the deadline (408)
   - 201 backend unavailable (503, with C{Retry-After}), 999 unexpected
 """
 
@@ -46,6 +47,7 @@ API_KEY_BUDGET = 123
 IDEMPOTENCY_CONFLICT = 124
 IDEMPOTENCY_IN_PROGRESS = 125
 UNKNOWN_VERIFICATION = 126
+REQUEST_TIMEOUT = 128
 ALREADY_VERIFIED = 127
 BACKEND_UNAVAILABLE = 201
 UNEXPECTED = 999
@@ -73,6 +75,7 @@ ERRNOS: dict[int, str] = {
     IDEMPOTENCY_CONFLICT: "this Idempotency-Key was used with another body",
     IDEMPOTENCY_IN_PROGRESS: "the first request with this Idempotency-Key is still under way",
     UNKNOWN_VERIFICATION: "no such verification for this API key (or none pending for 'to')",
+    REQUEST_TIMEOUT: "the request (head and body) did not arrive within the deadline",
     ALREADY_VERIFIED: "the session has verified its number: it sends no more codes",
     BACKEND_UNAVAILABLE: "Redis or every carrier is unavailable; retry after Retry-After",
     UNEXPECTED: "an unexpected error",

@@ -49,6 +49,7 @@ _ERRORS = {
     409: ("The first request with this Idempotency-Key is still under way (125), or the "
           "session has verified its number and sends no more codes (127)",
           ("Retry-After",)),
+    408: ("The request (head and body) did not arrive within the deadline (128)", ()),
     410: ("The code expired or is used up, or the session is not verified (111)", ()),
     413: ("The body is larger than the limit (113)", ()),
     422: ("This Idempotency-Key was used with another body (124)", ()),
@@ -81,8 +82,9 @@ def _operation(method: str, summary: str, ok: dict, errors: tuple[int, ...] = ()
                body: dict | None = None, body_example: object = None,
                security: str | None = None, tag: str = "service",
                parameters: list | None = None) -> dict:
-    """One operation: a body means 400 and 413 may come back; security, 401."""
-    codes = set(errors)
+    """One operation: a body means 400 and 413 may come back; security, 401;
+    any request that is too slow to arrive, 408."""
+    codes = set(errors) | {408}
     if body is not None:
         codes |= {400, 413}
     if security is not None:
