@@ -91,13 +91,14 @@ _UNIX_PATH_MAX = 100
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "http": ("listen", "public_url", "api_prefix", "cors_origins", "max_body",
              "trusted_proxies", "show_version", "request_deadline", "max_connections",
+             "hawk_require_payload_hash",
              "max_connections_per_client"),
     "admin": ("listen",),
     "redis": ("url", "embedded", "dir", "timeout", "pool_size"),
     "keys": ("browserid", "jwt"),
     "secrets": ("master", "master_file"),
     "verification": tuple(f.name for f in fields(VerificationSettings)),
-    "sms": ("default_locale", "webotp_host"),
+    "sms": ("default_locale", "webotp_host", "app_hashes"),
     "carrier": (),
     "webhook": (),
     "service": ("environment",),
@@ -111,6 +112,7 @@ _LIMIT_RANGES: dict[str, tuple[str, float, float]] = {
     "number_sends_10min": ("int", 1, 1000),
     "number_sends_day": ("int", 1, 10000),
     "number_failures_day": ("int", 1, 100),
+    "daily_sms_budget": ("int", 0, 1_000_000_000),
     "number_lock": ("float", 60, 30 * 86400),
     "ip_registrations_minute": ("int", 1, 100000),
     "ip_registrations_day": ("int", 1, 10000000),
@@ -145,6 +147,7 @@ _VERIFICATION_RANGES: dict[str, tuple[str, float, float]] = {
 }
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
+_APP_HASH = re.compile(r"[A-Za-z0-9+/]{11}")
 _HOST_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _DNS_NAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
 _PREFIX = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)+")
@@ -167,6 +170,8 @@ class HTTPConfig:
     @ivar max_body: the largest request body accepted, in bytes.
     @ivar trusted_proxies: peers whose C{X-Forwarded-For} is believed.
     @ivar show_version: whether C{/__version__} and C{/} give our version.
+    @ivar hawk_require_payload_hash: refuse a Hawk request with a body and no
+        payload hash (C{False} only for legacy clients: a warning at start).
     @ivar request_deadline: seconds for a request's head and body to arrive
         (from the connection's start, or the first byte of a later request);
         then 408 and the connection is closed.
@@ -181,6 +186,7 @@ class HTTPConfig:
     max_body: int = 25600
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     show_version: bool = True
+    hawk_require_payload_hash: bool = True
     request_deadline: float = DEFAULT_REQUEST_DEADLINE
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT
@@ -235,11 +241,14 @@ class KeysConfig:
 
 @dataclass(frozen=True, slots=True)
 class SMSConfig:
-    """The texts: the fallback locale (a catalog's directory name), and the
-    WebOTP host of the origin-bound last line (C{None}: no such line)."""
+    """The texts: the fallback locale (a catalog's directory name), the
+    WebOTP host of the origin-bound last line (C{None}: no such line), and
+    the Android SMS Retriever app hashes clients may ask for (none: no
+    client may put its own text in an SMS to another number)."""
 
     default_locale: str = "en"
     webotp_host: str | None = None
+    app_hashes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,7 +496,17 @@ class _Reader:
                                       least=1.0, most=300.0),
             max_connections=max_connections,
             max_connections_per_client=per_client,
+            hawk_require_payload_hash=self.payload_hash(t),
         )
+
+    def payload_hash(self, t: Table) -> bool:
+        required = t.boolean("hawk_require_payload_hash", True)
+        if not required:
+            self.warn(t.at("hawk_require_payload_hash"),
+                      "false: Hawk request bodies without a payload hash are accepted "
+                      "unauthenticated (a captured header can carry another body); "
+                      "for legacy clients only")
+        return required
 
     def admin(self, t: Table) -> AdminConfig:
         value = t.raw("listen")
@@ -621,7 +640,13 @@ class _Reader:
             if len(host) > 253 or not _DNS_NAME.fullmatch(host):
                 t.fail("webotp_host", f"must be an ASCII DNS name (punycode for others), "
                                       f"not {host!r}")
-        return SMSConfig(default_locale=found, webotp_host=host)
+        hashes = []
+        for i, item in enumerate(t.array("app_hashes")):
+            if not isinstance(item, str) or not _APP_HASH.fullmatch(item):
+                t.fail(f"app_hashes[{i}]", f"must be an app's 11-character SMS Retriever hash "
+                                           f"([A-Za-z0-9+/]), not {item!r}")
+            hashes.append(item)
+        return SMSConfig(default_locale=found, webotp_host=host, app_hashes=frozenset(hashes))
 
     def limits(self, t: Table) -> LimitSettings:
         import phonenumbers
@@ -635,6 +660,18 @@ class _Reader:
                                           f"(e.g. \"FR\"), not {item!r}")
             countries.append(region)
         values["countries"] = frozenset(countries)
+        values["allow_all_countries"] = t.boolean("allow_all_countries", False)
+        if not countries and not values["allow_all_countries"]:
+            t.fail("countries", "must list the countries served (ISO codes such as \"FR\"), or "
+                                "set allow_all_countries = true: serving every country invites "
+                                "SMS pumping to costly destinations")
+        prefixes = []
+        for i, item in enumerate(t.array("allow_prefixes")):
+            if not isinstance(item, str) or not re.fullmatch(r"\+[0-9]{2,15}", item):
+                t.fail(f"allow_prefixes[{i}]", f"must be a number prefix with its '+' "
+                                               f"(e.g. \"+8817\"), not {item!r}")
+            prefixes.append(item)
+        values["allow_prefixes"] = frozenset(prefixes)
         if "number_types" in t.data:
             known = {k for k, v in vars(phonenumbers.PhoneNumberType).items()
                      if k.isupper() and isinstance(v, int)}

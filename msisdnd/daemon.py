@@ -205,12 +205,13 @@ class Daemon(InOrder):
             issuer_host=public.host, issuer_url=public.base,
             pseudonym_secret=config.secrets.pseudonym, clock=reactor.seconds)
         self.texts = SMSTexts(default_locale=config.sms.default_locale,
-                              webotp_host=config.sms.webotp_host)
+                              webotp_host=config.sms.webotp_host,
+                              app_hashes=config.sms.app_hashes)
         self.verifier = Verifier(
             self.store, None, config.verification, config.secrets, self.texts, reactor,
             mo_verifiers=tuple(MOVerifier(c.name, c.mo_verifier, None)
                                for c in config.carriers if c.mo_verifier),
-            limits=self.limits)
+            limits=self.limits, require_payload_hash=config.http.hawk_require_payload_hash)
         self.backend = BackendVerifications(
             self.verifier, ApiKeyAuthenticator(ApiKeys(self.store), config.secrets.api_key, reactor),
             Idempotency(self.store), reactor)
@@ -221,7 +222,8 @@ class Daemon(InOrder):
             config.carriers, self.reactor, send_timeout=config.verification.send_timeout,
             drain_timeout=CARRIER_DRAIN_TIMEOUT, mo_receiver=self.verifier,
             receipt_receiver=self.verifier)
-        self.daily_caps = DailyCaps(self.carriers.carriers, self.store, self.reactor)
+        self.daily_caps = DailyCaps(self.carriers.carriers, self.store, self.reactor,
+                                    budget=config.limits.daily_sms_budget)
         self.fake_smsc = self._fakeSMSC() if config.dev.fake_smsc else []
 
     def _buildEvents(self) -> None:

@@ -38,6 +38,7 @@ from conftest import SMSCHarness, free_port, wait_until
 
 MO_NUMBER = "33700000000"
 SENDER = "Verify"
+APP_HASH = "FA+9qCX9VSu"  # the one app whose hash clients may ask for
 
 _KEYS: dict[str, certs.SigningKey] = {}
 
@@ -133,7 +134,7 @@ def start_gateway(redis_pool, tmp_path: Path, settings: VerificationSettings | N
     secrets = Secrets.from_master(b"m" * 32)
     store = SessionStore(redis_pool, reactor, timeout=settings.store_timeout,
                          events_stream=keys.EVENTS if events else b"")
-    texts = SMSTexts()
+    texts = SMSTexts(app_hashes=(APP_HASH,))
     limiter = Limits(store, limits, secrets.number, reactor) if limits is not None else None
     verifier = Verifier(store, None, settings, secrets, texts, reactor,
                         mo_verifiers=(MOVerifier("fake", MO_NUMBER, None),), limits=limiter)

@@ -61,6 +61,9 @@ def minimal(**sections: Any) -> dict[str, Any]:
                      "password": "dev", "default": True}],
     }
     data.update(copy.deepcopy(sections))
+    limits = data.setdefault("limits", {})
+    if "countries" not in limits and "allow_all_countries" not in limits:
+        limits["countries"] = ["FR"]  # a configuration must say which countries it serves
     return data
 
 
@@ -656,6 +659,8 @@ browserid = ["keys/browserid.pem"]
 jwt = ["keys/jwt.pem"]
 [secrets]
 master_file = "secrets/master"
+[limits]
+countries = ["FR"]
 [[carrier]]
 name = "fake"
 host = "127.0.0.1"
@@ -754,3 +759,30 @@ def test_http_connection_limit_bad_values(confdir: pathlib.Path, key: str, value
     e = error(confdir, with_value("http", key, value))
     assert e.path == f"[http].{key}"
     assert problem in e.problem
+
+
+def test_countries_must_be_listed_or_all_allowed_in_writing(confdir: pathlib.Path) -> None:
+    """An empty country list served every region, satellite numbers included:
+    the configuration now has to say which, or that it means all."""
+    problem = error(confdir, minimal(limits={"allow_all_countries": False}))
+    assert problem.path == "[limits].countries" and "allow_all_countries" in str(problem)
+    everything = parse(confdir, minimal(limits={"allow_all_countries": True}))
+    assert everything.limits.allow_all_countries and not everything.limits.countries
+    listed = parse(confdir, minimal(limits={"countries": ["FR"], "allow_prefixes": ["+8817"],
+                                            "daily_sms_budget": 1000}))
+    assert listed.limits.allow_prefixes == frozenset({"+8817"})
+    assert listed.limits.daily_sms_budget == 1000
+    bad = error(confdir, minimal(limits={"countries": ["FR"], "allow_prefixes": ["8817"]}))
+    assert bad.path == "[limits].allow_prefixes[0]"
+
+
+def test_app_hashes_and_the_payload_hash_switch(confdir: pathlib.Path) -> None:
+    config = parse(confdir, minimal(sms={"app_hashes": ["FA+9qCX9VSu"]}))
+    assert config.sms.app_hashes == frozenset({"FA+9qCX9VSu"})
+    assert error(confdir, minimal(sms={"app_hashes": ["CallMe+9000!"]})).path \
+        == "[sms].app_hashes[0]"
+    assert config.http.hawk_require_payload_hash and not config.warnings
+    legacy = parse(confdir, minimal(http={"public_url": "https://verify.example.com",
+                                          "hawk_require_payload_hash": False}))
+    assert not legacy.http.hawk_require_payload_hash
+    assert any("hawk_require_payload_hash" in w for w in legacy.warnings)

@@ -60,6 +60,7 @@ def write_config(tmp_path, smsc_port: int, redis_port: int, api_port: int, admin
         [verification]
         send_timeout = 5
         [limits]
+        countries = ["FR"]
         # One address sends the whole load here.
         ip_registrations_minute = 1000
         ip_sends_minute = 1000

@@ -1017,3 +1017,38 @@ def test_ipv6_clients_are_counted_by_64_56_and_48(redis_pool, clock):
     assert (yield send(limits, next(numbers), "192.0.2.1")) is None
     assert refused_with((yield send(limits, next(numbers), "192.0.2.1")), Limit.IP_RATE)
     assert (yield send(limits, next(numbers), "192.0.2.2")) is None
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_daily_sms_budget_trips_every_carrier_until_midnight(redis_pool, clock):
+    """Parts sent through every carrier, by every daemon, count against one budget:
+    past it no carrier is chosen until midnight UTC."""
+    store = SessionStore(redis_pool, reactor)
+    first, second = _carrier(clock), _carrier(clock, name="other")
+    one = DailyCaps([first, second], store, clock, interval=1.0, budget=10)
+    two = DailyCaps([_carrier(clock, name="third")], store, clock, interval=1.0, budget=10)
+    first.sent, second.sent = 4, 3
+    yield one.tick()
+    assert not first.tripped and not second.tripped
+    two.carriers[0].sent = 3  # another daemon's parts count too
+    yield two.tick()
+    assert two.carriers[0].tripped and two.over_budget
+    yield one.tick()
+    assert first.tripped and second.tripped and one.over_budget
+    clock.advance(to_midnight(clock))
+    yield one.tick()
+    assert not first.tripped and not second.tripped and not one.over_budget
+
+
+def test_non_geographic_numbers_are_served_only_under_allowed_prefixes(redis_pool, clock):
+    """Iridium (+8816, +8817) numbers typed MOBILE got SMS with the defaults; the
+    calling codes no country holds are refused unless their prefix is listed."""
+    limits = make_limits(redis_pool, clock)
+    for number in ("+881612345678", "+881712345678", "+88213123456"):
+        with pytest.raises(Refused) as refused:
+            limits.checkNumber(number)
+        assert refused.value.limit is Limit.COUNTRY_NOT_ALLOWED, number
+    allowed = make_limits(redis_pool, clock, allow_prefixes=frozenset({"+8817"}))
+    allowed.checkNumber("+881712345678")
+    with pytest.raises(Refused):
+        allowed.checkNumber("+881612345678")

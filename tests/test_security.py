@@ -150,3 +150,22 @@ def test_the_legacy_switch_accepts_bodies_without_a_hash(gateway):
     r = yield gateway.call("POST", "/sms/mt/verify", {"msisdn": "+33612345675", "mcc": "208"},
                            token=token, with_hash=False)
     assert r.code == 204
+
+
+@pytest_twisted.inlineCallbacks
+def test_only_the_service_apps_hashes_go_in_an_sms(gateway):
+    """A client could put 11 characters of its own on a line of an SMS sent to
+    another number ("CallMe+9000"); only configured app hashes are accepted."""
+    from gateway import APP_HASH
+
+    token = yield gateway.register()
+    r = yield gateway.call("POST", "/sms/mt/verify", {"msisdn": "+33612345676", "mcc": "208",
+                                                      "appHash": "CallMe+9000"}, token=token)
+    assert r.code == 400 and r.body["errno"] == 107
+    assert gateway.smsc.smsc.received("+33612345676") == []
+    r = yield gateway.call("POST", "/sms/mt/verify", {
+        "msisdn": "+33612345676", "mcc": "208", "shortVerificationCode": True,
+        "appHash": APP_HASH}, token=token)
+    assert r.code == 204
+    [sms] = gateway.smsc.smsc.received("+33612345676")
+    assert APP_HASH in sms.text and "CallMe" not in sms.text

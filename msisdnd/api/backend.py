@@ -53,7 +53,7 @@ class BackendRoutes(Routes):
             locale = body.get("locale")
             if locale is not None and (not isinstance(locale, str) or len(locale) > 35):
                 raise errors.invalid("locale must be a language tag.")
-            app_hash = fields.app_hash(body.get("app_hash"))
+            app_hash = self._appHash(body.get("app_hash"))
             idempotency_key = request.getHeader(b"Idempotency-Key")
             if idempotency_key is not None and not 0 < len(idempotency_key) \
                     <= MAX_IDEMPOTENCY_KEY:

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from msisdnd.api import errors
+from msisdnd.api import errors, fields
 from msisdnd.api.clientaddr import client_address
 from msisdnd.api.errors import APIError
 from msisdnd.verification import errors as refusals
@@ -200,6 +200,14 @@ class Routes:
         if len(values) > 1:
             raise APIError(400, errors.INVALID_AUTH, "Send one Authorization header.")
         return values[0].decode("latin-1") if values else None
+
+    def _appHash(self, value: object) -> str | None:
+        """An app hash the client may ask for: well formed, and one of this service's."""
+        app_hash = fields.app_hash(value)
+        if app_hash is not None and not self.texts.accepts_app_hash(app_hash):
+            raise errors.invalid("This app hash is not one of this service's apps "
+                                 "([sms] app_hashes).")
+        return app_hash
 
     def _client(self, request: IRequest) -> str:
         return client_address(request, self.trusted_proxies)

@@ -228,7 +228,7 @@ class DeviceRoutes(Routes):
         mnc = body.get("mnc")
         if mnc is not None:
             mnc = fields.digits(mnc, "MNC", (2, 3))
-        app_hash = fields.app_hash(body.get("appHash"))
+        app_hash = self._appHash(body.get("appHash"))
         yield shielded(self.verifier.sendCode(
             hawk_id, msisdn, mcc=mcc, mnc=mnc, short=body.get("shortVerificationCode") is True,
             locale=self._locale(request), app_hash=app_hash, client=self._client(request)))
@@ -240,7 +240,7 @@ class DeviceRoutes(Routes):
         hawk_id = yield self._authenticate(request)
         body = self._body(request)
         yield shielded(self.verifier.resendCode(
-            hawk_id, locale=self._locale(request), app_hash=fields.app_hash(body.get("appHash")),
+            hawk_id, locale=self._locale(request), app_hash=self._appHash(body.get("appHash")),
             client=self._client(request)))
         return self._empty(request)
 

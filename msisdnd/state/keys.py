@@ -165,6 +165,11 @@ def guard_series(event: str, kind: str, what: str) -> bytes:
     return LIMITS + f"g:{event}:{kind}:{what}".encode()
 
 
+def sms_day(day: int) -> bytes:
+    """Every SMS part sent on one UTC day, for the global budget."""
+    return LIMITS + f"sms:{day}".encode()
+
+
 def carrier_day(carrier: str, day: int) -> bytes:
     """A carrier's submits on one UTC day, for its daily cap."""
     return LIMITS + f"carrier:{carrier}:{day}".encode()

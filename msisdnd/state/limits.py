@@ -59,6 +59,13 @@ class LimitSettings:
     country_sends_day: int = 10000
     network_sends_day: int = 5000
     countries: frozenset[str] = frozenset()
+    #: The configuration must say so to serve every country (countries empty).
+    allow_all_countries: bool = False
+    #: Numbers of non-geographic calling codes (+800, +881...) are served only
+    #: under these prefixes.
+    allow_prefixes: frozenset[str] = frozenset()
+    #: SMS parts per UTC day across every daemon and carrier (0: no budget).
+    daily_sms_budget: int = 50_000
     number_types: frozenset[str] = frozenset({"MOBILE", "FIXED_LINE_OR_MOBILE"})
     guard_window: float = 3600.0
     guard_floor: int = 50
@@ -327,11 +334,19 @@ class Limits:
     def checkNumber(self, msisdn: str) -> None:
         """Refuse, without I/O, a number of a type or country not allowed.
 
+        Non-geographic numbers (satellite phones, international networks:
+        phonenumbers' region C{001}, which cannot be listed as a country)
+        are refused unless their prefix is in C{allow_prefixes}.
+
         @raise Refused: L{Limit.NUMBER_TYPE} or L{Limit.COUNTRY_NOT_ALLOWED}.
         """
         number = phonenumbers.parse(msisdn, None)
         region = phonenumbers.region_code_for_number(number) or ""
         settings = self.settings
+        if region == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY and not any(
+                msisdn.startswith(prefix) for prefix in settings.allow_prefixes):
+            self.counters.refused[Limit.COUNTRY_NOT_ALLOWED.value] += 1
+            raise Refused(Limit.COUNTRY_NOT_ALLOWED)
         if settings.countries and region not in settings.countries:
             self.counters.refused[Limit.COUNTRY_NOT_ALLOWED.value] += 1
             raise Refused(Limit.COUNTRY_NOT_ALLOWED)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import gettext
 import re
 from pathlib import Path
-from typing import Final
+from typing import Final, Iterable
 
 DOMAIN: Final = "msisdnd"
 LOCALES_DIR: Final = Path(__file__).resolve().parent.parent / "locale"
@@ -89,8 +89,13 @@ class SMSTexts:
         default_locale: str = "en",
         locales_dir: Path | str = LOCALES_DIR,
         webotp_host: str | None = None,
+        app_hashes: Iterable[str] = (),
     ) -> None:
         """Load every catalog under C{locales_dir}.
+
+        @param app_hashes: the SMS Retriever app hashes clients may ask for
+            (L{accepts_app_hash}); none by default, so that no client puts
+            11 characters of its own text in an SMS to another number.
 
         @param webotp_host: the host relying parties' pages are served from,
             as an ASCII (punycode) DNS name without scheme or port; when set,
@@ -104,6 +109,7 @@ class SMSTexts:
             if len(webotp_host) > 253 or not _HOST.fullmatch(webotp_host):
                 raise ValueError(f"webotp_host {webotp_host!r} is not an ASCII DNS name")
         self.webotp_host = webotp_host
+        self.app_hashes = frozenset(app_hashes)
 
         self._texts: dict[str, str] = {}
         for mo in sorted(Path(locales_dir).glob(f"*/LC_MESSAGES/{DOMAIN}.mo")):
@@ -191,6 +197,10 @@ class SMSTexts:
         if self.webotp_host is not None:
             lines.append(f"@{self.webotp_host} #{code}")
         return "\n".join(lines)
+
+    def accepts_app_hash(self, app_hash: str) -> bool:
+        """Whether a client may have C{app_hash} put in its SMS (it is one of ours)."""
+        return app_hash in self.app_hashes
 
     def long_code_text(self, code: str) -> str:
         """The SMS text carrying a long code (silent MO flow): the code, bare."""
