@@ -169,3 +169,25 @@ def test_only_the_service_apps_hashes_go_in_an_sms(gateway):
     assert r.code == 204
     [sms] = gateway.smsc.smsc.received("+33612345676")
     assert APP_HASH in sms.text and "CallMe" not in sms.text
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_client_mcc_counts_only_when_it_is_the_numbers_regions(gateway):
+    """A French number sent with mcc 310 (a US network) is served, but the US
+    network is neither used for routing nor charged to its budget: the mismatch
+    is logged and counted."""
+    from msisdnd.verification.networks import mcc_regions, network_for
+
+    assert {"US", "PR", "GU"} <= mcc_regions("310") and "FR" in mcc_regions("208")
+    assert network_for("+33612345677", "310", "260").consistent is False
+    assert network_for("+33612345677", "208", "01").mcc == "208"
+    assert network_for("+14155550123", "311", "480").consistent  # several MCCs per country
+    token = yield gateway.register()
+    before = gateway.verifier.mcc_mismatches
+    r = yield gateway.call("POST", "/sms/mt/verify", {"msisdn": "+33612345677", "mcc": "310",
+                                                      "mnc": "260"}, token=token)
+    assert r.code == 204
+    assert gateway.verifier.mcc_mismatches == before + 1
+    fields = yield gateway.store.session(gateway.verifier._ref(
+        hawk.derive_session(bytes.fromhex(token)).id))
+    assert fields["g"] == b""  # no network recorded for the budgets and the guard

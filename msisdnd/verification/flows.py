@@ -45,7 +45,7 @@ from msisdnd.sms.message_ids import normalize_message_id
 from msisdnd.state.limits import Limit, Limits, Refused
 from msisdnd.state.sessions import CheckOutcome, SendOutcome, SessionStore, StoreUnavailable
 from msisdnd.state.verifications import VerificationStore
-from msisdnd.verification import codes
+from msisdnd.verification import codes, networks
 from msisdnd.verification.authentication import HawkAuthenticator
 from msisdnd.verification.errors import (
     AlreadyVerified,
@@ -232,6 +232,8 @@ class Verifier:
         self._mo_verifiers = {(v.carrier, v.number.lstrip("+")): v for v in mo_verifiers}
         self.mo_handled = 0
         self.mo_dropped = 0
+        #: Sends whose client named an MCC not of the number's region.
+        self.mcc_mismatches = 0
         #: (method, outcome) -> count: outcomes are started, succeeded, failed.
         self.outcomes: Counter[tuple[str, str]] = Counter()
         #: Delivery receipts by state (DELIVRD, UNDELIV...).
@@ -468,8 +470,16 @@ class Verifier:
         """The MT flow: store a new code for C{msisdn} and send it.
 
         Fires with C{True} once the SMSC accepted it, or C{False} when the
-        same request came again within the cooldown (no second SMS).
+        same request came again within the cooldown (no second SMS).  The
+        client's C{mcc}/C{mnc} are used only if the MCC is the number's
+        region's (L{networks.network_for}); a mismatch is logged and counted.
         """
+        network = networks.network_for(msisdn, mcc, mnc)
+        if not network.consistent:
+            self.mcc_mismatches += 1
+            self.log.info("MCC {mcc} named for {to} is not its region's: not used",
+                          mcc=mcc, to=mask_number(msisdn))
+        mcc, mnc = network.mcc, network.mnc
         return self.send(SendRequest(
             self._ref(hawk_id), codes.seal_number(hawk_id, msisdn), msisdn,
             CodeKind.SHORT_MT if short else CodeKind.LONG_MT, mcc=mcc, mnc=mnc, locale=locale,
