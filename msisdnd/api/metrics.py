@@ -125,6 +125,10 @@ class PartsCollector(Collector):
         silent.add_metric(["handled"], self.verifier.mo_handled)
         silent.add_metric(["dropped"], self.verifier.mo_dropped)
         yield silent
+        mismatches = CounterMetricFamily(
+            "msisdnd_mcc_mismatches", "Sends whose client named an MCC not of the number's region")
+        mismatches.add_metric([], self.verifier.mcc_mismatches)
+        yield mismatches
         states = CounterMetricFamily("msisdnd_receipts_by_state", "Delivery receipts by state",
                                      labels=["state"])
         for state, count in sorted(self.verifier.receipt_states.items()):
