@@ -8,6 +8,8 @@
     .venv/bin/python bench/load.py --suite                           # all of the above
     .venv/bin/python bench/load.py --users 20 --mix upstream,backend --rounds 3
                                                      # device vs backend, same daemon
+    .venv/bin/python bench/load.py --users 20 --webhook --rounds 2
+                                                     # without vs with one webhook
 
 Every part is its own process: a private C{redis-server} (a free loopback
 port, C{--save "" --appendonly no}), the fake SMSC
@@ -42,6 +44,17 @@ C{POST /v2/verifications/check} C{{"id", "code"}} (200, C{"approved"},
 C{"valid": true}).  C{--mix upstream,backend --rounds N} runs both on the
 same daemons, level after level, N rounds in alternating order, and
 compares their flows per daemon CPU-second in the same run.
+
+C{--webhook} measures what one C{[[webhook]]} adds: every round runs the
+levels twice, on fresh processes each time, once without a webhook and once
+with one (the order alternating from round to round), the webhook posting
+to a receiver of its own (C{bench/webhooks.py --role receiver}: 204 to
+every POST, distinct deliveries counted by event type).  With it each level
+is also measured to quiescence: the daemons' CPU is read again once the
+drivers have stopped and, with the webhook, the receiver has every event
+(the consumer group has nothing pending or unread), and the flows that
+ended after the window opened are counted with it, so that a delivery
+backlog is work measured, not left out.
 
 Hawk requests are signed as the reference client signs them (MAC over the
 daemon's public URL, with the payload hash); the signer here is a few lines
@@ -116,6 +129,21 @@ API_KEY = re.compile(r"[0-9a-f]{16}\.[A-Za-z0-9_-]{43}")
 #: The backend flow's key: no daily budget, and a rate no load here reaches.
 API_KEY_RATE_PER_MINUTE = 10_000_000
 
+#: C{--webhook}: the webhook's name (its consumer group) and audience, the event stream.
+WEBHOOK_NAME = "load"
+WEBHOOK_AUDIENCE = "https://rp.example"
+EVENT_STREAM = b"ms:ev"
+#: The events each kind of complete flow makes (README, "Events for relying services").
+EVENTS_OF_FLOW = {
+    "MT right": ("device.verified", "device.unregistered"),
+    "MO right": ("device.verified", "device.unregistered"),
+    "backend approved": ("verification.approved",),
+}
+#: After a level, wait for the receiver this long at most, and give up sooner when
+#: no delivery arrived for DRAIN_STALL seconds.
+DRAIN_MAX = 300.0
+DRAIN_STALL = 30.0
+
 #: [limits] ceilings for a load test from one address (the maxima msisdnd accepts).
 RAISED_LIMITS = {
     "number_sends_10min": 1000, "number_sends_day": 10000,
@@ -126,7 +154,15 @@ RAISED_LIMITS = {
     # The pumping guard blocks a prefix with >= guard_floor sends and too few verified:
     # the first users of a level all send before any verifies. Its counters still run.
     "guard_floor": 1000000,
+    # SMS parts per day across the cluster (0: no budget); a suite sends ~100,000.
+    "daily_sms_budget": 0,
 }
+#: [limits] countries, when the code has it: every number here is French (and the code
+#: may refuse to start without the list).
+LIMIT_COUNTRIES = ["FR"]
+#: [http] max_connections_per_client, when the code has it: every user connects from
+#: 127.0.0.1, one connection each (the default, 64, would refuse most of 200 users).
+MAX_CONNECTIONS_PER_CLIENT = 4096
 
 #: Daemon endpoints, in report order (and the SMSC's, prefixed "smsc ").
 ENDPOINTS = ("GET /__lbheartbeat__", "register", "sms/mt/verify", "sms/verify_code", "sms/verify_code (wrong)",
@@ -207,11 +243,16 @@ class Cluster:
 
     @ivar api: the daemons' device API URLs (also their Hawk public URLs).
     @ivar admin: the daemons' admin URLs.
+    @ivar webhook: whether every daemon has one C{[[webhook]]}, to a receiver
+        process of the cluster's own (C{bench/webhooks.py --role receiver}).
     """
 
     def __init__(self, daemons: int, window: int, profile: str | None = None,
-                 keep_logs: bool = False, source: Path | None = None, nodelay: bool = False):
+                 keep_logs: bool = False, source: Path | None = None, nodelay: bool = False,
+                 webhook: bool = False):
         self.count = daemons
+        self.webhook = webhook
+        self._redis_client = None
         self.nodelay = nodelay
         self.source = source
         self.window = window
@@ -238,6 +279,10 @@ class Cluster:
     @property
     def redis_pid(self) -> int:
         return self.procs["redis"].pid
+
+    @property
+    def receiver_pid(self) -> int:
+        return self.procs["receiver"].pid
 
     def _env(self) -> dict:
         env = dict(os.environ)
@@ -279,6 +324,8 @@ class Cluster:
                              "--receipt-delay", "none"])
         with open(os.devnull, "w") as quiet:
             keygen(str(self.dir / "keys"), str(self.dir / "master"), quiet)
+        if self.webhook:
+            self._start_receiver()
         self._wait(lambda: self._redis_ping(), "redis")
         self._wait(lambda: self._http_ok(self.smsc_http + "/"), "smsc")
         for i in range(self.count):
@@ -298,6 +345,87 @@ class Cluster:
         for i in range(self.count):
             self._wait(lambda url=self.api[i]: self._http_ok(url + "/__heartbeat__"),
                        f"daemon{i}", timeout=60)
+        if self.webhook:
+            # The group is made at "$" when a daemon starts its delivery: only what is
+            # written after it is read.
+            self._wait(lambda: self.event_backlog() is not None, "daemon0", timeout=30)
+
+    # -- the webhook (--webhook) ---------------------------------------------------
+
+    def _start_receiver(self) -> None:
+        """The receiver (C{bench/webhooks.py --role receiver}, which prints its port
+        first) and the webhook's secret, written by the code under test's CLI:
+        C{msisdnd keygen --webhook-secret webhook-secret}."""
+        self._spawn("receiver", [sys.executable, str(Path(__file__).resolve().parent
+                                                     / "webhooks.py"), "--role", "receiver"])
+        made = subprocess.run([str(BIN / "msisdnd"), "keygen", "--webhook-secret",
+                               "webhook-secret"], cwd=self.dir, env=self._env(),
+                              capture_output=True, text=True, timeout=60)
+        if made.returncode != 0:
+            raise SystemExit(f"msisdnd keygen --webhook-secret exited {made.returncode} (does "
+                             f"the code measured have webhooks?):\n{made.stdout}{made.stderr}")
+        port: list[int] = []
+
+        def printed() -> bool:
+            first = (self.dir / "receiver.log").read_text().split("\n", 1)
+            if len(first) == 2 and first[0].strip().isdigit():
+                port.append(int(first[0]))
+                return True
+            return False
+
+        self._wait(printed, "receiver")
+        self.receiver = f"http://127.0.0.1:{port[0]}"
+
+    def _webhook_config(self) -> str:
+        if not self.webhook:
+            return ""
+        return textwrap.dedent(f"""
+            [[webhook]]
+            name = "{WEBHOOK_NAME}"
+            url = "{self.receiver}/hooks"
+            secret_file = "webhook-secret"
+            audience = "{WEBHOOK_AUDIENCE}"
+            allow_insecure = true
+        """)
+
+    def receiver_stats(self) -> dict:
+        """The receiver's counts since its last reset: C{requests}, C{distinct}
+        (webhook-ids), C{types} (distinct deliveries by event type), C{connections}."""
+        with urllib.request.urlopen(self.receiver + "/stats", timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def receiver_reset(self) -> None:
+        with urllib.request.urlopen(self.receiver + "/reset", timeout=10) as resp:
+            resp.read()
+
+    def _redis(self):
+        """A blocking RESP client (bench/webhooks.py's) on the cluster's Redis."""
+        if self._redis_client is None:
+            import importlib.util
+
+            path = Path(__file__).resolve().parent / "webhooks.py"
+            spec = importlib.util.spec_from_file_location("_bench_webhooks", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            self._redis_client = module.Redis(self.redis_port)
+        return self._redis_client
+
+    def event_backlog(self) -> dict | None:
+        """The webhook's consumer group: events C{pending} (read, not acknowledged),
+        C{unread} (its C{lag}: written, not yet read; C{None} when Redis cannot
+        tell) and whether it has read the stream's last entry and acknowledged
+        everything (C{caught_up}).  C{None} while the group does not exist."""
+        redis = self._redis()
+        group = redis.group(WEBHOOK_NAME)
+        if group is None:
+            return None
+        stream = redis.call("XINFO", "STREAM", EVENT_STREAM)
+        info = {stream[i].decode(): stream[i + 1] for i in range(0, len(stream) - 1, 2)}
+        lag = group.get("lag")
+        pending = int(group["pending"])
+        return {"pending": pending, "unread": None if lag is None else int(lag),
+                "caught_up": pending == 0
+                and group["last-delivered-id"] == info["last-generated-id"]}
 
     def _twistd(self) -> list[str]:
         if self.nodelay:
@@ -310,6 +438,7 @@ class Cluster:
             [http]
             listen = "tcp:{api_port}:interface=127.0.0.1"
             public_url = "http://127.0.0.1:{api_port}"
+            {self._connection_caps()}
             [admin]
             listen = "tcp:{admin_port}:interface=127.0.0.1"
             [redis]
@@ -334,7 +463,7 @@ class Cluster:
             region = "FR"
             reconnect_delay_initial = 0.05
             reconnect_delay_max = 0.2
-        """) + self._limits())
+        """) + self._limits() + self._webhook_config())
         return path
 
     def _limits(self) -> str:
@@ -357,7 +486,18 @@ class Cluster:
         for name, value in RAISED_LIMITS.items():
             if f"    {name}:" in text:
                 lines.append(f"{name} = {value}")
+        if "    countries:" in text:
+            lines.append(f"countries = {json.dumps(LIMIT_COUNTRIES)}")
         return "\n".join(lines) + "\n"
+
+    def _connection_caps(self) -> str:
+        """C{[http] max_connections_per_client} raised when the code has the cap: all
+        the users connect from one address."""
+        root = self.source if self.source is not None else REPO
+        config = root / "msisdnd" / "config.py"
+        if config.exists() and "max_connections_per_client" in config.read_text():
+            return f"max_connections_per_client = {MAX_CONNECTIONS_PER_CLIENT}"
+        return ""
 
     def _wait(self, ready, name: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -464,6 +604,9 @@ class Cluster:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+        if self._redis_client is not None:
+            self._redis_client.sock.close()
+            self._redis_client = None
         if self.keep_logs:
             print(f"logs kept in {self.dir}", file=sys.stderr)
         else:
@@ -665,6 +808,13 @@ class Stats:
         self.mo_to_code: list[float] = []
         self.polls: Counter[str] = Counter()
         self.started = 0
+        # Every complete flow of the level, whenever it ended (the events it made), and
+        # the flows and failures that ended after the window closed (t1): with --webhook
+        # a level is also measured from t0 until everything has settled.
+        self.all_kinds: Counter[str] = Counter()
+        self.all_errors = 0
+        self.tail_kinds: Counter[str] = Counter()
+        self.tail_errors = 0
 
     def inside(self, t: float) -> bool:
         return self.t0 <= t <= self.t1
@@ -677,6 +827,8 @@ class Stats:
             "errors": dict(self.errors), "errors_outside": self.errors_outside,
             "accept_submit": self.accept_submit, "mo_to_code": self.mo_to_code,
             "polls": dict(self.polls), "started": self.started,
+            "all_kinds": dict(self.all_kinds), "all_errors": self.all_errors,
+            "tail_kinds": dict(self.tail_kinds), "tail_errors": self.tail_errors,
         }
 
 
@@ -940,6 +1092,7 @@ class Driver:
             try:
                 kind = await self.flow(user)
             except FlowError as e:
+                self._failed(time.time())
                 if stats.inside(time.time()):
                     stats.errors[str(e)] += 1
                 else:
@@ -947,14 +1100,24 @@ class Driver:
                 await task.deferLater(reactor, 0.05, lambda: None)
                 continue
             except Exception as e:  # noqa: BLE001 - a bug in the driver, counted
+                self._failed(time.time())
                 if stats.inside(time.time()):
                     stats.errors[f"driver: {type(e).__name__}: {e}"] += 1
                 await task.deferLater(reactor, 0.05, lambda: None)
                 continue
-            if stats.inside(time.time()):
+            now = time.time()
+            stats.all_kinds[kind] += 1
+            if stats.inside(now):
                 stats.flows += 1
                 stats.flow_kinds[kind] += 1
                 stats.flow_seconds.append(time.perf_counter() - started)
+            elif now > stats.t1:
+                stats.tail_kinds[kind] += 1
+
+    def _failed(self, now: float) -> None:
+        self.stats.all_errors += 1
+        if now > self.stats.t1:
+            self.stats.tail_errors += 1
 
     def _watchdog(self) -> None:
         now = time.time()
@@ -1013,8 +1176,13 @@ def worker_main() -> int:
 def merge(parts: list[dict]) -> dict:
     out = {"flows": 0, "flow_kinds": Counter(), "flow_seconds": [], "requests": Counter(),
            "latency": defaultdict(list), "errors": Counter(), "errors_outside": 0,
-           "accept_submit": [], "mo_to_code": [], "polls": Counter(), "started": 0}
+           "accept_submit": [], "mo_to_code": [], "polls": Counter(), "started": 0,
+           "all_kinds": Counter(), "all_errors": 0, "tail_kinds": Counter(), "tail_errors": 0}
     for p in parts:
+        out["all_kinds"].update(p["all_kinds"])
+        out["all_errors"] += p["all_errors"]
+        out["tail_kinds"].update(p["tail_kinds"])
+        out["tail_errors"] += p["tail_errors"]
         out["flows"] += p["flows"]
         out["flow_kinds"].update(p["flow_kinds"])
         out["flow_seconds"] += p["flow_seconds"]
@@ -1045,6 +1213,10 @@ async def run_level(cluster: Cluster, users: int, args, *, rate: float | None = 
     mix = mix or args.mix
     api_key = cluster.api_key() if mix == "backend" else None
     cluster.clear_messages()
+    # --webhook: measure this level to quiescence too (with and without a webhook alike).
+    settle = getattr(args, "webhook", False)
+    if cluster.webhook:
+        cluster.receiver_reset()  # the previous level's events were all delivered
     drivers = args.drivers
     lead = 0.3 if drivers == 1 else 3.0  # child drivers need time to import
     start = time.time() + lead
@@ -1075,6 +1247,9 @@ async def run_level(cluster: Cluster, users: int, args, *, rate: float | None = 
         driver_pids = [w.pid for w in workers]
     pids = {"daemon": cluster.daemon_pids, "smsc": [cluster.smsc_pid],
             "redis": [cluster.redis_pid], "driver": driver_pids}
+    if cluster.webhook:
+        pids["receiver"] = [cluster.receiver_pid]
+    hook: dict = {}
     spy = None
     try:
         await task.deferLater(reactor, max(0.0, t0 - time.time()), lambda: None)
@@ -1083,6 +1258,9 @@ async def run_level(cluster: Cluster, users: int, args, *, rate: float | None = 
         redis0 = cluster.commandstats()
         mo0 = [cluster.metric(i, "msisdnd_mo_received") for i in range(cluster.count)]
         wall0 = time.time()
+        if cluster.webhook:
+            hook["backlog_t0"] = cluster.event_backlog()
+            hook["delivered_t0"] = cluster.receiver_stats()["distinct"]
         if profile == "py-spy":
             out_dir = REPO / "bench" / "out"  # git-ignored
             out_dir.mkdir(exist_ok=True)
@@ -1100,6 +1278,9 @@ async def run_level(cluster: Cluster, users: int, args, *, rate: float | None = 
         mo_received = [cluster.metric(i, "msisdnd_mo_received") - mo0[i]
                        for i in range(cluster.count)]
         wall = time.time() - wall0
+        if cluster.webhook:
+            hook["backlog_t1"] = cluster.event_backlog()
+            hook["delivered_t1"] = cluster.receiver_stats()["distinct"]
         if drivers == 1:
             parts = [await local]
         else:
@@ -1119,6 +1300,51 @@ async def run_level(cluster: Cluster, users: int, args, *, rate: float | None = 
                 w.kill()
                 w.wait()
     result = merge(parts)
+    if settle:
+        # Every driver has stopped (the flows in flight at t1 finished); with the webhook,
+        # wait until its group has read and acknowledged every event, then read the
+        # daemons' CPU again: the deliveries still owed at t1 are measured too.
+        drained = await drain(cluster)
+        daemon_settled = sum(cpu_seconds(p) for p in cluster.daemon_pids) - sum(before["daemon"])
+        receiver_settled = (cpu_seconds(cluster.receiver_pid) - before["receiver"][0]
+                            if cluster.webhook else 0.0)
+        seconds = time.time() - wall0
+        kinds = Counter(result["flow_kinds"]) + Counter(result["tail_kinds"])
+        flows = sum(kinds.values())
+        result["settled"] = {
+            "flows": flows, "flow_kinds": dict(kinds),
+            "errors": sum(result["errors"].values()) + result["tail_errors"],
+            "daemon_cpu": daemon_settled, "seconds": seconds,
+            "drain_seconds": drained["seconds"],
+            "flows_per_daemon_cpu_s": flows / daemon_settled if daemon_settled else float("inf"),
+            "daemon_cpu_ms_per_flow": 1000 * daemon_settled / max(flows, 1),
+        }
+        if cluster.webhook:
+            received = cluster.receiver_stats()
+            expected_all = events_of(result["all_kinds"])
+            types = Counter(received["types"])
+            problems = []
+            if not drained["caught_up"]:
+                problems.append(f"the webhook's group had not caught up after "
+                                f"{drained['seconds']:.0f} s: {drained['backlog']}")
+            if result["all_errors"] == 0 and types != expected_all:
+                problems.append(f"events at the receiver {dict(types)} != the flows' "
+                                f"{dict(expected_all)}")
+            elif result["all_errors"] and any(types[k] < v for k, v in expected_all.items()):
+                problems.append(f"events at the receiver {dict(types)} < the complete flows' "
+                                f"{dict(expected_all)} ({result['all_errors']} failed flows)")
+            hook.update({
+                "expected": dict(expected_all), "received": dict(types),
+                "distinct": received["distinct"], "requests": received["requests"],
+                "duplicates": received["requests"] - received["distinct"],
+                "connections": received["connections"], "backlog_end": drained["backlog"],
+                # Deliveries between t0 and the end vs the events of the flows counted.
+                "delivered_in_span": received["distinct"] - hook["delivered_t0"],
+                "expected_in_span": sum(events_of(kinds).values()),
+                "receiver_cpu": receiver_settled, "problems": problems,
+            })
+            result["settled"]["events"] = hook["delivered_in_span"]
+    result["webhook"] = hook if cluster.webhook else None
     cpu = {role: [a - b for a, b in zip(after[role], before[role])] for role in pids}
     duration = args.duration
     daemon_cpu = sum(cpu["daemon"])
@@ -1158,6 +1384,39 @@ async def run_level(cluster: Cluster, users: int, args, *, rate: float | None = 
     for key in ("latency", "flow_seconds", "accept_submit", "mo_to_code"):
         del result[key]
     return result
+
+
+def events_of(kinds: dict) -> Counter:
+    """The webhook events complete flows of these kinds make (L{EVENTS_OF_FLOW})."""
+    events: Counter = Counter()
+    for kind, n in kinds.items():
+        for event in EVENTS_OF_FLOW.get(kind, ()):
+            events[event] += n
+    return events
+
+
+async def drain(cluster: Cluster) -> dict:
+    """Once the drivers have stopped: without a webhook, nothing to wait for; with
+    one, poll (every 20 ms: the receiver's C{/stats}, C{XINFO GROUPS} and C{XINFO
+    STREAM}, none of it the daemons' work) until the webhook's consumer group has
+    read the stream's last entry and has nothing pending, i.e. the receiver
+    acknowledged every event; give up after L{DRAIN_STALL} s without a new
+    delivery or L{DRAIN_MAX} s in all."""
+    start = time.monotonic()
+    if not cluster.webhook:
+        return {"seconds": 0.0, "caught_up": True, "backlog": None}
+    seen, since = -1, start
+    while True:
+        backlog = cluster.event_backlog()
+        now = time.monotonic()
+        if backlog["caught_up"]:
+            return {"seconds": now - start, "caught_up": True, "backlog": backlog}
+        distinct = cluster.receiver_stats()["distinct"]
+        if distinct != seen:
+            seen, since = distinct, now
+        elif now - since > DRAIN_STALL or now - start > DRAIN_MAX:
+            return {"seconds": now - start, "caught_up": False, "backlog": backlog}
+        await task.deferLater(reactor, 0.02, lambda: None)
 
 
 # -- the cross-daemon MO check ------------------------------------------------------------
@@ -1367,6 +1626,29 @@ def format_level(r: dict) -> str:
                f"{k} {v:.2f}" for k, v in r["redis_calls_per_flow"].items() if v >= 0.01)
            + f" (total {sum(r['redis_calls_per_flow'].values()):.1f})",
            "", format_latency(r)]
+    if r.get("settled"):
+        st = r["settled"]
+        out += ["", f"to quiescence (t0 until the drivers stopped"
+                + (" and the webhook's receiver had every event" if r.get("webhook") else "")
+                + f", {st['seconds']:.1f} s, {st['drain_seconds']:.1f} s of it waiting for "
+                f"deliveries): {st['flows']:,} flows ({st['errors']} failed), daemon CPU "
+                f"{st['daemon_cpu']:.2f} s, {st['flows_per_daemon_cpu_s']:,.0f} flows per "
+                f"daemon CPU-s, {st['daemon_cpu_ms_per_flow']:.2f} ms/flow"]
+    hook = r.get("webhook")
+    if hook:
+        def backlog(b):
+            if not b:
+                return "n/a"
+            unread = "?" if b["unread"] is None else b["unread"]
+            return f"{unread} unread + {b['pending']} pending"
+        out += ["", f"webhook: events of the level's complete flows {hook['expected']}, at the "
+                f"receiver {hook['received']} ({hook['duplicates']} duplicate requests, "
+                f"{hook['connections']} connections); backlog at t0 {backlog(hook['backlog_t0'])}, "
+                f"at t1 {backlog(hook['backlog_t1'])}, at the end "
+                f"{backlog(hook['backlog_end'])}; delivered from t0 to the end "
+                f"{hook['delivered_in_span']:,} for {hook['expected_in_span']:,} events of the "
+                f"flows counted; receiver CPU {hook['receiver_cpu']:.2f} s"
+                + ("".join(f"\nPROBLEM: {p}" for p in hook["problems"]))]
     return "\n".join(out)
 
 
@@ -1439,6 +1721,85 @@ def format_comparison(rows: list[dict], mixes: list[str]) -> str:
                      f"{r['daemon_cpu_ms_per_flow']:.2f} | {r['daemon_requests_per_flow']:.2f} | "
                      f"{r['smsc_requests_per_flow']:.2f} | {r['errors']} | "
                      f"{r['other_cpu_pct']:.0f} | {bold}{r['ratio']:.2f}{bold}{spread} |")
+    return "\n".join(lines)
+
+
+def compare_webhook(levels: list[dict], mixes: list[str]) -> list[dict]:
+    """The daemons' CPU per flow with the webhook / without it, for levels of one
+    run (fresh processes for each, interleaved), measured to quiescence (the
+    C{settled} figures): per round, then pooled over the rounds (every round's
+    CPU over every round's flows, on each side)."""
+    rows = []
+    for users in sorted({r["users"] for r in levels}):
+        for mix in mixes:
+            at = [r for r in levels if r["users"] == users and r["mix"] == mix]
+            rounds = sorted({r["round"] for r in at})
+            pooled = {False: [], True: []}
+            ratios = []
+            for rnd in rounds:
+                side = {r["webhook_on"]: r for r in at if r["round"] == rnd}
+                if set(side) != {False, True}:
+                    continue
+                pooled[False].append(side[False])
+                pooled[True].append(side[True])
+                row = _webhook_row(users, rnd, mix, [side[False]], [side[True]])
+                row["order"] = "without, with" if rnd % 2 else "with, without"
+                ratios.append(row["ratio"])
+                rows.append(row)
+            if pooled[True]:
+                row = _webhook_row(users, "all", mix, pooled[False], pooled[True])
+                row["order"] = ""
+                row["round_ratios"] = ratios
+                rows.append(row)
+    return rows
+
+
+def _webhook_row(users: int, rnd, mix: str, without: list[dict], with_: list[dict]) -> dict:
+    def side(levels: list[dict]) -> dict:
+        flows = sum(r["settled"]["flows"] for r in levels)
+        cpu = sum(r["settled"]["daemon_cpu"] for r in levels)
+        window_flows = sum(r["flows"] for r in levels)
+        window_cpu = sum(r["daemon_cpu"] for r in levels)
+        return {"flows": flows, "daemon_cpu": cpu, "ms_per_flow": 1000 * cpu / max(flows, 1),
+                "window_ms_per_flow": 1000 * window_cpu / max(window_flows, 1),
+                "errors": sum(r["settled"]["errors"] for r in levels),
+                "events": sum((r["settled"].get("events") or 0) for r in levels),
+                "drain_seconds": max(r["settled"]["drain_seconds"] for r in levels),
+                "other_cpu_pct": 100 * sum(r["other_cpu"] for r in levels)
+                / sum(r["duration"] for r in levels)}
+
+    off, on = side(without), side(with_)
+    added = on["ms_per_flow"] - off["ms_per_flow"]
+    events_per_flow = on["events"] / max(on["flows"], 1)
+    return {"users": users, "round": rnd, "mix": mix, "without": off, "with": on,
+            "ratio": on["ms_per_flow"] / off["ms_per_flow"] if off["ms_per_flow"] else float("nan"),
+            "window_ratio": (on["window_ms_per_flow"] / off["window_ms_per_flow"]
+                             if off["window_ms_per_flow"] else float("nan")),
+            "added_ms_per_flow": added, "events_per_flow": events_per_flow,
+            "added_ms_per_event": added / events_per_flow if events_per_flow else float("nan")}
+
+
+def format_webhook_comparison(rows: list[dict]) -> str:
+    lines = ["### same run, without and with one webhook: daemon CPU per flow, to quiescence", "",
+             "| users | mix | round | order | flows without | ms/flow without | flows with | "
+             "ms/flow with | **with / without** | **added ms/flow** | events/flow | added ms/event "
+             "| with / without, window only | longest drain s | errors | other CPU % (without, "
+             "with) |",
+             "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        off, on = r["without"], r["with"]
+        bold = "**" if r["round"] == "all" else ""
+        spread = ""
+        if r.get("round_ratios") and len(r["round_ratios"]) > 1:
+            spread = " (rounds " + ", ".join(f"{x:.3f}" for x in r["round_ratios"]) + ")"
+        lines.append(
+            f"| {r['users']} | {MIX_NAMES[r['mix']]} | {r['round']} | {r['order']} | "
+            f"{off['flows']:,} | {off['ms_per_flow']:.3f} | {on['flows']:,} | "
+            f"{on['ms_per_flow']:.3f} | {bold}{r['ratio']:.3f}{bold}{spread} | "
+            f"{bold}{r['added_ms_per_flow']:+.3f}{bold} | {r['events_per_flow']:.3f} | "
+            f"{r['added_ms_per_event']:+.3f} | {r['window_ratio']:.3f} | "
+            f"{on['drain_seconds']:.1f} | {off['errors'] + on['errors']} | "
+            f"{off['other_cpu_pct']:.0f}, {on['other_cpu_pct']:.0f} |")
     return "\n".join(lines)
 
 
@@ -1521,6 +1882,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--source", default="worktree", metavar="REV",
                    help="the code the daemons run: 'worktree' (default: /work/main as it is) "
                         "or a git revision, exported with git archive")
+    p.add_argument("--webhook", action="store_true",
+                   help="what one [[webhook]] adds: every round runs the levels on fresh "
+                        "processes without a webhook and again with one (allow_insecure, a "
+                        "secret from msisdnd keygen --webhook-secret, to a local receiver "
+                        "answering 204), in alternating order; each level is also measured to "
+                        "quiescence (until the receiver has every event), and the daemon CPU "
+                        "per flow with / without is compared")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -1532,6 +1900,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--rounds must be positive")
     if args.suite and (len(args.mix) > 1 or args.rounds > 1):
         p.error("--suite runs one mix once: no list in --mix, no --rounds")
+    if args.webhook and (args.suite or args.mo_check):
+        p.error("--webhook starts fresh processes per round and variant: not with --suite or "
+                "--mo-check")
     # args.mixes: every mix asked for; args.mix: the first (what a level runs unless told).
     args.mixes, args.mix = args.mix, args.mix[0]
     return args
@@ -1551,6 +1922,7 @@ def main(argv=None) -> int:
           flush=True)
     print(f"command: {env['command']}", flush=True)
     env["nodelay"] = args.nodelay
+    env["webhook"] = args.webhook
     document: dict = {"environment": env, "levels": [], "targets": {
         "flows_per_daemon_cpu_s": TARGET_FLOWS_PER_DAEMON_CPU_S,
         "accept_submit_p99_ms": TARGET_ACCEPT_SUBMIT_P99_MS, "scale_out": TARGET_SCALE_OUT}}
@@ -1617,51 +1989,103 @@ def main(argv=None) -> int:
         print_mo_check(check)
 
     async def plain_main() -> None:
-        cluster = Cluster(args.daemons, args.window, source=source, nodelay=args.nodelay,
-                          keep_logs=args.keep_logs, profile=args.profile
-                          if args.profile == "cprofile" else None)
-        clusters.append(cluster)
-        cluster.start()
+        # --webhook: fresh processes for each round and variant (without, with a webhook),
+        # the variants in alternating order; otherwise one cluster for every level.
+        variants = (False, True) if args.webhook else (None,)
+        shared = None
+        if not args.webhook:
+            shared = Cluster(args.daemons, args.window, source=source, nodelay=args.nodelay,
+                             keep_logs=args.keep_logs, profile=args.profile
+                             if args.profile == "cprofile" else None)
+            clusters.append(shared)
+            shared.start()
         results = []
         for rnd in range(1, args.rounds + 1):
             # Alternating order, so that a drift of the machine's speed over the run
-            # favours no mix.
+            # favours no mix (and no variant).
             order = args.mixes if rnd % 2 else args.mixes[::-1]
-            for users in args.users:
-                for mix in order:
-                    label = f"{args.daemons} daemon(s)"
-                    if mix != "upstream" or len(args.mixes) > 1:
-                        label += f", {MIX_NAMES[mix]}"
-                    if args.rounds > 1:
-                        label += f", round {rnd}"
-                    progress(f"{label}: {users} users")
-                    r = await run_level(cluster, users, args, rate=args.rate, label=label,
-                                        profile=args.profile, mix=mix)
-                    r["round"] = rnd
-                    emit(r)
-                    results.append(r)
+            for variant in (variants if rnd % 2 else variants[::-1]):
+                cluster = shared
+                if variant is not None:
+                    progress(f"round {rnd}: fresh processes, "
+                             f"{'with' if variant else 'without'} a webhook")
+                    cluster = Cluster(args.daemons, args.window, source=source,
+                                      nodelay=args.nodelay, keep_logs=args.keep_logs,
+                                      profile=args.profile if args.profile == "cprofile"
+                                      else None, webhook=variant)
+                    clusters.append(cluster)
+                    cluster.start()
+                for users in args.users:
+                    for mix in order:
+                        label = f"{args.daemons} daemon(s)"
+                        if mix != "upstream" or len(args.mixes) > 1:
+                            label += f", {MIX_NAMES[mix]}"
+                        if variant is not None:
+                            label += ", with a webhook" if variant else ", no webhook"
+                        if args.rounds > 1:
+                            label += f", round {rnd}"
+                        progress(f"{label}: {users} users")
+                        r = await run_level(cluster, users, args, rate=args.rate, label=label,
+                                            profile=args.profile, mix=mix)
+                        r["round"] = rnd
+                        r["webhook_on"] = bool(variant)
+                        emit(r)
+                        results.append(r)
+                if variant is not None:
+                    stop_cluster(cluster)
         if len(results) > 1:
             print("\n" + LEVEL_HEADER)
             for r in results:
                 print(format_level_row(r))
         if len(args.mixes) > 1 or args.rounds > 1:
-            rows = compare_mixes(results, args.mixes)
-            document["comparison"] = {"reference": args.mixes[0], "rows": rows}
-            print("\n" + format_comparison(rows, args.mixes), flush=True)
-            if "backend" in args.mixes and args.mixes[0] == "upstream":
-                for row in rows:
-                    if row["mix"] == "backend" and row["round"] == "all":
-                        met = row["ratio"] >= TARGET_BACKEND_RATIO
-                        print(f"\nbackend vs device, {row['users']} users: "
-                              f"{row['flows_per_daemon_cpu_s']:,.0f} backend verifications per "
-                              f"daemon CPU-s ({row['daemon_cpu_ms_per_flow']:.2f} ms each), "
-                              f"{row['ratio']:.2f}x the device flow's (target >= "
-                              f"{TARGET_BACKEND_RATIO:.1f}x: {'MET' if met else 'NOT MET'})",
-                              flush=True)
+            for variant in variants:
+                mine = [r for r in results if variant is None or r["webhook_on"] == variant]
+                rows = compare_mixes(mine, args.mixes)
+                key = "comparison" if variant is not True else "comparison_with_webhook"
+                document[key] = {"reference": args.mixes[0], "rows": rows}
+                title = format_comparison(rows, args.mixes)
+                if variant is not None:
+                    title = title.replace("\n", f" ({'with' if variant else 'without'} the "
+                                                 f"webhook)\n", 1)
+                print("\n" + title, flush=True)
+                if "backend" in args.mixes and args.mixes[0] == "upstream":
+                    for row in rows:
+                        if row["mix"] == "backend" and row["round"] == "all":
+                            met = row["ratio"] >= TARGET_BACKEND_RATIO
+                            print(f"\nbackend vs device, {row['users']} users"
+                                  + ("" if variant is None else
+                                     f" ({'with' if variant else 'without'} the webhook)")
+                                  + f": {row['flows_per_daemon_cpu_s']:,.0f} backend "
+                                  f"verifications per daemon CPU-s "
+                                  f"({row['daemon_cpu_ms_per_flow']:.2f} ms each), "
+                                  f"{row['ratio']:.2f}x the device flow's (target >= "
+                                  f"{TARGET_BACKEND_RATIO:.1f}x: {'MET' if met else 'NOT MET'})",
+                                  flush=True)
+        if args.webhook:
+            rows = compare_webhook(results, args.mixes)
+            document["webhook"] = rows
+            print("\n" + format_webhook_comparison(rows), flush=True)
+            for row in rows:
+                if row["round"] == "all":
+                    print(f"\none webhook, {MIX_NAMES[row['mix']]}, {row['users']} users: "
+                          f"{row['with']['ms_per_flow']:.3f} ms of daemon CPU per flow with it, "
+                          f"{row['without']['ms_per_flow']:.3f} without: x{row['ratio']:.3f}, "
+                          f"{row['added_ms_per_flow']:+.3f} ms per flow "
+                          f"({row['events_per_flow']:.2f} events per flow, "
+                          f"{row['added_ms_per_event']:+.3f} ms per event)", flush=True)
         if args.mo_check:
-            check = await mo_check(cluster, args.mo_check)
+            check = await mo_check(shared, args.mo_check)
             document["mo_check"] = check
             print_mo_check(check)
+
+    def stop_cluster(c: Cluster) -> None:
+        c.stop()
+        if c in clusters:
+            clusters.remove(c)
+        if c.cprofile_out:
+            path = Path(tempfile.gettempdir()) / c.cprofile_out[0].name
+            if path.exists():
+                print(cprofile_report(path))
 
     async def body(_reactor) -> None:
         try:
@@ -1693,7 +2117,11 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(document, f, indent=1, default=str)
-    return 1 if any(sum(r["errors"].values()) for r in document["levels"]) else 0
+    problems = [p for r in document["levels"] for p in ((r.get("webhook") or {}).get("problems")
+                                                        or ())]
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    return 1 if problems or any(sum(r["errors"].values()) for r in document["levels"]) else 0
 
 
 def print_mo_check(check: dict) -> None:

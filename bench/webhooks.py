@@ -29,15 +29,19 @@ round posts the same N bodies (built by msisdnd's own L{Payloads} from the
 same entries) with the same headers (C{webhook-id}, C{-timestamp},
 C{-signature}, C{content-type}, C{user-agent}, signed by msisdnd's own
 L{Signer} beforehand) to the same receiver, through C{treq.request} with
-the same arguments and its default pool, as the daemon does; measured the
-same way.  Rounds alternate their order (daemon first, then reference
+the daemon's arguments and treq's default pool (2 connections kept per
+host: what the daemon used up to ce9ce75; from 97a10d4 it posts through a
+client of its own, L{msisdnd.events.delivery.http_client}, which keeps 16);
+measured the same way.  Rounds alternate their order (daemon first, then reference
 first, ...); the report is each round's figures, their medians, and the
 daemon's deliveries per CPU-second as a fraction of the reference's.
 
 C{--pool16} adds, in each round, the reference with a pool that keeps 16
 connections per host (treq's default keeps 2, and the daemon posts 16 at
-once); C{--daemon-pool N} starts the daemon through a wrapper
-(C{--role twistd}) that makes Twisted's pools keep N, msisdnd unchanged;
+once: from 97a10d4 this is the like-for-like reference); C{--daemon-pool N}
+starts the daemon through a wrapper (C{--role twistd}) that makes Twisted's
+pools keep N, msisdnd unchanged (no effect from 97a10d4: the daemon's pool
+sets its own);
 C{--profile} samples the daemon with py-spy over one more round.
 
 Exit status: 1 if a delivery was lost (in any round, daemon or reference),
@@ -114,11 +118,14 @@ def main_thread_cpu_seconds(pid: int) -> float:
 
 
 def run_receiver() -> None:
-    """Answer 204 to every POST; count requests, distinct webhook-ids, connections.
+    """Answer 204 to every POST; count requests, distinct webhook-ids (and, of
+    those, how many of each payload C{type}), connections.
 
     Plain HTTP/1.1 with C{Content-Length} bodies (what treq sends), keep-alive;
     C{GET /stats} (JSON), C{GET /sample} (the first POST since the last reset:
-    its headers and body), C{GET /reset}.  Prints its port, then serves.
+    its headers and body), C{GET /reset}.  Prints its port, then serves.  It
+    runs on its own too (C{webhooks.py --role receiver}): C{bench/load.py
+    --webhook} starts it that way.
     """
     from twisted.internet import reactor
     from twisted.internet.protocol import Factory, Protocol
@@ -130,6 +137,8 @@ def run_receiver() -> None:
         def reset(self) -> None:
             self.requests = 0
             self.ids: set[bytes] = set()
+            # Distinct deliveries by the payload's "type" (load.py counts events by type).
+            self.types: Counter[str] = Counter()
             self.connections = 0
             self.bad = 0
             self.sample: dict | None = None
@@ -187,7 +196,13 @@ def run_receiver() -> None:
                 i = lower.find(b"\r\nwebhook-id:")
                 if i >= 0:
                     j = lower.find(b"\r\n", i + 2)
-                    stats.ids.add(head[i + 13:j if j >= 0 else None].strip())
+                    hook_id = head[i + 13:j if j >= 0 else None].strip()
+                    if hook_id not in stats.ids:
+                        stats.ids.add(hook_id)
+                        # msisdnd's payloads start {"type":"<event>", (compact JSON).
+                        kind = (body[9:body.find(b'"', 9)].decode("latin-1")
+                                if body.startswith(b'{"type":"') else "?")
+                        stats.types[kind] += 1
                 else:
                     stats.bad += 1
                 if stats.sample is None:
@@ -203,7 +218,8 @@ def run_receiver() -> None:
             elif path == b"/stats":
                 self.respond(b"200 OK", json.dumps({
                     "requests": stats.requests, "distinct": len(stats.ids),
-                    "connections": stats.connections, "bad": stats.bad}).encode(), close)
+                    "connections": stats.connections, "bad": stats.bad,
+                    "types": stats.types}).encode(), close)
             elif path == b"/sample":
                 self.respond(b"200 OK", json.dumps(stats.sample).encode(), close)
             elif path == b"/reset":
@@ -228,8 +244,9 @@ def run_reference(url: str, requests_file: str, batch: int, pool_size: int = 0) 
     batch posted at once, the next when all have answered), then print
     C{{"ok": n, "count": N}}; C{quit}.  Prints C{ready} once loaded.
 
-    @param pool_size: 0: treq's default pool, as the daemon (2 persistent
-        connections per host); else a pool keeping that many.
+    @param pool_size: 0: treq's default pool (2 persistent connections per
+        host, as the daemon's up to ce9ce75); else a pool keeping that many
+        (16: as the daemon's own client from 97a10d4).
     """
     import treq
     from twisted.internet import reactor, stdio
@@ -560,6 +577,7 @@ class Bench:
             fake_smsc = true
             fake_smsc_smpp = "tcp:{smpp}:interface=127.0.0.1"
             fake_smsc_http = "tcp:{smsc_http}:interface=127.0.0.1"
+            {self._limits()}
             [[carrier]]
             name = "fake"
             host = "127.0.0.1"
@@ -579,6 +597,15 @@ class Bench:
             allow_insecure = true
         """))
         return path
+
+    def _limits(self) -> str:
+        """C{[limits] countries = ["FR"]} when the code has the list (from 6f5c357 a
+        daemon refuses to start without it); no SMS is sent here anyway."""
+        root = self.source if self.source is not None else REPO
+        limits = root / "msisdnd" / "state" / "limits.py"
+        if limits.exists() and "    countries:" in limits.read_text():
+            return '[limits]\n            countries = ["FR"]'
+        return ""
 
     def _prepare(self) -> None:
         """The entries' fields, and the reference's bodies and headers from them.
@@ -1046,7 +1073,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(informational: what connection reuse would save)")
     p.add_argument("--daemon-pool", type=int, default=0, metavar="N",
                    help="experiment: start the daemon through a wrapper that makes Twisted's "
-                        "HTTP pools keep N connections per host (msisdnd: treq's default, 2)")
+                        "HTTP pools keep N connections per host (msisdnd up to ce9ce75: "
+                        "treq's default, 2; from 97a10d4 its own pool of 16, unaffected)")
     p.add_argument("--json", default=None, help="also write every figure as JSON to this file")
     p.add_argument("--keep-logs", action="store_true", help="keep the temporary directory")
     p.add_argument("--role", choices=("receiver", "reference"), help=argparse.SUPPRESS)
@@ -1241,8 +1269,10 @@ def run_twistd(pool_size: int, argv: list[str]) -> None:
     """C{twistd} with Twisted's HTTP connection pools keeping C{pool_size}
     connections per host instead of 2: an experiment (C{--daemon-pool}), not a fix.
 
-    The daemon posts through treq's global pool; the class attribute is what
-    that pool reads when it decides whether to keep a connection.
+    Up to ce9ce75 the daemon posts through treq's global pool; the class
+    attribute is what that pool reads when it decides whether to keep a
+    connection.  From 97a10d4 its own pool sets the attribute on the instance,
+    so this changes nothing.
     """
     from twisted.web.client import HTTPConnectionPool
 
