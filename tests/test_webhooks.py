@@ -19,6 +19,7 @@ import txredisapi
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from twisted.internet import reactor, task, threads
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
+from twisted.internet.protocol import Factory, Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
@@ -499,3 +500,35 @@ def test_over_the_bound_the_oldest_are_dead_lettered_not_lost(events_gateway, de
     assert reasons == {"over the bound of undelivered events"}
     status = yield stream.status("rp")
     assert len(letters) == 2 and status["pending"] + status["undelivered"] == 2
+
+
+class _HeadersOnly(Protocol):
+    """A receiver that answers 200 with a body it never sends."""
+
+    posts = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        if b"\r\n\r\n" in data or data.startswith(b"POST"):
+            _HeadersOnly.posts += data.count(b"POST ")
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_receiver_that_never_sends_its_body_holds_nothing_up(events_gateway, deliverers):
+    """The status decides: a 2xx whose body never comes is a delivery, the
+    connection is dropped after the timeout, later events go out, and the
+    deliverer stops promptly."""
+    _HeadersOnly.posts = 0
+    port = reactor.listenTCP(0, Factory.forProtocol(_HeadersOnly), interface="127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{port.getHost().port}/hooks"
+        delivery = deliverers.start(WebhookConfig(
+            name="rp", url=url, secrets=(SECRET,), timeout=0.5, allow_insecure=True,
+            events=frozenset({"device.verified"})))
+        for i in range(3):
+            yield device_flow(events_gateway, f"+3361234567{i}", unregister=False)
+        yield wait_until(lambda: delivery.counters.outcomes["delivered"] == 3, timeout=10)
+        stopped = deliverers.stop(delivery)
+        yield wait_until(lambda: stopped.called, timeout=5)
+    finally:
+        yield port.stopListening()
