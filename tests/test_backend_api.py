@@ -497,3 +497,37 @@ def test_concurrent_creates_for_one_number_send_once(resend_gateway):
     answers = [r for ok, r in results if ok]
     ids = {r.body["id"] for r in answers if r.code == 201}
     assert len(ids) == 1, answers
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_right_code_sent_twice_at_once_on_the_last_try_approves(gateway):
+    """Two wrong tries, then the right code twice at once (a double click): one
+    check takes the last try and approves; the other reports the tries spent."""
+    key = yield make_key(gateway, "shop")
+    for attempt in range(5):
+        number = f"+336123457{attempt:02d}"
+        verification = yield create(gateway, key, number)
+        code = yield gateway.pin(number)
+        for _ in range(2):
+            yield check(gateway, key, wrong(code), id=verification["id"])
+        both = yield DeferredList([call(gateway, "POST", "/v2/verifications/check",
+                                        {"id": verification["id"], "code": code}, key=key)
+                                   for _ in range(2)])
+        answers = sorted((r.body["status"], r.body["valid"]) for ok, r in both)
+        assert ("approved", True) in answers, answers
+        fetched = yield call(gateway, "GET", f"/v2/verifications/{verification['id']}", key=key)
+        assert fetched.body["status"] == "approved"
+
+
+@pytest_twisted.inlineCallbacks
+def test_checks_racing_for_the_last_try_never_lose_the_right_code(gateway):
+    key = yield make_key(gateway, "shop")
+    for attempt in range(5):
+        number = f"+336123458{attempt:02d}"
+        verification = yield create(gateway, key, number)
+        code = yield gateway.pin(number)
+        bodies = [{"id": verification["id"], "code": c} for c in (code, wrong(code), wrong(code))]
+        answers = yield DeferredList([call(gateway, "POST", "/v2/verifications/check", body,
+                                           key=key) for body in bodies])
+        [right] = [r for ok, r in answers if r.body["valid"]]
+        assert right.body["status"] == "approved"

@@ -54,19 +54,20 @@ def test_abort_gives_the_send_back(store):
 
 @pytest_twisted.inlineCallbacks
 def test_tries_are_spent_before_comparing_and_count_per_session(store):
-    """Each check spends a try first; the last wrong one deletes the code; a resend
+    """Each check spends a try first; once they are spent no check is made (the code
+    stays, for a check that took the last try and may still match); a resend
     gives no tries back."""
     yield store.createSession(REF, b"k" * 32, 1_800_000)
     yield start(store, 1000, code=b"a" * 16)
     for tries in (1, 2):
         check = yield store.beginCheck(REF, 2000, 3)
         assert (check.outcome, check.tries) == (CheckOutcome.CHECK, tries)
-        yield store.wrongCode(REF, check.code_mac, check.tries, 3)
     yield start(store, 40_000, code=b"b" * 16)  # a resend
     check = yield store.beginCheck(REF, 41_000, 3)
     assert (check.outcome, check.tries) == (CheckOutcome.CHECK, 3)
-    yield store.wrongCode(REF, check.code_mac, check.tries, 3)
-    assert (yield store.beginCheck(REF, 42_000, 3)).outcome is CheckOutcome.NO_CODE
+    assert (yield store.beginCheck(REF, 42_000, 3)).outcome is CheckOutcome.EXHAUSTED
+    # The check that took the last try still approves with the right code.
+    assert (yield store.markVerified(REF, check.code_mac, 42_000, 90_000_000, b"p" * 16))
 
 
 @pytest_twisted.inlineCallbacks

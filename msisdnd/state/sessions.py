@@ -175,8 +175,7 @@ if ARG.now > tonumber(redis.call('HGET', s, 'x') or '0') then
   return {'expired'}
 end
 if tonumber(redis.call('HGET', s, 't') or '0') >= ARG.max_tries then
-  redis.call('HDEL', s, 'c', 'x')
-  return {'exhausted'}
+  return {'exhausted'}  -- the code stays: a check that took the last try may still match
 end
 if guarded then
   local failures = ARG.failures_prefix .. h .. ARG.day_suffix
@@ -222,12 +221,6 @@ end
 return redis.call('DEL', s)
 """)
 
-_WRONG = Script(keys=("session",), args=("code_mac", "tries:n", "max_tries:n"), body="""
-if ARG.tries >= ARG.max_tries and redis.call('HGET', KEY.session, 'c') == ARG.code_mac then
-  redis.call('HDEL', KEY.session, 'c', 'x')
-end
-return 1
-""")
 
 # The two receipt scripts take a variable number of keys (every alias of a
 # message id), laid out by keys.message_keys: the records, then the early
@@ -417,11 +410,6 @@ class SessionStore(TimedRedis):
         return _VERIFIED.run(self, session=keys.session(ref), code_mac=code_mac, now=now_ms,
                              ttl_ms=ttl_ms, stream=self.events_stream, sealed=sealed_for_events,
                              proof=proof)
-
-    def wrongCode(self, ref: bytes, code_mac: bytes, tries: int, max_tries: int) -> Deferred:
-        """The code did not match: after the last try, the code is gone."""
-        return _WRONG.run(self, session=keys.session(ref), code_mac=code_mac, tries=tries,
-                          max_tries=max_tries)
 
     # -- Hawk nonces -------------------------------------------------------
 

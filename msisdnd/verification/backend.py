@@ -322,13 +322,15 @@ class BackendVerifications:
                 status = yield self._finish(key, ref, fields, Status.MAX_ATTEMPTS_REACHED)
             return CheckResult(verification_id, status, False, wrong.tries_left)
         except CodeGone as gone:
-            if gone.args and gone.args[0] == "replaced":  # a resend won the race
+            reason = gone.args[0] if gone.args else ""
+            if reason == "replaced":  # a resend won the race
                 return CheckResult(verification_id, Status.PENDING, False, tries_left)
-            status = (Status.EXPIRED if gone.args and gone.args[0] == "expired"
-                      else Status.MAX_ATTEMPTS_REACHED)
-            status = yield self._finish(key, ref, fields, status)
-            return CheckResult(verification_id, status, False, 0 if status is
-                               Status.MAX_ATTEMPTS_REACHED else tries_left)
+            if reason == "exhausted":
+                # Another check took the last try: it ends the verification (or
+                # approves it), not this one, which only reports.
+                return CheckResult(verification_id, Status.MAX_ATTEMPTS_REACHED, False, 0)
+            status = yield self._finish(key, ref, fields, Status.EXPIRED)
+            return CheckResult(verification_id, status, False, tries_left)
         except NoSession:
             raise UnknownVerification() from None
         return CheckResult(verification_id, Status.APPROVED, True, tries_left)

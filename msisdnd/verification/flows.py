@@ -527,7 +527,6 @@ class Verifier:
             raise CodeGone(check.outcome.value)
         method = _METHODS.get(check.method, "sms/mt")
         if not codes.same_mac(codes.code_mac(self.secrets.code, ref, code), check.code_mac):
-            yield self.store.wrongCode(ref, check.code_mac, check.tries, settings.max_tries)
             self.outcomes[(method, "failed")] += 1
             if self.limits is not None:
                 yield self.limits.failedCheck(check.number_ref)
