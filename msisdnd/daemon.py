@@ -238,7 +238,7 @@ class Daemon(InOrder):
         consumer = f"{socket.gethostname()}-{os.getpid()}"
         http = http_client(self.reactor)
         for webhook in config.webhooks:
-            delivery = WebhookDelivery(webhook, stream, ApiKeys(self.store), payloads,
+            delivery = WebhookDelivery(webhook, stream, payloads,
                                        self._connectRedisAlone, http, self.reactor, consumer)
             delivery.setServiceParent(self.events)
             self.webhooks.append(delivery)

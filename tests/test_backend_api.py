@@ -531,3 +531,19 @@ def test_checks_racing_for_the_last_try_never_lose_the_right_code(gateway):
                                            key=key) for body in bodies])
         [right] = [r for ok, r in answers if r.body["valid"]]
         assert right.body["status"] == "approved"
+
+
+@pytest_twisted.inlineCallbacks
+def test_odd_ids_paths_and_bodies_are_4xx_not_500(gateway):
+    key = yield make_key(gateway, "shop")
+    for body in [{"id": "hello", "code": "123456"}, {"id": "tel:+33612345601", "code": "123456"},
+                 {"id": "VE" + "z" * 32, "code": "123456"}]:
+        r = yield call(gateway, "POST", "/v2/verifications/check", body, key=key)
+        assert r.code == 404 and r.body["errno"] == 126, (body, r)
+    for method, path in [("GET", "/v2//verifications/x"), ("POST", "/v2//verifications"),
+                         ("POST", "/sms//verify_code")]:
+        r = yield call(gateway, method, path, {}, key=key)
+        assert r.code == 404, (path, r)
+    r = yield call(gateway, "POST", "/v2/verifications", {"to": NUMBER, "note": "\ud800"},
+                   key=key, headers={"Idempotency-Key": "k1"})
+    assert r.code == 201

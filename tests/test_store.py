@@ -125,3 +125,20 @@ def test_an_intermediate_receipt_after_a_final_one_changes_nothing(store):
     yield store.setDelivery(REF, "DELIVRD")
     yield store.setDelivery(REF, "ENROUTE")
     assert (yield store.session(REF))["d"] == b"DELIVRD"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_repeated_receipt_tells_nothing_new(redis_pool):
+    """A carrier repeating a receipt makes no second delivery event (receivers could
+    not dedupe it: it would carry a new webhook-id)."""
+    from msisdnd.state import keys
+
+    store = SessionStore(redis_pool, reactor, timeout=1.0, events_stream=b"test:events")
+    ref = b"q" * 16
+    yield store.createSession(ref, b"k" * 32, 1_800_000)
+    yield redis_pool.hset(keys.session(ref), "p1", "1000 fake")
+    yield redis_pool.hset(keys.session(ref), "o", "key")
+    for state in ("DELIVRD", "DELIVRD", "ENROUTE", "DELIVRD"):
+        yield store.setDelivery(ref, state, attempt=1, now_ms=1000)
+    assert int((yield redis_pool.execute_command("XLEN", "test:events"))) == 1
+    yield redis_pool.delete("test:events")

@@ -109,7 +109,7 @@ class Deliverers:
         gateway = self.gateway
         store = gateway.store
         delivery = WebhookDelivery(
-            config, EventStream(store), ApiKeys(store),
+            config, EventStream(store),
             Payloads(gateway.verifier.secrets, gateway.signer),
             lambda: txredisapi.Connection("127.0.0.1", self.redis_server.port, reconnect=False,
                                           charset=None, convertNumbers=False),
@@ -532,3 +532,21 @@ def test_a_receiver_that_never_sends_its_body_holds_nothing_up(events_gateway, d
         yield wait_until(lambda: stopped.called, timeout=5)
     finally:
         yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_revoked_key_s_verifications_still_tell_their_events(events_gateway, deliverers,
+                                                                receiver):
+    """Rotation revokes the old key; its pending verifications' events still name it
+    and reach the webhooks that asked for that key."""
+    gateway = events_gateway
+    deliverers.start(webhook(receiver, api_keys=frozenset({"shop"})))
+    key = yield make_key(gateway, "shop")
+    verification = yield create(gateway, key, "+33612345690")
+    yield ApiKeys(gateway.store).revoke("shop")
+    yield gateway.verifier.verifications.finish(
+        bytes.fromhex(verification["id"][2:]), "canceled", int(reactor.seconds() * 1000), 1000)
+    yield wait_until(lambda: any(e["type"] == "verification.canceled"
+                                 for e in receiver.events()))
+    [event] = [e for e in receiver.events() if e["type"] == "verification.canceled"]
+    assert event["data"]["api_key"] == "shop"

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect
 
 from msisdnd.api import errors, fields
 from msisdnd.api.clientaddr import client_address
@@ -173,6 +174,12 @@ class Routes:
     def storeDown(self, request: IRequest, failure: Failure) -> bytes:
         self.log.warn("Redis unavailable: {why}", why=str(failure.value))
         return self._error(request, errors.unavailable("The storage backend is unavailable."))
+
+    @app.handle_errors(RequestRedirect)
+    def redirected(self, request: IRequest, failure: Failure) -> bytes:
+        """A path Werkzeug would redirect (C{//}, a slash too many): no such resource
+        (a redirect built from the Host header would not be ours to give)."""
+        return self.notFound(request, failure)
 
     @app.handle_errors(NotFound)
     def notFound(self, request: IRequest, failure: Failure) -> bytes:

@@ -117,7 +117,8 @@ def check_destination(host: str, port: int,
 
     An address literal is checked as it is; a name is resolved, and every
     address it resolves to must be public.  A name that does not resolve
-    now is allowed (it is checked again when it does).
+    now is allowed.  This runs at start-up only: a name that later resolves
+    to a private address is not caught (TLS verification still stands).
     """
     try:
         ipaddress.ip_address(host)

@@ -38,7 +38,6 @@ from treq.client import HTTPClient
 from msisdnd.events.config import WebhookConfig
 from msisdnd.events.payloads import Payloads, owner_of
 from msisdnd.events.signing import Signer
-from msisdnd.state.api_keys import ApiKeys
 from msisdnd.state.events import Entry, EventStream
 
 #: Seconds to wait before each retry: an event is tried 8 times over about
@@ -152,8 +151,8 @@ class WebhookDelivery(Service):
 
     log = Logger()
 
-    def __init__(self, webhook: WebhookConfig, stream: EventStream, api_keys: ApiKeys,
-                 payloads: Payloads, connect: Callable[[], Deferred], http: Any,
+    def __init__(self, webhook: WebhookConfig, stream: EventStream, payloads: Payloads,
+                 connect: Callable[[], Deferred], http: Any,
                  clock: IReactorTime, consumer: str, *,
                  retry_delays: tuple[float, ...] = RETRY_DELAYS, block_ms: int = 2000,
                  batch: int = 16, max_backlog: int = MAX_BACKLOG,
@@ -161,7 +160,6 @@ class WebhookDelivery(Service):
         self.webhook = webhook
         self.group = webhook.name
         self.stream = stream
-        self.api_keys = api_keys
         self.payloads = payloads
         self.connect = connect
         self.http = http
@@ -179,7 +177,6 @@ class WebhookDelivery(Service):
         self._connection: Any = None
         self._loop: Deferred | None = None
         self._inflight: dict[str, Deferred] = {}
-        self._names: dict[str, tuple[str | None, float]] = {}
         self._ticks = 0
         self._down = False
 
@@ -245,8 +242,7 @@ class WebhookDelivery(Service):
     @inlineCallbacks
     def _attempt(self, entry: Entry):
         only = entry.fields.get("only")
-        owner = owner_of(entry)
-        name = (yield self._keyName(owner)) if owner else None
+        name = owner_of(entry)
         if (only is not None and only.decode() != self.group) \
                 or not self.webhook.wants(entry.type, name):
             self.counters.outcomes["skipped"] += 1
@@ -281,17 +277,6 @@ class WebhookDelivery(Service):
         self.log.info("Webhook {webhook}: {event} {id} not delivered: {why}",
                       webhook=self.group, event=entry.type, id=entry.id, why=error)
         yield self.stream.recordError(self.group, error, now_ms)
-
-    @inlineCallbacks
-    def _keyName(self, key_id: str):
-        now = self.clock.seconds()
-        cached = self._names.get(key_id)
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        record = yield self.api_keys.get(key_id)
-        name = record.name if record is not None else None
-        self._names[key_id] = (name, now + 60.0)
-        return name
 
     @inlineCallbacks
     def _deadLetter(self, entry: Entry, reason: str):

@@ -43,8 +43,9 @@ def _time(ms: int) -> str:
 
 
 def owner_of(entry: Entry) -> str | None:
-    """The id of the API key a backend event is about (C{None} for device events)."""
-    owner = entry.fields.get("f.o")
+    """The name of the API key a backend event is about, as it was when the
+    verification began (C{None} for device events)."""
+    owner = entry.fields.get("f.kn")
     return owner.decode() if owner else None
 
 

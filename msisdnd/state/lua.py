@@ -110,8 +110,8 @@ local function snapshot(s, more)
   local out, all = more or {}, redis.call('HGETALL', s)
   for i = 1, #all, 2 do
     local k = all[i]
-    if k == 'o' or k == 'ct' or k == 'u' or k == 'e' or k == 'x' or k == 'v' or k == 'st'
-       or k == 'q' or k == 'n' or k == 't' or string.match(k, '^pd?%d+$') then
+    if k == 'o' or k == 'kn' or k == 'ct' or k == 'u' or k == 'e' or k == 'x' or k == 'v'
+       or k == 'st' or k == 'q' or k == 'n' or k == 't' or string.match(k, '^pd?%d+$') then
       out[#out + 1] = 'f.' .. k
       out[#out + 1] = all[i + 1]
     end

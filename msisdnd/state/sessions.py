@@ -256,13 +256,15 @@ return false
 # verification keeps each attempt's (attempt 0: the message was no attempt),
 # and tells of it; an attempt undelivered after the automatic resend was
 # spent means the verification failed.  An intermediate state (ENROUTE...)
-# arriving after a final one changes nothing.
+# arriving after a final one, or a state repeated, changes nothing (and
+# tells nothing).
 _DELIVERY = Script(
     keys=("session",), args=("state", "attempt", "stream", "now", "undelivered", "final"),
     helpers=("emit",), body="""
 local s = KEY.session
 local function settle(field)
   local known = redis.call('HGET', s, field)
+  if known == ARG.state then return false end  -- a repeated receipt changes nothing
   if ARG.final == '0' and known and known ~= 'ENROUTE' and known ~= 'ACCEPTD' then
     return false
   end
@@ -274,7 +276,8 @@ if ARG.attempt ~= '0' and redis.call('HEXISTS', s, 'p' .. ARG.attempt) == 1
    and settle('pd' .. ARG.attempt) then
   emit(ARG.stream, 'verification.delivery', ARG.now, s,
        snapshot(s, {'da', ARG.attempt, 'ds', ARG.state}))
-  if ARG.undelivered == '1' and redis.call('HEXISTS', s, 'a') == 1 then
+  if ARG.undelivered == '1' and redis.call('HEXISTS', s, 'a') == 1
+     and redis.call('HGET', s, 'q') == ARG.attempt then  -- the latest attempt failed
     emit(ARG.stream, 'verification.failed', ARG.now, s, snapshot(s, {'da', ARG.attempt}))
   end
 end

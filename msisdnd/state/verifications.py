@@ -4,7 +4,8 @@ A backend verification is a session hash (L{msisdnd.state.sessions}) that
 the code scripts share with device sessions; its key is
 C{keys.session(ref)} with C{ref} the 16 bytes of its id.  Its own fields:
 
-  - C{o}: the API key id that owns it
+  - C{o}, C{kn}: the API key id that owns it, and that key's name (kept, so
+    that its events name it even once the key is revoked)
   - C{ct}, C{u}: when it was created and last changed (ms)
   - C{e}: when its current code expires (ms; kept after the code is gone)
   - C{st}: its final status, once it ended other than approved
@@ -47,11 +48,12 @@ end"""
 # creates the new one (and points the index at it) and returns false.
 _OPEN = Script(
     keys=("index", "session"),
-    args=("owner", "now:n", "keep_ms"),
+    args=("owner", "owner_name", "now:n", "keep_ms"),
     body=_PENDING + """
 local existing = redis.call('GET', KEY.index)
 if existing and pending(existing, ARG.now) then return existing end
-redis.call('HSET', KEY.session, 'o', ARG.owner, 'ct', ARG.now, 'u', ARG.now, 'ix', KEY.index)
+redis.call('HSET', KEY.session, 'o', ARG.owner, 'kn', ARG.owner_name, 'ct', ARG.now, 'u', ARG.now,
+           'ix', KEY.index)
 redis.call('PEXPIRE', KEY.session, ARG.keep_ms)
 redis.call('SET', KEY.index, KEY.session, 'PX', ARG.keep_ms)
 return false
@@ -80,8 +82,9 @@ return n
 
 _END = _PENDING + """
 -- End the pending verification `s` with `status`, and tell of it.
-local function finish(s, status, now, keep_ms, stream)
+local function finish(s, status, now, keep_ms, stream, expiries)
   redis.call('HSET', s, 'st', status, 'u', now)
+  redis.call('ZREM', expiries, s)
   redis.call('HDEL', s, 'c', 'x')
   redis.call('PEXPIRE', s, keep_ms)
   local index = redis.call('HGET', s, 'ix')
@@ -91,14 +94,14 @@ end"""
 
 # A verification that is still pending ends with `status`; one that has
 # ended keeps its status.  Either way it stays readable for keep_ms.
-_FINISH = Script(keys=("session",), args=("status", "now", "keep_ms", "stream"),
+_FINISH = Script(keys=("session", "expiries"), args=("status", "now", "keep_ms", "stream"),
                  helpers=("emit",), body=_END + """
 local s = KEY.session
 if redis.call('EXISTS', s) == 0 then return false end
 if redis.call('HEXISTS', s, 'v') == 1 then return 'approved' end
 local st = redis.call('HGET', s, 'st')
 if st then return st end
-finish(s, ARG.status, ARG.now, ARG.keep_ms, ARG.stream)
+finish(s, ARG.status, ARG.now, ARG.keep_ms, ARG.stream, KEY.expiries)
 return ARG.status
 """)
 
@@ -111,7 +114,7 @@ for _, s in ipairs(redis.call('ZRANGEBYSCORE', KEY.expiries, '-inf', ARG.now,
   redis.call('ZREM', KEY.expiries, s)
   if redis.call('EXISTS', s) == 1 and not pending(s, ARG.now) and
      redis.call('HEXISTS', s, 'v') == 0 and redis.call('HEXISTS', s, 'st') == 0 then
-    finish(s, 'expired', ARG.now, ARG.keep_ms, ARG.stream)
+    finish(s, 'expired', ARG.now, ARG.keep_ms, ARG.stream, KEY.expiries)
     ended = ended + 1
   end
 end
@@ -138,13 +141,13 @@ class VerificationStore:
     def stream(self) -> bytes:
         return getattr(self.redis, "events_stream", b"")
 
-    def open(self, owner: str, number_ref: bytes, ref: bytes, now_ms: int,
+    def open(self, owner: str, owner_name: str, number_ref: bytes, ref: bytes, now_ms: int,
              keep_ms: int) -> Deferred:
         """Create the verification C{ref}, unless C{owner} has one pending for
         the number: fires with that one's C{ref} then, else C{None}."""
         return _OPEN.run(self.redis, index=keys.pending_verification(owner, number_ref),
-                         session=keys.session(ref), owner=owner, now=now_ms,
-                         keep_ms=keep_ms).addCallback(
+                         session=keys.session(ref), owner=owner, owner_name=owner_name,
+                         now=now_ms, keep_ms=keep_ms).addCallback(
             lambda existing: keys.session_ref_of(existing) if existing else None)
 
     def pending(self, owner: str, number_ref: bytes) -> Deferred:
@@ -166,8 +169,9 @@ class VerificationStore:
     def finish(self, ref: bytes, status: str, now_ms: int, keep_ms: int) -> Deferred:
         """End a pending verification with C{status}; fires with the status it
         has now (its earlier final one if it had ended), or C{None} if gone."""
-        return _FINISH.run(self.redis, session=keys.session(ref), status=status, now=now_ms,
-                           keep_ms=keep_ms, stream=self.stream).addCallback(
+        return _FINISH.run(self.redis, session=keys.session(ref), expiries=keys.EXPIRIES,
+                           status=status, now=now_ms, keep_ms=keep_ms,
+                           stream=self.stream).addCallback(
             lambda status: text(status) if status else None)
 
     def sweepExpired(self, now_ms: int, keep_ms: int, limit: int = 100) -> Deferred:

@@ -178,7 +178,7 @@ class BackendVerifications:
             verification = yield self._create(key, to, locale, digits, app_hash)
             return verification, False
         slot = hashlib.sha256(idempotency_key.encode()).digest()[:16]
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))  # \u-escaped
         body_digest = hashlib.sha256(canonical.encode()).digest()[:16]
         pending_ms = int((self.settings.send_timeout + 5) * 1000)
         claim, kept = yield self.idempotency.claim(key.key_id, slot, body_digest, pending_ms)
@@ -210,7 +210,7 @@ class BackendVerifications:
                 app_hash: str | None):
         number_ref = codes.number_ref(self.secrets.number, to)
         fresh = secrets.token_bytes(16)
-        existing = yield self.verifications.open(key.key_id, number_ref, fresh,
+        existing = yield self.verifications.open(key.key_id, key.name, number_ref, fresh,
                                                  self._now_ms(), self.keep_ms)
         ref = existing or fresh
         try:
@@ -281,10 +281,18 @@ class BackendVerifications:
     def _view(self, verification_id: str, fields: dict, status: Status) -> dict:
         return verification_view(verification_id, fields, status, self.secrets.backend)
 
-    def sweepExpired(self) -> Deferred:
+    @inlineCallbacks
+    def sweepExpired(self, batch: int = 100, most: int = 10_000):
         """End the verifications whose codes expired while nobody looked
-        (their C{verification.expired} events); fires with how many."""
-        return self.verifications.sweepExpired(self._now_ms(), self.keep_ms)
+        (their C{verification.expired} events), C{batch} at a time until a
+        batch is not full (C{most} in all); fires with how many."""
+        ended = 0
+        while ended < most:
+            count = yield self.verifications.sweepExpired(self._now_ms(), self.keep_ms, batch)
+            ended += count
+            if count < batch:
+                break
+        return ended
 
     # -- check and cancel -----------------------------------------------------
 
@@ -304,8 +312,8 @@ class BackendVerifications:
         """Check C{code} against the key's verification, by id or by the
         number's pending one; fires with a L{CheckResult}."""
         verification_id = yield self._resolve(key, verification_id, to)
+        fields = yield self._fields(key, verification_id)  # checks the id's form first
         ref = _ref(verification_id)
-        fields = yield self._fields(key, verification_id)
         max_tries = self.settings.max_tries
         tries_left = max(max_tries - int(fields.get("t", 0)), 0)
         status = yield self._status(key, ref, fields)
