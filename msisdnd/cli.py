@@ -352,14 +352,14 @@ def webhooks(reactor, config_path: str, args: argparse.Namespace, out: TextIO, e
             return 1
         stream = EventStream(redis)
         if args.action == "status":
-            rows = [("webhook", "pending", "retrying", "unread", "dead", "last success",
+            rows = [("webhook", "pending", "retrying", "unread", "dead", "dropped", "last success",
                      "last error")]
             for name in names:
                 st = yield stream.status(name)
                 error = (f"{_when(st['last_error_at'])} {st['last_error']}"
                          if st["last_error"] else "-")
                 rows.append((name, str(st["pending"]), str(st["retrying"]),
-                             str(st["undelivered"]), str(st["dead"]),
+                             str(st["undelivered"]), str(st["dead"]), str(st["dead_dropped"]),
                              _when(st["last_success_at"] or 0), error))
             widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
             for row in rows:

@@ -239,7 +239,8 @@ class Daemon(InOrder):
         http = http_client(self.reactor)
         for webhook in config.webhooks:
             delivery = WebhookDelivery(webhook, stream, payloads,
-                                       self._connectRedisAlone, http, self.reactor, consumer)
+                                       self._connectRedisAlone, http, self.reactor, consumer,
+                                       webhooks=frozenset(w.name for w in config.webhooks))
             delivery.setServiceParent(self.events)
             self.webhooks.append(delivery)
         sweep = TimerService(30.0, self._sweepExpired)

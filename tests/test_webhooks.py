@@ -550,3 +550,17 @@ def test_a_revoked_key_s_verifications_still_tell_their_events(events_gateway, d
                                  for e in receiver.events()))
     [event] = [e for e in receiver.events() if e["type"] == "verification.canceled"]
     assert event["data"]["api_key"] == "shop"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_gone_webhooks_group_does_not_hold_the_stream(events_gateway, deliverers, receiver):
+    """A webhook renamed or removed leaves its group behind: the stream is trimmed
+    for the configured webhooks only."""
+    stream = EventStream(events_gateway.store)
+    yield stream.ensureGroup("old")
+    deliverers.start(webhook(receiver, events=frozenset({"device.verified"})))
+    yield device_flow(events_gateway, "+33612345691", unregister=False)
+    yield wait_until(lambda: len(receiver.received) == 1)
+    yield settled(events_gateway)
+    removed = yield stream.trim(int(reactor.seconds() * 1000) + 1000, frozenset({"rp"}))
+    assert removed >= 1 and (yield stream.length()) == 0

@@ -156,8 +156,11 @@ class WebhookDelivery(Service):
                  clock: IReactorTime, consumer: str, *,
                  retry_delays: tuple[float, ...] = RETRY_DELAYS, block_ms: int = 2000,
                  batch: int = 16, max_backlog: int = MAX_BACKLOG,
-                 maintain_every: float = 1.0, claim_margin: float = CLAIM_MARGIN):
+                 maintain_every: float = 1.0, claim_margin: float = CLAIM_MARGIN,
+                 webhooks: frozenset[str] | None = None):
         self.webhook = webhook
+        #: Every configured webhook's name: the groups the stream is kept for.
+        self.webhooks = webhooks if webhooks is not None else frozenset({webhook.name})
         self.group = webhook.name
         self.stream = stream
         self.payloads = payloads
@@ -302,7 +305,8 @@ class WebhookDelivery(Service):
             self._ticks += 1
             if self._ticks % 10 == 1:
                 yield self._bound()
-                yield self.stream.trim(int((self.clock.seconds() - RETAIN) * 1000))
+                yield self.stream.trim(int((self.clock.seconds() - RETAIN) * 1000),
+                                       self.webhooks)
         except Exception as e:
             self.log.debug("Webhook {webhook}: maintenance skipped: {why}",
                            webhook=self.group, why=str(e))
@@ -337,6 +341,11 @@ class WebhookDelivery(Service):
     @inlineCallbacks
     def _bound(self):
         groups = yield self.stream.groups()
+        orphans = sorted(set(groups) - self.webhooks)
+        if orphans and self._ticks == 1:
+            self.log.warn("Event groups of no configured webhook: {groups} (the stream is "
+                          "trimmed without them; remove them with XGROUP DESTROY ms:ev NAME)",
+                          groups=", ".join(orphans))
         mine = groups.get(self.group, {})
         self.counters.backlog = (mine.get("lag") or 0) + mine.get("pending", 0)
         over = self.counters.backlog - self.max_backlog

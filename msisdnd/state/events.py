@@ -80,8 +80,11 @@ _DEAD_LETTER = Script(
     keys=("stream", "dead", "status"),
     args=("group", "id", "entry", "reason", "now", "kept:n"),
     body="""
-redis.call('LPUSH', KEY.dead, ARG.entry)
-redis.call('LTRIM', KEY.dead, 0, ARG.kept - 1)
+local kept = redis.call('LPUSH', KEY.dead, ARG.entry)
+if kept > ARG.kept then  -- the oldest dead letter goes; counted, never silently
+  redis.call('LTRIM', KEY.dead, 0, ARG.kept - 1)
+  redis.call('HINCRBY', KEY.status, 'dropped', kept - ARG.kept)
+end
 redis.call('HINCRBY', KEY.status, 'dead', 1)
 redis.call('HSET', KEY.status, 'last_dead', ARG.reason, 'last_dead_at', ARG.now)
 return redis.call('XACK', KEY.stream, ARG.group, ARG.id)
@@ -189,7 +192,8 @@ class EventStream:
                 else None,
                 "last_success_at": int(fields["last_success_at"])
                 if "last_success_at" in fields else None,
-                "last_dead": fields.get("last_dead")}
+                "last_dead": fields.get("last_dead"),
+                "dead_dropped": int(fields.get("dropped", 0))}
 
     @inlineCallbacks
     def groups(self):
@@ -227,10 +231,13 @@ class EventStream:
         return self._command(*args)
 
     @inlineCallbacks
-    def needed(self):
-        """The oldest entry each group still needs: C{{group: id}}."""
+    def needed(self, only: frozenset[str] | None = None):
+        """The oldest entry each group (of C{only}, when given) still needs:
+        C{{group: id}}."""
         found = {}
         for name, info in (yield self.groups()).items():
+            if only is not None and name not in only:
+                continue
             oldest = yield self.pending(name, 0, 1)
             found[name] = oldest[0].id if oldest else _id_after(info["last"])
         return found
@@ -242,10 +249,11 @@ class EventStream:
         return mine is not None and not any(_id_before(other, mine) for other in needed.values())
 
     @inlineCallbacks
-    def trim(self, before_ms: int):
-        """Drop the entries older than C{before_ms} that every group is done
-        with (delivered or dead-lettered); fires with how many."""
-        needed = yield self.needed()
+    def trim(self, before_ms: int, groups: frozenset[str] | None = None):
+        """Drop the entries older than C{before_ms} that every group (of
+        C{groups}: the webhooks configured; a group left by a webhook that is
+        gone would hold the stream for ever) is done with; fires with how many."""
+        needed = yield self.needed(groups)
         if not needed:
             return 0
         floor = needed[next(group for group in needed if self.holdsBack(group, needed))]
