@@ -18,8 +18,10 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as a script (bench/ is not a package): make the repository importable.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Run as a script (bench/ is not a package): make the repository importable, or
+# the tree a benchmark exported with --source (MSISDND_BENCH_SOURCE).
+sys.path.insert(0, os.environ.get("MSISDND_BENCH_SOURCE")
+                or os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.endpoints import TCP4ServerEndpoint  # noqa: E402

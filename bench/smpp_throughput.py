@@ -36,10 +36,7 @@ import argparse
 import cProfile
 import io
 import json
-import os
 import pstats
-import socket
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -58,81 +55,39 @@ from msisdnd.smpp.service import CarriersService  # noqa: E402
 from msisdnd.sms.interfaces import OutboundSMS  # noqa: E402
 
 from _common import machine  # noqa: E402
+from _smpp import (  # noqa: E402,F401  (re-exported: older callers import them from here)
+    code_state,
+    describe_code,
+    free_port,
+    process_cpu_seconds,
+    start_smsc,
+    stop_smsc,
+    wait_bound,
+    wait_for_listener,
+)
 
-SMSC_SCRIPT = Path(__file__).resolve().with_name("_smsc_process.py")
 TEXT = "Your code: 123456"
 DESTINATION = "+33612345678"
 SEND_TIMEOUT = 30.0
 TARGET_PER_CPU_SECOND = 50_000
 PROFILE_WINDOW = 100
 PROFILE_TOP = 30
+#: Seconds the bind may take before the run fails.
+BIND_DEADLINE = 15.0
 
 
-# -- the fake SMSC's process ---------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on loopback nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_listener(process: subprocess.Popen, port: int, deadline: float = 15.0) -> None:
-    """Poll until C{127.0.0.1:port} accepts a connection, or fail at C{deadline} seconds."""
-    give_up = time.monotonic() + deadline
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"the fake SMSC exited with status {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            if time.monotonic() > give_up:
-                raise RuntimeError(f"the fake SMSC did not listen on port {port} "
-                                   f"within {deadline:g}s") from None
-            time.sleep(0.05)
-
-
-def start_smsc(port: int) -> subprocess.Popen:
-    """Start the fake SMSC process on C{port} and wait until it listens."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
-    process = subprocess.Popen([sys.executable, str(SMSC_SCRIPT), str(port)],
-                               cwd=REPO, env=env, stdin=subprocess.DEVNULL)
-    try:
-        wait_for_listener(process, port)
-    except BaseException:
-        stop_smsc(process)
-        raise
-    return process
-
-
-def stop_smsc(process: subprocess.Popen) -> None:
-    """Kill the fake SMSC process and reap it."""
-    if process.poll() is None:
-        process.kill()
-    process.wait(timeout=10)
-
-
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of process C{pid}, from C{/proc/<pid>/stat}."""
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    # The command name (field 2) may hold spaces; the fields after it don't.
-    fields = stat[stat.rindex(")") + 2:].split()
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / _CLOCK_TICKS
+# -- the fake SMSC's process: see _smpp.py -------------------------------------
 
 
 # -- the ESME side -------------------------------------------------------------
 
 
-def carrier_config(port: int, window: int) -> CarrierConfig:
-    """One carrier, one transceiver bind to the fake SMSC, room for the driver's load."""
+def carrier_config(port: int, window: int, throughput: float = 0.0) -> CarrierConfig:
+    """One carrier, one transceiver bind to the fake SMSC, room for the driver's load.
+
+    C{throughput} 0 leaves the carrier's throughput cap off; any other value
+    turns it on (its sliding window runs on every submit).
+    """
     return CarrierConfig.from_mapping({
         "name": "bench",
         "host": "127.0.0.1",
@@ -144,6 +99,7 @@ def carrier_config(port: int, window: int) -> CarrierConfig:
         "default": True,
         "window": window,
         "queue_size": 4 * window,
+        "throughput": throughput,
     }, "bench carrier")
 
 
@@ -248,12 +204,15 @@ def drive(router, count: int, outstanding: int) -> Deferred:
 
 @inlineCallbacks
 def measure_window(reactor, port: int, smsc_pid: int, window: int, messages: int,
-                   warmup: int, profiler: cProfile.Profile | None = None):
+                   warmup: int, profiler: cProfile.Profile | None = None,
+                   throughput: float = 0.0):
     """Bind, warm up, then time C{messages} sends at C{window}; fire with a L{WindowResult}."""
-    service = CarriersService([carrier_config(port, window)], reactor, send_timeout=SEND_TIMEOUT)
+    service = CarriersService([carrier_config(port, window, throughput)], reactor,
+                              send_timeout=SEND_TIMEOUT)
     service.startService()
     try:
-        yield service.binds[0].whenBound()
+        # SMPPBind.whenBound is gone (commit 0497254): poll the bind, with a deadline.
+        yield wait_bound(reactor, service, timeout=BIND_DEADLINE)
         outstanding = 2 * window
         if warmup:
             yield drive(service.router, warmup, outstanding)
@@ -284,8 +243,8 @@ def measure_window(reactor, port: int, smsc_pid: int, window: int, messages: int
 
 
 def environment() -> dict:
-    """Where the figures were measured."""
-    return machine()
+    """Where the figures were measured, and on which code."""
+    return machine() | {"code": describe_code(code_state())}
 
 
 def format_table(results: list[WindowResult]) -> str:
@@ -352,6 +311,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="messages sent before measuring, per window (default: %(default)s)")
     parser.add_argument("--windows", type=parse_windows, default=[1, 10, 100],
                         help="comma-separated window sizes (default: 1,10,100)")
+    parser.add_argument("--throughput", type=float, default=0.0,
+                        help="the carrier's throughput cap, submit_sm per second; 0 (the "
+                             "default, as in the recorded runs) leaves the cap off, a value "
+                             "far above the rate reached (100000) runs its sliding window "
+                             "on every submit without ever holding one back")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--profile", action="store_true",
                         help=f"run only window {PROFILE_WINDOW}, under cProfile, and print "
@@ -359,6 +323,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.messages < 1 or args.warmup < 0:
         parser.error("--messages must be positive and --warmup not negative")
+    if args.throughput < 0:
+        parser.error("--throughput must not be negative")
     if args.profile:
         args.windows = [PROFILE_WINDOW]
     return args
@@ -375,7 +341,7 @@ def run(args: argparse.Namespace) -> tuple[list[WindowResult], cProfile.Profile 
     def main(reactor):
         for window in args.windows:
             result = yield measure_window(reactor, port, smsc.pid, window, args.messages,
-                                          args.warmup, profiler)
+                                          args.warmup, profiler, args.throughput)
             results.append(result)
             if not args.json:
                 print(f"window {window}: {result.submits_per_second:,.0f} submit_sm/s, "
@@ -408,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         env = environment()
         print(f"{env['date']}  {env['nproc']} CPUs  {env['cpu_model']}  "
               f"Python {env['python']}  commit {env['git_commit']}")
+        print(f"code: {env['code']}")
         print(format_table(results))
         for r in results:
             if r.errors or r.carrier_errors:

@@ -315,3 +315,41 @@ def test_warnings_from_a_broken_smsc_are_rate_limited(clock, warnings):
     link.feed(codec.generic_nack(500, codec.ESME_RSYSERR))
     summary = [e for e in warnings if "were not logged" in e["log_format"]]
     assert [e["count"] for e in summary] == [90]
+
+
+def test_a_last_submit_failing_after_its_deadline_stalls_nothing(clock, warnings):
+    """A part whose message already ended at its deadline fails its last submit:
+    nothing is finished twice, and the window it frees serves the next message."""
+    c = carrier(clock, send_timeout=8.0, window=1, response_timeout=1.0)
+    link = Link(clock, c, window=1, enquire_link_interval=1000.0)
+    first, second = Results(), Results()
+    first.add(c.send(sms(to="+33612345601")))
+    for _ in range(60):  # A's submits go unanswered; its deadline passes at 8 s
+        clock.advance(0.25)
+    second.add(c.send(sms(to="+33612345602")))
+    for _ in range(12):
+        clock.advance(0.25)
+    assert isinstance(first.values[0].value, SendTimeoutError)
+    submitted = [p.fields["destination_addr"] for p in link.written()]
+    assert "33612345602" in submitted
+    assert not any("failure handler failed" in (e.get("log_format") or "") for e in warnings)
+
+
+def test_sending_leaves_no_reference_cycle(clock):
+    """Each message through the router used to leave a cycle (a closure naming
+    itself) for the garbage collector."""
+    import gc
+
+    c = carrier(clock)
+    router = Router([c])
+    link = Link(clock, c, window=1000)
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(200):
+            router.send(sms(to=f"+336123{i:05d}"))
+        for submit in link.written():
+            link.answer(submit)
+        assert gc.collect() < 50
+    finally:
+        gc.enable()

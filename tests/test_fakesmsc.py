@@ -309,6 +309,53 @@ def test_faults_make_the_next_submit_throttled(rig):
     assert not r.smsc.messages
 
 
+class FrameRecorder(ESMESession):
+    """An ESME session that keeps every frame it receives, as it came."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.frames: list[bytes] = []
+
+    def frameReceived(self, frame: bytes) -> None:
+        self.frames.append(frame)
+        super().frameReceived(frame)
+
+
+@pytest_twisted.inlineCallbacks
+def test_faults_answer_ids_without_their_nul(rig):
+    """id_without_nul: the submit_sm_resp body is the id's octets alone; the
+    message is stored under that id, and the next knob change restores the NUL."""
+    r = rig()
+    esme = yield r.esme(session=FrameRecorder(reactor))
+
+    code, _, faults = yield r.http.request("POST", "/faults", {"id_without_nul": True})
+    assert (code, faults["id_without_nul"]) == (200, True)
+    pdu = yield esme.submit(submit_body())
+
+    [stored] = r.smsc.messages
+    [message_id] = stored.message_ids
+    assert esme.frames[-1] == codec.frame(codec.SUBMIT_SM_RESP, pdu.sequence,
+                                          message_id.encode("ascii"))
+    assert pdu.status == codec.ESME_ROK
+    assert pdu.fields["message_id"] == message_id
+    assert pdu.fields[codec.UNTERMINATED_ID] is True
+
+    yield r.http.request("POST", "/faults", {"id_without_nul": False})
+    pdu = yield esme.submit(submit_body())
+    assert esme.frames[-1].endswith(b"\0")
+    assert pdu.fields["message_id"] == r.smsc.messages[-1].message_ids[0]
+    assert codec.UNTERMINATED_ID not in pdu.fields
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+@pytest_twisted.inlineCallbacks
+def test_faults_id_without_nul_takes_a_boolean(rig, value):
+    r = rig()
+    code, _, body = yield r.http.request("POST", "/faults", {"id_without_nul": value})
+    assert code == 400 and "id_without_nul" in body["error"]
+    assert r.smsc.faults.id_without_nul is False
+
+
 @pytest_twisted.inlineCallbacks
 def test_faults_convert_numbers_to_the_knob_type(rig):
     r = rig()

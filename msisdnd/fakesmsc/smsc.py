@@ -49,6 +49,9 @@ class Faults:
     @ivar receipt_before_response: send a submit's delivery receipt before
         its C{submit_sm_resp}.
     @ivar receipt_state: the state receipts report (C{DELIVRD}, C{UNDELIV}...).
+    @ivar id_without_nul: answer an accepted C{submit_sm} with its
+        C{message_id} lacking the C-string's terminating NUL (the body is the
+        id's octets and nothing else), as some SMSCs do.
     """
 
     fail_every: int = 0
@@ -61,6 +64,7 @@ class Faults:
     silent: bool = False
     receipt_before_response: bool = False
     receipt_state: str = "DELIVRD"
+    id_without_nul: bool = False
 
     def update(self, **changes: object) -> None:
         """Set knobs by name.  @raise KeyError: a name that is not a knob."""
@@ -400,7 +404,9 @@ class SMSCSession(PDUStream):
             else:
                 smsc.clock.callLater(smsc.receipt_delay, smsc.receiptFor,
                                      message_id, source, destination, faults.receipt_state)
-        self._respond(pdu.sequence, message_id.encode("ascii") + b"\0", codec.ESME_ROK)
+        body = message_id.encode("ascii")
+        self._respond(pdu.sequence, body if faults.id_without_nul else body + b"\0",
+                      codec.ESME_ROK)
 
     def _respond(self, sequence: int, body: bytes, status: int) -> None:
         data = codec.frame(codec.SUBMIT_SM_RESP, sequence, body, status)

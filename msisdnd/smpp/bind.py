@@ -58,6 +58,10 @@ _LOST_NOTIFICATION = "_lostNotification"
 _log = Logger()
 
 
+#: Seconds a session must stay bound (and get an answer) to count as healthy.
+STABLE_AFTER = 5.0
+
+
 def _holdDisconnectNotice(proxy: object) -> Callable[[], None]:
     """Keep ClientService from hearing of a connection lost during the bind.
 
@@ -105,8 +109,9 @@ class SMPPBind(Service):
     C{reconnect_delay_max} (with jitter) while connections or binds fail.  A
     session lost soon after binding counts as a failure too: the delay is
     reset only by a session that stayed bound for an C{enquire_link_interval}
-    and got an answer, so an SMSC that accepts binds and drops them at once
-    is not rebound twice a second forever.
+    (at most L{STABLE_AFTER} seconds) and got an answer, so an SMSC that
+    accepts binds and drops them at once is not rebound twice a second
+    forever, while a few cuts of a busy link do not take the carrier out.
     """
 
     log = Logger()
@@ -216,7 +221,8 @@ class SMPPBind(Service):
         if self.session is session:
             self.session = None
             stayed = self.clock.seconds() - self._bound_at
-            if stayed >= self.carrier.enquire_link_interval and session.responses:
+            if stayed >= min(self.carrier.enquire_link_interval, STABLE_AFTER) \
+                    and session.responses:
                 self._flaps = 0
             else:
                 self._flaps += 1

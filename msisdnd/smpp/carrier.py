@@ -383,7 +383,9 @@ class Carrier:
                 self._reject(part.message, status)
         else:
             self.errors[type(error).__name__] += 1
-            if part.submits >= MAX_SUBMITS:
+            if part.message.done:
+                pass  # its message already ended (its deadline passed meanwhile)
+            elif part.submits >= MAX_SUBMITS:
                 self.errors["max_submits"] += 1
                 self._finish(part.message, SendTimeoutError(
                     f"{self.name}: no answer to {part.submits} submits of one part"))

@@ -65,14 +65,15 @@ class Router:
         """Send through the best carrier that takes it; a message stranded on a
         carrier whose binds stayed down (L{CarrierDown}) is offered to the next
         one with the time it has left."""
+        return self._send(sms, timeout).addErrback(self._moved, sms)
 
-        def moved(failure):
-            failure.trap(CarrierDown)
-            if failure.value.remaining <= 0:
-                return failure
-            return self._send(sms, failure.value.remaining).addErrback(moved)
-
-        return self._send(sms, timeout).addErrback(moved)
+    def _moved(self, failure, sms: OutboundSMS):
+        # A bound method and its arguments, not a closure: a closure naming
+        # itself would leave a reference cycle per message for the GC.
+        failure.trap(CarrierDown)
+        if failure.value.remaining <= 0:
+            return failure
+        return self._send(sms, failure.value.remaining).addErrback(self._moved, sms)
 
     def _send(self, sms: OutboundSMS, timeout: float | None) -> Deferred:
         candidates = self.candidates(sms)
