@@ -80,7 +80,9 @@ class Router:
         if not candidates:
             return fail(NoRouteError("no carrier serves this destination"))
         # A carrier that is bound before one that is reconnecting (within its grace).
-        for carrier in sorted(candidates, key=lambda c: not c.bound):
+        if not all(c.bound for c in candidates):
+            candidates = sorted(candidates, key=lambda c: not c.bound)
+        for carrier in candidates:
             if carrier.available and carrier.queue_depth < carrier.config.queue_size:
                 try:
                     return carrier.send(sms, timeout)
