@@ -24,6 +24,8 @@ from msisdnd.smpp.carrier import Carrier
 from msisdnd.smpp.config import CarrierConfig
 from msisdnd.smpp.session import ESMESession, SessionState
 
+from pdus import take_pdus
+
 NUMBER = "+33612345678"
 PIN = "482913"
 TEXT = f"Your code: {PIN}"
@@ -45,13 +47,8 @@ class Link:
         carrier.bindUp(None, self.session)
 
     def written(self) -> list[codec.PDU]:
-        data, pdus = self.transport.value(), []
-        self.transport.clear()
-        while data:
-            length = codec.read_header(data)[0]
-            pdus.append(codec.decode(data[:length]))
-            data = data[length:]
-        return pdus
+        """Every PDU the session wrote since the last call, decoded."""
+        return take_pdus(self.transport)
 
     def answer(self, pdu: codec.PDU, body: bytes = b"1a2b\0", status: int = 0) -> None:
         self.session.dataReceived(

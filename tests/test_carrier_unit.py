@@ -24,6 +24,8 @@ from msisdnd.smpp.config import CarrierConfig
 from msisdnd.smpp.router import Router
 from msisdnd.smpp.session import ESMESession, SessionState
 
+from pdus import take_pdus
+
 NUMBER = "+33612345678"
 
 
@@ -45,13 +47,8 @@ class Link:
             carrier.bindUp(None, self.session)
 
     def written(self) -> list[codec.PDU]:
-        data, pdus = self.transport.value(), []
-        self.transport.clear()
-        while data:
-            length = codec.read_header(data)[0]
-            pdus.append(codec.decode(data[:length]))
-            data = data[length:]
-        return pdus
+        """Every PDU the session wrote since the last call, decoded."""
+        return take_pdus(self.transport)
 
     def feed(self, frame: bytes) -> None:
         self.session.dataReceived(frame)

@@ -29,6 +29,8 @@ from msisdnd.smpp.errors import (
 )
 from msisdnd.smpp.session import ESMESession, SessionState
 
+from pdus import take_pdus
+
 WINDOW = 3
 RESPONSE_TIMEOUT = 10.0
 ENQUIRE_LINK_INTERVAL = 30.0
@@ -55,13 +57,7 @@ class Link:
 
     def written(self) -> list[codec.PDU]:
         """Every PDU the session wrote since the last call, decoded."""
-        data, pdus = self.transport.value(), []
-        self.transport.clear()
-        while data:
-            length = codec.read_header(data)[0]
-            pdus.append(codec.decode(data[:length]))
-            data = data[length:]
-        return pdus
+        return take_pdus(self.transport)
 
     def one(self, command: str) -> codec.PDU:
         """The single PDU written since the last look, which must be a C{command}."""
