@@ -114,6 +114,9 @@ _LIMIT_RANGES: dict[str, tuple[str, float, float]] = {
     "number_failures_day": ("int", 1, 100),
     "daily_sms_budget": ("int", 0, 1_000_000_000),
     "number_lock": ("float", 60, 30 * 86400),
+    "number_lock_max": ("float", 60, 30 * 86400),
+    "client_failures_day": ("int", 1, 100),
+    "client_lock": ("float", 60, 30 * 86400),
     "ip_registrations_minute": ("int", 1, 100000),
     "ip_registrations_day": ("int", 1, 10000000),
     "ip_sends_minute": ("int", 1, 100000),
@@ -652,6 +655,13 @@ class _Reader:
         import phonenumbers
 
         values = self.ranged(t, _LIMIT_RANGES, LimitSettings())
+        if values["number_lock_max"] < values["number_lock"]:
+            t.fail("number_lock_max", f"must be at least number_lock "
+                                      f"({values['number_lock']:g}), the first lock's length")
+        if values["client_failures_day"] > values["number_failures_day"]:
+            t.fail("client_failures_day", f"must be at most number_failures_day "
+                                          f"({values['number_failures_day']}): one client must "
+                                          f"not be able to lock a number for everyone")
         countries = []
         for i, item in enumerate(t.array("countries")):
             region = item.upper() if isinstance(item, str) else item

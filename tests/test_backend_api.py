@@ -547,3 +547,34 @@ def test_odd_ids_paths_and_bodies_are_4xx_not_500(gateway):
     r = yield call(gateway, "POST", "/v2/verifications", {"to": NUMBER, "note": "\ud800"},
                    key=key, headers={"Idempotency-Key": "k1"})
     assert r.code == 201
+
+
+@pytest_twisted.inlineCallbacks
+def test_wrong_codes_lock_one_key_out_of_the_number_not_the_others(redis_pool, tmp_path):
+    """Under the default limits, one API key's client_failures_day wrong codes
+    for a number (across its verifications) lock that key out of the number:
+    its next check is 429 errno 121 with Retry-After.  Another key's
+    verification of the same number still approves."""
+    gw = yield start_gateway(redis_pool, tmp_path, limits=LimitSettings())
+    try:
+        guesser = yield make_key(gw, "guesser")
+        other = yield make_key(gw, "other")
+        first = yield create(gw, guesser)
+        code = yield gw.pin(NUMBER)
+        for _ in range(3):
+            yield check(gw, guesser, wrong(code), id=first["id"])
+        second = yield create(gw, guesser)
+        code = yield gw.pin(NUMBER)
+        answers = []
+        for _ in range(LimitSettings().client_failures_day - 3):
+            answers.append((yield check(gw, guesser, wrong(code), id=second["id"]))["valid"])
+        assert answers == [False, False]
+        r = yield call(gw, "POST", "/v2/verifications/check", {"code": code, "id": second["id"]},
+                       key=guesser)
+        assert (r.code, r.body["errno"]) == (429, 121) and int(r.headers["retry-after"]) > 3000
+        theirs = yield create(gw, other)
+        result = yield check(gw, other, (yield gw.pin(NUMBER)), id=theirs["id"])
+        assert result["status"] == "approved" and result["valid"] is True
+    finally:
+        yield gw.stop()
+        yield gw.smsc.stop()

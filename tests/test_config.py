@@ -786,3 +786,24 @@ def test_app_hashes_and_the_payload_hash_switch(confdir: pathlib.Path) -> None:
                                           "hawk_require_payload_hash": False}))
     assert not legacy.http.hawk_require_payload_hash
     assert any("hawk_require_payload_hash" in w for w in legacy.warnings)
+
+
+@pytest.mark.parametrize("limits, path, problem", [
+    ({"number_lock": 3600, "number_lock_max": 600}, "number_lock_max", "at least number_lock"),
+    ({"number_failures_day": 10, "client_failures_day": 20}, "client_failures_day",
+     "lock a number for everyone"),
+    ({"client_lock": 10}, "client_lock", "60"),
+])
+def test_lockout_settings_that_contradict_each_other_are_refused(
+        confdir: pathlib.Path, limits: dict[str, Any], path: str, problem: str) -> None:
+    e = error(confdir, minimal(limits=limits))
+    assert e.path == f"[limits].{path}"
+    assert problem in e.problem
+
+
+def test_lockout_defaults_follow_nist_and_lock_a_client_before_the_number(
+        confdir: pathlib.Path) -> None:
+    limits = parse(confdir, minimal()).limits
+    assert (limits.client_failures_day, limits.client_lock) == (5, 3600.0)
+    assert (limits.number_failures_day, limits.number_lock, limits.number_lock_max) == (
+        100, 900.0, 86400.0)

@@ -90,11 +90,12 @@ def send(limits: Limits, msisdn: str, client: str | None = CLIENT, mcc: str | No
 
 
 @inlineCallbacks
-def wrong_code(limits: Limits, msisdn: str):
-    """One wrong code for C{msisdn} the way the flows make it: a session's check
-    reserves one of the number's daily failures (or finds it locked), then the
-    wrong result is reported.  Fires with C{True} once it locked the number,
-    C{"locked"} when the check was refused."""
+def wrong_code(limits: Limits, msisdn: str, client: str | None = None):
+    """One wrong code for C{msisdn} from C{client}, the way the flows make it: a
+    session's check reserves one of the number's failures and one of the
+    client's (or finds either locked), then the wrong result is reported.
+    Fires with C{True} once it locked the number for everyone, C{"locked"}
+    when the check was refused."""
     store = limits.store
     session = os.urandom(16)
     now = int(limits.clock.seconds() * 1000)
@@ -102,10 +103,10 @@ def wrong_code(limits: Limits, msisdn: str):
     yield store.startSend(session, number_ref=ref(msisdn), sealed_number=b"sealed",
                           code_mac=b"c" * 16, now_ms=now, code_ttl_ms=600_000, cooldown_ms=0,
                           max_sends=10, session_ttl_ms=60_000)
-    check = yield store.beginCheck(session, now, 3, limits.attemptGuard())
+    check = yield store.beginCheck(session, now, 3, limits.attemptGuard(client))
     if check.outcome is CheckOutcome.LOCKED:
         return "locked"
-    return (yield limits.failedCheck(check.number_ref))
+    return (yield limits.failedCheck(check.number_ref, client))
 
 
 def register(limits: Limits, client: str):
@@ -464,6 +465,53 @@ def test_failed_checks_lock_the_number_until_the_lock_expires(redis_pool, clock)
     assert (yield wrong_code(limits, NUMBER)) is True
 
 
+@pytest_twisted.inlineCallbacks
+def test_a_guessing_client_is_locked_out_of_the_number_alone(redis_pool, clock):
+    """With the defaults, one address's client_failures_day wrong codes lock that
+    address out of the number (its next check is refused, no try spent), while
+    the number stays open to every other address and to sends; after
+    client_lock the address may check again, its count started over."""
+    limits = make_limits(redis_pool, clock, client_lock=0.3)
+    stranger, owner = "198.51.100.7", "2001:db8:5::1"
+    for _ in range(LimitSettings().client_failures_day):
+        assert (yield wrong_code(limits, NUMBER, stranger)) is False
+    assert (yield wrong_code(limits, NUMBER, stranger)) == "locked"
+    assert (yield wrong_code(limits, "+33612345679", stranger)) is False
+    assert (yield wrong_code(limits, NUMBER, owner)) is False
+    assert (yield send(limits, NUMBER, owner)) is None
+
+    @inlineCallbacks
+    def checks_again():
+        return (yield wrong_code(limits, NUMBER, stranger)) is False
+
+    yield eventually(checks_again)
+    assert (yield wrong_code(limits, NUMBER, stranger)) is False
+
+
+@pytest_twisted.inlineCallbacks
+def test_many_clients_lock_the_number_for_everyone_with_a_backing_off_lock(redis_pool, clock):
+    """number_failures_day wrong codes from many addresses lock the number for
+    everyone; each later lock that day lasts twice the one before, at most
+    number_lock_max, and each starts the count over."""
+    limits = make_limits(redis_pool, clock, number_failures_day=4, client_failures_day=2,
+                         number_lock=0.4, number_lock_max=1.0)
+    addresses = (f"198.51.100.{n}" for n in range(1, 100))
+    waits = []
+    for _ in range(3):
+        results = []
+        for _ in range(2):
+            client = next(addresses)
+            for _ in range(2):
+                results.append((yield wrong_code(limits, NUMBER, client)))
+        assert results == [False, False, False, True]
+        assert (yield wrong_code(limits, NUMBER, next(addresses))) == "locked"
+        refused = yield send(limits, NUMBER)
+        assert refused_with(refused, Limit.NUMBER_LOCKED)
+        waits.append(refused.retry_after)
+        yield eventually(lambda: passes(send(limits, NUMBER)))
+    assert 0.2 < waits[0] <= 0.4 and 0.6 < waits[1] <= 0.8 and 0.8 < waits[2] <= 1.0, waits
+
+
 # -- the pumping guard -----------------------------------------------------------------
 
 
@@ -704,7 +752,7 @@ def test_api_wrong_codes_lock_the_number_on_both_paths(redis_pool, tmp_path):
     """number_failures_day=3 wrong codes across two sessions lock the number: the
     right code on a third session is 429 errno 121 (no try spent), a new
     mt/verify is 429 errno 121 with no SMS; once the lock expires, sends pass
-    again, but the day's failures are spent: checks stay refused until midnight."""
+    again and the count has started over: the owner's right code verifies."""
     gw = yield start_gateway(redis_pool, tmp_path,
                              limits=LimitSettings(number_failures_day=3, number_lock=2.0))
     try:
@@ -737,7 +785,36 @@ def test_api_wrong_codes_lock_the_number_on_both_paths(redis_pool, tmp_path):
         yield eventually(sends_again, timeout=6.0)
         r = yield gw.call("POST", "/sms/verify_code", {"code": pin}, token=tokens[2],
                           headers=xff(3))
-        assert (r.code, r.body["errno"]) == (429, 121)
+        assert (r.code, r.body) == (200, {"msisdn": NUMBER})
+    finally:
+        yield stop(gw)
+
+
+@pytest_twisted.inlineCallbacks
+def test_api_a_stranger_cannot_lock_the_owner_out(redis_pool, tmp_path):
+    """With the default limits, a stranger who starts sessions for someone's
+    number and guesses from one address has client_failures_day codes
+    compared, then 429 errno 121 for an hour; the owner, from another address,
+    still gets a code and verifies with it."""
+    gw = yield start_gateway(redis_pool, tmp_path, limits=LimitSettings())
+    try:
+        allowed = LimitSettings().client_failures_day
+        guesses = []
+        for _ in range(2):
+            token = yield new_session(gw, 1)
+            assert (yield mt_verify(gw, token, 1)).code == 204
+            wrong = next(c for c in ("000000", "111111", "222222") if c not in pins(gw, NUMBER))
+            for _ in range(3):
+                r = yield gw.call("POST", "/sms/verify_code", {"code": wrong}, token=token,
+                                  headers=xff(1))
+                guesses.append((r.code, r.body["errno"]))
+        assert guesses == [(400, 105)] * allowed + [(429, 121)] * (6 - allowed)
+        assert 3500 <= int(r.headers["retry-after"]) <= 3600
+        owner = yield new_session(gw, 2)
+        assert (yield mt_verify(gw, owner, 2)).code == 204
+        r = yield gw.call("POST", "/sms/verify_code", {"code": pins(gw, NUMBER)[-1]},
+                          token=owner, headers=xff(2))
+        assert (r.code, r.body) == (200, {"msisdn": NUMBER})
     finally:
         yield stop(gw)
 

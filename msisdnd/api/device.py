@@ -261,7 +261,7 @@ class DeviceRoutes(Routes):
             and all(c in "0123456789abcdef" for c in code)
         if not (short or long_):
             raise errors.invalid("Invalid code.")
-        msisdn = yield shielded(self.verifier.verifyCode(hawk_id, code))
+        msisdn = yield shielded(self.verifier.verifyCode(hawk_id, code, self._client(request)))
         return self._json(request, {"msisdn": msisdn})
 
     @app.route("/certificate/sign", methods=["POST"])

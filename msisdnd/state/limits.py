@@ -49,8 +49,18 @@ class LimitSettings:
 
     number_sends_10min: int = 5
     number_sends_day: int = 10
-    number_failures_day: int = 20
-    number_lock: float = 86400.0
+    #: Wrong codes for a number (across clients) in a UTC day, a right code
+    #: starting the count over: NIST SP 800-63B's ceiling of 100.  Then the
+    #: number is locked for everyone for number_lock seconds, doubled with
+    #: each lock that day, at most number_lock_max.
+    number_failures_day: int = 100
+    number_lock: float = 900.0
+    number_lock_max: float = 86400.0
+    #: Wrong codes one client address (an API key, for the backend) may send
+    #: for one number in a UTC day; then that client alone is locked out of
+    #: that number for client_lock seconds.
+    client_failures_day: int = 5
+    client_lock: float = 3600.0
     ip_registrations_minute: int = 10
     ip_registrations_day: int = 200
     ip_sends_minute: int = 5
@@ -202,14 +212,20 @@ return {'ok'}
 """)
 
 # The attempt was already counted when it was reserved (see AttemptGuard); a
-# wrong code that used the last allowed attempt locks the number.
+# wrong code that used the number's last allowed failure locks the number
+# for everyone (backing off), one that used the client's last, the client.
 _FAILURE = Script(
-    keys=("failures", "lock"),
-    args=("limit:n", "lock_ms"),
-    helpers=("count",),
+    keys=("failures", "lock", "lock_count", "client_failures", "client_lock"),
+    args=("limit:n", "lock_ms:n", "lock_max_ms:n", "day_ms", "by_client", "client_limit:n",
+          "client_lock_ms"),
+    helpers=("count", "lock"),
     body="""
 if count(KEY.failures) >= ARG.limit then
-  redis.call('SET', KEY.lock, 1, 'PX', ARG.lock_ms)
+  lock_number(KEY.lock, KEY.lock_count, KEY.failures, ARG.lock_ms, ARG.lock_max_ms, ARG.day_ms)
+  return 2
+end
+if ARG.by_client == '1' and count(KEY.client_failures) >= ARG.client_limit then
+  lock_client(KEY.client_lock, KEY.client_failures, ARG.client_lock_ms)
   return 1
 end
 return 0
@@ -220,11 +236,14 @@ return 0
 class AttemptGuard:
     """What the session store's code check needs to reserve a failure atomically.
 
-    Every check reserves one of the number's daily failures before the code
-    is compared; a right code gives it back (L{Limits.verified}).  So guesses
-    sent together cannot pass the lock check all at once.  The number's keys
-    are built in Lua from the HMAC the session holds: C{lock_prefix + h} and
-    C{failures_prefix + h + day_suffix}.
+    Every check reserves one of the number's failures, and one of the
+    checking client's for that number, before the code is compared; a right
+    code starts the number's count over and gives the client's back
+    (L{Limits.verified}).  So guesses sent together cannot pass the lock
+    check all at once.  The keys are built in Lua from the HMAC the session
+    holds: C{lock_prefix + h} (the number's lock, for everyone), C{lock_prefix
+    + h + ":" + client} (this client's), C{failures_prefix + h + day_suffix}
+    and C{failures_prefix + h + ":" + client + day_suffix}.
     """
 
     lock_prefix: bytes
@@ -233,17 +252,25 @@ class AttemptGuard:
     limit: int
     ttl_ms: int
     lock_ms: int
+    lock_max_ms: int = 0
+    #: The checking client's key part (empty: not counted per client).
+    client: bytes = b""
+    client_limit: int = 0
+    client_lock_ms: int = 0
 
 
-# The number's failures today (when the check reserved one) are given one
-# back, and the verification counts in the guard's series (prefix, and the
+# A right code starts the number's failures over, gives the client the one
+# its check reserved, and counts in the guard's series (prefix, and the
 # network when there is one).
 _VERIFIED = Script(
-    keys=("failures", "prefix_verified", "network_verified"),
+    keys=("failures", "client_failures", "prefix_verified", "network_verified"),
     args=("span_ms:n", "guard_bucket:n", "guard_buckets:n", "give_back", "network_known"),
     helpers=("count", "series"),
     body="""
-if ARG.give_back == '1' and count(KEY.failures) > 0 then redis.call('DECR', KEY.failures) end
+if ARG.give_back == '1' then
+  redis.call('DEL', KEY.failures)
+  if count(KEY.client_failures) > 0 then redis.call('DECR', KEY.client_failures) end
+end
 series_add(KEY.prefix_verified, ARG.guard_bucket, ARG.guard_buckets, ARG.span_ms)
 if ARG.network_known == '1' then
   series_add(KEY.network_verified, ARG.guard_bucket, ARG.guard_buckets, ARG.span_ms)
@@ -421,42 +448,67 @@ class Limits:
     # -- outcomes ------------------------------------------------------------
 
     def verified(self, msisdn: str, mcc: str | None, mnc: str | None,
-                 number_ref: bytes | None = None):
+                 number_ref: bytes | None = None, client: str | None = None):
         """A code was entered right: the conversion the pumping guard watches,
-        and (with C{number_ref}) the check's reserved failure given back."""
+        and (with C{number_ref}) the number's failures start over and the
+        C{client}'s reserved failure is given back."""
         now = self._now_ms()
         day, _ = self._day(now)
         network = f"{mcc}{mnc}" if mcc and mnc else ""
         return _VERIFIED.run(
             self.store,
             failures=keys.number_failures(number_ref or b"", day),
+            client_failures=keys.number_failures(
+                (number_ref or b"") + b":" + self._checker(client), day),
             prefix_verified=keys.guard_series("v", "p", prefix_of(msisdn)),
             network_verified=keys.guard_series("v", "n", network),
             span_ms=int(self._guard_buckets * self._guard_span * 1000),
             guard_bucket=self._bucket(now), guard_buckets=self._guard_buckets,
             give_back=0 if number_ref is None else 1, network_known=1 if network else 0)
 
-    def attemptGuard(self) -> AttemptGuard:
-        """The reservation the store makes for each code check (see L{AttemptGuard})."""
+    def _checker(self, client: str | None) -> bytes:
+        """The key part of a client checking codes (its address level, or its API key)."""
+        if not client:
+            return b""
+        return self._client_levels(client)[0][0].hex().encode()
+
+    def attemptGuard(self, client: str | None = None) -> AttemptGuard:
+        """The reservation the store makes for each code check by C{client}
+        (see L{AttemptGuard})."""
         settings = self.settings
         day, to_day_end = self._day(self._now_ms())
         return AttemptGuard(keys.NUMBER_LOCK, keys.number_failures_prefix(), keys.day_suffix(day),
                             settings.number_failures_day, to_day_end,
-                            int(settings.number_lock * 1000))
+                            int(settings.number_lock * 1000),
+                            int(settings.number_lock_max * 1000), self._checker(client),
+                            settings.client_failures_day, int(settings.client_lock * 1000))
 
     @inlineCallbacks
-    def failedCheck(self, number_ref: bytes):
-        """A wrong code for the number: the one that used the last attempt locks it."""
+    def failedCheck(self, number_ref: bytes, client: str | None = None):
+        """A wrong code for the number: the one that used the number's last
+        allowed failure locks it for everyone, the client's last, the client.
+
+        Fires with C{True} when the number was locked for everyone."""
         settings = self.settings
-        day, _ = self._day(self._now_ms())
+        day, to_day_end = self._day(self._now_ms())
+        checker = self._checker(client)
+        lock = keys.number_lock(number_ref)
         locked = yield _FAILURE.run(
-            self.store, failures=keys.number_failures(number_ref, day),
-            lock=keys.number_lock(number_ref), limit=settings.number_failures_day,
-            lock_ms=int(settings.number_lock * 1000))
-        if locked:
-            log.warn("A number was locked after {n} failed checks today",
+            self.store, failures=keys.number_failures(number_ref, day), lock=lock,
+            lock_count=lock + b":count" + keys.day_suffix(day),
+            client_failures=keys.number_failures(number_ref + b":" + checker, day),
+            client_lock=lock + b":" + checker, limit=settings.number_failures_day,
+            lock_ms=int(settings.number_lock * 1000),
+            lock_max_ms=int(settings.number_lock_max * 1000), day_ms=to_day_end,
+            by_client=1 if checker else 0, client_limit=settings.client_failures_day,
+            client_lock_ms=int(settings.client_lock * 1000))
+        if int(locked) == 2:
+            log.warn("A number was locked for everyone after {n} wrong codes in a row",
                      n=settings.number_failures_day)
-        return bool(locked)
+        elif int(locked) == 1:
+            log.info("A client was locked out of a number after {n} wrong codes",
+                     n=settings.client_failures_day)
+        return int(locked) == 2
 
     # -- operators -----------------------------------------------------------
 

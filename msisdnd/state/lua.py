@@ -74,6 +74,23 @@ local function client_spend(spent, now)
     spend(s[3], s[4], now, 172800000)
   end
 end""",
+    # Lock a number for everyone: base_ms doubled with each lock of it that
+    # day (count_key), at most max_ms; its failure count starts over, the
+    # lock being the penalty.  Returns the lock's ms.
+    "lock": """
+local function lock_number(lock, count_key, failures, base_ms, max_ms, day_ms)
+  local locks = redis.call('INCR', count_key)
+  if locks == 1 then redis.call('PEXPIRE', count_key, day_ms) end
+  local ms = math.floor(math.min(base_ms * 2 ^ (locks - 1), max_ms))
+  redis.call('SET', lock, 1, 'PX', ms)
+  redis.call('DEL', failures)
+  return ms
+end
+local function lock_client(lock, failures, ms)
+  redis.call('SET', lock, 1, 'PX', ms)
+  redis.call('DEL', failures)
+  return ms
+end""",
     # A series of counts by time bucket (a hash bucket -> count), kept for
     # `buckets` buckets: add one to the current bucket, drop the old ones.
     "series": """

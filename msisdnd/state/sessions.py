@@ -152,13 +152,16 @@ return 1
 """)
 
 # With abuse limits (guard = '1', see AttemptGuard), a try is spent and one
-# of the number's daily failures reserved before the code is compared, so
-# parallel guesses cannot share them; a locked number, an expired code or
-# spent tries get no try and reserve nothing.
+# of the number's failures reserved — and one of the client's for that
+# number — before the code is compared, so parallel guesses cannot share
+# them; a locked number (for everyone, or for this client), an expired code
+# or spent tries get no try and reserve nothing.
 _BEGIN_CHECK = Script(
     keys=("session",),
     args=("now:n", "max_tries:n", "guard", "lock_prefix", "failures_prefix", "day_suffix",
-          "failures_limit:n", "failures_ttl_ms", "lock_ms"),
+          "failures_limit:n", "failures_ttl_ms", "lock_ms:n", "lock_max_ms:n", "client",
+          "client_limit:n", "client_lock_ms"),
+    helpers=("lock",),
     body="""
 local s = KEY.session
 if redis.call('EXISTS', s) == 0 then return {'no_session'} end
@@ -167,8 +170,13 @@ if not c then return {'no_code'} end
 local h = redis.call('HGET', s, 'h') or ''
 local guarded = ARG.guard == '1'
 local lock = ARG.lock_prefix .. h
+local by_client = guarded and ARG.client ~= ''
+local client_lock = lock .. ':' .. ARG.client
 if guarded and redis.call('EXISTS', lock) == 1 then
   return {'locked', redis.call('PTTL', lock)}
+end
+if by_client and redis.call('EXISTS', client_lock) == 1 then
+  return {'locked', redis.call('PTTL', client_lock)}
 end
 if ARG.now > tonumber(redis.call('HGET', s, 'x') or '0') then
   redis.call('HDEL', s, 'c', 'x')
@@ -182,9 +190,17 @@ if guarded then
   local n = redis.call('INCR', failures)
   if n == 1 then redis.call('PEXPIRE', failures, ARG.failures_ttl_ms) end
   if n > ARG.failures_limit then
-    redis.call('DECR', failures)
-    redis.call('SET', lock, 1, 'PX', ARG.lock_ms)
-    return {'locked', tonumber(ARG.lock_ms)}
+    return {'locked', lock_number(lock, lock .. ':count' .. ARG.day_suffix, failures,
+                                  ARG.lock_ms, ARG.lock_max_ms, ARG.failures_ttl_ms)}
+  end
+  if by_client then
+    local mine = ARG.failures_prefix .. h .. ':' .. ARG.client .. ARG.day_suffix
+    local m = redis.call('INCR', mine)
+    if m == 1 then redis.call('PEXPIRE', mine, ARG.failures_ttl_ms) end
+    if m > ARG.client_limit then
+      redis.call('DECR', failures)
+      return {'locked', lock_client(client_lock, mine, ARG.client_lock_ms)}
+    end
   end
 end
 local t = redis.call('HINCRBY', s, 't', 1)
@@ -389,7 +405,11 @@ class SessionStore(TimedRedis):
             day_suffix=guard.day_suffix if guard else b"",
             failures_limit=guard.limit if guard else 0,
             failures_ttl_ms=guard.ttl_ms if guard else 0,
-            lock_ms=guard.lock_ms if guard else 0)
+            lock_ms=guard.lock_ms if guard else 0,
+            lock_max_ms=guard.lock_max_ms if guard else 0,
+            client=guard.client if guard else b"",
+            client_limit=guard.client_limit if guard else 0,
+            client_lock_ms=guard.client_lock_ms if guard else 0)
 
         def parsed(reply: list) -> CodeCheck:
             outcome = CheckOutcome(text(reply[0]))

@@ -323,7 +323,8 @@ class BackendVerifications:
             return CheckResult(verification_id, status, False, tries_left)
         try:
             yield self.verifier.check(ref, code, self.keep_ms,
-                                      lambda sealed: _opened(self.secrets.backend, sealed))
+                                      lambda sealed: _opened(self.secrets.backend, sealed),
+                                      client=f"key:{key.key_id}")
         except WrongCode as wrong:
             status = Status.PENDING
             if wrong.tries_left == 0:

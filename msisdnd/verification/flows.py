@@ -503,12 +503,16 @@ class Verifier:
 
     @inlineCallbacks
     def check(self, ref: bytes, code: str, verified_ttl_ms: int,
-              open_number: Callable[[bytes], str | None]):
+              open_number: Callable[[bytes], str | None], client: str | None = None):
         """Check C{code} against the session C{ref}; fires with the verified
         number (E.164), which C{open_number} unseals from what the session keeps.
 
+        C{client} (an address, or an API key's name) is who checks: wrong
+        codes count per client and number as well as per number.
+
         @raise NoSession: no such session.
-        @raise Refused: the number is locked after too many wrong codes.
+        @raise Refused: the number is locked (for everyone, or for C{client})
+            after too many wrong codes.
         @raise CodeGone: no code to check (C{args[0]}: C{no_code}, C{expired},
             C{exhausted}, C{replaced}).
         @raise WrongCode: the code does not match (C{tries_left} may be 0).
@@ -518,7 +522,7 @@ class Verifier:
         now = self.now()
         check = yield self.store.beginCheck(
             ref, _ms(now), settings.max_tries,
-            self.limits.attemptGuard() if self.limits is not None else None)
+            self.limits.attemptGuard(client) if self.limits is not None else None)
         if check.outcome is CheckOutcome.NO_SESSION:
             raise NoSession()
         if check.outcome is CheckOutcome.LOCKED:
@@ -529,7 +533,7 @@ class Verifier:
         if not codes.same_mac(codes.code_mac(self.secrets.code, ref, code), check.code_mac):
             self.outcomes[(method, "failed")] += 1
             if self.limits is not None:
-                yield self.limits.failedCheck(check.number_ref)
+                yield self.limits.failedCheck(check.number_ref, client)
             raise WrongCode(max(settings.max_tries - check.tries, 0))
         msisdn = open_number(check.sealed_number)
         if msisdn is None:
@@ -546,15 +550,16 @@ class Verifier:
             network = check.network
             try:  # the number is verified: accounting must not turn that into an error
                 yield self.limits.verified(msisdn, network[:3] or None, network[3:] or None,
-                                           check.number_ref)
+                                           check.number_ref, client)
             except Exception:
                 self.log.failure("The pumping guard missed a verification")
         return msisdn
 
-    def verifyCode(self, hawk_id: str, code: str) -> Deferred:
-        """Check a device session's C{code}; fires with the verified number (E.164)."""
+    def verifyCode(self, hawk_id: str, code: str, client: str | None = None) -> Deferred:
+        """Check a device session's C{code} sent from address C{client}; fires
+        with the verified number (E.164)."""
         return self.check(self._ref(hawk_id), code, _ms(self.settings.verified_session_ttl),
-                          lambda sealed: codes.open_number(hawk_id, sealed))
+                          lambda sealed: codes.open_number(hawk_id, sealed), client)
 
     @inlineCallbacks
     def verifiedNumber(self, hawk_id: str):
