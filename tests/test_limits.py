@@ -327,18 +327,21 @@ def test_country_daily_budget(redis_pool, clock):
 @pytest_twisted.inlineCallbacks
 def test_network_daily_budget(redis_pool, clock):
     """Sends naming MCC-MNC 208-10: three pass, the fourth is refused
-    (NETWORK_BUDGET); another MNC passes; sends without MCC-MNC (or with an MCC
-    only) are not counted against, nor refused by, a network's budget."""
+    (NETWORK_BUDGET); another MNC passes.  Sends with no MNC (or no MCC) count
+    under the number's region instead: three French ones pass, the fourth is
+    refused; a Spanish one is another region's."""
     limits = make_limits(redis_pool, clock, network_sends_day=3)
-    for i in range(5):
-        assert (yield send(limits, f"+336{i}0000000")) is None
-    assert (yield send(limits, "+33650000000", mcc="208")) is None
     for i in range(3):
         assert (yield send(limits, f"+336{i}1230000", mcc="208", mnc="10")) is None
     fourth = yield send(limits, "+33641230000", mcc="208", mnc="10")
     assert refused_with(fourth, Limit.NETWORK_BUDGET)
     assert (yield send(limits, "+33641230000", mcc="208", mnc="20")) is None
-    assert (yield send(limits, "+33651230000")) is None
+    assert (yield send(limits, "+33650000000")) is None
+    assert (yield send(limits, "+33660000000", mcc="208")) is None
+    assert (yield send(limits, "+33670000000")) is None
+    regional = yield send(limits, "+33680000000", mcc="208")
+    assert refused_with(regional, Limit.NETWORK_BUDGET)
+    assert (yield send(limits, "+34612345678")) is None
 
 
 # -- countries and number types ---------------------------------------------------
@@ -786,6 +789,28 @@ def test_api_wrong_codes_lock_the_number_on_both_paths(redis_pool, tmp_path):
         r = yield gw.call("POST", "/sms/verify_code", {"code": pin}, token=tokens[2],
                           headers=xff(3))
         assert (r.code, r.body) == (200, {"msisdn": NUMBER})
+    finally:
+        yield stop(gw)
+
+
+@pytest_twisted.inlineCallbacks
+def test_api_a_foreign_or_missing_network_is_charged_to_the_numbers_region(redis_pool,
+                                                                           tmp_path):
+    """A French number sent with a US MCC-MNC spends the French region's network
+    budget (network_sends_day=1), so the next French number with no MNC is
+    refused 429 errno 118, while a number sent with a French network passes."""
+    gw = yield start_gateway(redis_pool, tmp_path, limits=LimitSettings(network_sends_day=1))
+    try:
+        token = yield new_session(gw, 1)
+        r = yield gw.call("POST", "/sms/mt/verify", {"msisdn": "+33612345677", "mcc": "310",
+                                                     "mnc": "260"}, token=token, headers=xff(1))
+        assert r.code == 204
+        second = yield new_session(gw, 2)
+        r = yield mt_verify(gw, second, 2, msisdn="+33612345676")
+        assert (r.code, r.body["errno"]) == (429, 118)
+        third = yield new_session(gw, 3)
+        r = yield mt_verify(gw, third, 3, msisdn="+33612345675", mnc="01")
+        assert r.code == 204
     finally:
         yield stop(gw)
 

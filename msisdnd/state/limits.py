@@ -154,9 +154,7 @@ end
 if count(KEY.number_day) >= ARG.number_day_limit then return {'number_rate', ARG.to_day_end} end
 if count(KEY.prefix_day) >= ARG.prefix_limit then return {'prefix_budget', ARG.to_day_end} end
 if count(KEY.country_day) >= ARG.country_limit then return {'country_budget', ARG.to_day_end} end
-if with_network and count(KEY.network_day) >= ARG.network_limit then
-  return {'network_budget', ARG.to_day_end}
-end
+if count(KEY.network_day) >= ARG.network_limit then return {'network_budget', ARG.to_day_end} end
 local spent = {}
 if by_client then
   local levels = {{KEY.client_minute, KEY.client_day, 1}}
@@ -186,7 +184,7 @@ incr(KEY.number_10min, ARG.to_window_end)
 incr(KEY.number_day, ARG.to_day_end)
 incr(KEY.prefix_day, ARG.to_day_end)
 incr(KEY.country_day, ARG.to_day_end)
-if with_network then incr(KEY.network_day, ARG.to_day_end) end
+incr(KEY.network_day, ARG.to_day_end)
 client_spend(spent, ARG.now)
 local span = g * ARG.guard_bucket_ms
 series_add(KEY.prefix_sent, current, g, span)
@@ -405,8 +403,14 @@ class Limits:
         now = self._now_ms()
         day, to_day_end = self._day(now)
         prefix = prefix_of(msisdn)
-        country = str(phonenumbers.parse(msisdn, None).country_code)
+        parsed = phonenumbers.parse(msisdn, None)
+        country = str(parsed.country_code)
         network = f"{mcc}{mnc}" if mcc and mnc else ""
+        # Without a network the client named consistently, the network budget
+        # counts the number's region instead, never nothing; the pumping guard
+        # watches real networks only (a region's would block a whole country
+        # for one prefix's pumping, which the prefix guard already catches).
+        budgeted = network or "region-" + (phonenumbers.region_code_for_number(parsed) or country)
         reply = yield _CHECK_SEND.run(
             self.store,
             lock=keys.number_lock(number_ref),
@@ -414,7 +418,7 @@ class Limits:
             number_day=keys.number_sends_day(number_ref, day),
             prefix_day=keys.prefix_sends_day(prefix, day),
             country_day=keys.country_sends_day(country, day),
-            network_day=keys.network_sends_day(network, day),
+            network_day=keys.network_sends_day(budgeted, day),
             **self._client_buckets(client or "-", "sm", "sd"),
             prefix_block=keys.block("prefix", prefix),
             network_block=keys.block("network", network),
