@@ -10,9 +10,8 @@ operation lists, its content type, a body and headers matching its schema.
 from __future__ import annotations
 
 import os
+import pathlib
 import subprocess
-import sys
-import textwrap
 import time
 import urllib.request
 
@@ -29,11 +28,10 @@ from schemathesis.checks import (
 )
 
 from msisdnd import hawk
-from msisdnd.cli import keygen
 
 from conftest import free_port
+from test_daemon import BIN, start, write_config
 
-BIN = os.path.dirname(sys.executable)
 #: Generated requests per operation: enough to reach every documented answer
 #: of a small API, few enough for the test command's budget.
 EXAMPLES = 40
@@ -79,62 +77,30 @@ def running_daemon(redis_server, tmp_path_factory):
     """A daemon with its built-in fake SMSC; yields its API URL, a backend API
     key and its log file."""
     home = tmp_path_factory.mktemp("schema")
-    with open(os.devnull, "w") as quiet:
-        keygen(str(home / "keys"), str(home / "master"), quiet)
     api, smpp, smsc_http = free_port(), free_port(), free_port()
-    config = home / "msisdnd.toml"
-    config.write_text(textwrap.dedent(f"""
-        [http]
-        listen = "tcp:{api}:interface=127.0.0.1"
-        public_url = "http://127.0.0.1:{api}"
-        [redis]
-        url = "redis://127.0.0.1:{redis_server.port}/7"
-        [keys]
-        browserid = ["keys/browserid.pem"]
-        jwt = ["keys/jwt.pem"]
-        [secrets]
-        master_file = "master"
-        [limits]
-        countries = ["FR", "US", "GB"]
-        # One address sends every generated request.
-        ip_registrations_minute = 100000
-        ip_registrations_day = 10000000
-        ip_sends_minute = 100000
-        ip_sends_day = 10000000
-        [dev]
-        fake_smsc = true
-        fake_smsc_smpp = "tcp:{smpp}:interface=127.0.0.1"
-        fake_smsc_http = "tcp:{smsc_http}:interface=127.0.0.1"
-        [[carrier]]
-        name = "fake"
-        host = "127.0.0.1"
-        port = {smpp}
-        system_id = "msisdnd"
-        password = "pw"
-        mt_sender = "msisdnd"
-        mo_verifier = "33700000000"
-        default = true
-        region = "FR"
-        reconnect_delay_initial = 0.05
-    """))
-    log = open(home / "daemon.log", "w")
-    process = subprocess.Popen(
-        [os.path.join(BIN, "twistd"), "--nodaemon", "--pidfile=", "--logger",
-         "msisdnd.logs.observer", "msisdnd", "--config", str(config)],
-        stdout=log, stderr=subprocess.STDOUT, cwd=str(home))
+    config = write_config(
+        home, smpp, redis_server.port, api, free_port(), redis_db=7,
+        limits="ip_registrations_day = 10000000\nip_sends_day = 10000000\n",
+        dev=f"""
+            [dev]
+            fake_smsc = true
+            fake_smsc_smpp = "tcp:{smpp}:interface=127.0.0.1"
+            fake_smsc_http = "tcp:{smsc_http}:interface=127.0.0.1"
+        """)
+    process, log_path = start(config, home)
     url = f"http://127.0.0.1:{api}"
     try:
         deadline = time.monotonic() + 30
         while _get(url + "/__heartbeat__") != 200:
-            assert process.poll() is None, (home / "daemon.log").read_text()
-            assert time.monotonic() < deadline, (home / "daemon.log").read_text()
+            assert process.poll() is None and time.monotonic() < deadline, \
+                pathlib.Path(log_path).read_text()
             time.sleep(0.1)
         created = subprocess.run(
-            [os.path.join(BIN, "msisdnd"), "api-keys", "create", "--config", str(config),
+            [os.path.join(BIN, "msisdnd"), "api-keys", "create", "--config", config,
              "--name", "schema", "--rate-per-minute", "100000", "--daily-budget", "0"],
             capture_output=True, text=True, check=True, cwd=str(home))
         key = created.stdout.strip().splitlines()[-1]  # shown once, on the last line
-        yield {"url": url, "key": key, "log": home / "daemon.log"}
+        yield {"url": url, "key": key, "log": pathlib.Path(log_path)}
     finally:
         process.terminate()
         try:
@@ -142,7 +108,6 @@ def running_daemon(redis_server, tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,10 @@ class Running:
             return f.read()
 
 
-def write_config(tmp_path, smsc_port: int, redis_port: int, api_port: int, admin_port: int) -> str:
+def write_config(tmp_path, smsc_port: int, redis_port: int, api_port: int, admin_port: int,
+                 *, redis_db: int = 0, limits: str = "", dev: str = "") -> str:
+    """A daemon's configuration under C{tmp_path}, with its keys and master
+    secret; C{limits} adds lines to C{[limits]}, C{dev} is a C{[dev]} table."""
     with open(os.devnull, "w") as quiet:
         keygen(str(tmp_path / "keys"), str(tmp_path / "master"), quiet)
     path = tmp_path / "msisdnd.toml"
@@ -51,7 +54,7 @@ def write_config(tmp_path, smsc_port: int, redis_port: int, api_port: int, admin
         [admin]
         listen = "tcp:{admin_port}:interface=127.0.0.1"
         [redis]
-        url = "redis://127.0.0.1:{redis_port}/0"
+        url = "redis://127.0.0.1:{redis_port}/{redis_db}"
         [keys]
         browserid = ["keys/browserid.pem"]
         jwt = ["keys/jwt.pem"]
@@ -64,6 +67,7 @@ def write_config(tmp_path, smsc_port: int, redis_port: int, api_port: int, admin
         # One address sends the whole load here.
         ip_registrations_minute = 1000
         ip_sends_minute = 1000
+    """) + textwrap.dedent(limits) + textwrap.dedent(dev) + textwrap.dedent(f"""
         [[carrier]]
         name = "fake"
         host = "127.0.0.1"
