@@ -284,11 +284,11 @@ class WebhookDelivery(Service):
     @inlineCallbacks
     def _deadLetter(self, entry: Entry, reason: str):
         now_ms = int(self.clock.seconds() * 1000)
-        self.counters.outcomes["dead_lettered"] += 1
-        self.log.warn("Webhook {webhook}: {event} {id} dead-lettered: {why}",
-                      webhook=self.group, event=entry.type, id=entry.id, why=reason)
         yield self.stream.deadLetter(self.group, entry, reason, now_ms,
                                      pack(entry, reason, now_ms))
+        self.counters.outcomes["dead_lettered"] += 1  # counted once it is kept
+        self.log.warn("Webhook {webhook}: {event} {id} dead-lettered: {why}",
+                      webhook=self.group, event=entry.type, id=entry.id, why=reason)
 
     # -- retries, trimming, the bound ------------------------------------------
 
