@@ -96,6 +96,16 @@ def wrong_code(limits: Limits, msisdn: str, client: str | None = None):
     client's (or finds either locked), then the wrong result is reported.
     Fires with C{True} once it locked the number for everyone, C{"locked"}
     when the check was refused."""
+    check = yield begin_check(limits, msisdn, client)
+    if check.outcome is CheckOutcome.LOCKED:
+        return "locked"
+    return (yield limits.failedCheck(check.number_ref, client))
+
+
+@inlineCallbacks
+def begin_check(limits: Limits, msisdn: str, client: str | None = None):
+    """A new session with a code sent to C{msisdn}, and C{client}'s check of it
+    begun; fires with the store's L{CodeCheck}."""
     store = limits.store
     session = os.urandom(16)
     now = int(limits.clock.seconds() * 1000)
@@ -103,10 +113,7 @@ def wrong_code(limits: Limits, msisdn: str, client: str | None = None):
     yield store.startSend(session, number_ref=ref(msisdn), sealed_number=b"sealed",
                           code_mac=b"c" * 16, now_ms=now, code_ttl_ms=600_000, cooldown_ms=0,
                           max_sends=10, session_ttl_ms=60_000)
-    check = yield store.beginCheck(session, now, 3, limits.attemptGuard(client))
-    if check.outcome is CheckOutcome.LOCKED:
-        return "locked"
-    return (yield limits.failedCheck(check.number_ref, client))
+    return (yield store.beginCheck(session, now, 3, limits.attemptGuard(client)))
 
 
 def register(limits: Limits, client: str):
@@ -489,6 +496,25 @@ def test_a_guessing_client_is_locked_out_of_the_number_alone(redis_pool, clock):
 
     yield eventually(checks_again)
     assert (yield wrong_code(limits, NUMBER, stranger)) is False
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_locked_client_is_told_the_longer_of_its_lock_and_the_numbers(redis_pool, clock):
+    """A stranger locked out for an hour, then the number locked for everyone
+    for a minute: the stranger's Retry-After is its own hour, everyone else's
+    the number's minute."""
+    limits = make_limits(redis_pool, clock, number_failures_day=4, client_failures_day=2,
+                         client_lock=3600.0, number_lock=60.0)
+    stranger = "198.51.100.7"
+    for _ in range(2):
+        assert (yield wrong_code(limits, NUMBER, stranger)) is False
+    for client in ("198.51.100.8", "198.51.100.8"):
+        yield wrong_code(limits, NUMBER, client)
+    assert refused_with((yield send(limits, NUMBER)), Limit.NUMBER_LOCKED)
+    theirs = yield begin_check(limits, NUMBER, stranger)
+    others = yield begin_check(limits, NUMBER, "198.51.100.9")
+    assert theirs.outcome is others.outcome is CheckOutcome.LOCKED
+    assert 3500_000 < theirs.wait_ms <= 3600_000 and 50_000 < others.wait_ms <= 60_000
 
 
 @pytest_twisted.inlineCallbacks

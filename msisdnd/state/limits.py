@@ -49,16 +49,17 @@ class LimitSettings:
 
     number_sends_10min: int = 5
     number_sends_day: int = 10
-    #: Wrong codes for a number (across clients) in a UTC day, a right code
-    #: starting the count over: NIST SP 800-63B's ceiling of 100.  Then the
-    #: number is locked for everyone for number_lock seconds, doubled with
-    #: each lock that day, at most number_lock_max.
+    #: Wrong codes for a number in a row (across clients; a right code or a
+    #: lock starts the count over, and it ends with the UTC day): NIST SP
+    #: 800-63B's ceiling of 100.  Then the number is locked for everyone for
+    #: number_lock seconds, doubled with each lock that day, at most
+    #: number_lock_max.
     number_failures_day: int = 100
     number_lock: float = 900.0
     number_lock_max: float = 86400.0
     #: Wrong codes one client address (an API key, for the backend) may send
     #: for one number in a UTC day; then that client alone is locked out of
-    #: that number for client_lock seconds.
+    #: that number for client_lock seconds, and its count starts over.
     client_failures_day: int = 5
     client_lock: float = 3600.0
     ip_registrations_minute: int = 10

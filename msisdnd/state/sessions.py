@@ -172,11 +172,9 @@ local guarded = ARG.guard == '1'
 local lock = ARG.lock_prefix .. h
 local by_client = guarded and ARG.client ~= ''
 local client_lock = lock .. ':' .. ARG.client
-if guarded and redis.call('EXISTS', lock) == 1 then
-  return {'locked', redis.call('PTTL', lock)}
-end
-if by_client and redis.call('EXISTS', client_lock) == 1 then
-  return {'locked', redis.call('PTTL', client_lock)}
+if guarded then
+  local wait = math.max(redis.call('PTTL', lock), by_client and redis.call('PTTL', client_lock) or -2)
+  if wait > 0 then return {'locked', wait} end
 end
 if ARG.now > tonumber(redis.call('HGET', s, 'x') or '0') then
   redis.call('HDEL', s, 'c', 'x')
