@@ -414,6 +414,8 @@ class _Reader:
 
     def readable_file(self, t: Table, key: str, value: Any, *, private: bool) -> str:
         name = self.file_name(t, key, value)
+        if os.path.isdir(name):
+            t.fail(key, f"{name!r} is a directory, not a file")
         if not os.path.isfile(name):
             t.fail(key, f"no such file: {name!r}")
         if not os.access(name, os.R_OK):
@@ -560,9 +562,26 @@ class _Reader:
                 name = self.readable_file(t, f"{key}[{i}]", item, private=True)
                 if name in names:
                     t.fail(f"{key}[{i}]", f"lists {name!r} twice")
+                self.signing_key(t, key, i, name)
                 names.append(name)
             found[key] = tuple(names)
         return KeysConfig(**found)
+
+    @staticmethod
+    def signing_key(t: Table, slot: str, i: int, name: str) -> None:
+        """Load the key file C{name} the way the daemon will, and check that
+        it can sign in C{slot}."""
+        from msisdnd.verification import certs
+
+        try:
+            key = certs.load_signing_key(name)
+        except OSError as e:
+            t.fail(f"{slot}[{i}]", f"cannot read {name!r}: {e.strerror or type(e).__name__}")
+        except ValueError as e:
+            t.fail(f"{slot}[{i}]", str(e))
+        problem = certs.key_slot_problem(slot, key)
+        if problem:
+            t.fail(f"{slot}[{i}]", f"{name!r} {problem} ({key.algorithm} given)")
 
     def secrets(self, t: Table) -> Secrets:
         hint = (f"at least {MASTER_HEX_MIN} hexadecimal digits (an even number; "
@@ -655,6 +674,12 @@ class _Reader:
         import phonenumbers
 
         values = self.ranged(t, _LIMIT_RANGES, LimitSettings())
+        # Defaults give way to what the operator wrote for the other side.
+        if t.raw("number_lock_max") is None:
+            values["number_lock_max"] = max(values["number_lock_max"], values["number_lock"])
+        if t.raw("client_failures_day") is None:
+            values["client_failures_day"] = min(values["client_failures_day"],
+                                                values["number_failures_day"])
         if values["number_lock_max"] < values["number_lock"]:
             t.fail("number_lock_max", f"must be at least number_lock "
                                       f"({values['number_lock']:g}), the first lock's length")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import ipaddress
 import os
 import pathlib
@@ -11,6 +12,7 @@ import pickle
 import re
 import shutil
 import stat
+import tempfile
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,11 +43,27 @@ def private_file(path: pathlib.Path, text: str = "") -> pathlib.Path:
     return path
 
 
+@functools.cache
+def signing_keys() -> dict[str, str]:
+    """The PEM text of a BrowserID key and a JWT key, made once for the run."""
+    from msisdnd.cli import keygen
+
+    with tempfile.TemporaryDirectory() as where, open(os.devnull, "w") as quiet:
+        keygen(f"{where}/keys", f"{where}/master", quiet)
+        return {name: pathlib.Path(f"{where}/keys/{name}.pem").read_text()
+                for name in ("browserid", "jwt")}
+
+
+def key_files(directory: pathlib.Path) -> None:
+    """keys/browserid.pem and keys/jwt.pem in C{directory}, as keygen makes them."""
+    for name, pem in signing_keys().items():
+        private_file(directory / "keys" / f"{name}.pem", pem)
+
+
 @pytest.fixture
 def confdir(tmp_path: pathlib.Path) -> pathlib.Path:
     """A directory with the files a minimal configuration names."""
-    private_file(tmp_path / "keys" / "browserid.pem", "not parsed here")
-    private_file(tmp_path / "keys" / "jwt.pem", "not parsed here")
+    key_files(tmp_path)
     private_file(tmp_path / "secrets" / "master", MASTER + "\n")
     return tmp_path
 
@@ -93,8 +111,7 @@ _DELETE = object()
 def sample_copy(tmp_path: pathlib.Path) -> pathlib.Path:
     """etc/msisdnd.toml in tmp_path, its /etc/msisdnd/ files made there."""
     text = SAMPLE.read_text().replace("/etc/msisdnd/", f"{tmp_path}/")
-    private_file(tmp_path / "keys" / "browserid.pem")
-    private_file(tmp_path / "keys" / "jwt.pem")
+    key_files(tmp_path)
     private_file(tmp_path / "secrets" / "master", MASTER)
     private_file(tmp_path / "secrets" / "webhook-rp", "whsec_" + "A" * 44)
     path = tmp_path / "msisdnd.toml"
@@ -162,8 +179,7 @@ def dev_layout(tmp_path: pathlib.Path) -> pathlib.Path:
 
 def test_the_dev_config_parses(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = dev_layout(tmp_path)
-    private_file(tmp_path / "var" / "keys" / "browserid.pem")
-    private_file(tmp_path / "var" / "keys" / "jwt.pem")
+    key_files(tmp_path / "var")
     private_file(tmp_path / "var" / "secrets" / "master", MASTER + "\n")
     monkeypatch.chdir(tmp_path / "var")       # not where the files are looked for
     config = load_config(str(path))
@@ -255,7 +271,7 @@ BAD_VALUES = [
     ("keys", "jwt", "keys/jwt.pem", "[keys].jwt", "must be an array"),
     ("keys", "jwt", ["keys/jwt.pem", "keys/../keys/jwt.pem"], "[keys].jwt[1]", "twice"),
     ("keys", "browserid", ["keys/nope.pem"], "[keys].browserid[0]", "no such file"),
-    ("keys", "browserid", ["keys"], "[keys].browserid[0]", "no such file"),
+    ("keys", "browserid", ["keys"], "[keys].browserid[0]", "is a directory, not a file"),
     ("keys", "jwt", [1], "[keys].jwt[0]", "must be a file name"),
     ("keys", "jwt", [""], "[keys].jwt[0]", "must be a file name"),
     ("secrets", "master_file", _DELETE, "[secrets].master_file", "is required (or master)"),
@@ -295,8 +311,7 @@ def test_bad_values(confdir: pathlib.Path, section: str, key: str, value: Any,
 def test_the_example_messages(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The file is named as the operator gave it; carrier errors keep their form."""
     monkeypatch.chdir(tmp_path)
-    private_file(tmp_path / "etc" / "keys" / "browserid.pem")
-    private_file(tmp_path / "etc" / "keys" / "jwt.pem")
+    key_files(tmp_path / "etc")
     private_file(tmp_path / "etc" / "secrets" / "master", MASTER)
     data = with_value("http", "public_url", "ftp://x")
     e = pytest.raises(ConfigError, parse_config, data, "etc/msisdnd.toml").value
@@ -598,8 +613,9 @@ def test_relative_paths_resolve_against_the_config(
 
 def test_absolute_paths_kept(confdir: pathlib.Path) -> None:
     absolute = str(confdir / "keys" / "jwt.pem")
-    config = parse(confdir, with_value("keys", "jwt", [absolute, "keys/browserid.pem"]))
-    assert config.keys.jwt == (absolute, str(confdir / "keys" / "browserid.pem"))
+    private_file(confdir / "keys" / "jwt-old.pem", signing_keys()["jwt"])
+    config = parse(confdir, with_value("keys", "jwt", [absolute, "keys/jwt-old.pem"]))
+    assert config.keys.jwt == (absolute, str(confdir / "keys" / "jwt-old.pem"))
 
 
 def test_world_readable_secrets_warn(confdir: pathlib.Path) -> None:
@@ -807,3 +823,30 @@ def test_lockout_defaults_follow_nist_and_lock_a_client_before_the_number(
     assert (limits.client_failures_day, limits.client_lock) == (5, 3600.0)
     assert (limits.number_failures_day, limits.number_lock, limits.number_lock_max) == (
         100, 900.0, 86400.0)
+
+
+def test_lockout_defaults_give_way_to_stricter_settings_written_before_them(
+        confdir: pathlib.Path) -> None:
+    """A configuration written before the per-client lockout still loads: the
+    client's default follows a lower number_failures_day, and the longest lock
+    a longer number_lock."""
+    limits = parse(confdir, minimal(limits={"countries": ["FR"], "number_failures_day": 3,
+                                            "number_lock": 172800})).limits
+    assert (limits.client_failures_day, limits.number_lock_max) == (3, 172800.0)
+
+
+@pytest.mark.parametrize("slot, content, problem", [
+    ("jwt", "-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n",
+     "not a PEM private key"),
+    ("jwt", "browserid", "must be an Ed25519 key (RS256 given)"),
+    ("browserid", "jwt", "must be a 2048-bit RSA key (EdDSA given)"),
+])
+def test_signing_keys_are_loaded_and_checked_for_their_slot(
+        confdir: pathlib.Path, slot: str, content: str, problem: str) -> None:
+    """What the daemon would refuse at start, the configuration check refuses:
+    a garbage PEM, an RSA key in the JWT slot, an Ed25519 key for BrowserID."""
+    pem = signing_keys().get(content, content)
+    private_file(confdir / "keys" / f"{slot}.pem", pem)
+    e = error(confdir, minimal())
+    assert e.path == f"[keys].{slot}[0]"
+    assert problem in e.problem

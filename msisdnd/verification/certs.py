@@ -363,6 +363,18 @@ def _signing_key(private_key: object, origin: str) -> SigningKey:
     )
 
 
+def key_slot_problem(slot: str, key: SigningKey) -> str | None:
+    """Why C{key} cannot sign in C{slot} (C{"browserid"}: RSA of exactly
+    L{BROWSERID_RSA_BITS} bits; C{"jwt"}: Ed25519), or C{None} when it can."""
+    if slot == "browserid":
+        if (not isinstance(key.private_key, rsa.RSAPrivateKey) or key.algorithm != "RS256"
+                or key.private_key.key_size != BROWSERID_RSA_BITS):
+            return f"must be a {BROWSERID_RSA_BITS}-bit RSA key"
+    elif not isinstance(key.private_key, ed25519.Ed25519PrivateKey) or key.algorithm != "EdDSA":
+        return "must be an Ed25519 key"
+    return None
+
+
 def load_signing_key(path: str) -> SigningKey:
     """Read a signing key from an unencrypted PEM file.
 
@@ -482,16 +494,12 @@ class Signer:
             raise ValueError("no BrowserID signing key")
         if not jwt_keys:
             raise ValueError("no JWT signing key")
-        for key in browserid_keys:
-            if (not isinstance(key.private_key, rsa.RSAPrivateKey)
-                    or key.algorithm != "RS256"
-                    or key.private_key.key_size != BROWSERID_RSA_BITS):
-                raise ValueError(
-                    f"BrowserID key {key.kid} must be a {BROWSERID_RSA_BITS}-bit RSA key")
-        for key in jwt_keys:
-            if (not isinstance(key.private_key, ed25519.Ed25519PrivateKey)
-                    or key.algorithm != "EdDSA"):
-                raise ValueError(f"JWT key {key.kid} must be an Ed25519 key")
+        for slot, label, keys in (("browserid", "BrowserID", browserid_keys),
+                                  ("jwt", "JWT", jwt_keys)):
+            for key in keys:
+                problem = key_slot_problem(slot, key)
+                if problem:
+                    raise ValueError(f"{label} key {key.kid} {problem}")
         kids = [key.kid for key in (*browserid_keys, *jwt_keys)]
         if len(set(kids)) != len(kids):
             raise ValueError("the same key is configured twice")
