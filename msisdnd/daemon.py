@@ -38,7 +38,7 @@ from msisdnd.events.delivery import WebhookDelivery, http_client
 from msisdnd.events.payloads import Payloads
 from msisdnd.smpp.service import CarriersService
 from msisdnd.state.api_keys import ApiKeys
-from msisdnd.state.connection import RedisConnection
+from msisdnd.state.connection import RedisConnection, RedisWatch
 from msisdnd.state.daily_cap import DailyCaps
 from msisdnd.state import keys
 from msisdnd.state.embedded import EmbeddedRedis
@@ -194,6 +194,10 @@ class Daemon(InOrder):
         self.store = SessionStore(None, self.reactor, timeout=config.verification.store_timeout,
                                   events_stream=keys.EVENTS if config.webhooks else b"")
         self.redis = RedisConnection(self.store, self._connectRedis)
+        settings = config.redis
+        where = (f"{settings.dir}/redis.sock (embedded)" if settings.embedded
+                 else settings.unix_socket or f"{settings.host}:{settings.port}")
+        self.redis_watch = RedisWatch(self.store, where, self.reactor)
         self.limits = Limits(self.store, config.limits, config.secrets.number, self.reactor)
 
     def _buildVerification(self) -> None:
@@ -319,7 +323,7 @@ class Daemon(InOrder):
 
     def _parts(self) -> list[IService]:
         """Every part, in start order."""
-        parts = [self.embedded, self.redis, self.daily_caps, self.events, *self.fake_smsc,
+        parts = [self.embedded, self.redis, self.redis_watch, self.daily_caps, self.events, *self.fake_smsc,
                  self.carriers, self.admin, self.http]
         return [part for part in parts if part is not None]
 

@@ -1042,3 +1042,47 @@ def test_client_behind_a_unix_socket_proxy_is_the_forwarded_one():
     assert client_address(request, []) == "local"
     request.requestHeaders.setRawHeaders(b"X-Forwarded-For", [b"198.51.100.9, 203.0.113.7"])
     assert client_address(request, []) == "203.0.113.7"
+
+
+@pytest_twisted.inlineCallbacks
+def test_redis_going_away_and_back_is_one_warning_each(private_redis):
+    """The watch pings every 50 ms; Redis stopped for ten more of its looks gives
+    one warning naming the address, and Redis back on the same port one more,
+    saying how long it was away."""
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    from msisdnd.state.connection import Reachability, RedisWatch
+    from msisdnd.state.redis import TimedRedis
+
+    class CountedRedis(TimedRedis):
+        pings = 0
+
+        def ping(self):
+            self.pings += 1
+            return super().ping()
+
+    pool = txredisapi.lazyConnectionPool("127.0.0.1", private_redis.port, charset=None,
+                                         convertNumbers=False, reconnect=True)
+    address = f"127.0.0.1:{private_redis.port}"
+    redis = CountedRedis(pool, reactor, timeout=0.3)
+    watch = RedisWatch(redis, address, reactor, interval=0.05)
+    seen = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        watch.startService()
+        yield wait_until(lambda: watch.state is Reachability.UP, timeout=5)
+        private_redis.stop()
+        yield wait_until(lambda: watch.state is Reachability.DOWN, timeout=5)
+        looked = redis.pings
+        yield wait_until(lambda: redis.pings >= looked + 10, timeout=10)
+        private_redis.start()
+        yield wait_until(lambda: watch.state is Reachability.UP, timeout=15)
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+        watch.stopService()
+        yield pool.disconnect()
+    warnings = [formatEvent(e) for e in seen
+                if e.get("log_level") is LogLevel.warn and "Redis at" in formatEvent(e)]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith(f"Redis at {address} is unreachable")
+    assert warnings[1].startswith(f"Redis at {address} is back after ")
