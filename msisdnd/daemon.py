@@ -268,7 +268,8 @@ class Daemon(InOrder):
             texts=self.texts, public_url=public, settings=config.verification,
             clock=self.reactor, cors_origins=config.http.cors_origins,
             show_version=config.http.show_version,
-            health=lambda: {"carriers": self.carriers.router.available()},
+            health=lambda: {"carriers": self.carriers.router.available()
+                            and not self.carriers.router.unserved()},
             trusted_proxies=config.http.trusted_proxies, backend=self.backend,
             environment=config.environment)
         self.site = APISite(self.api.resource(), config.http.max_body, self.reactor,
@@ -282,8 +283,14 @@ class Daemon(InOrder):
         _enough_descriptors(config.http.max_connections)
         self.http = DrainingListeners(self.site, config.http.listen, HTTP_DRAIN_TIMEOUT)
         self.admin = (strports.service(config.admin.listen,
-                                       admin_site(self.metrics.registry, self.carriers.snapshot))
+                                       admin_site(self.metrics.registry, self.carriers.snapshot,
+                                                  self._health))
                       if config.admin.listen else None)
+
+    def _health(self) -> dict:
+        """The admin listener's C{/health}: Redis as the watch last saw it,
+        each carrier, and the destinations no live carrier takes."""
+        return {"storage": self.redis_watch.state.value, **self.carriers.health()}
 
     def _fakeSMSC(self) -> list[IService]:
         from msisdnd.fakesmsc.smsc import FakeSMSC

@@ -183,8 +183,14 @@ def test_heartbeat_says_which_part_is_down(daemon):
             break
         yield task.deferLater(reactor, 0.02, lambda: None)
     assert (r.code, body) == (503, {"storage": True, "carriers": False})
+    detail = yield (yield treq.get(daemon.admin + "/health")).json()
+    assert detail["storage"] == "up" and detail["unserved"] == ["default"]
+    (fake,) = detail["carriers"]
+    assert fake["name"] == "fake" and not fake["bound"] and not fake["available"]
     harness.listen(port)
     yield wait_until(lambda: heartbeat_ok(daemon), timeout=10, interval=0.1)
+    detail = yield (yield treq.get(daemon.admin + "/health")).json()
+    assert detail["unserved"] == [] and detail["carriers"][0]["bound"]
 
 
 @pytest_twisted.inlineCallbacks

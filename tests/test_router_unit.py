@@ -244,3 +244,18 @@ def test_draining_carrier_is_not_chosen(clock):
     d = Router([draining, up]).send(sms(mcc="208"))
     session_of(up).acceptAll()
     assert result_of(d).carrier == "up"
+
+
+def test_unserved_names_each_destination_no_live_carrier_takes(clock):
+    """A destination is served by a live carrier that names it, or else by a
+    live default; the heartbeat turns false on any unserved one."""
+    router = Router([carrier("uk", clock, live=False, mcc=["234"]),
+                     carrier("fr", clock, prefixes=["+33"], mccmnc=["20801"]),
+                     carrier("fr-backup", clock, live=False, prefixes=["+33"])])
+    assert router.available() and router.unserved() == ["mcc:234"]
+    with_default = Router([carrier("uk", clock, live=False, mcc=["234"]),
+                           carrier("rest", clock, default=True)])
+    assert with_default.unserved() == []
+    default_down = Router([carrier("fr", clock, prefixes=["+33"]),
+                           carrier("rest", clock, live=False, default=True)])
+    assert default_down.unserved() == ["default"]

@@ -1,4 +1,4 @@
-"""The admin listener: C{/metrics} (Prometheus) and C{/binds} (JSON)."""
+"""The admin listener: C{/metrics} (Prometheus), C{/binds} and C{/health} (JSON)."""
 
 from __future__ import annotations
 
@@ -34,12 +34,18 @@ class _MetricsResource(Resource):
         return generate_latest(self.registry)
 
 
-def admin_site(registry: CollectorRegistry, binds: Callable[[], object]) -> Site:
-    """The admin site over the metrics C{registry} and the C{binds} snapshot."""
+def admin_site(registry: CollectorRegistry, binds: Callable[[], object],
+               health: Callable[[], object] | None = None) -> Site:
+    """The admin site over the metrics C{registry}, the C{binds} snapshot and
+    the C{health} detail the public heartbeat keeps to two booleans."""
     root = Resource()
     root.putChild(b"metrics", _MetricsResource(registry))
     root.putChild(b"binds", _JSONResource(binds))
-    root.putChild(b"", _JSONResource(lambda: {"metrics": "/metrics", "binds": "/binds"}))
+    index = {"metrics": "/metrics", "binds": "/binds"}
+    if health is not None:
+        root.putChild(b"health", _JSONResource(health))
+        index["health"] = "/health"
+    root.putChild(b"", _JSONResource(lambda: index))
     site = Site(root)
     site.noisy = False
     return site

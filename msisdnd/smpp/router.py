@@ -94,3 +94,25 @@ class Router:
 
     def available(self) -> bool:
         return any(c.available for c in self.carriers)
+
+    def unserved(self) -> list[str]:
+        """The configured destinations no available carrier would take now:
+        C{"mccmnc:20801"}, C{"mcc:208"}, C{"prefix:+33"}, C{"default"}.
+
+        A destination is served by the carriers that name it or, failing
+        them, a default carrier, as L{candidates} ranks them.
+        """
+        fallback = any(c.available for c in self._defaults)
+        unserved = []
+        for kind, named in (("mccmnc", lambda c: c.config.mccmnc),
+                            ("mcc", lambda c: c.config.mcc),
+                            ("prefix", lambda c: c.config.prefixes)):
+            routes: dict[str, bool] = {}
+            for c in self.carriers:
+                for destination in named(c):
+                    routes[destination] = routes.get(destination, False) or c.available
+            unserved += [f"{kind}:{d}" for d, up in sorted(routes.items())
+                         if not (up or fallback)]
+        if self._defaults and not fallback:
+            unserved.append("default")
+        return unserved

@@ -99,5 +99,15 @@ class CarriersService(MultiService):
                       for b in self.binds],
         }
 
+    def health(self) -> dict:
+        """Each carrier's state and the destinations no live carrier takes
+        (L{Router.unserved}), for the admin listener's C{/health}."""
+        return {
+            "carriers": [{"name": c.name, "available": c.available, "bound": c.bound,
+                          "reconnecting": c.reconnecting, "tripped": c.tripped}
+                         for c in self.carriers],
+            "unserved": self.router.unserved(),
+        }
+
     def _carrier(self, bind: SMPPBind) -> Carrier:
         return next(c for c in self.carriers if c.name == bind.carrier.name)
