@@ -16,12 +16,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 from typing import Any
 
 import txredisapi
-from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
+from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 from twisted.web.server import Site
@@ -87,14 +88,20 @@ class InOrder(MultiService):
         (A port below 1024 therefore needs systemd socket activation, not root.)
         """
 
-    def startService(self) -> None:
+    def startService(self) -> Deferred:
         Service.startService(self)
         self.started = self._startChildren()
+        return self.started
 
     @inlineCallbacks
     def _startChildren(self):
         for child in list(self):
-            yield maybeDeferred(child.startService)
+            try:
+                yield maybeDeferred(child.startService)
+            except PartFailed:
+                raise
+            except Exception as e:
+                raise PartFailed(getattr(child, "part", type(child).__name__), e) from e
 
     @inlineCallbacks
     def stopService(self):
@@ -104,16 +111,54 @@ class InOrder(MultiService):
                 yield maybeDeferred(child.stopService)
 
 
-class DrainingListeners(MultiService):
+class PartFailed(Exception):
+    """A part of the daemon could not start: C{args} are its name and why."""
+
+    def __str__(self) -> str:
+        part, why = self.args
+        return f"{part}: {why}"
+
+
+class Listener(Service):
+    """A listener on a strports description, whose start fires once it
+    listens or fails saying why (Twisted's C{strports.service} only logs a
+    port it could not open, and the daemon would run on without it).
+
+    @ivar part: what the daemon calls it in a failure, e.g. C{[http].listen tcp:8000}.
+    """
+
+    def __init__(self, reactor: Any, description: str, factory: Any, key: str):
+        self.reactor = reactor
+        self.description = description
+        self.factory = factory
+        self.part = f"{key} {description}"
+        self.port: Any = None
+
+    def startService(self) -> Deferred:
+        super().startService()
+        endpoint = endpoints.serverFromString(self.reactor, self.description)
+
+        def listening(port: Any) -> None:
+            self.port = port
+
+        return endpoint.listen(self.factory).addCallback(listening)
+
+    def stopService(self):
+        super().stopService()
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else None
+
+
+class DrainingListeners(InOrder):
     """The HTTP listeners of one site; stopping closes them, then waits (at
     most C{timeout} seconds) for the requests in flight to be answered."""
 
-    def __init__(self, site: APISite, listen: tuple[str, ...], timeout: float):
+    def __init__(self, reactor: Any, site: APISite, listen: tuple[str, ...], timeout: float):
         super().__init__()
         self.site = site
         self.timeout = timeout
         for description in listen:
-            strports.service(description, site).setServiceParent(self)
+            Listener(reactor, description, site, "[http].listen").setServiceParent(self)
 
     @inlineCallbacks
     def stopService(self):
@@ -149,6 +194,17 @@ def _enough_descriptors(max_connections: int) -> None:
                  "{reserve} for Redis, the carriers, webhooks and refusals: raise it "
                  "(LimitNOFILE=, see systemd/README.md) or lower max_connections",
                  soft=soft, max=max_connections, reserve=FD_RESERVE)
+
+
+def _exit_with(status: int) -> None:
+    """End the process with C{status} once the reactor has stopped (twistd
+    has no exit status of its own), the log written out first."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
 
 
 def _exit_zero_after_sigterm(reactor: Any) -> None:
@@ -281,10 +337,11 @@ class Daemon(InOrder):
                             trusted_proxies=config.http.trusted_proxies)
         self.site.noisy = False
         _enough_descriptors(config.http.max_connections)
-        self.http = DrainingListeners(self.site, config.http.listen, HTTP_DRAIN_TIMEOUT)
-        self.admin = (strports.service(config.admin.listen,
-                                       admin_site(self.metrics.registry, self.carriers.snapshot,
-                                                  self._health))
+        self.http = DrainingListeners(self.reactor, self.site, config.http.listen,
+                                      HTTP_DRAIN_TIMEOUT)
+        self.admin = (Listener(self.reactor, config.admin.listen,
+                               admin_site(self.metrics.registry, self.carriers.snapshot,
+                                          self._health), "[admin].listen")
                       if config.admin.listen else None)
 
     def _health(self) -> dict:
@@ -300,8 +357,10 @@ class Daemon(InOrder):
         self.fake = smsc
         web = Site(FakeSMSCWeb(smsc).resource())
         web.noisy = False
-        return [strports.service(self.config.dev.fake_smsc_smpp, smsc.buildFactory()),
-                strports.service(self.config.dev.fake_smsc_http, web)]
+        dev = self.config.dev
+        return [Listener(self.reactor, dev.fake_smsc_smpp, smsc.buildFactory(),
+                         "[dev].fake_smsc_smpp"),
+                Listener(self.reactor, dev.fake_smsc_http, web, "[dev].fake_smsc_http")]
 
     def _connectRedis(self):
         settings = self.config.redis
@@ -330,8 +389,8 @@ class Daemon(InOrder):
 
     def _parts(self) -> list[IService]:
         """Every part, in start order."""
-        parts = [self.embedded, self.redis, self.redis_watch, self.daily_caps, self.events, *self.fake_smsc,
-                 self.carriers, self.admin, self.http]
+        parts = [self.embedded, self.redis, self.redis_watch, self.daily_caps, self.events,
+                 *self.fake_smsc, self.carriers, self.admin, self.http]
         return [part for part in parts if part is not None]
 
     # -- run -----------------------------------------------------------------
@@ -346,8 +405,15 @@ class Daemon(InOrder):
                  admin=self.config.admin.listen or "off")
 
     def _startFailed(self, failure) -> None:
-        log.failure("msisdnd could not start", failure)
-        self.reactor.stop()
+        """Stop what started, in order, and exit with status 1."""
+        if failure.check(PartFailed):
+            log.critical("msisdnd could not start: {why}", why=str(failure.value))
+        else:
+            log.failure("msisdnd could not start", failure)
+        self.reactor.addSystemEventTrigger("after", "shutdown", _exit_with, 1)
+        # twistd starts the service before it runs the reactor: a part that
+        # fails at once must wait for the reactor to be there to stop.
+        self.reactor.callWhenRunning(self.reactor.stop)
 
     @inlineCallbacks
     def stopService(self):

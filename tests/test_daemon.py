@@ -308,3 +308,41 @@ def test_send_test_sms_prints_the_message_id_and_its_receipt(smsc_factory, redis
     assert lines[0] == f"sent via fake: message ids {message.message_ids[0]}"
     assert lines[1] == "receipt: DELIVRD"
     assert message.text == "hello"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_port_taken_stops_the_whole_daemon_with_status_1(smsc_factory, redis_server,
+                                                            tmp_path):
+    """With its API port taken, the daemon does not run on half-started: one
+    line names the listener and the reason, what had started (the admin
+    listener, the binds) is stopped, and the process exits 1."""
+    import socket
+
+    harness = smsc_factory()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    api_port, admin_port = taken.getsockname()[1], free_port()
+    try:
+        config = write_config(tmp_path, harness.portNumber, redis_server.port, api_port,
+                              admin_port)
+        process, log_path = start(config, tmp_path)
+        try:
+            # The reactor turns meanwhile: the fake SMSC answers the bind, then the unbind.
+            yield wait_until(lambda: process.poll() is not None, timeout=30, interval=0.05)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+                print(open(log_path).read())
+    finally:
+        taken.close()
+    log = open(log_path).read()
+    assert process.returncode == 1, log
+    failures = [line for line in log.splitlines() if "could not start" in line]
+    assert len(failures) == 1, log
+    assert f"[http].listen tcp:{api_port}:interface=127.0.0.1" in failures[0]
+    assert "Address already in use" in failures[0] or "Couldn't listen" in failures[0]
+    assert "Traceback" not in log, log
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", admin_port), timeout=1).close()
