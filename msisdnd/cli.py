@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import sys
 from typing import Sequence, TextIO
@@ -216,7 +217,20 @@ def _with_redis(reactor, config_path: str, err: TextIO, work):
     return run()
 
 
-def blocks(reactor, config_path: str, lift: str | None, out: TextIO, err: TextIO):
+def lift_target(text: str) -> tuple[str, str]:
+    """C{--lift}'s argument as (kind, what): C{prefix:+3361234} (a number
+    less its last 4 digits) or C{network:20801} (an MCC and MNC)."""
+    kind, _, what = text.partition(":")
+    if (kind == "prefix" and re.fullmatch(r"\+[0-9]{1,15}", what)) or (
+            kind == "network" and re.fullmatch(r"[0-9]{5,6}", what)):
+        return kind, what
+    raise argparse.ArgumentTypeError(
+        f"takes prefix:+3361234 (a number less its last 4 digits) or network:20801 "
+        f"(MCC and MNC), not {text!r}")
+
+
+def blocks(reactor, config_path: str, lift: tuple[str, str] | None, out: TextIO,
+           err: TextIO):
     """List the pumping guard's blocks, or lift one (C{prefix:+3361234}, C{network:20801})."""
     from twisted.internet.defer import inlineCallbacks
 
@@ -226,7 +240,7 @@ def blocks(reactor, config_path: str, lift: str | None, out: TextIO, err: TextIO
     def work(config, redis):
         limits = Limits(redis, config.limits, config.secrets.number, reactor)
         if lift is not None:
-            kind, _, what = lift.partition(":")
+            kind, what = lift
             if not (yield limits.lift(kind, what)):
                 print(f"msisdnd: no block on {kind} {what}", file=err)
                 return 1
@@ -435,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for bind and receipt")
     p = sub.add_parser("blocks", help="list the pumping guard's blocks, or lift one")
     p.add_argument("--config", required=True)
-    p.add_argument("--lift", metavar="KIND:WHAT", help="e.g. prefix:+3361234 or network:20801")
+    p.add_argument("--lift", metavar="KIND:WHAT", type=lift_target,
+                   help="e.g. prefix:+3361234 or network:20801")
     p = sub.add_parser("api-keys", help="create, list or revoke backend API keys")
     keys = p.add_subparsers(dest="action", required=True)
     k = keys.add_parser("create", help="make a key and print it, once, on the last line")

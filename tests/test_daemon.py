@@ -287,6 +287,10 @@ def test_operator_lists_and_lifts_pumping_blocks(redis_pool, redis_server, tmp_p
     out, err, code = yield getProcessOutputAndValue(
         tool, ["blocks", "--config", config, "--lift", "prefix:+3361234"], env=dict(os.environ))
     assert code == 1 and b"no block" in err
+    for bad in ("prefix:3361234", "network:208", "prefix:+33x", "+3361234", "net:20801"):
+        out, err, code = yield getProcessOutputAndValue(
+            tool, ["blocks", "--config", config, "--lift", bad], env=dict(os.environ))
+        assert code == 2 and b"takes prefix:+3361234" in err and repr(bad).encode() in err, bad
 
 
 @pytest_twisted.inlineCallbacks
