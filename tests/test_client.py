@@ -265,7 +265,7 @@ def test_wrong_code_is_an_api_error_with_its_fields(gateway, http):
     assert (e.code, e.errno, e.message) == (400, 105, "Invalid code.")
     assert e.body["triesLeft"] == 2 and e.body["error"] == "Bad Request"
     assert e.headers["content-type"].startswith("application/json")
-    assert str(e) == "Invalid code. (HTTP 400, errno 105)"
+    assert str(e) == "Invalid code. (HTTP 400, errno 105, 2 tries left)"
     assert (yield client.verifyCode(pin)) == NUMBER  # the session survives a wrong try
 
 
@@ -279,6 +279,7 @@ def test_resend_too_soon_is_429_with_retry_after(gateway, http):
     e = caught.value
     assert (e.code, e.errno) == (429, 114)
     assert 1 <= int(e.headers["retry-after"]) <= 30
+    assert str(e).endswith(f"(HTTP 429, errno 114, retry after {e.headers['retry-after']} s)")
     assert len(gateway.smsc.smsc.received(NUMBER)) == 1
 
 
@@ -520,7 +521,7 @@ def test_cli_wrong_code_prints_one_error_line(gateway):
     out, err = io.StringIO(), io.StringIO()
     status = yield run_verify(reactor, args, out, err, prompt=prompt)
     assert status == 1 and out.getvalue() == ""
-    assert err.getvalue() == "error: Invalid code. (HTTP 400, errno 105)\n"
+    assert err.getvalue() == "error: Invalid code. (HTTP 400, errno 105, 2 tries left)\n"
 
 
 @pytest_twisted.inlineCallbacks

@@ -90,9 +90,14 @@ class APIError(Exception):
         self.headers = dict(headers)
 
     def __str__(self) -> str:
-        if self.errno is None:
-            return f"{self.message} (HTTP {self.code})"
-        return f"{self.message} (HTTP {self.code}, errno {self.errno})"
+        facts = [f"HTTP {self.code}"]
+        if self.errno is not None:
+            facts.append(f"errno {self.errno}")
+        if isinstance(self.body, dict) and isinstance(self.body.get("triesLeft"), int):
+            facts.append(f"{self.body['triesLeft']} tries left")
+        if self.headers.get("retry-after"):
+            facts.append(f"retry after {self.headers['retry-after']} s")
+        return f"{self.message} ({', '.join(facts)})"
 
 
 class ProtocolError(Exception):
