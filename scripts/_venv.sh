@@ -4,11 +4,13 @@
 VENV="${MSISDND_VENV:-$PWD/.venv}"
 PYTHON="${PYTHON:-python3}"
 if [ ! -x "$VENV/bin/python" ]; then
+    echo "Making the virtualenv $VENV..." >&2
     "$PYTHON" -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip setuptools wheel
 fi
 stamp="$VENV/.msisdnd-installed"
 if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "Installing msisdnd and its dependencies into $VENV (a minute or so the first time)..." >&2
     "$VENV/bin/python" -m pip install --quiet --config-settings editable_mode=compat -e '.[test]'
     touch "$stamp"
 fi
