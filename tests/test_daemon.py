@@ -350,3 +350,45 @@ def test_a_port_taken_stops_the_whole_daemon_with_status_1(smsc_factory, redis_s
     assert "Traceback" not in log, log
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", admin_port), timeout=1).close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_readmes_device_example_runs_as_pasted(daemon):
+    """The README's first Python example, run as a script against the daemon
+    (its SERVER changed), verifies the number and gets a certificate; the code
+    it asks for is typed in from what the SMSC received."""
+    import re as regex
+
+    from twisted.internet.defer import Deferred
+    from twisted.internet.protocol import ProcessProtocol
+
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    example = regex.search(r"```python\n(.*?)```", readme, regex.S).group(1)
+    example = example.replace('SERVER = "http://127.0.0.1:8000"', f'SERVER = "{daemon.api}"')
+    smsc = daemon.harness.smsc
+
+    class Typist(ProcessProtocol):
+        def __init__(self):
+            self.out, self.err, self.done = b"", b"", Deferred()
+
+        def outReceived(self, data):
+            self.out += data
+            if b"code from the SMS: " in data:
+                wait_until(lambda: smsc.received(NUMBER)).addCallback(
+                    lambda _: self.transport.write(
+                        smsc.received(NUMBER)[-1].text.split()[-1].encode() + b"\n"))
+
+        def errReceived(self, data):
+            self.err += data
+
+        def processEnded(self, reason):
+            self.done.callback(reason.value.exitCode)
+
+    typist = Typist()
+    reactor.spawnProcess(typist, sys.executable, [sys.executable, "-c", example],
+                         env=dict(os.environ))
+    status = yield typist.done
+    assert status == 0, typist.err.decode()
+    lines = typist.out.decode().splitlines()
+    assert lines[-2].endswith("{'msisdn': '+33612345678'}")
+    assert lines[-1].startswith("{'cert': 'eyJ"), lines[-1]  # a JWT
