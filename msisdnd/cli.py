@@ -164,6 +164,8 @@ def send_test_sms(reactor, config_path: str, to: str, text: str, wait: float,
                 return 1
             print(f"sent via {result.carrier}: message ids {', '.join(result.message_ids)}",
                   file=out)
+            print(f"waiting up to {deadline - reactor.seconds():.0f} s for its delivery "
+                  f"receipt...", file=out, flush=True)
             ours = {normalize_message_id(i) for i in result.message_ids}
             while reactor.seconds() < deadline:
                 for receipt in receipts.received:
@@ -172,7 +174,9 @@ def send_test_sms(reactor, config_path: str, to: str, text: str, wait: float,
                               + (f" (error {receipt.error})" if receipt.error else ""), file=out)
                         return 0
                 yield task.deferLater(reactor, 0.1, lambda: None)
-            print("no receipt yet", file=out)
+            print("no receipt yet: the SMSC has not sent one in time, or sent it on "
+                  "another bind of the same account (a running daemon's, which then "
+                  "takes it: see its log and msisdnd_receipts_received_total)", file=out)
             return 0
         finally:
             yield service.stopService()

@@ -297,8 +297,11 @@ def test_operator_lists_and_lifts_pumping_blocks(redis_pool, redis_server, tmp_p
 def test_send_test_sms_prints_the_message_id_and_its_receipt(smsc_factory, redis_server, tmp_path):
     """`msisdnd send-test-sms` binds the configured carrier, sends one MT, and prints
     its message id and the receipt the SMSC sends for it."""
+    import re
+
     from twisted.internet.utils import getProcessOutputAndValue
 
+    regex_waiting = re.compile(r"waiting up to \d+ s for its delivery receipt\.\.\.")
     harness = smsc_factory(receipt_delay=0.1)
     config = write_config(tmp_path, harness.portNumber, redis_server.port, free_port(),
                           free_port())
@@ -310,7 +313,8 @@ def test_send_test_sms_prints_the_message_id_and_its_receipt(smsc_factory, redis
     lines = out.decode().splitlines()
     (message,) = harness.smsc.received(NUMBER)
     assert lines[0] == f"sent via fake: message ids {message.message_ids[0]}"
-    assert lines[1] == "receipt: DELIVRD"
+    assert regex_waiting.fullmatch(lines[1]), lines[1]
+    assert lines[2] == "receipt: DELIVRD"
     assert message.text == "hello"
 
 
