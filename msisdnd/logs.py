@@ -11,12 +11,17 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+import json
+from datetime import datetime, timezone
+from typing import Any
+
 from twisted.logger import (
+    FileLogObserver,
     FilteringLogObserver,
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
-    jsonFileLogObserver,
+    formatEvent,
     textFileLogObserver,
 )
 
@@ -28,9 +33,41 @@ def configure(format: str, level: str) -> None:
     _chosen.update(format=format, level=level)
 
 
+#: What an event holds for the logging system itself, not as its own fields.
+_BOOKKEEPING = {"format", "message", "isError", "system", "time", "why", "failure", "printed"}
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    return str(value)[:500]
+
+
+def json_line(event: dict) -> str:
+    """One event as one JSON object on one line: C{time} (RFC 3339, UTC),
+    C{level}, C{system}, C{message} (rendered), a failure's C{traceback},
+    then the event's own fields, each made JSON-safe."""
+    level = event.get("log_level")
+    record: dict[str, Any] = {
+        "time": datetime.fromtimestamp(event.get("log_time", 0), timezone.utc)
+        .isoformat(timespec="milliseconds"),
+        "level": level.name if isinstance(level, type(LogLevel.info)) else "info",
+        "system": event.get("log_system") or event.get("log_namespace") or "-",
+        "message": formatEvent(event),
+    }
+    failure = event.get("log_failure")
+    if failure is not None:
+        record["traceback"] = failure.getTraceback()
+    for key, value in event.items():
+        if not key.startswith("log_") and key not in _BOOKKEEPING and key not in record:
+            record[key] = _json_safe(value)
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
 def observer(out: TextIO | None = None) -> ILogObserver:
     """The observer for C{twistd --logger}: the configured format, filtered by level."""
     out = out or sys.stdout
-    base = jsonFileLogObserver(out) if _chosen["format"] == "json" else textFileLogObserver(out)
+    base = (FileLogObserver(out, json_line) if _chosen["format"] == "json"
+            else textFileLogObserver(out))
     level = LogLevel.levelWithName(_chosen["level"])
     return FilteringLogObserver(base, [LogLevelFilterPredicate(defaultLogLevel=level)])

@@ -81,7 +81,7 @@ def running_daemon(redis_server, tmp_path_factory):
     config = write_config(
         home, smpp, redis_server.port, api, free_port(), redis_db=7,
         limits="ip_registrations_day = 10000000\nip_sends_day = 10000000\n",
-        dev=f"""
+        tables=f"""
             [dev]
             fake_smsc = true
             fake_smsc_smpp = "tcp:{smpp}:interface=127.0.0.1"

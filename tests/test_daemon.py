@@ -41,9 +41,9 @@ class Running:
 
 
 def write_config(tmp_path, smsc_port: int, redis_port: int, api_port: int, admin_port: int,
-                 *, redis_db: int = 0, limits: str = "", dev: str = "") -> str:
+                 *, redis_db: int = 0, limits: str = "", tables: str = "") -> str:
     """A daemon's configuration under C{tmp_path}, with its keys and master
-    secret; C{limits} adds lines to C{[limits]}, C{dev} is a C{[dev]} table."""
+    secret; C{limits} adds lines to C{[limits]}, C{tables} more tables."""
     with open(os.devnull, "w") as quiet:
         keygen(str(tmp_path / "keys"), str(tmp_path / "master"), quiet)
     path = tmp_path / "msisdnd.toml"
@@ -67,7 +67,7 @@ def write_config(tmp_path, smsc_port: int, redis_port: int, api_port: int, admin
         # One address sends the whole load here.
         ip_registrations_minute = 1000
         ip_sends_minute = 1000
-    """) + textwrap.dedent(limits) + textwrap.dedent(dev) + textwrap.dedent(f"""
+    """) + textwrap.dedent(limits) + textwrap.dedent(tables) + textwrap.dedent(f"""
         [[carrier]]
         name = "fake"
         host = "127.0.0.1"
@@ -396,3 +396,36 @@ def test_the_readmes_device_example_runs_as_pasted(daemon):
     lines = typist.out.decode().splitlines()
     assert lines[-2].endswith("{'msisdn': '+33612345678'}")
     assert lines[-1].startswith("{'cert': 'eyJ"), lines[-1]  # a JWT
+
+
+@pytest_twisted.inlineCallbacks
+def test_json_logs_are_one_object_per_line_with_the_message_rendered(smsc_factory,
+                                                                      redis_server, tmp_path):
+    """With [log] format = "json", every line the daemon writes through a
+    verification and a stop parses alone with json.loads, carries time,
+    level, system and a rendered message, and holds no phone number."""
+    harness = smsc_factory()
+    api_port, admin_port = free_port(), free_port()
+    config = write_config(tmp_path, harness.portNumber, redis_server.port, api_port,
+                          admin_port, tables='[log]\nformat = "json"\n')
+    process, log_path = start(config, tmp_path)
+    running = Running(process, f"http://127.0.0.1:{api_port}", "", log_path)
+    try:
+        yield wait_until(lambda: heartbeat_ok(running), timeout=30, interval=0.1)
+        client = MSISDNClient(running.api)
+        yield client.register()
+        yield client.mtVerify(NUMBER, "208", short=True)
+        yield wait_until(lambda: harness.smsc.received(NUMBER))
+        assert (yield client.verifyCode(harness.smsc.received(NUMBER)[-1].text.split()[-1])) \
+            == NUMBER
+    finally:
+        process.terminate()
+        yield wait_until(lambda: process.poll() is not None, timeout=20, interval=0.05)
+    text = running.log()
+    records = [json.loads(line) for line in text.splitlines()]
+    assert records and all({"time", "level", "system", "message"} <= r.keys() for r in records)
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("msisdnd is up: API ") for m in messages), messages
+    assert any(m == "msisdnd stopped" for m in messages), messages
+    assert NUMBER not in text and NUMBER[1:] not in text
+    assert "\x1e" not in text
