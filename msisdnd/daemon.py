@@ -25,9 +25,8 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
-from twisted.web.server import Site
 
-from msisdnd.api.admin import admin_site
+from msisdnd.api.admin import UnloggedSite, admin_site
 from msisdnd.api.app import GatewayAPI
 from msisdnd.api.clientaddr import access_log_formatter
 from msisdnd.api.discovery import Discovery
@@ -355,8 +354,7 @@ class Daemon(InOrder):
 
         smsc = FakeSMSC(self.reactor, receipt_delay=1.0)
         self.fake = smsc
-        web = Site(FakeSMSCWeb(smsc).resource())
-        web.noisy = False
+        web = UnloggedSite(FakeSMSCWeb(smsc).resource())
         dev = self.config.dev
         return [Listener(self.reactor, dev.fake_smsc_smpp, smsc.buildFactory(),
                          "[dev].fake_smsc_smpp"),

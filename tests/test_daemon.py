@@ -167,6 +167,9 @@ def test_verification_through_the_daemon_moves_the_metrics(daemon):
                            capture_output=True, text=True, timeout=30)
     assert table.returncode == 0
     assert table.stdout.splitlines()[1].split()[:4] == ["fake", "fake/0", "transceiver", "bound"]
+    log = daemon.log()
+    assert '"POST /sms/verify_code HTTP/1.1" 200' in log  # the API's requests are logged
+    assert "GET /metrics" not in log and "GET /binds" not in log  # scrapes are not
 
 
 @pytest_twisted.inlineCallbacks

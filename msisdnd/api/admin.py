@@ -34,6 +34,17 @@ class _MetricsResource(Resource):
         return generate_latest(self.registry)
 
 
+class UnloggedSite(Site):
+    """A site that writes no access log line: the admin listener's scrapes
+    (every few seconds, forever) and the dev fake SMSC's pages (whose URLs
+    hold phone numbers) would drown the log."""
+
+    noisy = False
+
+    def log(self, request) -> None:
+        pass
+
+
 def admin_site(registry: CollectorRegistry, binds: Callable[[], object],
                health: Callable[[], object] | None = None) -> Site:
     """The admin site over the metrics C{registry}, the C{binds} snapshot and
@@ -46,6 +57,4 @@ def admin_site(registry: CollectorRegistry, binds: Callable[[], object],
         root.putChild(b"health", _JSONResource(health))
         index["health"] = "/health"
     root.putChild(b"", _JSONResource(lambda: index))
-    site = Site(root)
-    site.noisy = False
-    return site
+    return UnloggedSite(root)
