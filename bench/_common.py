@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,3 +44,22 @@ def machine() -> dict:
         "git_commit": run("git", "rev-parse", "--short", "HEAD"),
         "command": " ".join(["python"] + sys.argv),
     }
+
+
+def redis_answers(port: int) -> bool:
+    """A redis-server on loopback C{port} answers PING."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def http_ok(url: str) -> bool:
+    """C{url} answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False

@@ -100,7 +100,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from _common import machine, run  # noqa: E402
+from _common import http_ok, machine, redis_answers, run  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -326,8 +326,8 @@ class Cluster:
             keygen(str(self.dir / "keys"), str(self.dir / "master"), quiet)
         if self.webhook:
             self._start_receiver()
-        self._wait(lambda: self._redis_ping(), "redis")
-        self._wait(lambda: self._http_ok(self.smsc_http + "/"), "smsc")
+        self._wait(lambda: redis_answers(self.redis_port), "redis")
+        self._wait(lambda: http_ok(self.smsc_http + "/"), "smsc")
         for i in range(self.count):
             api_port, admin_port = free_port(), free_port()
             config = self._config(i, api_port, admin_port)
@@ -343,7 +343,7 @@ class Cluster:
             self.api.append(f"http://127.0.0.1:{api_port}")
             self.admin.append(f"http://127.0.0.1:{admin_port}")
         for i in range(self.count):
-            self._wait(lambda url=self.api[i]: self._http_ok(url + "/__heartbeat__"),
+            self._wait(lambda url=self.api[i]: http_ok(url + "/__heartbeat__"),
                        f"daemon{i}", timeout=60)
         if self.webhook:
             # The group is made at "$" when a daemon starts its delivery: only what is
@@ -509,22 +509,6 @@ class Cluster:
                 return
             time.sleep(0.1)
         raise SystemExit(f"{name} not ready within {timeout}s:\n{self.log(name)}")
-
-    def _redis_ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.redis_port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    @staticmethod
-    def _http_ok(url: str) -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
 
     def number_base(self) -> int:
         """Where a level's numbers start (see L{Driver.number}): a multiple of a

@@ -76,7 +76,7 @@ _INSERTED = [p for p in (str(REPO), str(REPO / "bench")) if p not in sys.path]
 for _path in _INSERTED:
     sys.path.insert(0, _path)
 
-from _common import machine, run  # noqa: E402
+from _common import http_ok, machine, redis_answers, run  # noqa: E402
 
 BIN = Path(sys.executable).parent
 #: WebhookDelivery's default batch: entries read at once and posted concurrently.
@@ -518,7 +518,7 @@ class Bench:
                                lines=True)
         self.receiver_port = int(receiver.readline(30))
         self.receiver_url = f"http://127.0.0.1:{self.receiver_port}"
-        self._wait(self._redis_ping, "redis", redis)
+        self._wait(lambda: redis_answers(self.redis_port), "redis", redis)
         self.redis = Redis(self.redis_port)
 
         made = subprocess.run([str(BIN / "msisdnd"), "keygen", "--out", "keys", "--secret",
@@ -533,7 +533,7 @@ class Bench:
         daemon = self._spawn("daemon", twistd + ["--nodaemon", "--pidfile=", "--logger",
                                                  "msisdnd.logs.observer", "msisdnd",
                                                  "--config", str(self.config_path)])
-        self._wait(lambda: self._http_ok(self.api + "/__heartbeat__"), "the daemon", daemon, 60)
+        self._wait(lambda: http_ok(self.api + "/__heartbeat__"), "the daemon", daemon, 60)
         self._wait(lambda: self.redis.group(WEBHOOK) is not None,
                    "the daemon's consumer group", daemon)
         self._prepare()
@@ -654,22 +654,6 @@ class Bench:
                                 "user-agent": "msisdnd-webhooks"})
                 self.bodies.append(json.loads(body))
                 out.write(json.dumps([entry_id, body.decode(), headers]) + "\n")
-
-    def _redis_ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.redis_port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    @staticmethod
-    def _http_ok(url: str) -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
 
     def _receiver(self, path: str):
         with urllib.request.urlopen(self.receiver_url + path, timeout=10) as resp:

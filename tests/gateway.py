@@ -162,3 +162,16 @@ def start_gateway(redis_pool, tmp_path: Path, settings: VerificationSettings | N
     gateway = Gateway(url, smsc, carriers, verifier, api, store, settings, signer, port)
     yield wait_until(lambda: carriers.router.available())
     return gateway
+
+
+@inlineCallbacks
+def verified_session(gateway: Gateway, number: str):
+    """A session that verified C{number} over MT with a short code: (token, pin)."""
+    token = yield gateway.register()
+    sent = yield gateway.call("POST", "/sms/mt/verify", {
+        "msisdn": number, "mcc": "208", "shortVerificationCode": True}, token=token)
+    assert sent.code == 204, sent
+    pin = yield gateway.pin(number)
+    verified = yield gateway.call("POST", "/sms/verify_code", {"code": pin}, token=token)
+    assert (verified.code, verified.body) == (200, {"msisdn": number}), verified
+    return token, pin

@@ -34,7 +34,7 @@ from msisdnd.api.app import GatewayAPI
 from msisdnd.verification.settings import VerificationSettings
 
 from conftest import RedisServer, free_port, redis_executable, wait_until
-from gateway import MO_NUMBER, start_gateway
+from gateway import MO_NUMBER, start_gateway, verified_session
 
 NUMBER = "+33612345678"  # verified in the at-rest test
 PENDING_SHORT = "+33612345677"  # a short code sent, never verified
@@ -113,19 +113,6 @@ def poll(request, done, timeout: float, interval: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError(f"not done within {timeout}s; last reply: {reply}")
         yield task.deferLater(reactor, interval, lambda: None)
-
-
-@inlineCallbacks
-def verified_session(gateway, number: str = NUMBER):
-    """A session that verified C{number} over MT with a short code: (token, pin)."""
-    token = yield gateway.register()
-    sent = yield gateway.call("POST", "/sms/mt/verify", {
-        "msisdn": number, "mcc": "208", "shortVerificationCode": True}, token=token)
-    assert sent.code == 204, sent
-    pin = yield gateway.pin(number)
-    verified = yield gateway.call("POST", "/sms/verify_code", {"code": pin}, token=token)
-    assert (verified.code, verified.body) == (200, {"msisdn": number}), verified
-    return token, pin
 
 
 _RSA_KEY: list[str] = []
@@ -879,7 +866,7 @@ def test_certificate_duration(gateway, duration, expected):
     ("refused": any 400 with 106 or 107); non-positive, fractional or non-number values are
     107; an integral float is taken; anything over the maximum is capped at 86400 s
     (exp - iat = (duration + 10 s back-dating) in ms)."""
-    token, _ = yield verified_session(gateway)
+    token, _ = yield verified_session(gateway, NUMBER)
     raw = ('{"publicKey": %s, "duration": %s}' % (json.dumps(browserid_key()), duration)).encode()
     r = yield call(gateway, "POST", "/certificate/sign", raw=raw, token=token)
     if expected == "refused":
@@ -908,7 +895,7 @@ def test_certificate_duration(gateway, duration, expected):
 @pytest_twisted.inlineCallbacks
 def test_certificate_sign_validation(gateway, extra, errno):
     """Bad publicKey/format/audience on /certificate/sign for a verified session: 400 107."""
-    token, _ = yield verified_session(gateway)
+    token, _ = yield verified_session(gateway, NUMBER)
     body = {"publicKey": browserid_key(), "duration": 60, **extra}
     r = yield call(gateway, "POST", "/certificate/sign", body, token=token)
     assert_error(r, 400, errno)
@@ -917,7 +904,7 @@ def test_certificate_sign_validation(gateway, extra, errno):
 @pytest_twisted.inlineCallbacks
 def test_certificate_sign_missing_fields(gateway):
     """publicKey and duration are both required (108)."""
-    token, _ = yield verified_session(gateway)
+    token, _ = yield verified_session(gateway, NUMBER)
     for body in ({"duration": 60}, {"publicKey": browserid_key()}, {}):
         r = yield call(gateway, "POST", "/certificate/sign", body, token=token)
         assert_error(r, 400, 108)

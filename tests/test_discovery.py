@@ -27,6 +27,8 @@ from msisdnd.api import device
 from msisdnd.events.config import EVENTS, new_secret
 from msisdnd.events.signing import Signer as WebhookSigner
 
+from gateway import verified_session
+
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "relying-parties.md"
 NUMBER = "+33612345678"
 AUDIENCE = "https://rp.example"
@@ -61,19 +63,6 @@ def device_key() -> tuple[rsa.RSAPrivateKey, str]:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     numbers = private.public_key().public_numbers()
     return private, json.dumps({"algorithm": "RS", "n": str(numbers.n), "e": str(numbers.e)})
-
-
-@inlineCallbacks
-def verified_session(gateway, number: str = NUMBER):
-    """A session token whose number is verified (the MT flow)."""
-    token = yield gateway.register()
-    sent = yield gateway.call("POST", "/sms/mt/verify", {
-        "msisdn": number, "mcc": "208", "shortVerificationCode": True}, token=token)
-    assert sent.code == 204, sent
-    pin = yield gateway.pin(number)
-    verified = yield gateway.call("POST", "/sms/verify_code", {"code": pin}, token=token)
-    assert (verified.code, verified.body) == (200, {"msisdn": number}), verified
-    return token
 
 
 @inlineCallbacks
@@ -195,7 +184,7 @@ def test_issuer_is_the_iss_of_issued_certificates(gateway):
     """The JWT certificate's iss is the document's issuer, the BrowserID one's
     the document's BrowserID iss; each is signed with the algorithm named."""
     doc = (yield gateway.call("GET", DISCOVERY)).body
-    token = yield verified_session(gateway)
+    token, _ = yield verified_session(gateway, NUMBER)
     _, public = device_key()
     jwt_cert = yield certificate(gateway, token, public, format="jwt", audience=AUDIENCE)
     browserid_cert = yield certificate(gateway, token, public)
@@ -218,7 +207,7 @@ def test_guide_verification_with_the_fetched_jwks(gateway):
     (jwt.PyJWKSet): they pass for the audience asked, and fail for another
     audience, another issuer, no audience, or another algorithm."""
     doc = (yield gateway.call("GET", DISCOVERY)).body
-    token = yield verified_session(gateway)
+    token, _ = yield verified_session(gateway, NUMBER)
     _, public = device_key()
     cert = yield certificate(gateway, token, public, format="jwt", audience=AUDIENCE)
     keys = jwt.PyJWKSet.from_dict((yield fetch(gateway, doc["jwks_uri"])))
@@ -252,7 +241,7 @@ def test_guide_jwt_example_runs_as_written(gateway):
     namespace = yield threads.deferToThread(
         run_guide, "def verify_certificate", "def verify_proof", gateway=gateway)
     assert namespace["AUDIENCE"] == AUDIENCE
-    token = yield verified_session(gateway)
+    token, _ = yield verified_session(gateway, NUMBER)
     private, public = device_key()
     cert = yield certificate(gateway, token, public, format="jwt", audience=AUDIENCE)
     other = yield certificate(gateway, token, public, format="jwt",
@@ -282,7 +271,7 @@ def test_guide_browserid_example(gateway):
     JWK Set (times in milliseconds), for the document's BrowserID iss only."""
     doc = (yield gateway.call("GET", DISCOVERY)).body
     verify = run_guide("def verify_browserid_certificate")["verify_browserid_certificate"]
-    token = yield verified_session(gateway)
+    token, _ = yield verified_session(gateway, NUMBER)
     _, public = device_key()
     cert = yield certificate(gateway, token, public)
     jwks = yield fetch(gateway, doc["jwks_uri"])
