@@ -100,7 +100,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from _common import http_ok, machine, redis_answers, run  # noqa: E402
+from _common import (  # noqa: E402
+    cpu_seconds, http_ok, machine, machine_busy_seconds, redis_answers, run)
 
 BIN = Path(sys.executable).parent
 
@@ -169,8 +170,6 @@ ENDPOINTS = ("GET /__lbheartbeat__", "register", "sms/mt/verify", "sms/verify_co
              "certificate/sign", "unregister", "backend create", "backend check",
              "smsc POST /mo", "smsc GET /receive")
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
 
 # -- small helpers ------------------------------------------------------------------
 
@@ -179,22 +178,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of C{pid} (its threads included), from C{/proc/<pid>/stat}."""
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine spent not idle (all CPUs), from C{/proc/stat}."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / _CLOCK_TICKS
 
 
 def percentile(sorted_values: list[float], p: float) -> float:

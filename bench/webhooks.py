@@ -76,7 +76,8 @@ _INSERTED = [p for p in (str(REPO), str(REPO / "bench")) if p not in sys.path]
 for _path in _INSERTED:
     sys.path.insert(0, _path)
 
-from _common import http_ok, machine, redis_answers, run  # noqa: E402
+from _common import (  # noqa: E402
+    cpu_seconds, http_ok, machine, machine_busy_seconds, redis_answers, run)
 
 BIN = Path(sys.executable).parent
 #: WebhookDelivery's default batch: entries read at once and posted concurrently.
@@ -84,29 +85,12 @@ BATCH = 16
 WEBHOOK = "bench"
 AUDIENCE = "https://rp.example"
 STREAM = b"ms:ev"
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int | str) -> float:
-    """utime + stime of C{pid} (its threads included), from C{/proc/<pid>/stat}."""
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine spent not idle (all CPUs), from C{/proc/stat}."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / _CLOCK_TICKS
 
 
 def main_thread_cpu_seconds(pid: int) -> float:
