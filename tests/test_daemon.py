@@ -41,7 +41,8 @@ class Running:
 
 
 def write_config(tmp_path, smsc_port: int, redis_port: int, api_port: int, admin_port: int,
-                 *, redis_db: int = 0, limits: str = "", tables: str = "") -> str:
+                 *, redis_db: int = 0, limits: str = "", tables: str = "",
+                 redis_credentials: str = "") -> str:
     """A daemon's configuration under C{tmp_path}, with its keys and master
     secret; C{limits} adds lines to C{[limits]}, C{tables} more tables."""
     with open(os.devnull, "w") as quiet:
@@ -54,7 +55,7 @@ def write_config(tmp_path, smsc_port: int, redis_port: int, api_port: int, admin
         [admin]
         listen = "tcp:{admin_port}:interface=127.0.0.1"
         [redis]
-        url = "redis://127.0.0.1:{redis_port}/{redis_db}"
+        url = "redis://{redis_credentials}127.0.0.1:{redis_port}/{redis_db}"
         [keys]
         browserid = ["keys/browserid.pem"]
         jwt = ["keys/jwt.pem"]
@@ -432,3 +433,65 @@ def test_json_logs_are_one_object_per_line_with_the_message_rendered(smsc_factor
     assert any(m == "msisdnd stopped" for m in messages), messages
     assert NUMBER not in text and NUMBER[1:] not in text
     assert "\x1e" not in text
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_daemon_logs_in_to_a_redis_acl_user(smsc_factory, tmp_path):
+    """Against a Redis whose default user is off and whose ACL user needs a
+    password, the daemon serves with the user and password of its [redis]
+    url; with a wrong password its heartbeat says storage is down, and the
+    password is never in its log."""
+    from conftest import redis_executable
+
+    harness = smsc_factory()
+    port = free_port()
+    conf = tmp_path / "redis.conf"
+    conf.write_text(f'port {port}\nbind 127.0.0.1\nsave ""\nappendonly no\n'
+                    f"dir {tmp_path}\nuser default off\n"
+                    "user msisdnd on >s3cret-pw ~* &* +@all\n")
+    redis = subprocess.Popen([redis_executable(), str(conf)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        for password, healthy in (("s3cret-pw", True), ("wrong-pw", False)):
+            home = tmp_path / password
+            home.mkdir()
+            config = write_config(home, harness.portNumber, port, free_port(), free_port(),
+                                  redis_credentials=f"msisdnd:{password}@")
+            process, log_path = start(config, home)
+            running = Running(process, f"http://127.0.0.1:{_api_port(config)}", "", log_path)
+            try:
+                if healthy:
+                    yield wait_until(lambda: heartbeat_ok(running), timeout=30, interval=0.1)
+                    r = yield treq.post(running.api + "/register")
+                    assert r.code == 200
+                else:
+                    yield wait_until(lambda: _heartbeat(running) == 503, timeout=30,
+                                     interval=0.1)
+                    r = yield treq.get(running.api + "/__heartbeat__")
+                    assert (yield r.json())["storage"] is False
+            finally:
+                process.terminate()
+                yield wait_until(lambda: process.poll() is not None, timeout=20, interval=0.05)
+            assert password not in running.log()
+    finally:
+        redis.terminate()
+        redis.wait(10)
+
+
+def _api_port(config: str) -> int:
+    import re
+
+    return int(re.search(r'public_url = "http://127.0.0.1:(\d+)"', open(config).read()).group(1))
+
+
+def _heartbeat(running: Running) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(running.api + "/__heartbeat__", timeout=2) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
