@@ -19,7 +19,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 
 from msisdnd.sms.interfaces import NoRouteError, OutboundSMS, SendTimeoutError
 from msisdnd.smpp import codec
-from msisdnd.smpp.carrier import MAX_SUBMITS, RESUBMIT_PAUSE, Carrier
+from msisdnd.smpp.carrier import MAX_SUBMITS, RESUBMIT_PAUSE, Carrier, CarrierDown
 from msisdnd.smpp.config import CarrierConfig
 from msisdnd.smpp.router import Router
 from msisdnd.smpp.session import ESMESession, SessionState
@@ -259,6 +259,34 @@ def test_after_the_grace_a_carrier_with_no_bind_takes_nothing(clock):
     late = Results()
     late.add(router.send(sms()))
     assert isinstance(late.values[0].value, NoRouteError)
+
+
+def test_a_carrier_without_a_router_fails_its_stranded_messages_with_carrier_down(clock):
+    c = carrier(clock, reconnect_grace=3.0)
+    link = Link(clock, c)
+    link.drop()
+    results = Results()
+    results.add(c.send(sms()))
+    clock.advance(3.0)
+    assert isinstance(results.values[0].value, CarrierDown)
+    assert c.queue_depth == 0
+
+
+def test_a_rerouted_message_keeps_what_is_left_of_its_deadline(clock):
+    a = carrier(clock, "a", reconnect_grace=3.0, default=False, prefixes=["+33"])
+    b = carrier(clock, "b")
+    router = Router([a, b])
+    Link(clock, a).drop()
+    Link(clock, b).drop()
+    results = Results()
+    results.add(router.send(sms()))  # on a, within its grace; b takes it at 3 s
+    Link(clock, b)  # b is back and bound, but never answers
+    clock.advance(3.0)
+    assert results.values == []
+    clock.advance(6.9)
+    assert results.values == []
+    clock.advance(0.1)  # 10 s after the send: the original deadline, not 3 + 10
+    assert isinstance(results.values[0].value, SendTimeoutError)
 
 
 # -- protocol correctness ------------------------------------------------------------------

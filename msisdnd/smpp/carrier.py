@@ -28,9 +28,9 @@ them all; a message with a timeout of its own gets a timer of its own.
 
 When its last bind drops, the carrier keeps taking sends for
 C{reconnect_grace} seconds (the bind is usually back within them); then the
-messages none of whose parts went out fail with L{CarrierDown}, which the
-router answers by offering them, with the time they have left, to the next
-eligible carrier.
+messages none of whose parts went out are handed to C{reroute} (the
+router's: the next eligible carrier), with the time they have left; without
+C{reroute}, or with no time left, they fail with L{CarrierDown}.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from __future__ import annotations
 import random
 from bisect import bisect_left
 from collections import Counter, deque
+from typing import Callable
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -70,12 +71,9 @@ RESUBMIT_PAUSE = 0.25
 
 
 class CarrierDown(NoRouteError):
-    """The carrier's binds stayed down past its reconnect grace; the message
-    (none of whose parts went out) may go elsewhere within C{remaining} seconds."""
+    """The carrier's binds stayed down past its reconnect grace, and the
+    message (none of whose parts went out) had nowhere else to go."""
 
-    def __init__(self, message: str, remaining: float):
-        super().__init__(message)
-        self.remaining = remaining
 
 class _Message:
     """One OutboundSMS on its way: its parts, their ids, its deadline."""
@@ -151,6 +149,9 @@ class Carrier:
         self.accepting = True
         #: Set by the daily-cap breaker (L{msisdnd.state.daily_cap}): not chosen while set.
         self.tripped = False
+        #: Set by the router: C{reroute(sms, seconds_left)} sends a message this
+        #: carrier could not, elsewhere, and returns the Deferred of that send.
+        self.reroute: Callable[[OutboundSMS, float], Deferred] | None = None
         self._queue: deque[_Part] = deque()
         self._sessions: list[ESMESession] = []
         self._next_session = 0
@@ -241,10 +242,14 @@ class Carrier:
                 self._deadline_timer = self.clock.callLater(self.send_timeout, self._expireDue)
         else:
             message.deadline = self.clock.callLater(timeout, self._expire, message)
-        waiting = bool(self._queue)
+        queue = self._queue
+        waiting = bool(queue)
         order = self._order
         self._order = order + len(bodies)
-        self._queue.extend(_Part(message, i, body, order + i) for i, body in enumerate(bodies))
+        if len(bodies) == 1:
+            queue.append(_Part(message, 0, bodies[0], order))
+        else:
+            queue.extend(_Part(message, i, body, order + i) for i, body in enumerate(bodies))
         if not waiting:
             # A queue that already held parts is waiting on a response, a
             # timer or a bind, each of which pumps it: no need to look now.
@@ -368,7 +373,7 @@ class Carrier:
             self.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
             self.latency_sum += elapsed
             message.deferred.callback(SendResult(self.name, tuple(message.message_ids)))
-        self._pump()
+        # The session calls _pump (onWindowFreed) once it has read its whole chunk.
 
     def _failed(self, error: SMPPError, part: _Part) -> None:
         if isinstance(error, CommandStatusError):
@@ -458,12 +463,16 @@ class Carrier:
                       carrier=self.name, to=mask_number(message.sms.destination))
 
     def _finish(self, message: _Message, error: Exception) -> None:
+        self._withdraw(message)
+        message.deferred.errback(error)
+        self._notifyIdle()
+
+    def _withdraw(self, message: _Message) -> None:
+        """End C{message} here: its timer cancelled, its parts out of the queue."""
         message.done = True
         if message.deadline is not None and message.deadline.active():
             message.deadline.cancel()
         self._queue = deque(p for p in self._queue if p.message is not message)
-        message.deferred.errback(error)
-        self._notifyIdle()
 
     # -- binds -------------------------------------------------------------
 
@@ -498,7 +507,11 @@ class Carrier:
         for message in stranded:
             remaining = (message.expires or (message.deadline.getTime()
                                              if message.deadline else now)) - now
-            self._finish(message, CarrierDown(f"{self.name}: every bind is down", remaining))
+            if self.reroute is None or remaining <= 0:
+                self._finish(message, CarrierDown(f"{self.name}: every bind is down"))
+            else:
+                self._withdraw(message)
+                self.reroute(message.sms, remaining).chainDeferred(message.deferred)
 
     # -- stopping ----------------------------------------------------------
 

@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred, fail
 from zope.interface import implementer
 
 from msisdnd.sms.interfaces import ISMSSender, NoRouteError, OutboundSMS, QueueFullError
-from msisdnd.smpp.carrier import Carrier, CarrierDown
+from msisdnd.smpp.carrier import Carrier
 
 
 @implementer(ISMSSender)
@@ -32,6 +32,8 @@ class Router:
             key=lambda pair: -len(pair[0]),
         )
         self._defaults = [c for c in self.carriers if c.config.default]
+        for carrier in self.carriers:
+            carrier.reroute = self._send
 
     def candidates(self, sms: OutboundSMS) -> list[Carrier]:
         """The carriers that may take C{sms}, best first."""
@@ -62,18 +64,11 @@ class Router:
         return ranked
 
     def send(self, sms: OutboundSMS, timeout: float | None = None) -> Deferred:
-        """Send through the best carrier that takes it; a message stranded on a
-        carrier whose binds stayed down (L{CarrierDown}) is offered to the next
-        one with the time it has left."""
-        return self._send(sms, timeout).addErrback(self._moved, sms)
-
-    def _moved(self, failure, sms: OutboundSMS):
-        # A bound method and its arguments, not a closure: a closure naming
-        # itself would leave a reference cycle per message for the GC.
-        failure.trap(CarrierDown)
-        if failure.value.remaining <= 0:
-            return failure
-        return self._send(sms, failure.value.remaining).addErrback(self._moved, sms)
+        """Send through the best carrier that takes it.  A carrier whose binds
+        stay down past its grace hands its stranded messages back
+        (C{Carrier.reroute}), and they go to the next one with the time
+        they have left."""
+        return self._send(sms, timeout)
 
     def _send(self, sms: OutboundSMS, timeout: float | None) -> Deferred:
         candidates = self.candidates(sms)

@@ -99,15 +99,19 @@ class ESMESession(PDUStream):
     @ivar responses: responses received to our requests (the session did work).
     @ivar onInbound: called with each C{deliver_sm} / C{data_sm} L{codec.PDU},
         after it has been answered.
-    @ivar onWindowFreed: called when a request other than a C{submit_sm}
-        leaves the window (its response, its timeout, a C{generic_nack}):
-        the submit's own callbacks tell of those, but an C{enquire_link} that
-        held the last slot must wake whoever waits for room too.
+    @ivar onWindowFreed: called when requests left the window (their
+        responses, timeouts, C{generic_nack}s), whatever they were: an
+        C{enquire_link} that held the last slot must wake whoever waits for
+        room too.  Responses read in one chunk of data make one call, after
+        the chunk; a timeout makes one at once.  Not called once the
+        connection is closed.
     @ivar trace_label: what this session's trace lines are labelled with,
         or C{None} while it is not traced (see L{enableTrace}).
     """
 
     trace_label: str | None = None
+    _receiving = False
+    _freed_while_receiving = False
 
     def __init__(
         self,
@@ -264,12 +268,13 @@ class ESMESession(PDUStream):
             entry.failed(error, entry.context)
         except Exception:
             self.log.failure("A request's failure handler failed")
-        self._freed(entry)
+        self._freed()
 
-    def _freed(self, entry: _Pending) -> None:
-        """A request left the window; a submit's handlers already know."""
-        if entry.command_id != codec.SUBMIT_SM and self.onWindowFreed is not None \
-                and self.state is not SessionState.CLOSED:
+    def _freed(self) -> None:
+        """A request left the window: tell C{onWindowFreed}, after the chunk being read."""
+        if self._receiving:
+            self._freed_while_receiving = True
+        elif self.onWindowFreed is not None and self.state is not SessionState.CLOSED:
             try:
                 self.onWindowFreed()
             except Exception:
@@ -444,7 +449,14 @@ class ESMESession(PDUStream):
 
     def dataReceived(self, data: bytes) -> None:
         self._last_received = self.clock.seconds()
-        super().dataReceived(data)
+        self._receiving = True
+        try:
+            super().dataReceived(data)
+        finally:
+            self._receiving = False
+        if self._freed_while_receiving:
+            self._freed_while_receiving = False
+            self._freed()
 
     def pduReceived(self, pdu: codec.PDU) -> None:
         command_id = pdu.command_id
@@ -518,7 +530,7 @@ class ESMESession(PDUStream):
             self._fail(entry, CommandStatusError(pdu.status, pdu.command))
         else:
             entry.succeeded(pdu, entry.context)
-            self._freed(entry)
+            self._freed()
         if self._drain_waiters:
             self._fireDrained()
 
