@@ -36,12 +36,17 @@ It counts, per scenario:
     succeeded for a message the SMSC never stored.  Must be 0;
   - duplicated: stored messages beyond the first of their (destination,
     text): the at-least-once resubmits after a cut.  Target: <= 0.1%;
+  - in doubt: the submits in flight when a link was cut, summed over the
+    cuts.  Each may or may not have been stored; the carrier resubmits them
+    (a PIN twice rather than never), so duplicates are bounded by them, and
+    a duplicate beyond them is a bug;
   - submits per message: C{submit_sm} the SMSC received / N (throttled ones
     included);
   - id mismatches: succeeded sends whose message id is none of the ids the
     SMSC gave that message (with C{nul}, whether the id kept its last octet).
 
-The exit status is 1 if any message was lost, 2 if a scenario could not run.
+The exit status is 1 if any message was lost or duplicated beyond those in
+doubt, 2 if a scenario could not run.
 """
 
 from __future__ import annotations
@@ -258,6 +263,8 @@ class Soak:
             "carrier_errors": dict(carrier.errors),
             "cuts": len(self.cuts),
             "in_flight_at_cuts": self.cut_in_flight,
+            "in_doubt": sum(self.cut_in_flight),
+            "duplicated_beyond_in_doubt": max(0, duplicates - sum(self.cut_in_flight)),
             "reconnects": sum(b.reconnects for b in self.service.binds),
             "smsc_binds": self.smsc.bind_count,
             "id_mismatches": mismatched,
@@ -371,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
               f"never resolved {r['lost_unresolved']}, succeeded but not at the SMSC "
               f"{r['lost_missing_at_smsc']}); duplicated {r['duplicated']} "
               f"({100 * r['duplicated_share']:.2f}%, target <= {100 * DUPLICATE_TARGET:.1f}%: "
-              f"{verdict}); in flight at each cut {r['in_flight_at_cuts']}; "
+              f"{verdict}); in flight at each cut {r['in_flight_at_cuts']} "
+              f"(in doubt: {r['in_doubt']}; duplicates beyond them: "
+              f"{r['duplicated_beyond_in_doubt']}, must be 0); "
               f"carrier errors {r['carrier_errors']}")
         for example in r["log_examples"]:
             print(f"  log failure: {example}")
@@ -379,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({
             "environment": env | {"code": state}, "settings": vars(args), "scenarios": rows,
         }, indent=2, default=str))
-    return 1 if any(r["lost"] for r in rows) else 0
+    return 1 if any(r["lost"] or r["duplicated_beyond_in_doubt"] for r in rows) else 0
 
 
 if __name__ == "__main__":

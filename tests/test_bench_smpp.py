@@ -80,6 +80,7 @@ def test_smpp_soak_loses_nothing_and_prints_its_table(tmp_path):
     for r in rows.values():
         assert (r["messages"], r["delivered"], r["lost"], r["log_failures"]) == (300, 300, 0, 0), r
         assert r["submits_per_message"] >= 1.0 and r["id_mismatches"] == 0
+        assert r["duplicated"] <= r["in_doubt"] and r["duplicated_beyond_in_doubt"] == 0, r
     assert rows["throttle"]["carrier_errors"].get("ESME_RTHROTTLED", 0) > 0
     assert rows["nul"]["carrier_errors"].get("id_unterminated", 0) >= 300
 
