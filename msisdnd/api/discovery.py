@@ -25,6 +25,10 @@ class Discovery:
 
     def __init__(self, carriers: Sequence[CarrierConfig], mt_url: str):
         self.mt_url = mt_url
+        self.use(carriers)
+
+    def use(self, carriers: Sequence[CarrierConfig]) -> None:
+        """Answer from C{carriers} from now on (a reload changed them)."""
         self._by_mccmnc: dict[str, Route] = {}
         self._by_mcc: dict[str, Route] = {}
         self._default: Route | None = None

@@ -152,6 +152,9 @@ class Carrier:
         #: Set by the router: C{reroute(sms, seconds_left)} sends a message this
         #: carrier could not, elsewhere, and returns the Deferred of that send.
         self.reroute: Callable[[OutboundSMS, float], Deferred] | None = None
+        #: Set by an operator (L{msisdnd.state.suspensions}): takes no new sends
+        #: while set, drains what it has, keeps its binds for receipts and MO.
+        self.suspended = False
         self._queue: deque[_Part] = deque()
         self._sessions: list[ESMESession] = []
         self._next_session = 0
@@ -196,8 +199,9 @@ class Carrier:
     @property
     def available(self) -> bool:
         """The carrier takes sends: bound (or reconnecting within its grace),
-        and no breaker has tripped it."""
-        return self.accepting and not self.tripped and (self.bound or self.reconnecting)
+        neither tripped by a breaker nor suspended by an operator."""
+        return (self.accepting and not self.tripped and not self.suspended
+                and (self.bound or self.reconnecting))
 
     @property
     def queue_depth(self) -> int:
@@ -522,15 +526,20 @@ class Carrier:
                 if not d.called:
                     d.callback(None)
 
+    def whenIdle(self, timeout: float) -> Deferred:
+        """Fire once the queue and windows are empty, or at C{timeout}
+        (failing with C{TimeoutError}); sends are still taken meanwhile."""
+        d = Deferred()
+        self._idle_waiters.append(d)
+        self._notifyIdle()
+        return d.addTimeout(timeout, self.clock)
+
     def drain(self, timeout: float) -> Deferred:
         """Stop taking sends; fire once the queue and windows are empty, or at C{timeout}.
 
         Messages still queued at the timeout fail with L{SendTimeoutError}.
         """
         self.accepting = False
-        d = Deferred()
-        self._idle_waiters.append(d)
-        self._notifyIdle()
 
         def giveUp(result: object) -> None:
             self.dispatcher.stop()
@@ -538,12 +547,13 @@ class Carrier:
                 if not part.message.done:
                     self._finish(part.message, SendTimeoutError(f"{self.name} stopped"))
 
-        return d.addTimeout(timeout, self.clock).addBoth(giveUp)
+        return self.whenIdle(timeout).addBoth(giveUp)
 
     def snapshot(self) -> dict:
         return {
             "name": self.name,
             "available": self.available,
+            "suspended": self.suspended,
             "queue_depth": len(self._queue),
             "in_flight": self.in_flight,
             "paused": self.paused,

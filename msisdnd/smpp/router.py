@@ -25,6 +25,10 @@ class Router:
     """
 
     def __init__(self, carriers: Sequence[Carrier]):
+        self.use(carriers)
+
+    def use(self, carriers: Sequence[Carrier]) -> None:
+        """Route over C{carriers} from now on (a reload changed them)."""
         self.carriers = tuple(c for c in carriers if c.config.can_transmit)
         self._by_name = {c.name: c for c in self.carriers}
         self._by_prefix = sorted(

@@ -6,7 +6,7 @@ from typing import Sequence
 
 from twisted.application.service import MultiService
 from twisted.internet import ssl
-from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
@@ -53,11 +53,22 @@ def endpoint_for(reactor: object, spec: SessionConfig) -> IStreamClientEndpoint:
     return wrapClientTLS(options, tcp)
 
 
+class UnknownCarrier(KeyError):
+    """No carrier of that name is configured here."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class CarriersService(MultiService):
     """Every carrier and its binds; C{router} is the L{ISMSSender}.
 
     Stopping drains the queues (bounded by C{drain_timeout}), then unbinds
     every session gracefully.
+
+    At run time an operator may suspend a carrier (L{setSuspended}: it takes
+    no new sends, drains, and unbinds only if told to), rebind it
+    (L{rebind}), or change the set of carriers (L{reconfigure}, on a reload).
     """
 
     def __init__(
@@ -71,19 +82,134 @@ class CarriersService(MultiService):
         receipt_receiver: IReceiptReceiver | None = None,
     ):
         super().__init__()
+        self.reactor = reactor
+        self.send_timeout = send_timeout
         self.drain_timeout = drain_timeout
+        self.mo_receiver = mo_receiver
+        self.receipt_receiver = receipt_receiver
         self.carriers: list[Carrier] = []
         self.binds: list[SMPPBind] = []
-        for config in configs:
-            carrier = Carrier(config, reactor, send_timeout, mo_receiver, receipt_receiver)
-            self.carriers.append(carrier)
-            for index, spec in enumerate(config.session_specs):
-                bind = SMPPBind(f"{config.name}/{index}", spec, config,
-                                endpoint_for(reactor, spec), reactor, carrier,
-                                drain_timeout=drain_timeout)
-                bind.setServiceParent(self)
-                self.binds.append(bind)
+        #: Suspended carriers by name -> whether their binds are to be let go.
+        self.suspensions: dict[str, bool] = {}
+        self.carriers = [self._make(config) for config in configs]
         self.router = Router(self.carriers)
+
+    def _make(self, config: CarrierConfig) -> Carrier:
+        carrier = Carrier(config, self.reactor, self.send_timeout, self.mo_receiver,
+                          self.receipt_receiver)
+        carrier.suspended = config.name in self.suspensions
+        if not self.suspensions.get(config.name, False):
+            self._bind(carrier)
+        return carrier
+
+    def _bind(self, carrier: Carrier) -> None:
+        """Start a bind for each of C{carrier}'s sessions (now, if running)."""
+        config = carrier.config
+        for index, spec in enumerate(config.session_specs):
+            bind = SMPPBind(f"{config.name}/{index}", spec, config,
+                            endpoint_for(self.reactor, spec), self.reactor, carrier,
+                            drain_timeout=self.drain_timeout)
+            bind.setServiceParent(self)
+            self.binds.append(bind)
+
+    def _unbind(self, carrier: Carrier) -> Deferred:
+        """Unbind and forget C{carrier}'s binds (each unbind bounded)."""
+        binds = [b for b in self.binds if b.listener is carrier]
+        self.binds = [b for b in self.binds if b.listener is not carrier]
+        return DeferredList([maybeDeferred(b.disownServiceParent) for b in binds])
+
+    def carrier(self, name: str) -> Carrier:
+        """The carrier called C{name}.
+
+        @raise UnknownCarrier: none is, here.
+        """
+        for carrier in self.carriers:
+            if carrier.name == name:
+                return carrier
+        raise UnknownCarrier(f"no carrier named {name!r} (configured: "
+                             f"{', '.join(c.name for c in self.carriers)})")
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.carriers]
+
+    @inlineCallbacks
+    def setSuspended(self, name: str, suspended: bool, unbind: bool = False):
+        """Suspend C{name} (no new sends; with C{unbind}, its binds let go
+        once its queue is drained, bounded by C{drain_timeout}) or resume it
+        (its binds back if they were let go).  Fires once done; doing what is
+        already done does nothing.  An unknown C{name} is ignored (another
+        daemon may have that carrier)."""
+        carrier = next((c for c in self.carriers if c.name == name), None)
+        if carrier is None:
+            return
+        was, had_binds = carrier.suspended, not self.suspensions.get(name, False)
+        if suspended:
+            self.suspensions[name] = unbind
+        else:
+            self.suspensions.pop(name, None)
+        carrier.suspended = suspended
+        if suspended and not was:
+            log.warn("{carrier} is suspended: no new sends{binds}", carrier=name,
+                     binds="; its binds are let go once it is drained" if unbind
+                     else "; its binds stay up for receipts and MO")
+        elif was and not suspended:
+            log.info("{carrier} is resumed: it takes sends again", carrier=name)
+        keep_binds = not (suspended and unbind)
+        if had_binds and not keep_binds:
+            try:
+                yield carrier.whenIdle(self.drain_timeout)
+            except Exception:
+                log.warn("{carrier} still had {count} parts queued when its binds were let go",
+                         carrier=name, count=carrier.queue_depth)
+            if self.suspensions.get(name) and carrier in self.carriers:
+                yield self._unbind(carrier)
+        elif keep_binds and not had_binds and self.running:
+            self._bind(carrier)
+
+    @inlineCallbacks
+    def rebind(self, name: str):
+        """Unbind every session of carrier C{name} and bind them again.
+
+        @raise UnknownCarrier: no such carrier here.
+        """
+        carrier = self.carrier(name)
+        yield self._unbind(carrier)
+        if not self.suspensions.get(name, False) and carrier in self.carriers:
+            self._bind(carrier)
+        log.info("{carrier}: rebound at an operator's request", carrier=name)
+
+    @inlineCallbacks
+    def reconfigure(self, configs: Sequence[CarrierConfig]):
+        """Change to the carriers C{configs} (a reload): added carriers bind;
+        removed ones stop taking sends, drain and unbind; changed ones are
+        replaced (their binds go, the new ones bind); an unchanged carrier
+        and its binds are not touched.
+
+        @return: a Deferred firing, once the carriers that went are drained
+            and unbound, with C{{"added": [...], "removed": [...],
+            "changed": [...]}} (names).
+        """
+        old = {c.name: c for c in self.carriers}
+        new = {c.name: c for c in configs}
+        going = [c for name, c in old.items() if new.get(name) != c.config]
+        changes = {"added": [n for n in new if n not in old],
+                   "removed": [n for n in old if n not in new],
+                   "changed": [n for n in new if n in old and new[n] != old[n].config]}
+        for name in changes["removed"]:
+            self.suspensions.pop(name, None)
+        self.carriers = [c for c in self.carriers if c not in going]
+        self.router.use(self.carriers)
+        yield DeferredList([self._retire(c) for c in going])
+        kept = {c.name: c for c in self.carriers}
+        self.carriers = [kept.get(config.name) or self._make(config) for config in configs]
+        self.router.use(self.carriers)
+        return changes
+
+    @inlineCallbacks
+    def _retire(self, carrier: Carrier):
+        yield carrier.drain(self.drain_timeout)
+        yield self._unbind(carrier)
 
     @inlineCallbacks
     def stopService(self):
@@ -95,7 +221,7 @@ class CarriersService(MultiService):
         return {
             "carriers": [c.snapshot() for c in self.carriers],
             "binds": [b.snapshot() | {"carrier": b.carrier.name,
-                                      "queue_depth": self._carrier(b).queue_depth}
+                                      "queue_depth": b.listener.queue_depth}
                       for b in self.binds],
         }
 
@@ -104,10 +230,8 @@ class CarriersService(MultiService):
         (L{Router.unserved}), for the admin listener's C{/health}."""
         return {
             "carriers": [{"name": c.name, "available": c.available, "bound": c.bound,
-                          "reconnecting": c.reconnecting, "tripped": c.tripped}
+                          "reconnecting": c.reconnecting, "tripped": c.tripped,
+                          "suspended": c.suspended}
                          for c in self.carriers],
             "unserved": self.router.unserved(),
         }
-
-    def _carrier(self, bind: SMPPBind) -> Carrier:
-        return next(c for c in self.carriers if c.name == bind.carrier.name)

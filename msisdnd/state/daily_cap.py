@@ -62,13 +62,19 @@ class DailyCaps(TimerService):
     def __init__(self, carriers: Sequence[CappedCarrier], redis: TimedRedis,
                  clock: IReactorTime, interval: float = 1.0, budget: int = 0):
         super().__init__(interval, self.tick)
-        self.carriers = [c for c in carriers if c.config.daily_cap or budget]
         self.redis = redis
         self.clock = clock
-        self.budget = budget
-        self._reported = {c.name: c.sent for c in self.carriers}
+        self._reported: dict[CappedCarrier, int] = {}
+        self.use(carriers, budget)
         self.trips = 0
         self.over_budget = False
+
+    def use(self, carriers: Sequence[CappedCarrier], budget: int) -> None:
+        """Count C{carriers} against C{budget} from now on (a reload changed
+        them); a carrier kept keeps its count."""
+        self.budget = budget
+        self.carriers = [c for c in carriers if c.config.daily_cap or budget]
+        self._reported = {c: self._reported.get(c, c.sent) for c in self.carriers}
 
     @inlineCallbacks
     def tick(self):
@@ -77,19 +83,19 @@ class DailyCaps(TimerService):
         try:
             over = False
             if self.budget:
-                delta = sum(c.sent - self._reported[c.name] for c in self.carriers)
+                delta = sum(c.sent - self._reported[c] for c in self.carriers)
                 total = yield _ADD.run(self.redis, day=keys.sms_day(day), delta=delta,
                                        to_midnight_ms=to_midnight)
                 over = int(total) >= self.budget
             for carrier in self.carriers:
-                delta = carrier.sent - self._reported[carrier.name]
+                delta = carrier.sent - self._reported[carrier]
                 cap = carrier.config.daily_cap
                 tripped = over
                 if cap:
                     total = yield _ADD.run(self.redis, day=keys.carrier_day(carrier.name, day),
                                            delta=delta, to_midnight_ms=to_midnight)
                     tripped = tripped or int(total) >= cap
-                self._reported[carrier.name] += delta
+                self._reported[carrier] = self._reported.get(carrier, 0) + delta
                 self._set(carrier, tripped, cap)
         except StoreUnavailable:
             return

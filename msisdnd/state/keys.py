@@ -32,6 +32,8 @@ EVENTS = b"ms:ev"
 EXPIRIES = b"ms:vx"
 #: Held by the daemon sweeping EXPIRIES, so that one does at a time.
 EXPIRY_SWEEP = b"ms:vx:lock"
+#: The hash of suspended carriers: name -> JSON (unbind, by, at); no TTL.
+SUSPENDED_CARRIERS = b"ms:cs"
 
 LIMITS = b"ml:"
 BLOCK = b"ml:block:"

@@ -298,13 +298,16 @@ class Limits:
     def __init__(self, redis: TimedRedis, settings: LimitSettings, secret: bytes,
                  clock: IReactorTime):
         self.store = redis
-        self.settings = settings
         self.secret = secret
         self.clock = clock
         self.counters = Counters()
-        guard_buckets = 12
-        self._guard_buckets = guard_buckets
-        self._guard_span = max(1.0, settings.guard_window / guard_buckets)
+        self._guard_buckets = 12
+        self.use(settings)
+
+    def use(self, settings: LimitSettings) -> None:
+        """Apply C{settings} from now on (a reload); counts kept in Redis stay."""
+        self.settings = settings
+        self._guard_span = max(1.0, settings.guard_window / self._guard_buckets)
         self._grace_buckets = math.ceil(settings.guard_grace / self._guard_span)
 
     def _hash(self, kind: bytes, value: str) -> bytes:

@@ -490,6 +490,23 @@ class Signer:
         @raise ValueError: if a list is empty, a key is of the wrong kind,
             two keys share a C{kid}, an issuer is empty or the secret short.
         """
+        if not issuer_host or not issuer_url:
+            raise ValueError("issuer_host and issuer_url must not be empty")
+        if len(pseudonym_secret) < _MIN_SECRET_BYTES:
+            raise ValueError(f"pseudonym_secret needs at least {_MIN_SECRET_BYTES} bytes")
+        self.useKeys(browserid_keys, jwt_keys)
+        self._issuer_host = issuer_host
+        self._issuer_url = issuer_url
+        self._secret = bytes(pseudonym_secret)
+        self._clock = clock
+
+    def useKeys(self, browserid_keys: Sequence[SigningKey], jwt_keys: Sequence[SigningKey]) -> None:
+        """Sign with the first of each list and publish them all, from now on
+        (a reload: see the README's key rotation, in two steps).
+
+        @raise ValueError: as the constructor, for the keys; the keys in use
+            are kept.
+        """
         if not browserid_keys:
             raise ValueError("no BrowserID signing key")
         if not jwt_keys:
@@ -503,16 +520,8 @@ class Signer:
         kids = [key.kid for key in (*browserid_keys, *jwt_keys)]
         if len(set(kids)) != len(kids):
             raise ValueError("the same key is configured twice")
-        if not issuer_host or not issuer_url:
-            raise ValueError("issuer_host and issuer_url must not be empty")
-        if len(pseudonym_secret) < _MIN_SECRET_BYTES:
-            raise ValueError(f"pseudonym_secret needs at least {_MIN_SECRET_BYTES} bytes")
         self._browserid_keys = tuple(browserid_keys)
         self._jwt_keys = tuple(jwt_keys)
-        self._issuer_host = issuer_host
-        self._issuer_url = issuer_url
-        self._secret = bytes(pseudonym_secret)
-        self._clock = clock
 
     def _pseudonym(self, message: str) -> str:
         mac = hmac.HMAC(self._secret, hashes.SHA256())

@@ -22,7 +22,7 @@ import enum
 import struct
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -229,7 +229,7 @@ class Verifier:
         self.hawk = HawkAuthenticator(store, secrets.session, settings.hawk_skew, clock,
                                       require_payload_hash)
         self.verifications = VerificationStore(store)
-        self._mo_verifiers = {(v.carrier, v.number.lstrip("+")): v for v in mo_verifiers}
+        self.useMOVerifiers(mo_verifiers)
         self.mo_handled = 0
         self.mo_dropped = 0
         #: Sends whose client named an MCC not of the number's region.
@@ -238,6 +238,10 @@ class Verifier:
         self.outcomes: Counter[tuple[str, str]] = Counter()
         #: Delivery receipts by state (DELIVRD, UNDELIV...).
         self.receipt_states: Counter[str] = Counter()
+
+    def useMOVerifiers(self, mo_verifiers: Sequence[MOVerifier]) -> None:
+        """Match MO against C{mo_verifiers} from now on (a reload changed the carriers)."""
+        self._mo_verifiers = {(v.carrier, v.number.lstrip("+")): v for v in mo_verifiers}
 
     def wire(self, sender: ISMSSender) -> None:
         """Give the verifier the SMS sender built after it."""

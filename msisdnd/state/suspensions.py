@@ -1,0 +1,95 @@
+"""Carrier suspensions, shared by every daemon through Redis.
+
+An operator suspends a carrier on one daemon's admin listener; the
+suspension is written to one Redis hash (L{keys.SUSPENDED_CARRIERS}: carrier
+name -> JSON C{{"unbind", "by", "at"}}), and every daemon applies what the
+hash holds to its own carriers: at once on the daemon that was asked, within
+one poll (C{interval}) on the others.  A suspension lasts until resumed: it
+has no TTL, and it survives restarts (a daemon starting applies it before
+its carriers take sends, on its first poll).
+
+While Redis cannot be read, each daemon keeps what it last saw.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Protocol
+
+from twisted.application.internet import TimerService
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from msisdnd.state import keys
+from msisdnd.state.redis import StoreUnavailable, TimedRedis, text
+
+log = Logger()
+
+
+class SuspendableCarriers(Protocol):
+    """What suspensions are applied to (L{msisdnd.smpp.service.CarriersService})."""
+
+    #: The carriers configured here.
+    names: list[str]
+    #: The carriers suspended here -> whether their binds are let go.
+    suspensions: dict[str, bool]
+
+    def setSuspended(self, name: str, suspended: bool, unbind: bool = False) -> Deferred:
+        """Suspend or resume carrier C{name}; fires once done."""
+
+
+class Suspensions(TimerService):
+    """Writes suspensions to Redis and applies the hash to C{carriers}
+    (a service polling every C{interval} s)."""
+
+    def __init__(self, carriers: SuspendableCarriers, redis: TimedRedis, clock: IReactorTime,
+                 interval: float = 1.0):
+        super().__init__(interval, self.poll)
+        self.clock = clock
+        self.carriers = carriers
+        self.redis = redis
+
+    @inlineCallbacks
+    def suspend(self, name: str, unbind: bool, by: str):
+        """Suspend carrier C{name} on every daemon; fires once this daemon
+        has applied it (binds let go, with C{unbind}).
+
+        @raise StoreUnavailable: Redis did not take it (nothing changed).
+        """
+        record = json.dumps({"unbind": unbind, "by": by,
+                             "at": int(self.clock.seconds())}).encode()
+        yield self.redis.call("hset", keys.SUSPENDED_CARRIERS, name.encode(), record)
+        yield self.carriers.setSuspended(name, True, unbind)
+
+    @inlineCallbacks
+    def resume(self, name: str):
+        """Lift carrier C{name}'s suspension on every daemon.
+
+        @raise StoreUnavailable: Redis did not take it (nothing changed).
+        """
+        yield self.redis.call("hdel", keys.SUSPENDED_CARRIERS, name.encode())
+        yield self.carriers.setSuspended(name, False)
+
+    @inlineCallbacks
+    def poll(self):
+        """Apply the hash's suspensions to the carriers configured here."""
+        try:
+            stored = yield self.redis.call("hgetall", keys.SUSPENDED_CARRIERS)
+        except StoreUnavailable:
+            return
+        except Exception:
+            log.failure("The carrier suspensions could not be read")
+            return
+        wanted = {}
+        for name, record in (stored or {}).items():
+            try:
+                wanted[text(name)] = bool(json.loads(record).get("unbind", False))
+            except (ValueError, AttributeError):
+                wanted[text(name)] = False  # suspended all the same: the safe side
+        current = self.carriers.suspensions
+        for name in self.carriers.names:
+            if name in wanted and current.get(name) != wanted[name]:
+                yield self.carriers.setSuspended(name, True, wanted[name])
+            elif name not in wanted and name in current:
+                yield self.carriers.setSuspended(name, False)
