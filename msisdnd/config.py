@@ -7,7 +7,9 @@ thing that is wrong, in one line::
     etc/msisdnd.toml: [http].public_url: must be http(s)://host[:port][/prefix], not 'ftp://x'
     etc/msisdnd.toml: carrier[0] "fake".window: must be between 1 and 1000, not 0
 
-Nothing reads the file, the environment or the files it names again later,
+It is read at start-up and on an explicit reload (C{msisdnd reload}, SIGHUP),
+validated whole each time; nothing else reads the file, the environment or the
+files it names,
 except the key files, which the daemon parses (only their presence and
 permissions are checked here).  C{etc/msisdnd.toml} is the documented sample
 with every key and its default; C{etc/msisdnd.dev.toml} is what the dev run
@@ -42,6 +44,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -84,6 +87,10 @@ LOG_LEVELS = ("debug", "info", "warn", "error")
 
 # The most a master_file may hold.
 _MASTER_FILE_MAX = 4096
+# The most an [admin] token_file may hold, and the shortest token in it.
+_TOKEN_FILE_MAX = 65536
+_TOKEN_MIN = 32
+_ADMIN_TOKEN = re.compile(rf"[A-Za-z0-9_-]{{{_TOKEN_MIN},}}")
 # The longest embedded socket path: sun_path is 104 bytes on macOS, 108 on
 # Linux, with the NUL; msisdnd.state.embedded refuses longer than 100.
 _UNIX_PATH_MAX = 100
@@ -93,7 +100,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
              "trusted_proxies", "show_version", "request_deadline", "max_connections",
              "hawk_require_payload_hash",
              "max_connections_per_client"),
-    "admin": ("listen",),
+    "admin": ("listen", "token_file"),
     "redis": ("url", "embedded", "dir", "timeout", "pool_size"),
     "keys": ("browserid", "jwt"),
     "secrets": ("master", "master_file"),
@@ -196,10 +203,27 @@ class HTTPConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminToken:
+    """One bearer token of the admin listener's actions: its name (for the
+    audit log) and the SHA-256 of the token (the token itself is not kept)."""
+
+    name: str
+    digest: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class AdminConfig:
-    """The admin listener (metrics, health), or C{None} when disabled."""
+    """The admin listener (metrics, health, and the actions), or C{listen}
+    C{None} when disabled.
+
+    @ivar token_file: the file of the actions' bearer tokens, or C{None}:
+        then every action is refused.
+    @ivar tokens: the tokens it held when read.
+    """
 
     listen: str | None = DEFAULT_ADMIN_LISTEN
+    token_file: str | None = None
+    tokens: tuple[AdminToken, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -515,11 +539,43 @@ class _Reader:
 
     def admin(self, t: Table) -> AdminConfig:
         value = t.raw("listen")
-        if value is None:
-            return AdminConfig(DEFAULT_ADMIN_LISTEN)
-        if value == "":
-            return AdminConfig(None)
-        return AdminConfig(_endpoint(t, "listen"))
+        listen = (DEFAULT_ADMIN_LISTEN if value is None
+                  else None if value == "" else _endpoint(t, "listen"))
+        if t.raw("token_file") is None:
+            return AdminConfig(listen)
+        name = self.readable_file(t, "token_file", t.raw("token_file"), private=True)
+        return AdminConfig(listen, name, self.admin_tokens(t, name))
+
+    @staticmethod
+    def admin_tokens(t: Table, name: str) -> tuple[AdminToken, ...]:
+        """The tokens of C{token_file}: one a line, C{TOKEN} or C{NAME TOKEN};
+        blank lines and C{#} comments are skipped."""
+        try:
+            with open(name, "rb") as handle:
+                content = handle.read(_TOKEN_FILE_MAX + 1)
+        except OSError as e:
+            t.fail("token_file", f"cannot read {name!r}: {e.strerror or type(e).__name__}")
+        if len(content) > _TOKEN_FILE_MAX:
+            t.fail("token_file", f"{name!r} is larger than {_TOKEN_FILE_MAX} bytes")
+        try:
+            lines = content.decode("ascii").splitlines()
+        except UnicodeDecodeError:
+            t.fail("token_file", f"{name!r} must be ASCII text: one token a line")
+        tokens: list[AdminToken] = []
+        for number, line in enumerate(lines, 1):
+            words = line.split()
+            if not words or words[0].startswith("#"):
+                continue
+            if len(words) > 2 or not _ADMIN_TOKEN.fullmatch(words[-1]):
+                t.fail("token_file", f"{name!r} line {number}: must be TOKEN or NAME TOKEN, "
+                                     f"the token {_TOKEN_MIN}+ characters of A-Z a-z 0-9 _ - "
+                                     "(msisdnd keygen --admin-token FILE makes one)")
+            digest = hashlib.sha256(words[-1].encode()).digest()
+            token_name = words[0] if len(words) == 2 else f"token-{digest.hex()[:8]}"
+            tokens.append(AdminToken(token_name, digest))
+        if not tokens:
+            t.fail("token_file", f"{name!r} holds no token")
+        return tuple(tokens)
 
     def redis(self, t: Table) -> RedisConfig:
         embedded = t.boolean("embedded", False)

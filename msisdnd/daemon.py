@@ -8,7 +8,8 @@ development) -> the carriers (binding in the background) -> the admin
 listener -> the HTTP listeners.  SIGTERM stops them in the reverse order:
 the HTTP listeners close and the requests in flight finish, the carriers
 drain their queues and unbind, Redis is closed, and the embedded Redis
-stops last.  Every wait is bounded.
+stops last.  Every wait is bounded.  SIGHUP reloads the configuration
+(L{msisdnd.control}).
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 
 from msisdnd.api.admin import UnloggedSite, admin_site
+from msisdnd.api.admin_actions import ActionRefused
 from msisdnd.api.app import GatewayAPI
 from msisdnd.api.clientaddr import access_log_formatter
 from msisdnd.api.discovery import Discovery
 from msisdnd.api.metrics import Metrics
 from msisdnd.api.request import APISite
 from msisdnd.config import Config
+from msisdnd.control import Control, mo_verifiers
 from msisdnd.events.delivery import LATENCY_BUCKETS as WEBHOOK_LATENCY_BUCKETS
 from msisdnd.events.delivery import WebhookDelivery, http_client
 from msisdnd.events.payloads import Payloads
@@ -46,10 +49,11 @@ from msisdnd.state.events import EventStream
 from msisdnd.state.idempotency import Idempotency
 from msisdnd.state.limits import Limits
 from msisdnd.state.sessions import SessionStore
+from msisdnd.state.suspensions import Suspensions
 from msisdnd.verification import certs
 from msisdnd.verification.authentication import ApiKeyAuthenticator
 from msisdnd.verification.backend import BackendVerifications
-from msisdnd.verification.flows import MOVerifier, Verifier
+from msisdnd.verification.flows import Verifier
 from msisdnd.verification.texts import SMSTexts
 
 log = Logger()
@@ -235,6 +239,7 @@ class Daemon(InOrder):
         self._buildVerification()
         self._buildCarriers()
         self._buildEvents()
+        self.control = Control(self)
         self._buildHTTP()
         self.verifier.wire(self.carriers.router)
         for part in self._parts():
@@ -246,8 +251,7 @@ class Daemon(InOrder):
         config = self.config
         self.embedded = (EmbeddedRedis(config.redis.dir, self.reactor)
                          if config.redis.embedded else None)
-        self.store = SessionStore(None, self.reactor, timeout=config.verification.store_timeout,
-                                  events_stream=keys.EVENTS if config.webhooks else b"")
+        self.store = SessionStore(None, self.reactor, timeout=config.verification.store_timeout)
         self.redis = RedisConnection(self.store, self._connectRedis)
         settings = config.redis
         where = (f"{settings.dir}/redis.sock (embedded)" if settings.embedded
@@ -268,8 +272,7 @@ class Daemon(InOrder):
                               app_hashes=config.sms.app_hashes)
         self.verifier = Verifier(
             self.store, None, config.verification, config.secrets, self.texts, reactor,
-            mo_verifiers=tuple(MOVerifier(c.name, c.mo_verifier, None)
-                               for c in config.carriers if c.mo_verifier),
+            mo_verifiers=mo_verifiers(config),
             limits=self.limits, require_payload_hash=config.http.hawk_require_payload_hash)
         self.backend = BackendVerifications(
             self.verifier, ApiKeyAuthenticator(ApiKeys(self.store), config.secrets.api_key, reactor),
@@ -283,28 +286,42 @@ class Daemon(InOrder):
             receipt_receiver=self.verifier)
         self.daily_caps = DailyCaps(self.carriers.carriers, self.store, self.reactor,
                                     budget=config.limits.daily_sms_budget)
+        self.suspensions = Suspensions(self.carriers, self.store, self.reactor)
         self.fake_smsc = self._fakeSMSC() if config.dev.fake_smsc else []
 
     def _buildEvents(self) -> None:
         """A delivery per webhook, and the sweep that tells of unnoticed expiries."""
-        config = self.config
         self.events = MultiService()
         self.webhooks: list[WebhookDelivery] = []
-        if not config.webhooks:
+        self._fillEvents(self.config.webhooks)
+
+    def _fillEvents(self, webhooks) -> None:
+        self.store.events_stream = keys.EVENTS if webhooks else b""
+        if not webhooks:
             return
         stream = EventStream(self.store)
-        payloads = Payloads(config.secrets, self.signer)
+        payloads = Payloads(self.config.secrets, self.signer)
         consumer = f"{socket.gethostname()}-{os.getpid()}"
         http = http_client(self.reactor)
-        for webhook in config.webhooks:
+        for webhook in webhooks:
             delivery = WebhookDelivery(webhook, stream, payloads,
                                        self._connectRedisAlone, http, self.reactor, consumer,
-                                       webhooks=frozenset(w.name for w in config.webhooks))
+                                       webhooks=frozenset(w.name for w in webhooks))
             delivery.setServiceParent(self.events)
             self.webhooks.append(delivery)
         sweep = TimerService(30.0, self._sweepExpired)
         sweep.clock = self.reactor
         sweep.setServiceParent(self.events)
+
+    @inlineCallbacks
+    def useWebhooks(self, webhooks):
+        """Deliver to C{webhooks} from now on (a reload): the deliveries
+        there were stop (each finishing what it has in flight), then the
+        new ones start."""
+        for part in list(self.events):
+            yield maybeDeferred(part.disownServiceParent)
+        del self.webhooks[:]
+        self._fillEvents(webhooks)
 
     def _sweepExpired(self) -> Deferred:
         def failed(failure) -> None:
@@ -315,11 +332,12 @@ class Daemon(InOrder):
     def _buildHTTP(self) -> None:
         config = self.config
         public = config.http.public_url
+        self.discovery = Discovery(config.carriers, public.url_for("/sms/mt/verify"))
         self.metrics = Metrics(self.carriers, self.verifier, self.store, self.limits,
                                self.webhooks, WEBHOOK_LATENCY_BUCKETS)
         self.api = GatewayAPI(
             verifier=self.verifier, signer=self.signer,
-            discovery=Discovery(config.carriers, public.url_for("/sms/mt/verify")),
+            discovery=self.discovery,
             texts=self.texts, public_url=public, settings=config.verification,
             clock=self.reactor, cors_origins=config.http.cors_origins,
             show_version=config.http.show_version,
@@ -340,7 +358,9 @@ class Daemon(InOrder):
                                       HTTP_DRAIN_TIMEOUT)
         self.admin = (Listener(self.reactor, config.admin.listen,
                                admin_site(self.metrics.registry, self.carriers.snapshot,
-                                          self._health), "[admin].listen")
+                                          self._health, actions=self.control,
+                                          tokens=lambda: self.config.admin.tokens),
+                               "[admin].listen")
                       if config.admin.listen else None)
 
     def _health(self) -> dict:
@@ -387,15 +407,31 @@ class Daemon(InOrder):
 
     def _parts(self) -> list[IService]:
         """Every part, in start order."""
-        parts = [self.embedded, self.redis, self.redis_watch, self.daily_caps, self.events,
+        parts = [self.embedded, self.redis, self.redis_watch, self.daily_caps, self.suspensions,
+                 self.events,
                  *self.fake_smsc, self.carriers, self.admin, self.http]
         return [part for part in parts if part is not None]
 
     # -- run -----------------------------------------------------------------
 
     def startService(self) -> None:
+        self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         super().startService()
         self.started.addCallbacks(self._up, self._startFailed)
+
+    def _sighup(self, signum: int, frame: object) -> None:
+        """SIGHUP reloads the configuration, as C{msisdnd reload} does (twistd
+        leaves SIGHUP alone: without this, it would end the daemon)."""
+        self.reactor.callFromThread(self._reloadOnSignal)
+
+    def _reloadOnSignal(self) -> None:
+        log.info("SIGHUP: reloading {path}", path=self.config.path)
+
+        def failed(failure) -> None:
+            if not failure.check(ActionRefused):  # a refusal is logged already
+                log.failure("The reload failed", failure)
+
+        self.control.reload().addErrback(failed)
 
     def _up(self, _: object) -> None:
         log.info("msisdnd is up: API {api} (listening on {listen}), admin {admin}",
@@ -416,6 +452,7 @@ class Daemon(InOrder):
     @inlineCallbacks
     def stopService(self):
         """Graceful stop: HTTP, requests in flight, queues, binds, Redis — each bounded."""
+        signal.signal(signal.SIGHUP, getattr(self, "_previous_sighup", signal.SIG_DFL))
         yield super().stopService()
         log.info("msisdnd stopped")
         _exit_zero_after_sigterm(self.reactor)

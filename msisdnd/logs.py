@@ -28,9 +28,21 @@ from twisted.logger import (
 _chosen = {"format": "text", "level": "info"}
 
 
+#: The level filters of the observers made, which L{set_level} changes.
+_filters: list[LogLevelFilterPredicate] = []
+
+
 def configure(format: str, level: str) -> None:
     """Record the C{[log]} settings for L{observer}."""
     _chosen.update(format=format, level=level)
+
+
+def set_level(level: str) -> None:
+    """Log at C{level} (a C{[log] level} name) from now on, at run time."""
+    _chosen["level"] = level
+    for predicate in _filters:
+        predicate.clearLogLevels()
+        predicate.defaultLogLevel = LogLevel.levelWithName(level)
 
 
 #: What an event holds for the logging system itself, not as its own fields.
@@ -69,5 +81,6 @@ def observer(out: TextIO | None = None) -> ILogObserver:
     out = out or sys.stdout
     base = (FileLogObserver(out, json_line) if _chosen["format"] == "json"
             else textFileLogObserver(out))
-    level = LogLevel.levelWithName(_chosen["level"])
-    return FilteringLogObserver(base, [LogLevelFilterPredicate(defaultLogLevel=level)])
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(_chosen["level"]))
+    _filters.append(predicate)
+    return FilteringLogObserver(base, [predicate])

@@ -1,13 +1,16 @@
-"""The admin listener: C{/metrics} (Prometheus), C{/binds} and C{/health} (JSON)."""
+"""The admin listener: C{/metrics} (Prometheus), C{/binds} and C{/health}
+(JSON), and the actions of L{msisdnd.api.admin_actions} (behind a token)."""
 
 from __future__ import annotations
 
 import json
-from typing import Callable
+from typing import Callable, Sequence
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+
+from msisdnd.api.admin_actions import ActionsResource, AdminActions, Token
 
 
 class _JSONResource(Resource):
@@ -46,10 +49,18 @@ class UnloggedSite(Site):
 
 
 def admin_site(registry: CollectorRegistry, binds: Callable[[], object],
-               health: Callable[[], object] | None = None) -> Site:
+               health: Callable[[], object] | None = None,
+               actions: AdminActions | None = None,
+               tokens: Callable[[], Sequence[Token]] = tuple) -> Site:
     """The admin site over the metrics C{registry}, the C{binds} snapshot and
-    the C{health} detail the public heartbeat keeps to two booleans."""
+    the C{health} detail the public heartbeat keeps to two booleans; with
+    C{actions}, the actions too, for the bearer C{tokens} (read each time:
+    a reload may change them)."""
     root = Resource()
+    if actions is not None:
+        resource = ActionsResource(actions, tokens)
+        for path in (b"carriers", b"reload", b"log-level"):
+            root.putChild(path, resource)
     root.putChild(b"metrics", _MetricsResource(registry))
     root.putChild(b"binds", _JSONResource(binds))
     index = {"metrics": "/metrics", "binds": "/binds"}

@@ -59,7 +59,7 @@ class PartsCollector(Collector):
     """Carriers, binds, the verifier, the store and the webhooks, as metric families.
 
     @param webhooks: the deliveries (L{msisdnd.events.delivery.WebhookDelivery}),
-        read for their C{group}, C{counters} and latency C{bounds}.
+        a live sequence, read for their C{group}, C{counters} and latency C{bounds}.
     """
 
     def __init__(self, carriers: CarriersService, verifier: object, store: object,
@@ -69,7 +69,7 @@ class PartsCollector(Collector):
         self.verifier = verifier
         self.store = store
         self.limits = limits
-        self.webhooks = tuple(webhooks)
+        self.webhooks = webhooks  # read at each scrape: a reload may change it
         self.webhook_buckets = webhook_buckets
 
     def collect(self) -> Iterable:
