@@ -4,6 +4,12 @@
     keys, a master secret, a webhook secret
   - C{msisdnd check-config PATH}: the start-up check, without starting
   - C{msisdnd binds --admin URL}: every bind of a running daemon, as a table
+  - C{msisdnd carrier suspend|resume|rebind NAME --admin URL [--unbind]}: a carrier
+    of a running daemon (a suspension holds on every daemon)
+  - C{msisdnd reload --admin URL}: the daemon re-reads its configuration
+  - C{msisdnd log-level LEVEL --admin URL}: the daemon's log level, now
+    (these three take the admin token from C{--token-file} or
+    C{$MSISDND_ADMIN_TOKEN_FILE})
   - C{msisdnd send-test-sms --config PATH --to NUMBER --text TEXT}: one MT
   - C{msisdnd blocks --config PATH [--lift KIND:WHAT]}: the pumping guard's blocks
   - C{msisdnd api-keys create|list|revoke --config PATH ...}: backend API keys
@@ -28,9 +34,9 @@ from msisdnd.sms.interfaces import IReceiptReceiver, OutboundSMS, SendError
 
 
 def keygen(out_dir: str | None, secret_file: str | None, out: TextIO,
-           webhook_secret_file: str | None = None) -> int:
+           webhook_secret_file: str | None = None, admin_token_file: str | None = None) -> int:
     """Write C{browserid.pem} (RSA 2048) and C{jwt.pem} (Ed25519) in C{out_dir},
-    a master secret, a webhook secret: each unless it exists."""
+    a master secret, a webhook secret, an admin token: each unless it exists."""
     from msisdnd.verification import certs
 
     if out_dir is not None:
@@ -50,6 +56,9 @@ def keygen(out_dir: str | None, secret_file: str | None, out: TextIO,
         _write_secret(webhook_secret_file, new_secret(), "a new webhook secret", out)
     if secret_file is not None:
         _write_secret(secret_file, secrets.token_hex(32), "a new master secret", out)
+    if admin_token_file is not None:
+        _write_secret(admin_token_file, "admin " + secrets.token_urlsafe(32),
+                      "a new admin token, named admin", out)
     return 0
 
 
@@ -119,6 +128,62 @@ def binds(admin_url: str, out: TextIO, err: TextIO) -> int:
         print(f"msisdnd: cannot read {admin_url}/binds: {e}", file=err)
         return 1
     print(format_binds(snapshot), file=out)
+    return 0
+
+
+def read_admin_token(path: str | None) -> str:
+    """The first token of an C{[admin] token_file} (C{TOKEN} or C{NAME TOKEN} lines).
+
+    @raise ValueError: no file given, or it holds no token (the message says so).
+    """
+    path = path or os.environ.get("MSISDND_ADMIN_TOKEN_FILE")
+    if not path:
+        raise ValueError("the admin token is needed: --token-file FILE "
+                         "(or $MSISDND_ADMIN_TOKEN_FILE), the [admin] token_file")
+    try:
+        with open(path) as f:
+            for line in f:
+                words = line.split()
+                if words and not words[0].startswith("#"):
+                    return words[-1]
+    except OSError as e:
+        raise ValueError(f"cannot read the admin token file {path}: {e.strerror or e}") from None
+    raise ValueError(f"no token in {path}")
+
+
+def admin_action(admin_url: str, path: str, body: dict, token_file: str | None,
+                 out: TextIO, err: TextIO, timeout: float = 120.0) -> int:
+    """POST an action to the admin listener and print its outcome; 0 when
+    done, 1 with the daemon's reason when refused (2 when unreachable)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        token = read_admin_token(token_file)
+    except ValueError as e:
+        print(f"msisdnd: {e}", file=err)
+        return 2
+    request = urllib.request.Request(
+        admin_url.rstrip("/") + path, data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            answer = json.load(resp)
+    except urllib.error.HTTPError as e:
+        try:
+            why = json.load(e).get("error", e.reason)
+        except ValueError:
+            why = e.reason
+        print(f"msisdnd: {path.lstrip('/')}: {why} (HTTP {e.code})", file=err)
+        return 1
+    except (OSError, ValueError) as e:
+        print(f"msisdnd: cannot reach the admin listener {admin_url}: {e}", file=err)
+        return 2
+    answer.pop("ok", None)
+    for warning in answer.pop("restart_needed", []):
+        print(f"msisdnd: warning: {warning} changed: it takes effect at the next restart",
+              file=err)
+    print(f"{path.lstrip('/')}: done {json.dumps(answer, sort_keys=True)}", file=out)
     return 0
 
 
@@ -442,10 +507,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--secret", help="also write a master secret to this file")
     p.add_argument("--webhook-secret", metavar="FILE",
                    help="write a new webhook secret (whsec_...) to this file")
+    p.add_argument("--admin-token", metavar="FILE",
+                   help="write a new admin token (for [admin] token_file) to this file")
     p = sub.add_parser("check-config", help="validate a configuration file")
     p.add_argument("path")
     p = sub.add_parser("binds", help="the binds of a running daemon")
     p.add_argument("--admin", required=True, help="the admin listener's URL")
+    p = sub.add_parser("carrier", help="suspend, resume or rebind a carrier of a running daemon")
+    p.add_argument("action", choices=("suspend", "resume", "rebind"))
+    p.add_argument("name", help="the carrier's name")
+    p.add_argument("--unbind", action="store_true",
+                   help="with suspend: let its binds go too, once drained (no receipts, no MO)")
+    _admin_arguments(p)
+    p = sub.add_parser("reload", help="make a running daemon re-read its configuration")
+    _admin_arguments(p)
+    p = sub.add_parser("log-level", help="set a running daemon's log level")
+    p.add_argument("level", choices=("debug", "info", "warn", "error"))
+    _admin_arguments(p)
     p = sub.add_parser("send-test-sms", help="send one MT through the configured carriers")
     p.add_argument("--config", required=True)
     p.add_argument("--to", required=True, help="E.164 number")
@@ -496,6 +574,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _admin_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--admin", required=True, help="the admin listener's URL")
+    p.add_argument("--token-file", help="the admin token file (default: "
+                                        "$MSISDND_ADMIN_TOKEN_FILE)")
+
+
 def _positive(value: str) -> int:
     number = _natural(value)
     if number < 1:
@@ -517,14 +601,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out, err = sys.stdout, sys.stderr
     if args.command == "keygen":
-        if not (args.out or args.secret or args.webhook_secret):
-            print("msisdnd: keygen needs --out, --secret or --webhook-secret", file=err)
+        if not (args.out or args.secret or args.webhook_secret or args.admin_token):
+            print("msisdnd: keygen needs --out, --secret, --webhook-secret or --admin-token",
+                  file=err)
             return 2
-        return keygen(args.out, args.secret, out, args.webhook_secret)
+        return keygen(args.out, args.secret, out, args.webhook_secret, args.admin_token)
     if args.command == "check-config":
         return check_config(args.path, out, err)
     if args.command == "binds":
         return binds(args.admin, out, err)
+    if args.command == "carrier":
+        body = {"unbind": True} if args.unbind else {}
+        if args.unbind and args.action != "suspend":
+            print("msisdnd: --unbind goes with suspend", file=err)
+            return 2
+        from urllib.parse import quote
+
+        return admin_action(args.admin, f"/carriers/{quote(args.name, safe='')}/{args.action}",
+                            body, args.token_file, out, err)
+    if args.command == "reload":
+        return admin_action(args.admin, "/reload", {}, args.token_file, out, err)
+    if args.command == "log-level":
+        return admin_action(args.admin, "/log-level", {"level": args.level}, args.token_file,
+                            out, err)
     if args.command == "blocks":
         return _react(lambda reactor: blocks(reactor, args.config, args.lift, out, err))
     if args.command == "api-keys":

@@ -101,7 +101,7 @@ class Control:
 
     def setLogLevel(self, level: str) -> dict:
         logs.set_level(level)
-        log.info("The log level is now {level}", level=level)
+        log.info("The log level is now {log_level_name}", log_level_name=level)
         return {"level": level}
 
     # -- reload ------------------------------------------------------------

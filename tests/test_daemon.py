@@ -42,9 +42,10 @@ class Running:
 
 def write_config(tmp_path, smsc_port: int, redis_port: int, api_port: int, admin_port: int,
                  *, redis_db: int = 0, limits: str = "", tables: str = "",
-                 redis_credentials: str = "") -> str:
+                 redis_credentials: str = "", admin: str = "") -> str:
     """A daemon's configuration under C{tmp_path}, with its keys and master
-    secret; C{limits} adds lines to C{[limits]}, C{tables} more tables."""
+    secret; C{limits} adds lines to C{[limits]}, C{admin} to C{[admin]},
+    C{tables} more tables."""
     with open(os.devnull, "w") as quiet:
         keygen(str(tmp_path / "keys"), str(tmp_path / "master"), quiet)
     path = tmp_path / "msisdnd.toml"
@@ -54,6 +55,7 @@ def write_config(tmp_path, smsc_port: int, redis_port: int, api_port: int, admin
         public_url = "http://127.0.0.1:{api_port}"
         [admin]
         listen = "tcp:{admin_port}:interface=127.0.0.1"
+        {admin}
         [redis]
         url = "redis://{redis_credentials}127.0.0.1:{redis_port}/{redis_db}"
         [keys]

@@ -6,7 +6,7 @@ from typing import Sequence
 
 from twisted.application.service import MultiService
 from twisted.internet import ssl
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
@@ -133,8 +133,7 @@ class CarriersService(MultiService):
     def names(self) -> list[str]:
         return [c.name for c in self.carriers]
 
-    @inlineCallbacks
-    def setSuspended(self, name: str, suspended: bool, unbind: bool = False):
+    def setSuspended(self, name: str, suspended: bool, unbind: bool = False) -> Deferred:
         """Suspend C{name} (no new sends; with C{unbind}, its binds let go
         once its queue is drained, bounded by C{drain_timeout}) or resume it
         (its binds back if they were let go).  Fires once done; doing what is
@@ -142,8 +141,8 @@ class CarriersService(MultiService):
         daemon may have that carrier)."""
         carrier = next((c for c in self.carriers if c.name == name), None)
         if carrier is None:
-            return
-        was, had_binds = carrier.suspended, not self.suspensions.get(name, False)
+            return succeed(None)
+        was = carrier.suspended
         if suspended:
             self.suspensions[name] = unbind
         else:
@@ -155,17 +154,27 @@ class CarriersService(MultiService):
                      else "; its binds stay up for receipts and MO")
         elif was and not suspended:
             log.info("{carrier} is resumed: it takes sends again", carrier=name)
-        keep_binds = not (suspended and unbind)
-        if had_binds and not keep_binds:
-            try:
-                yield carrier.whenIdle(self.drain_timeout)
-            except Exception:
-                log.warn("{carrier} still had {count} parts queued when its binds were let go",
-                         carrier=name, count=carrier.queue_depth)
-            if self.suspensions.get(name) and carrier in self.carriers:
-                yield self._unbind(carrier)
-        elif keep_binds and not had_binds and self.running:
-            self._bind(carrier)
+        return self._settle(carrier)
+
+    @inlineCallbacks
+    def _settle(self, carrier: Carrier):
+        """Bind C{carrier}, or let its binds go once it is drained, as its
+        suspension wants."""
+        name = carrier.name
+        has_binds = any(b.listener is carrier for b in self.binds)
+        if not self.suspensions.get(name, False):
+            if not has_binds and self.running and carrier in self.carriers:
+                self._bind(carrier)
+            return
+        if not has_binds:
+            return
+        try:
+            yield carrier.whenIdle(self.drain_timeout)
+        except Exception:
+            log.warn("{carrier} still had {count} parts queued when its binds were let go",
+                     carrier=name, count=carrier.queue_depth)
+        if self.suspensions.get(name, False) and carrier in self.carriers:
+            yield self._unbind(carrier)
 
     @inlineCallbacks
     def rebind(self, name: str):
@@ -175,8 +184,7 @@ class CarriersService(MultiService):
         """
         carrier = self.carrier(name)
         yield self._unbind(carrier)
-        if not self.suspensions.get(name, False) and carrier in self.carriers:
-            self._bind(carrier)
+        yield self._settle(carrier)
         log.info("{carrier}: rebound at an operator's request", carrier=name)
 
     @inlineCallbacks

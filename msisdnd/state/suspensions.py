@@ -49,6 +49,9 @@ class Suspensions(TimerService):
         self.clock = clock
         self.carriers = carriers
         self.redis = redis
+        # Bumped by each suspend and resume here: a poll that read the hash
+        # before one drops what it read rather than undo it.
+        self._changes = 0
 
     @inlineCallbacks
     def suspend(self, name: str, unbind: bool, by: str):
@@ -60,6 +63,7 @@ class Suspensions(TimerService):
         record = json.dumps({"unbind": unbind, "by": by,
                              "at": int(self.clock.seconds())}).encode()
         yield self.redis.call("hset", keys.SUSPENDED_CARRIERS, name.encode(), record)
+        self._changes += 1
         yield self.carriers.setSuspended(name, True, unbind)
 
     @inlineCallbacks
@@ -68,12 +72,14 @@ class Suspensions(TimerService):
 
         @raise StoreUnavailable: Redis did not take it (nothing changed).
         """
-        yield self.redis.call("hdel", keys.SUSPENDED_CARRIERS, name.encode())
+        yield self.redis.call("hdel", keys.SUSPENDED_CARRIERS, [name.encode()])
+        self._changes += 1
         yield self.carriers.setSuspended(name, False)
 
     @inlineCallbacks
     def poll(self):
         """Apply the hash's suspensions to the carriers configured here."""
+        seen = self._changes
         try:
             stored = yield self.redis.call("hgetall", keys.SUSPENDED_CARRIERS)
         except StoreUnavailable:
@@ -89,6 +95,8 @@ class Suspensions(TimerService):
                 wanted[text(name)] = False  # suspended all the same: the safe side
         current = self.carriers.suspensions
         for name in self.carriers.names:
+            if self._changes != seen:
+                return  # changed here meanwhile: the next poll reads again
             if name in wanted and current.get(name) != wanted[name]:
                 yield self.carriers.setSuspended(name, True, wanted[name])
             elif name not in wanted and name in current:
