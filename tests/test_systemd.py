@@ -45,14 +45,25 @@ needs_activate = pytest.mark.skipif(
 ENV = {**os.environ, "SYSTEMD_COLORS": "0", "SYSTEMD_PAGER": "", "SYSTEMD_LOG_COLOR": "0"}
 
 
-def _exec_start() -> list[str]:
-    lines = [line for line in SERVICE.read_text().splitlines() if line.startswith("ExecStart=")]
+def _exec(directive: str = "ExecStart") -> list[str]:
+    lines = [line for line in SERVICE.read_text().splitlines()
+             if line.startswith(f"{directive}=")]
     assert len(lines) == 1, lines
-    return shlex.split(lines[0].removeprefix("ExecStart="))
+    return shlex.split(lines[0].removeprefix(f"{directive}="))
+
+
+def _exec_start() -> list[str]:
+    return _exec("ExecStart")
 
 
 def test_exec_start_is_the_documented_command():
     assert _exec_start() == [INSTALLED_TWISTD, *DAEMON_ARGS]
+
+
+def test_exec_reload_runs_msisdnd_reload_and_waits_for_the_outcome():
+    command = _exec("ExecReload")
+    assert command[:2] == [str(Path(INSTALLED_TWISTD).with_name("msisdnd")), "reload"]
+    assert "--admin" in command and "--token-file" in command
 
 
 def _verify(tmp_path: Path, service_text: str) -> subprocess.CompletedProcess:
@@ -61,9 +72,9 @@ def _verify(tmp_path: Path, service_text: str) -> subprocess.CompletedProcess:
     verify fails (and says so) when ExecStart's program does not exist, and
     /opt/msisdnd/venv/bin/twistd exists only on an installed machine.  So the
     units are copied as they are into tmp_path, and a drop-in beside them,
-    msisdnd.service.d/test-execstart.conf, resets ExecStart to the same
-    arguments run by an executable that exists here: this venv's twistd (or
-    the Python running the tests).  That drop-in is the only change; verify
+    msisdnd.service.d/test-execstart.conf, resets ExecStart (and ExecReload)
+    to the same arguments run by an executable that exists here: this venv's
+    twistd (msisdnd), or the Python running the tests.  That drop-in is the only change; verify
     still parses the unit's own ExecStart line before the reset.  Nothing
     else is relaxed: the default options, and the units' other dependencies
     (network-online.target, ...) come from this machine's systemd.
@@ -74,8 +85,12 @@ def _verify(tmp_path: Path, service_text: str) -> subprocess.CompletedProcess:
     shutil.copyfile(SOCKET, tmp_path / SOCKET.name)
     dropins = tmp_path / f"{SERVICE.name}.d"
     dropins.mkdir()
+    msisdnd = Path(sys.executable).with_name("msisdnd")
+    reloader = msisdnd if os.access(msisdnd, os.X_OK) else Path(sys.executable)
     (dropins / "test-execstart.conf").write_text(
-        "[Service]\nExecStart=\nExecStart=" + shlex.join([str(runner), *DAEMON_ARGS]) + "\n")
+        "[Service]\nExecStart=\nExecStart=" + shlex.join([str(runner), *DAEMON_ARGS]) + "\n"
+        "ExecReload=\nExecReload=" + shlex.join([str(reloader), *_exec("ExecReload")[1:]])
+        + "\n")
     return subprocess.run(
         [ANALYZE, "verify", str(tmp_path / SERVICE.name), str(tmp_path / SOCKET.name)],
         check=False, capture_output=True, text=True, env=ENV, timeout=60)
