@@ -850,3 +850,37 @@ def test_signing_keys_are_loaded_and_checked_for_their_slot(
     e = error(confdir, minimal())
     assert e.path == f"[keys].{slot}[0]"
     assert problem in e.problem
+
+
+# --- [admin] token_file ---------------------------------------------------------
+
+def test_admin_token_file_names_its_tokens_and_keeps_only_digests(confdir: pathlib.Path) -> None:
+    import hashlib
+
+    token = "t" * 43
+    private_file(confdir / "secrets" / "admin.token",
+                 f"# operators\nalice {token}\n\n{'u' * 32}\n")
+    admin = parse(confdir, minimal(admin={"token_file": "secrets/admin.token"})).admin
+    assert [t.name for t in admin.tokens] == [
+        "alice", f"token-{hashlib.sha256(b'u' * 32).hexdigest()[:8]}"]
+    assert admin.tokens[0].digest == hashlib.sha256(token.encode()).digest()
+    assert token not in repr(admin)
+    assert parse(confdir, minimal()).admin.tokens == ()  # no file: every action refused
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ("short\n", "line 1: must be TOKEN or NAME TOKEN"),
+    (f"a b {'t' * 40}\n", "line 1: must be TOKEN or NAME TOKEN"),
+    ("# nothing but a comment\n", "holds no token"),
+])
+def test_bad_admin_token_file_names_the_line_never_the_token(confdir: pathlib.Path,
+                                                             content: str, problem: str) -> None:
+    private_file(confdir / "secrets" / "admin.token", content)
+    e = error(confdir, minimal(admin={"token_file": "secrets/admin.token"}))
+    assert e.path == "[admin].token_file" and problem in e.problem
+    assert "short" not in str(e) and "t" * 40 not in str(e)
+
+
+def test_missing_admin_token_file(confdir: pathlib.Path) -> None:
+    e = error(confdir, minimal(admin={"token_file": "secrets/nope"}))
+    assert e.path == "[admin].token_file" and "no such file" in e.problem

@@ -259,3 +259,31 @@ def test_unserved_names_each_destination_no_live_carrier_takes(clock):
     default_down = Router([carrier("fr", clock, prefixes=["+33"]),
                            carrier("rest", clock, live=False, default=True)])
     assert default_down.unserved() == ["default"]
+
+
+def test_suspended_carrier_is_passed_over_as_if_down_and_drains_what_it_has(clock):
+    """A suspended carrier takes no new send (the next one does; where none
+    serves, the destination is unserved), while its queued parts still go out."""
+    suspended = carrier("suspended", clock, mcc=["208"], window=0)
+    up = carrier("up", clock, default=True)
+    router = Router([suspended, up])
+    queued = router.send(sms(mcc="208"))
+    suspended.suspended = True
+    d = router.send(sms(mcc="208"))
+    session_of(up).acceptAll()
+    assert result_of(d).carrier == "up"
+    assert router.unserved() == []  # the default serves 208 meanwhile
+    assert suspended.queue_depth == 1
+    session_of(suspended).window = 1
+    suspended._pump()
+    session_of(suspended).acceptAll()
+    assert result_of(queued).carrier == "suspended"
+    up.suspended = True
+    assert router.unserved() == ["mcc:208", "default"] and not router.available()
+
+
+def test_router_use_changes_the_carriers_it_ranks(clock):
+    old, new = carrier("old", clock, default=True), carrier("new", clock, mcc=["208"])
+    router = Router([old])
+    router.use([old, new])
+    assert names(router, sms(mcc="208")) == ["new", "old"]

@@ -5,8 +5,9 @@ suspension is written to one Redis hash (L{keys.SUSPENDED_CARRIERS}: carrier
 name -> JSON C{{"unbind", "by", "at"}}), and every daemon applies what the
 hash holds to its own carriers: at once on the daemon that was asked, within
 one poll (C{interval}) on the others.  A suspension lasts until resumed: it
-has no TTL, and it survives restarts (a daemon starting applies it before
-its carriers take sends, on its first poll).
+has no TTL, and it survives restarts (a daemon starting reads the hash before
+the parts after this service start, so before its API takes a send, unless
+Redis does not answer within its timeout).
 
 While Redis cannot be read, each daemon keeps what it last saw.
 """
@@ -16,8 +17,9 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
-from twisted.application.internet import TimerService
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import LoopingCall
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -39,19 +41,38 @@ class SuspendableCarriers(Protocol):
         """Suspend or resume carrier C{name}; fires once done."""
 
 
-class Suspensions(TimerService):
+class Suspensions(Service):
     """Writes suspensions to Redis and applies the hash to C{carriers}
     (a service polling every C{interval} s)."""
 
     def __init__(self, carriers: SuspendableCarriers, redis: TimedRedis, clock: IReactorTime,
                  interval: float = 1.0):
-        super().__init__(interval, self.poll)
+        self.interval = interval
         self.clock = clock
+        self._loop: LoopingCall | None = None
         self.carriers = carriers
         self.redis = redis
         # Bumped by each suspend and resume here: a poll that read the hash
         # before one drops what it read rather than undo it.
         self._changes = 0
+
+    def startService(self) -> Deferred:
+        """Apply what the hash holds, then poll; fires after the first poll."""
+        super().startService()
+
+        def loop(_: object) -> None:
+            if self.running:
+                self._loop = LoopingCall(self.poll)
+                self._loop.clock = self.clock
+                self._loop.start(self.interval, now=False).addErrback(
+                    lambda f: log.failure("The suspension poll stopped", f))
+
+        return self.poll().addCallback(loop)
+
+    def stopService(self):
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
 
     @inlineCallbacks
     def suspend(self, name: str, unbind: bool, by: str):

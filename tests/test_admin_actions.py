@@ -1,0 +1,92 @@
+"""The admin listener's actions in memory: the token, the cross-site checks,
+and what reaches the daemon.  (Through a real daemon: tests/test_control.py.)"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+from twisted.internet.defer import fail, succeed
+from twisted.web.server import NOT_DONE_YET
+from twisted.web.test.requesthelper import DummyRequest
+
+from msisdnd.api.admin_actions import ActionRefused, ActionsResource
+from msisdnd.config import AdminToken
+
+TOKEN = "k" * 43
+TOKENS = (AdminToken("ops", hashlib.sha256(TOKEN.encode()).digest()),)
+
+
+class Actions:
+    def __init__(self):
+        self.done: list[tuple] = []
+
+    def suspend(self, carrier, unbind, by):
+        self.done.append(("suspend", carrier, unbind, by))
+        return succeed({"carrier": carrier})
+
+    def resume(self, carrier, by):
+        self.done.append(("resume", carrier, by))
+
+    def rebind(self, carrier):
+        self.done.append(("rebind", carrier))
+
+    def reload(self):
+        return fail(ActionRefused(409, "refused, the running configuration is kept: bad"))
+
+    def setLogLevel(self, level):
+        self.done.append(("level", level))
+
+
+def post(resource, path: list[bytes], body: object = None, **headers: str):
+    request = DummyRequest(path[1:])
+    request.prepath = path[:1]
+    request.method = b"POST"
+    request.content = io.BytesIO(json.dumps(body or {}).encode())
+    sent = {"content-type": "application/json", "authorization": f"Bearer {TOKEN}", **headers}
+    for name, value in sent.items():
+        if value is not None:
+            request.requestHeaders.setRawHeaders(name.replace("_", "-"), [value])
+    result = resource.render(request)
+    if result is not NOT_DONE_YET:
+        request.write(result)
+        request.finish()
+    return request.responseCode or 200, json.loads(b"".join(request.written))
+
+
+def test_an_action_with_the_token_reaches_the_daemon_named():
+    actions = Actions()
+    resource = ActionsResource(actions, lambda: TOKENS)
+    assert post(resource, [b"carriers", b"acme", b"suspend"], {"unbind": True}) == (
+        200, {"ok": True, "carrier": "acme"})
+    assert post(resource, [b"log-level"], {"level": "debug"})[0] == 200
+    assert actions.done == [("suspend", "acme", True, "ops"), ("level", "debug")]
+
+
+def test_refusals_do_nothing():
+    actions = Actions()
+    resource = ActionsResource(actions, lambda: TOKENS)
+    path = [b"carriers", b"acme", b"rebind"]
+    assert post(resource, path, authorization=None)[0] == 401
+    assert post(resource, path, authorization="Bearer " + "x" * 43)[0] == 403
+    assert post(resource, path, authorization=f"Basic {TOKEN}")[0] == 401
+    assert post(resource, path, origin="https://evil.example")[0] == 403
+    assert post(resource, path, sec_fetch_site="same-site")[0] == 403
+    assert post(resource, path, content_type="application/x-www-form-urlencoded")[0] == 415
+    assert post(resource, [b"carriers", b"acme", b"explode"])[0] == 400
+    assert post(resource, [b"carriers", b"acme", b"suspend"], {"unbind": "yes"})[0] == 400
+    assert post(resource, [b"log-level"], {"level": "trace"})[0] == 400
+    assert actions.done == []
+
+
+def test_without_a_token_file_every_action_is_refused_saying_why():
+    actions = Actions()
+    status, body = post(ActionsResource(actions, lambda: ()), [b"carriers", b"acme", b"rebind"])
+    assert status == 403 and "no [admin] token_file" in body["error"]
+    assert actions.done == []
+
+
+def test_a_refused_reload_answers_409_with_the_reason():
+    status, body = post(ActionsResource(Actions(), lambda: TOKENS), [b"reload"])
+    assert (status, body) == (409, {"error": "refused, the running configuration is kept: bad"})
