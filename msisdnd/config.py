@@ -550,13 +550,7 @@ class _Reader:
     def admin_tokens(t: Table, name: str) -> tuple[AdminToken, ...]:
         """The tokens of C{token_file}: one a line, C{TOKEN} or C{NAME TOKEN};
         blank lines and C{#} comments are skipped."""
-        try:
-            with open(name, "rb") as handle:
-                content = handle.read(_TOKEN_FILE_MAX + 1)
-        except OSError as e:
-            t.fail("token_file", f"cannot read {name!r}: {e.strerror or type(e).__name__}")
-        if len(content) > _TOKEN_FILE_MAX:
-            t.fail("token_file", f"{name!r} is larger than {_TOKEN_FILE_MAX} bytes")
+        content = _small_file(t, "token_file", name, _TOKEN_FILE_MAX, "")
         try:
             lines = content.decode("ascii").splitlines()
         except UnicodeDecodeError:
@@ -662,14 +656,8 @@ class _Reader:
                                           "chmod o-r the configuration")
         else:
             name = self.readable_file(t, "master_file", file_value, private=True)
-            try:
-                with open(name, "rb") as handle:
-                    content = handle.read(_MASTER_FILE_MAX + 1)
-            except OSError as e:
-                t.fail("master_file", f"cannot read {name!r}: {e.strerror or type(e).__name__}")
-            if len(content) > _MASTER_FILE_MAX:
-                t.fail("master_file", f"{name!r} is larger than {_MASTER_FILE_MAX} bytes; "
-                                      "it must hold the master secret alone")
+            content = _small_file(t, "master_file", name, _MASTER_FILE_MAX,
+                                  "; it must hold the master secret alone")
             try:
                 master = _master_bytes(content.decode("ascii"))
             except UnicodeDecodeError:
@@ -813,6 +801,18 @@ class _Reader:
 
 
 # --- values ------------------------------------------------------------------
+
+def _small_file(t: Table, key: str, name: str, limit: int, hint: str) -> bytes:
+    """The content of the file C{name} that C{key} names, at most C{limit} bytes."""
+    try:
+        with open(name, "rb") as handle:
+            content = handle.read(limit + 1)
+    except OSError as e:
+        t.fail(key, f"cannot read {name!r}: {e.strerror or type(e).__name__}")
+    if len(content) > limit:
+        t.fail(key, f"{name!r} is larger than {limit} bytes{hint}")
+    return content
+
 
 def _endpoint(t: Table, key: str, value: Any = None) -> str:
     """A strports description, parsed to check it (C{systemd:} ones are not).
