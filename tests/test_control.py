@@ -11,13 +11,17 @@ import textwrap
 
 import pytest_twisted
 import treq
+from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.web.server import Site
 
 from msisdnd.cli import keygen
 from msisdnd.device.client import APIError, MSISDNClient
+from msisdnd.events.config import new_secret
 
 from conftest import free_port, wait_until
-from test_daemon import BIN, Running, heartbeat_ok, start, write_config
+from test_daemon import BIN, NUMBER, Running, heartbeat_ok, start, write_config
+from test_webhooks import Receiver
 
 
 def _carrier(name: str, port: int, extra: str = "") -> str:
@@ -191,7 +195,8 @@ def _suspended_in(running: Running, name: str) -> bool:
 def test_reload_rebind_and_sighup_touch_only_what_changed(smsc_factory, redis_server, tmp_path):
     """A reload adds, changes and removes carriers, leaving an unchanged bind's
     connection alone; an invalid file is refused with its reason and changes
-    nothing; rebind makes a new session; SIGHUP reloads and the daemon lives on."""
+    nothing; rebind makes a new session; SIGHUP reloads (a carrier and a
+    webhook added) and the daemon lives on."""
     redis_server.command("FLUSHALL")
     main, other = smsc_factory(), smsc_factory()
     running = _daemon(tmp_path, main.portNumber, redis_server.port)
@@ -244,12 +249,33 @@ def test_reload_rebind_and_sighup_touch_only_what_changed(smsc_factory, redis_se
                          timeout=10)
         assert main.smsc.bind_count == binds + 1
 
+        # SIGHUP: "other" back, and a webhook, which delivers from then on.
+        receiver = Receiver()
+        port = reactor.listenTCP(0, Site(receiver), interface="127.0.0.1")
+        (tmp_path / "webhook.secret").write_text(new_secret() + "\n")
         with open(config, "w") as f:
-            f.write(original + _carrier("other", other.portNumber))
+            f.write(original + _carrier("other", other.portNumber) + textwrap.dedent(f"""
+                [[webhook]]
+                name = "rp"
+                url = "http://127.0.0.1:{port.getHost().port}/hooks"
+                secret_file = "webhook.secret"
+                events = ["device.verified"]
+                allow_insecure = true
+            """))
         running.process.send_signal(signal.SIGHUP)
-        yield wait_until(lambda: len(other.smsc.bound) == 1, timeout=10)
-        assert running.process.poll() is None
-        yield wait_until(lambda: heartbeat_ok(running), timeout=10, interval=0.1)
+        try:
+            yield wait_until(lambda: len(other.smsc.bound) == 1, timeout=10)
+            assert running.process.poll() is None
+            yield wait_until(lambda: heartbeat_ok(running), timeout=10, interval=0.1)
+            client = MSISDNClient(running.api)
+            yield client.register()
+            yield client.mtVerify(NUMBER, "208", short=True)
+            yield wait_until(lambda: other.smsc.received(NUMBER), timeout=10)
+            yield client.verifyCode(other.smsc.received(NUMBER)[-1].text.split()[-1])
+            yield wait_until(lambda: receiver.received, timeout=10)
+            assert receiver.events()[0]["type"] == "device.verified"
+        finally:
+            yield port.stopListening()
 
         response = yield _post(running, "/log-level", {"level": "debug"})
         assert response.code == 200
