@@ -140,12 +140,16 @@ class Control:
             new, admin=dataclasses.replace(new.admin, listen=old.admin.listen),
             log=dataclasses.replace(new.log, format=old.log.format),
             **{name: getattr(old, name) for name in RESTART_ONLY})
+        try:
+            changes = daemon.carriers.reconfigure(new.carriers)  # fails at once, or applies
+        except Exception as e:
+            raise self._refused(f"{old.path}: [[carrier]]: {e}")
         daemon.config = running
         if new.log.level != old.log.level:
             logs.set_level(new.log.level)
         daemon.signer.useKeys(browserid, jwt)
         daemon.limits.use(new.limits)
-        changes = yield daemon.carriers.reconfigure(new.carriers)
+        changes = yield changes
         daemon.daily_caps.use(daemon.carriers.carriers, new.limits.daily_sms_budget)
         daemon.verifier.useMOVerifiers(mo_verifiers(new))
         daemon.discovery.use(new.carriers)

@@ -92,25 +92,38 @@ class CarriersService(MultiService):
         #: Suspended carriers by name -> whether their binds are to be let go.
         self.suspensions: dict[str, bool] = {}
         self.carriers = [self._make(config) for config in configs]
+        for carrier in self.carriers:
+            self._bind(carrier)
         self.router = Router(self.carriers)
 
     def _make(self, config: CarrierConfig) -> Carrier:
         carrier = Carrier(config, self.reactor, self.send_timeout, self.mo_receiver,
                           self.receipt_receiver)
         carrier.suspended = config.name in self.suspensions
-        if not self.suspensions.get(config.name, False):
-            self._bind(carrier)
         return carrier
 
-    def _bind(self, carrier: Carrier) -> None:
-        """Start a bind for each of C{carrier}'s sessions (now, if running)."""
+    def _newBinds(self, carrier: Carrier) -> list[SMPPBind]:
+        """A bind for each of C{carrier}'s sessions, not started; none while
+        its suspension lets its binds go.
+
+        @raise Exception: a TLS file could not be loaded (nothing changed).
+        """
         config = carrier.config
-        for index, spec in enumerate(config.session_specs):
-            bind = SMPPBind(f"{config.name}/{index}", spec, config,
-                            endpoint_for(self.reactor, spec), self.reactor, carrier,
-                            drain_timeout=self.drain_timeout)
+        if self.suspensions.get(config.name, False):
+            return []
+        return [SMPPBind(f"{config.name}/{index}", spec, config,
+                         endpoint_for(self.reactor, spec), self.reactor, carrier,
+                         drain_timeout=self.drain_timeout)
+                for index, spec in enumerate(config.session_specs)]
+
+    def _attach(self, binds: list[SMPPBind]) -> None:
+        """Start C{binds} (now, if running)."""
+        for bind in binds:
             bind.setServiceParent(self)
             self.binds.append(bind)
+
+    def _bind(self, carrier: Carrier) -> None:
+        self._attach(self._newBinds(carrier))
 
     def _unbind(self, carrier: Carrier) -> Deferred:
         """Unbind and forget C{carrier}'s binds (each unbind bounded)."""
@@ -183,12 +196,13 @@ class CarriersService(MultiService):
         @raise UnknownCarrier: no such carrier here.
         """
         carrier = self.carrier(name)
+        binds = self._newBinds(carrier)  # its TLS files read again, before anything goes
         yield self._unbind(carrier)
-        yield self._settle(carrier)
+        if carrier in self.carriers and not any(b.listener is carrier for b in self.binds):
+            self._attach(binds)
         log.info("{carrier}: rebound at an operator's request", carrier=name)
 
-    @inlineCallbacks
-    def reconfigure(self, configs: Sequence[CarrierConfig]):
+    def reconfigure(self, configs: Sequence[CarrierConfig]) -> Deferred:
         """Change to the carriers C{configs} (a reload): added carriers bind;
         removed ones stop taking sends, drain and unbind; changed ones are
         replaced (their binds go, the new ones bind); an unchanged carrier
@@ -197,22 +211,32 @@ class CarriersService(MultiService):
         @return: a Deferred firing, once the carriers that went are drained
             and unbound, with C{{"added": [...], "removed": [...],
             "changed": [...]}} (names).
+        @raise Exception: a new carrier's TLS files cannot be loaded
+            (nothing changed).
         """
         old = {c.name: c for c in self.carriers}
         new = {c.name: c for c in configs}
         going = [c for name, c in old.items() if new.get(name) != c.config]
+        fresh = {c.name: self._make(c) for c in configs
+                 if c.name not in old or old[c.name].config != c}
+        binds = [b for carrier in fresh.values() for b in self._newBinds(carrier)]
         changes = {"added": [n for n in new if n not in old],
                    "removed": [n for n in old if n not in new],
                    "changed": [n for n in new if n in old and new[n] != old[n].config]}
         for name in changes["removed"]:
             self.suspensions.pop(name, None)
+        return self._replace(configs, going, fresh, binds).addCallback(lambda _: changes)
+
+    @inlineCallbacks
+    def _replace(self, configs: Sequence[CarrierConfig], going: list[Carrier],
+                 fresh: dict[str, Carrier], binds: list[SMPPBind]):
         self.carriers = [c for c in self.carriers if c not in going]
         self.router.use(self.carriers)
         yield DeferredList([self._retire(c) for c in going])
         kept = {c.name: c for c in self.carriers}
-        self.carriers = [kept.get(config.name) or self._make(config) for config in configs]
+        self.carriers = [kept.get(config.name) or fresh[config.name] for config in configs]
+        self._attach(binds)
         self.router.use(self.carriers)
-        return changes
 
     @inlineCallbacks
     def _retire(self, carrier: Carrier):
