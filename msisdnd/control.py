@@ -142,7 +142,7 @@ class Control:
             **{name: getattr(old, name) for name in RESTART_ONLY})
         try:
             changes = daemon.carriers.reconfigure(new.carriers)  # fails at once, or applies
-        except Exception as e:
+        except ValueError as e:
             raise self._refused(f"{old.path}: [[carrier]]: {e}")
         daemon.config = running
         if new.log.level != old.log.level:
@@ -166,4 +166,5 @@ class Control:
     @staticmethod
     def _refused(why: str) -> ActionRefused:
         log.error("Reload refused, the running configuration is kept: {why}", why=why)
-        return ActionRefused(409, f"refused, the running configuration is kept: {why}")
+        return ActionRefused(409, f"the new configuration is refused, the running one is "
+                                  f"kept: {why}")

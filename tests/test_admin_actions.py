@@ -33,7 +33,7 @@ class Actions:
         self.done.append(("rebind", carrier))
 
     def reload(self):
-        return fail(ActionRefused(409, "refused, the running configuration is kept: bad"))
+        return fail(ActionRefused(409, "the new configuration is refused: bad"))
 
     def setLogLevel(self, level):
         self.done.append(("level", level))
@@ -89,4 +89,4 @@ def test_without_a_token_file_every_action_is_refused_saying_why():
 
 def test_a_refused_reload_answers_409_with_the_reason():
     status, body = post(ActionsResource(Actions(), lambda: TOKENS), [b"reload"])
-    assert (status, body) == (409, {"error": "refused, the running configuration is kept: bad"})
+    assert (status, body) == (409, {"error": "the new configuration is refused: bad"})

@@ -180,7 +180,7 @@ class ActionsResource(Resource):
                           action=what, who=who, peer=peer)
             self._finish(request, 500, {"error": f"the action failed: {failure.getErrorMessage()}"})
             return
-        audit.warn("admin {action}: refused: {why} (by {who} from {peer})",
+        audit.warn("admin {action}: not done: {why} (by {who} from {peer})",
                    action=what, why=why, who=who, peer=peer)
         self._finish(request, status, {"error": why})
 

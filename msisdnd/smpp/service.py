@@ -106,15 +106,21 @@ class CarriersService(MultiService):
         """A bind for each of C{carrier}'s sessions, not started; none while
         its suspension lets its binds go.
 
-        @raise Exception: a TLS file could not be loaded (nothing changed).
+        @raise ValueError: a TLS file could not be loaded (nothing changed).
         """
         config = carrier.config
         if self.suspensions.get(config.name, False):
             return []
-        return [SMPPBind(f"{config.name}/{index}", spec, config,
-                         endpoint_for(self.reactor, spec), self.reactor, carrier,
-                         drain_timeout=self.drain_timeout)
-                for index, spec in enumerate(config.session_specs)]
+        binds = []
+        for index, spec in enumerate(config.session_specs):
+            try:
+                endpoint = endpoint_for(self.reactor, spec)
+            except Exception as e:
+                raise ValueError(f"carrier {config.name!r}: its TLS files cannot be "
+                                 f"loaded: {e}") from e
+            binds.append(SMPPBind(f"{config.name}/{index}", spec, config, endpoint,
+                                  self.reactor, carrier, drain_timeout=self.drain_timeout))
+        return binds
 
     def _attach(self, binds: list[SMPPBind]) -> None:
         """Start C{binds} (now, if running)."""
@@ -211,7 +217,7 @@ class CarriersService(MultiService):
         @return: a Deferred firing, once the carriers that went are drained
             and unbound, with C{{"added": [...], "removed": [...],
             "changed": [...]}} (names).
-        @raise Exception: a new carrier's TLS files cannot be loaded
+        @raise ValueError: a new carrier's TLS files cannot be loaded
             (nothing changed).
         """
         old = {c.name: c for c in self.carriers}
