@@ -181,6 +181,7 @@ def test_the_dev_config_parses(tmp_path: pathlib.Path, monkeypatch: pytest.Monke
     path = dev_layout(tmp_path)
     key_files(tmp_path / "var")
     private_file(tmp_path / "var" / "secrets" / "master", MASTER + "\n")
+    private_file(tmp_path / "var" / "secrets" / "admin.token", "admin " + "a" * 43 + "\n")
     monkeypatch.chdir(tmp_path / "var")       # not where the files are looked for
     config = load_config(str(path))
     var = tmp_path / "var"
@@ -192,6 +193,7 @@ def test_the_dev_config_parses(tmp_path: pathlib.Path, monkeypatch: pytest.Monke
     assert config.dev.fake_smsc
     assert config.http.public_url.base == "http://127.0.0.1:8000"
     assert config.admin.listen == "tcp:8001:interface=127.0.0.1"
+    assert [t.name for t in config.admin.tokens] == ["admin"]
     (fake,) = config.carriers
     assert (fake.name, fake.host, fake.port, fake.system_id, fake.password) == (
         "fake", "127.0.0.1", 2775, "msisdnd", "dev")
@@ -205,8 +207,8 @@ def test_the_dev_config_before_the_first_run(tmp_path: pathlib.Path) -> None:
     """Without var/, the error names the first missing file, absolute."""
     path = dev_layout(tmp_path)
     e = pytest.raises(ConfigError, load_config, str(path)).value
-    assert e.path == "[keys].browserid[0]"
-    assert str(tmp_path / "var" / "keys" / "browserid.pem") in e.problem
+    assert e.path == "[admin].token_file"
+    assert str(tmp_path / "var" / "secrets" / "admin.token") in e.problem
 
 
 # --- errors name the file and the key ----------------------------------------
