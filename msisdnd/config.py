@@ -1,4 +1,4 @@
-"""The daemon's configuration: one TOML file, read and validated once at start-up.
+"""The daemon's configuration: one TOML file, read and validated whole at start-up and on reload.
 
 C{twistd -n msisdnd --config PATH} calls L{load_config}, which reads the file
 and returns a frozen L{Config}, or raises L{ConfigError} naming the first
