@@ -118,7 +118,10 @@ class Suspensions(Service):
         for name in self.carriers.names:
             if self._changes != seen:
                 return  # changed here meanwhile: the next poll reads again
-            if name in wanted and current.get(name) != wanted[name]:
-                yield self.carriers.setSuspended(name, True, wanted[name])
-            elif name not in wanted and name in current:
-                yield self.carriers.setSuspended(name, False)
+            try:
+                if name in wanted and current.get(name) != wanted[name]:
+                    yield self.carriers.setSuspended(name, True, wanted[name])
+                elif name not in wanted and name in current:
+                    yield self.carriers.setSuspended(name, False)
+            except Exception:
+                log.failure("The suspension of {carrier} could not be applied", carrier=name)
