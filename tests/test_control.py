@@ -249,6 +249,18 @@ def test_reload_rebind_and_sighup_touch_only_what_changed(smsc_factory, redis_se
         # "fake" never changed: the same session, never rebound.
         assert main.smsc.bound == [session] and main.smsc.bind_count == binds
 
+        # [limits] apply at once: France is no longer served.
+        with open(config, "w") as f:
+            f.write(original.replace('countries = ["FR"]', 'countries = ["BE"]'))
+        out, err, code = yield reload()
+        assert code == 0, err.decode()
+        try:
+            yield _send(running, NUMBER)
+        except APIError as e:
+            assert e.code == 403
+        else:
+            raise AssertionError("a send to a country no longer served was accepted")
+
         out, err, code = yield _cli("carrier", "rebind", "fake", "--admin", running.admin,
                                     "--token-file", running.token_file)
         assert code == 0, err.decode()

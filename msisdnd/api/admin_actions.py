@@ -116,6 +116,7 @@ class ActionsResource(Resource):
         self.tokens = tokens
 
     def render_GET(self, request) -> bytes:
+        request.setHeader(b"Allow", b"POST")
         return self._answer(request, 405, {"error": "actions are POST requests"})
 
     def render_POST(self, request):
