@@ -20,7 +20,7 @@ from msisdnd.device.client import APIError, MSISDNClient
 from msisdnd.events.config import new_secret
 
 from conftest import free_port, wait_until
-from test_daemon import BIN, NUMBER, Running, heartbeat_ok, start, write_config
+from test_daemon import BIN, NUMBER, Running, heartbeat_ok, scrape, start, write_config
 from test_webhooks import Receiver
 
 
@@ -143,6 +143,9 @@ def test_suspend_fails_over_keeps_binds_and_holds_on_every_daemon(smsc_factory, 
                                     "--token-file", first.token_file)
         assert code == 0, err.decode()
         assert (yield _health(first))["backup"]["suspended"]
+        metrics = scrape(first.admin)
+        assert metrics['msisdnd_carrier_suspended{carrier="backup"}'] == 1
+        assert metrics['msisdnd_carrier_suspended{carrier="fake"}'] == 0
         yield _send(first, "+33612340002")
         assert main.smsc.received("+33612340002") and not backup.smsc.received("+33612340002")
         assert len(backup.smsc.bound) == 2  # both daemons' binds stay, for receipts and MO

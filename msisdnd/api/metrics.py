@@ -113,6 +113,12 @@ class PartsCollector(Collector):
             receipts.add_metric([name], carrier.dispatcher.receipt_count)
             junk.add_metric([name], carrier.dispatcher.dropped_count)
         yield from (up, window, rtt, reconnects, queue, outcomes, latency, mo, receipts, junk)
+        suspended = GaugeMetricFamily("msisdnd_carrier_suspended",
+                                      "1 while an operator has the carrier suspended",
+                                      labels=["carrier"])
+        for carrier in self.carriers.carriers:
+            suspended.add_metric([carrier.name], 1 if carrier.suspended else 0)
+        yield suspended
 
         verifications = CounterMetricFamily(
             "msisdnd_verifications", "Verification steps by method and outcome",
