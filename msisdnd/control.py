@@ -145,8 +145,7 @@ class Control:
         except ValueError as e:
             raise self._refused(f"{old.path}: [[carrier]]: {e}")
         daemon.config = running
-        if new.log.level != old.log.level:
-            logs.set_level(new.log.level)
+        logs.set_level(new.log.level)  # also undoes a log-level action
         daemon.signer.useKeys(browserid, jwt)
         daemon.limits.use(new.limits)
         changes = yield changes
