@@ -556,3 +556,25 @@ def test_default_send_timeout_withdraws_in_send_order(smsc_factory, services):
     assert carrier.queue_depth == 0 and not carrier._deadlines
     assert carrier.errors["deadline"] == 2
     assert harness.smsc.submit_count == 2  # the second never left the queue
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_carrier_removed_by_a_reload_drains_before_it_unbinds(smsc_factory, services):
+    """reconfigure: the removed carrier's message in flight is answered and
+    delivered, then its bind goes; the carrier kept keeps its session."""
+    kept_smsc = smsc_factory(credentials=CREDENTIALS)
+    going_smsc = smsc_factory(credentials=CREDENTIALS)
+    kept = carrier_config(kept_smsc.portNumber, name="kept")
+    going = carrier_config(going_smsc.portNumber, name="going", mcc=["208"], default=False)
+    service = services([kept, going])
+    yield bound(service)
+    (session,) = kept_smsc.smsc.bound
+    going_smsc.smsc.faults.update(response_delay=0.3)
+    sent = service.router.send(sms(mcc="208"))
+    yield wait_until(lambda: going_smsc.smsc.submit_count == 1)
+    changes = yield service.reconfigure([kept])
+    assert changes == {"added": [], "removed": ["going"], "changed": []}
+    assert (yield sent).carrier == "going"  # answered before the unbind
+    assert not going_smsc.smsc.sessions and [c.name for c in service.carriers] == ["kept"]
+    assert kept_smsc.smsc.bound == [session] and kept_smsc.smsc.bind_count == 1
+    assert (yield service.router.send(sms(mcc="208"))).carrier == "kept"
