@@ -1,4 +1,5 @@
-"""The admin listener: C{/metrics} (Prometheus), C{/binds} and C{/health} (JSON)."""
+"""The admin listener: the status page (C{/}), C{/metrics} (Prometheus),
+C{/binds} and C{/health} (JSON)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from typing import Callable
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+
+from msisdnd.api.status import StatusBoard
+from msisdnd.api.status_page import render
 
 
 class _JSONResource(Resource):
@@ -34,6 +38,25 @@ class _MetricsResource(Resource):
         return generate_latest(self.registry)
 
 
+class _StatusPage(Resource):
+    """C{GET /}: the status page, from one snapshot of the board."""
+
+    isLeaf = True
+
+    def __init__(self, board: StatusBoard):
+        super().__init__()
+        self.board = board
+
+    def render_GET(self, request) -> bytes:
+        board = self.board
+        snapshot = board.take()
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"Content-Security-Policy",
+                          b"default-src 'none'; style-src 'unsafe-inline'")
+        return render(snapshot, board.recent(snapshot, 60), board.recent(snapshot, 3600))
+
+
 class UnloggedSite(Site):
     """A site that writes no access log line: the admin listener's scrapes
     (every few seconds, forever) and the dev fake SMSC's pages (whose URLs
@@ -45,16 +68,16 @@ class UnloggedSite(Site):
         pass
 
 
-def admin_site(registry: CollectorRegistry, binds: Callable[[], object],
+def admin_site(registry: CollectorRegistry, board: StatusBoard,
                health: Callable[[], object] | None = None) -> Site:
-    """The admin site over the metrics C{registry}, the C{binds} snapshot and
-    the C{health} detail the public heartbeat keeps to two booleans."""
+    """The admin site: the status page and C{/binds} from the C{board}'s
+    snapshots, the metrics C{registry} (whose collector reads the same
+    board), and the C{health} detail the public heartbeat keeps to two
+    booleans."""
     root = Resource()
+    root.putChild(b"", _StatusPage(board))
     root.putChild(b"metrics", _MetricsResource(registry))
-    root.putChild(b"binds", _JSONResource(binds))
-    index = {"metrics": "/metrics", "binds": "/binds"}
+    root.putChild(b"binds", _JSONResource(lambda: board.take().binds_json()))
     if health is not None:
         root.putChild(b"health", _JSONResource(health))
-        index["health"] = "/health"
-    root.putChild(b"", _JSONResource(lambda: index))
     return UnloggedSite(root)

@@ -41,7 +41,10 @@ def describe(failure: Failure | BaseException | None, lost: Failure | None = Non
         value = lost.value
     if value is None:
         return "unknown"
-    if type(value).__module__.startswith("OpenSSL"):
+    module = type(value).__module__
+    if module.startswith("service_identity"):
+        return "TLS: the certificate does not match the hostname"
+    if module.startswith("OpenSSL"):
         return "TLS: " + (_tls_reason(value) or "handshake failed")
     if isinstance(value, CommandStatusError):
         return f"bind refused: {value.status_name}"
