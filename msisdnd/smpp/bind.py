@@ -180,9 +180,11 @@ class SMPPBind(Service):
             factor=2.0,
             jitter=lambda: jitter() * carrier.reconnect_delay_initial,
         )
+        factory = Factory.forProtocol(self._buildSession)
+        factory.noisy = False  # no anonymous "Starting factory" line per attempt
         self._client = ClientService(
             _ReportingEndpoint(endpoint, self._connectFailed),
-            Factory.forProtocol(self._buildSession),
+            factory,
             retryPolicy=self._retryDelay,
             clock=clock,
             prepareConnection=self._bind,
