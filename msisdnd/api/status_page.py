@@ -25,7 +25,7 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafa
 h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.4em 0 .4em}
 table{border-collapse:collapse;background:#fff}
 th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
-th{background:#eee}td.n{text-align:right}
+th{background:#eee}td.n{text-align:right}td.n,td.t{white-space:nowrap}
 .up,.bound{color:#fff;background:#2e7d32}.down,.stopped{color:#fff;background:#c62828}
 .reconnecting,.connecting,.binding,.starting,.unbinding,.unknown{background:#f9a825}
 .meta span{margin-right:1.5em}.none{color:#888}
@@ -109,9 +109,9 @@ def _carriers(snapshot: Snapshot, last_minute: Mapping[tuple[str, ...], int]) ->
                        if reading.last_submit_age is not None else None)
         rows.append(
             f'<tr class="carrier" data-carrier="{_e(name)}" data-state="{_e(carrier["state"])}">'
-            f"<td>{_e(name)}</td>{_state(carrier['state'])}<td>{_e(carrier['since'])}</td>"
-            f"<td>{_e(outage)}</td><td class=\"n\">{carrier['queue_depth']}</td>"
-            f"<td>{_e(last_submit)}</td><td>{_counts(minute)}</td>"
+            f"<td>{_e(name)}</td>{_state(carrier['state'])}"
+            f"<td class=\"t\">{_e(carrier['since'])}</td><td class=\"t\">{_e(outage)}</td>"
+            f"<td class=\"n\">{carrier['queue_depth']}</td><td class=\"t\">{_e(last_submit)}</td><td>{_counts(minute)}</td>"
             f"<td>{_counts(reading.outcomes)}</td><td>{_e(carrier['last_error'])}</td></tr>")
     out = ["<h2>Carriers</h2>", _table(
         ("carrier", "state", "since", "without a bind since", "queue", "last submit",
@@ -134,7 +134,7 @@ def _binds(snapshot: Snapshot) -> list[str]:
         rows.append(
             f'<tr class="bind" data-bind="{_e(bind["name"])}" data-state="{_e(bind["state"])}">'
             f"<td>{_e(bind['name'])}</td><td>{_e(bind['mode'])}</td>{_state(bind['state'])}"
-            f"<td>{_e(bind['since'])}</td>"
+            f"<td class=\"t\">{_e(bind['since'])}</td>"
             f"<td class=\"n\">{bind['in_flight']} / {bind['window']}</td>"
             f"<td class=\"n\">{bind['queue_depth']}</td>"
             f"<td class=\"n\">{_e(None if rtt is None else f'{rtt * 1000:.1f} ms')}</td>"
