@@ -94,14 +94,15 @@ def _browse(chromium: str, tmp_path, url: str, *options: str) -> str:
 
 
 def _look(chromium: str, tmp_path, url: str, name: str) -> _Rows:
-    """The rendered DOM of the page, and a screenshot of it as C{name}.png."""
-    dom = _browse(chromium, tmp_path, url, "--dump-dom")
+    """The rendered DOM of the page, and a screenshot of it as C{name}.png
+    (one Chromium run does both)."""
+    shot = tmp_path / f"{name}.png"
+    dom = _browse(chromium, tmp_path, url, "--dump-dom", f"--screenshot={shot}",
+                  "--window-size=1280,1100", "--hide-scrollbars")
     rows = _parse(dom)
     assert "msisdnd" in "".join(rows.text), f"chromium rendered no status page:\n{dom[:2000]}"
-    shot = tmp_path / f"{name}.png"
-    _browse(chromium, tmp_path, url, f"--screenshot={shot}", "--window-size=1280,1100",
-            "--hide-scrollbars")
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", "chromium wrote no screenshot"
+    assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", \
+        "chromium wrote no screenshot"
     return rows
 
 
