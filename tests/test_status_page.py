@@ -134,7 +134,8 @@ def test_chromium_shows_the_carrier_up_then_down(chromium, fast_down_daemon, tmp
     print(f"screenshots: {tmp_path / 'status-up.png'}, {tmp_path / 'status-down.png'}")
 
 
-def test_the_page_is_served_as_html_with_the_admin_urls(daemon):
+def test_the_page_is_served_as_html_with_the_admin_urls(fast_down_daemon):
+    daemon = fast_down_daemon
     with urllib.request.urlopen(daemon.admin + "/", timeout=5) as resp:
         assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
         assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
@@ -185,6 +186,3 @@ def test_every_value_on_the_page_is_escaped():
     assert "ip_sends 4" in text and "prefix 1" in text
     assert "15m 0s" in text  # uptime
     assert "Destinations without a live carrier" in text and "default" in text
-
-
-from test_daemon import daemon  # noqa: E402,F401  (the fixture, for the test above)
