@@ -335,8 +335,16 @@ def test_stop_while_binding_drops_the_connection_without_a_retry():
     stopped = harness.bind.stopService()
     assert stopped.called and harness.bind.state is BindState.STOPPED
     assert not harness.transport.connected and harness.listener.events == []
+    assert harness.listener.failures == []  # a bind cut short by the stop is no failure
     harness.reactor.advance(MAXIMUM * 10)
     assert harness.attempts == 1
+
+
+def test_stop_while_connecting_is_no_failure_to_tell():
+    harness = Harness(jitter=lambda: 0.0).start()
+    stopped = harness.bind.stopService()
+    assert stopped.called and harness.bind.state is BindState.STOPPED
+    assert harness.listener.failures == [] and harness.bind.last_error is None
 
 
 def test_stop_while_waiting_cancels_the_retry():

@@ -195,7 +195,10 @@ class SMPPBind(Service):
             self.state, self.since = state, self.clock.seconds()
 
     def _attemptFailed(self, why: str) -> None:
-        """One connect or bind attempt failed for C{why}."""
+        """One connect or bind attempt failed for C{why} (while stopping, an
+        attempt cut short is no failure to tell)."""
+        if not self.running:
+            return
         self.last_error, self.last_error_at = why, self.clock.seconds()
         self._become(BindState.CONNECTING)
         address = f"{self.spec.host}:{self.spec.port}"
