@@ -100,7 +100,8 @@ def check_config(path: str, out: TextIO, err: TextIO) -> int:
 def format_binds(snapshot: dict) -> str:
     """The admin listener's C{/binds} as an aligned table."""
     columns = ("carrier", "name", "mode", "state", "in_flight", "window", "queue_depth",
-               "reconnects", "bind_failures", "last_bind_status", "last_enquire_link_rtt")
+               "reconnects", "bind_failures", "last_enquire_link_rtt", "down_since",
+               "last_bind_status", "last_error")
     rows = [columns]
     for bind in snapshot.get("binds", []):
         row = []
@@ -112,6 +113,11 @@ def format_binds(snapshot: dict) -> str:
         rows.append(tuple(row))
     widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    for carrier in snapshot.get("carriers", []):
+        if carrier.get("state", "up") != "up":
+            outage = carrier.get("down_since") or carrier.get("reconnecting_since")
+            lines.append(f"carrier {carrier['name']} is {carrier['state']} since {outage}: "
+                         f"{carrier.get('last_error') or 'no error yet'}")
     errors = {c["name"]: c.get("errors") for c in snapshot.get("carriers", []) if c.get("errors")}
     if errors:
         lines.append("errors: " + json.dumps(errors, sort_keys=True))

@@ -33,7 +33,9 @@ from msisdnd.api.app import GatewayAPI
 from msisdnd.api.clientaddr import access_log_formatter
 from msisdnd.api.discovery import Discovery
 from msisdnd.api.metrics import Metrics
+from msisdnd.api.status import StatusBoard
 from msisdnd.api.request import APISite
+from msisdnd import __version__
 from msisdnd.config import Config
 from msisdnd.control import Control, mo_verifiers
 from msisdnd.events.delivery import LATENCY_BUCKETS as WEBHOOK_LATENCY_BUCKETS
@@ -333,8 +335,11 @@ class Daemon(InOrder):
         config = self.config
         public = config.http.public_url
         self.discovery = Discovery(config.carriers, public.url_for("/sms/mt/verify"))
-        self.metrics = Metrics(self.carriers, self.verifier, self.store, self.limits,
-                               self.webhooks, WEBHOOK_LATENCY_BUCKETS)
+        self.board = StatusBoard(self.reactor, self.carriers, self.verifier, self.store,
+                                 redis_watch=self.redis_watch, limits=self.limits,
+                                 webhooks=self.webhooks, version=__version__,
+                                 environment=config.environment)
+        self.metrics = Metrics(self.board.take, WEBHOOK_LATENCY_BUCKETS)
         self.api = GatewayAPI(
             verifier=self.verifier, signer=self.signer,
             discovery=self.discovery,
@@ -357,8 +362,8 @@ class Daemon(InOrder):
         self.http = DrainingListeners(self.reactor, self.site, config.http.listen,
                                       HTTP_DRAIN_TIMEOUT)
         self.admin = (Listener(self.reactor, config.admin.listen,
-                               admin_site(self.metrics.registry, self.carriers.snapshot,
-                                          self._health, actions=self.control,
+                               admin_site(self.metrics.registry, self.board, self._health,
+                                          actions=self.control,
                                           tokens=lambda: self.config.admin.tokens),
                                "[admin].listen")
                       if config.admin.listen else None)
@@ -408,8 +413,8 @@ class Daemon(InOrder):
     def _parts(self) -> list[IService]:
         """Every part, in start order."""
         parts = [self.embedded, self.redis, self.redis_watch, self.daily_caps, self.suspensions,
-                 self.events,
-                 *self.fake_smsc, self.carriers, self.admin, self.http]
+                 self.events, *self.fake_smsc, self.carriers, self.board.service(), self.admin,
+                 self.http]
         return [part for part in parts if part is not None]
 
     # -- run -----------------------------------------------------------------

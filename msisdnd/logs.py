@@ -21,6 +21,7 @@ from twisted.logger import (
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     formatEvent,
     textFileLogObserver,
 )
@@ -76,11 +77,25 @@ def json_line(event: dict) -> str:
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
+#: Twisted's ClientService line for each failed connect, which names neither
+#: the carrier nor the reason; the SMPP binds and the Redis watch say it
+#: themselves (msisdnd.smpp.bind, msisdnd.state.connection).
+_ANONYMOUS_RETRY = "Scheduling retry {attempt} to connect {endpoint} in {delay} seconds."
+
+
+def without_anonymous_retries(event: dict) -> PredicateResult:
+    """Drop ClientService's anonymous retry lines (the SMPP binds' and the Redis pool's)."""
+    if event.get("log_format") == _ANONYMOUS_RETRY:
+        return PredicateResult.no
+    return PredicateResult.maybe
+
+
 def observer(out: TextIO | None = None) -> ILogObserver:
-    """The observer for C{twistd --logger}: the configured format, filtered by level."""
+    """The observer for C{twistd --logger}: the configured format, filtered by
+    level, without ClientService's anonymous retry lines."""
     out = out or sys.stdout
     base = (FileLogObserver(out, json_line) if _chosen["format"] == "json"
             else textFileLogObserver(out))
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(_chosen["level"]))
     _filters.append(predicate)
-    return FilteringLogObserver(base, [predicate])
+    return FilteringLogObserver(base, [without_anonymous_retries, predicate])

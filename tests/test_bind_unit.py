@@ -45,12 +45,17 @@ class Listener:
 
     def __init__(self):
         self.events: list[tuple[str, object]] = []
+        self.failures: list[str] = []
 
     def bindUp(self, bind, session) -> None:
         self.events.append(("up", session))
 
-    def bindDown(self, bind, session) -> None:
+    def bindDown(self, bind, session, why) -> None:
         self.events.append(("down", session))
+        self.why = why
+
+    def bindFailed(self, bind, why) -> None:
+        self.failures.append(why)
 
     def inbound(self, pdu) -> None:
         self.events.append(("inbound", pdu))
@@ -249,13 +254,15 @@ def test_a_session_that_stayed_and_worked_starts_the_backoff_over():
 # -- the bind's state ----------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BindState documents STOPPED --start--> CONNECTING, but only _buildSession (TCP already"
-    " up) sets CONNECTING: a bind whose SMSC cannot be reached reports 'stopped'"))
 def test_started_bind_is_connecting_before_tcp_is_up():
     harness = Harness(jitter=lambda: 0.0).start()
-    harness.fail("tcp")
     assert harness.bind.snapshot()["state"] == "connecting"
+    harness.fail("tcp")
+    snapshot = harness.bind.snapshot()
+    assert snapshot["state"] == "connecting"
+    assert (snapshot["last_error"], snapshot["down_since"]) == (
+        "connection refused", "1970-01-01T00:00:00Z")
+    assert harness.listener.failures == ["connection refused"]
 
 
 def test_bound_session_is_handed_to_the_listener_and_reported():
@@ -278,19 +285,26 @@ def test_refused_bind_is_counted_and_closes_the_connection():
     assert not harness.transport.connected
     assert harness.bind.bind_failures == 1 and harness.bind.session is None
     assert harness.bind.snapshot()["last_bind_status"] == "ESME_RINVPASWD"
+    assert harness.bind.snapshot()["last_error"] == "bind refused: ESME_RINVPASWD"
     assert harness.listener.events == []
+    assert harness.listener.failures == ["bind refused: ESME_RINVPASWD"]
 
 
 def test_lost_session_is_reported_down_and_reconnected():
     harness = Harness(jitter=lambda: 0.0).start()
     harness.bound()
     session = harness.bind.session
+    harness.reactor.advance(3)
     harness.transport.loseConnection()
     assert harness.listener.events == [("up", session), ("down", session)]
+    assert harness.listener.why == "session lost: closed by the SMSC"
     assert harness.bind.session is None
+    assert harness.bind.snapshot()["down_since"] == "1970-01-01T00:00:03Z"
     harness.retry()
     harness.bound()
     assert harness.bind.session is not session
+    assert harness.bind.snapshot()["down_since"] is None
+    assert harness.bind.snapshot()["last_error"] == "session lost: closed by the SMSC"
 
 
 def test_inbound_pdus_reach_the_listener():
@@ -321,8 +335,16 @@ def test_stop_while_binding_drops_the_connection_without_a_retry():
     stopped = harness.bind.stopService()
     assert stopped.called and harness.bind.state is BindState.STOPPED
     assert not harness.transport.connected and harness.listener.events == []
+    assert harness.listener.failures == []  # a bind cut short by the stop is no failure
     harness.reactor.advance(MAXIMUM * 10)
     assert harness.attempts == 1
+
+
+def test_stop_while_connecting_is_no_failure_to_tell():
+    harness = Harness(jitter=lambda: 0.0).start()
+    stopped = harness.bind.stopService()
+    assert stopped.called and harness.bind.state is BindState.STOPPED
+    assert harness.listener.failures == [] and harness.bind.last_error is None
 
 
 def test_stop_while_waiting_cancels_the_retry():

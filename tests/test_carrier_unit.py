@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet import task
 from twisted.internet.testing import StringTransportWithDisconnection
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 
 from msisdnd.sms.interfaces import NoRouteError, OutboundSMS, SendTimeoutError
 from msisdnd.smpp import codec
@@ -287,6 +287,49 @@ def test_a_rerouted_message_keeps_what_is_left_of_its_deadline(clock):
     assert results.values == []
     clock.advance(0.1)  # 10 s after the send: the original deadline, not 3 + 10
     assert isinstance(results.values[0].value, SendTimeoutError)
+
+
+def test_the_link_goes_reconnecting_then_down_then_back_with_one_line_each(clock):
+    """Losing the last bind is "reconnecting" (since then) for the grace,
+    then "down" (one warning with the reason); a bind ends it (one warning
+    with how long); a cut healed within the grace is two info lines."""
+    c = carrier(clock, reconnect_grace=3.0)
+    events: list[dict] = []
+    c.link.log = Logger(observer=events.append)
+    assert c.link.snapshot()["state"] == "starting"
+    link = Link(clock, c)
+    clock.advance(100)
+    link.transport.loseConnection()
+    c.bindDown(None, link.session, "session lost: connection lost")
+    assert (c.snapshot()["state"], c.snapshot()["reconnecting_since"],
+            c.snapshot()["down_since"]) == ("reconnecting", "1970-01-01T00:18:20Z", None)
+    clock.advance(1)
+    c.bindFailed(None, "connection refused")
+    clock.advance(2)
+    health = c.link.snapshot()
+    assert (health["state"], health["reconnecting_since"], health["down_since"],
+            health["last_error"]) == ("down", None, "1970-01-01T00:18:20Z", "connection refused")
+    clock.advance(7)
+    Link(clock, c)
+    assert c.link.snapshot()["state"] == "up" and c.link.snapshot()["down_since"] is None
+    lines = [(e["log_level"], formatEvent(e)) for e in events]
+    assert lines == [
+        (LogLevel.info, "Carrier a is up"),
+        (LogLevel.info, "Carrier a lost its last bind (session lost: connection lost); "
+                        "reconnecting, holding sends up to 3.0 s"),
+        (LogLevel.warn, "Carrier a is down: connection refused (no bind for 3.0 s)"),
+        (LogLevel.warn, "Carrier a is back after 10.0 s down"),
+    ]
+
+
+def test_a_carrier_that_never_bound_is_down_at_its_first_failure(clock):
+    c = carrier(clock)
+    events: list[dict] = []
+    c.link.log = Logger(observer=events.append)
+    c.bindFailed(None, "bind refused: ESME_RINVPASWD")
+    c.bindFailed(None, "bind refused: ESME_RINVPASWD")
+    assert [formatEvent(e) for e in events] == ["Carrier a is down: bind refused: ESME_RINVPASWD"]
+    assert c.snapshot()["down_since"] == "1970-01-01T00:16:40Z"  # since the start
 
 
 # -- protocol correctness ------------------------------------------------------------------

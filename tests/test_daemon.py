@@ -42,10 +42,10 @@ class Running:
 
 def write_config(tmp_path, smsc_port: int, redis_port: int, api_port: int, admin_port: int,
                  *, redis_db: int = 0, limits: str = "", tables: str = "",
-                 redis_credentials: str = "", admin: str = "") -> str:
+                 redis_credentials: str = "", admin: str = "", carrier: str = "") -> str:
     """A daemon's configuration under C{tmp_path}, with its keys and master
     secret; C{limits} adds lines to C{[limits]}, C{admin} to C{[admin]},
-    C{tables} more tables."""
+    C{tables} more tables, C{carrier} more keys to the carrier C{fake}."""
     with open(os.devnull, "w") as quiet:
         keygen(str(tmp_path / "keys"), str(tmp_path / "master"), quiet)
     path = tmp_path / "msisdnd.toml"
@@ -83,7 +83,7 @@ def write_config(tmp_path, smsc_port: int, redis_port: int, api_port: int, admin
         region = "FR"
         reconnect_delay_initial = 0.05
         reconnect_delay_max = 0.2
-    """))
+    """) + textwrap.dedent(carrier))
     return str(path)
 
 
@@ -100,8 +100,15 @@ def start(config: str, tmp_path) -> subprocess.Popen:
 @pytest.fixture
 def daemon(smsc_factory, redis_server, tmp_path):
     harness = smsc_factory()
+    yield from run_daemon(tmp_path, harness, redis_server)
+
+
+def run_daemon(tmp_path, harness, redis_server, **options):
+    """Run a daemon on C{harness}'s fake SMSC (C{options} go to L{write_config})
+    until the heartbeat says it is up; yield its L{Running}; stop it."""
     api_port, admin_port = free_port(), free_port()
-    config = write_config(tmp_path, harness.portNumber, redis_server.port, api_port, admin_port)
+    config = write_config(tmp_path, harness.portNumber, redis_server.port, api_port, admin_port,
+                          **options)
     process, log_path = start(config, tmp_path)
     running = Running(process, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{admin_port}",
                       log_path)

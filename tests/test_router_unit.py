@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet.task import Clock
+from twisted.logger import Logger, formatEvent
 from twisted.python.failure import Failure
 
 from msisdnd.sms.interfaces import NoRouteError, OutboundSMS, QueueFullError, SendResult
@@ -176,16 +177,44 @@ def test_fails_over_past_a_carrier_without_a_live_bind(clock):
     assert down.queue_depth == 0 and session_of(tripped).submitted == []
 
 
+def test_failover_is_counted_and_told_once_each_way(clock):
+    """While the first choice is down, its traffic goes to the next carrier:
+    counted per message, one warning when it leaves, one when it returns
+    (with how long it was away)."""
+    first = carrier("first", clock, mcc=["208"], live=False)
+    second = carrier("second", clock, default=True)
+    router = Router([first, second])
+    events: list[dict] = []
+    router.log = Logger(observer=events.append)
+    sent = [router.send(sms(mcc="208")) for _ in range(3)]
+    session_of(second).acceptAll()
+    assert [result_of(d).carrier for d in sent] == ["second"] * 3
+    assert router.failovers == {("first", "second"): 3}
+    (left,) = [formatEvent(e) for e in events]
+    assert left == "Traffic for carrier first fails over to second: first is starting"
+    clock.advance(12)
+    first.bindUp(None, FakeSession(10))
+    sent = [router.send(sms(mcc="208")) for _ in range(2)]
+    session_of(first).acceptAll()
+    assert [result_of(d).carrier for d in sent] == ["first"] * 2
+    assert [formatEvent(e) for e in events[1:]] == ["Traffic returns to carrier first after 12.0 s"]
+    assert router.failovers == {("first", "second"): 3}
+
+
 def test_fails_over_past_a_full_queue(clock):
     full = carrier("full", clock, mcc=["208"], window=0, queue_size=1)
     spare = carrier("spare", clock, default=True)
     router = Router([full, spare])
     router.send(sms(mcc="208"))
     assert full.queue_depth == 1
+    events: list[dict] = []
+    router.log = Logger(observer=events.append)
     d = router.send(sms(mcc="208"))
     session_of(spare).acceptAll()
     assert result_of(d).carrier == "spare"
     assert full.queue_depth == 1
+    # An overflow is counted as a failover, but the carrier is up: no line.
+    assert router.failovers == {("full", "spare"): 1} and events == []
 
 
 def test_fails_over_when_only_some_parts_would_fit(clock):

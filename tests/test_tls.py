@@ -93,7 +93,8 @@ def test_binds_over_tls_with_client_certificate(pki):
 
 @pytest_twisted.inlineCallbacks
 def test_wrong_hostname_never_binds(pki):
-    """A certificate that does not name the configured hostname is refused."""
+    """A certificate that does not name the configured hostname is refused,
+    and the bind's last error says it was TLS."""
     smsc = FakeSMSC(reactor)
     port = _listen_tls(pki, smsc, require_client_cert=False)
     service = CarriersService([_config(port.getHost().port, {
@@ -104,6 +105,10 @@ def test_wrong_hostname_never_binds(pki):
         yield wait_until(lambda: service.binds[0].bind_failures >= 2)
         assert smsc.bind_count == 0
         assert service.binds[0].state is not BindState.BOUND
+        # The bind, the carrier and the admin listener say why: TLS, not "connection lost".
+        (why,) = {service.binds[0].last_error, service.carriers[0].link.last_error}
+        assert why.startswith("TLS: ") and "certificate" in why, why
+        assert service.snapshot()["carriers"][0]["state"] == "down"
     finally:
         yield service.stopService()
         yield port.stopListening()

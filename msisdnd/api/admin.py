@@ -1,5 +1,6 @@
-"""The admin listener: C{/metrics} (Prometheus), C{/binds} and C{/health}
-(JSON), and the actions of L{msisdnd.api.admin_actions} (behind a token)."""
+"""The admin listener: the status page (C{/}), C{/metrics} (Prometheus),
+C{/binds} and C{/health} (JSON), and the actions of
+L{msisdnd.api.admin_actions} (behind a token)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from msisdnd.api.admin_actions import ActionsResource, AdminActions, Token
+from msisdnd.api.status import StatusBoard
+from msisdnd.api.status_page import render
 
 
 class _JSONResource(Resource):
@@ -37,6 +40,25 @@ class _MetricsResource(Resource):
         return generate_latest(self.registry)
 
 
+class _StatusPage(Resource):
+    """C{GET /}: the status page, from one snapshot of the board."""
+
+    isLeaf = True
+
+    def __init__(self, board: StatusBoard):
+        super().__init__()
+        self.board = board
+
+    def render_GET(self, request) -> bytes:
+        board = self.board
+        snapshot = board.take()
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"Content-Security-Policy",
+                          b"default-src 'none'; style-src 'unsafe-inline'")
+        return render(snapshot, board.recent(snapshot, 60), board.recent(snapshot, 3600))
+
+
 class UnloggedSite(Site):
     """A site that writes no access log line: the admin listener's scrapes
     (every few seconds, forever) and the dev fake SMSC's pages (whose URLs
@@ -48,24 +70,23 @@ class UnloggedSite(Site):
         pass
 
 
-def admin_site(registry: CollectorRegistry, binds: Callable[[], object],
+def admin_site(registry: CollectorRegistry, board: StatusBoard,
                health: Callable[[], object] | None = None,
                actions: AdminActions | None = None,
                tokens: Callable[[], Sequence[Token]] = tuple) -> Site:
-    """The admin site over the metrics C{registry}, the C{binds} snapshot and
-    the C{health} detail the public heartbeat keeps to two booleans; with
-    C{actions}, the actions too, for the bearer C{tokens} (read each time:
-    a reload may change them)."""
+    """The admin site: the status page and C{/binds} from the C{board}'s
+    snapshots, the metrics C{registry} (whose collector reads the same
+    board), and the C{health} detail the public heartbeat keeps to two
+    booleans; with C{actions}, the actions too, for the bearer C{tokens}
+    (read each time: a reload may change them)."""
     root = Resource()
+    root.putChild(b"", _StatusPage(board))
     if actions is not None:
         resource = ActionsResource(actions, tokens)
         for path in (b"carriers", b"reload", b"log-level"):
             root.putChild(path, resource)
     root.putChild(b"metrics", _MetricsResource(registry))
-    root.putChild(b"binds", _JSONResource(binds))
-    index = {"metrics": "/metrics", "binds": "/binds"}
+    root.putChild(b"binds", _JSONResource(lambda: board.take().binds_json()))
     if health is not None:
         root.putChild(b"health", _JSONResource(health))
-        index["health"] = "/health"
-    root.putChild(b"", _JSONResource(lambda: index))
     return UnloggedSite(root)

@@ -19,8 +19,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from msisdnd.api.status import Snapshot, Take
 from msisdnd.smpp.carrier import LATENCY_BUCKETS
-from msisdnd.smpp.service import CarriersService
 
 #: The routes HTTP metrics are labelled with; anything else is "other".
 ROUTES = frozenset({
@@ -56,24 +56,34 @@ def _buckets(bounds: Iterable[float], counts: list[int]) -> list[tuple[str, int]
 
 
 class PartsCollector(Collector):
-    """Carriers, binds, the verifier, the store and the webhooks, as metric families.
+    """Carriers, binds, the verifier, the store and the webhooks, as metric
+    families, from one L{Snapshot} per scrape (C{take})."""
 
-    @param webhooks: the deliveries (L{msisdnd.events.delivery.WebhookDelivery}),
-        a live sequence, read for their C{group}, C{counters} and latency C{bounds}.
-    """
-
-    def __init__(self, carriers: CarriersService, verifier: object, store: object,
-                 limits: object = None, webhooks: Iterable = (),
-                 webhook_buckets: tuple[float, ...] = ()):
-        self.carriers = carriers
-        self.verifier = verifier
-        self.store = store
-        self.limits = limits
-        self.webhooks = webhooks  # read at each scrape: a reload may change it
+    def __init__(self, take: Take, webhook_buckets: tuple[float, ...] = ()):
+        self.take = take
         self.webhook_buckets = webhook_buckets
 
     def collect(self) -> Iterable:
+        snapshot = self.take()
+        yield from self._carriers(snapshot)
+        yield from self._verifications(snapshot)
+        if snapshot.refusals is not None:
+            yield from self._limits(snapshot)
+        if snapshot.webhooks:
+            yield from self._webhooks(snapshot)
+
+    def _carriers(self, snapshot: Snapshot) -> Iterable:
         up = GaugeMetricFamily("msisdnd_binds_up", "Bound sessions per carrier", labels=["carrier"])
+        carrier_up = GaugeMetricFamily(
+            "msisdnd_carrier_up", "1 while the carrier has a live bind, 0 while it is "
+            "reconnecting or down", labels=["carrier"])
+        since_submit = GaugeMetricFamily(
+            "msisdnd_carrier_seconds_since_last_submit",
+            "Seconds since the SMSC last accepted a submit_sm (absent before the first)",
+            labels=["carrier"])
+        failovers = CounterMetricFamily(
+            "msisdnd_failovers", "Messages sent through another carrier than their first choice",
+            labels=["carrier", "to"])
         window = GaugeMetricFamily("msisdnd_bind_window_in_use", "Outstanding requests per bind",
                                    labels=["carrier", "bind"])
         rtt = GaugeMetricFamily("msisdnd_bind_enquire_link_rtt_seconds",
@@ -92,75 +102,78 @@ class PartsCollector(Collector):
         receipts = CounterMetricFamily("msisdnd_receipts_received", "Delivery receipts received",
                                        labels=["carrier"])
         bound: dict[str, int] = {}
-        for bind in self.carriers.binds:
-            snap = bind.snapshot()
-            carrier = bind.carrier.name
-            bound[carrier] = bound.get(carrier, 0) + (snap["state"] == "bound")
-            window.add_metric([carrier, bind.name], snap["in_flight"])
-            reconnects.add_metric([carrier, bind.name], snap["reconnects"])
-            if snap["last_enquire_link_rtt"] is not None:
-                rtt.add_metric([carrier, bind.name], snap["last_enquire_link_rtt"])
-        for carrier in self.carriers.carriers:
-            name = carrier.name
+        for bind in snapshot.binds:
+            carrier = bind["carrier"]
+            bound[carrier] = bound.get(carrier, 0) + (bind["state"] == "bound")
+            window.add_metric([carrier, bind["name"]], bind["in_flight"])
+            reconnects.add_metric([carrier, bind["name"]], bind["reconnects"])
+            if bind["last_enquire_link_rtt"] is not None:
+                rtt.add_metric([carrier, bind["name"]], bind["last_enquire_link_rtt"])
+        for reading in snapshot.readings:
+            name = reading.name
             up.add_metric([name], bound.get(name, 0))
-            queue.add_metric([name], carrier.queue_depth)
-            outcomes.add_metric([name, "ESME_ROK"], carrier.sent)
-            for status, count in carrier.errors.items():
+            carrier_up.add_metric([name], 1 if reading.up else 0)
+            if reading.last_submit_age is not None:
+                since_submit.add_metric([name], reading.last_submit_age)
+            queue.add_metric([name], reading.queue_depth)
+            for status, count in reading.outcomes.items():
                 outcomes.add_metric([name, status], count)
-            latency.add_metric([name], _buckets(LATENCY_BUCKETS, carrier.latency_counts),
-                               carrier.latency_sum)
-            mo.add_metric([name], carrier.dispatcher.mo_count)
-            receipts.add_metric([name], carrier.dispatcher.receipt_count)
-            junk.add_metric([name], carrier.dispatcher.dropped_count)
-        yield from (up, window, rtt, reconnects, queue, outcomes, latency, mo, receipts, junk)
+            latency.add_metric([name], _buckets(LATENCY_BUCKETS, list(reading.latency_counts)),
+                               reading.latency_sum)
+            mo.add_metric([name], reading.mo)
+            receipts.add_metric([name], reading.receipts)
+            junk.add_metric([name], reading.dropped)
+        for (first, to), count in sorted(snapshot.failovers.items()):
+            failovers.add_metric([first, to], count)
+        yield from (up, carrier_up, since_submit, failovers, window, rtt, reconnects, queue,
+                    outcomes, latency, mo, receipts, junk)
         suspended = GaugeMetricFamily("msisdnd_carrier_suspended",
                                       "1 while an operator has the carrier suspended",
                                       labels=["carrier"])
-        for carrier in self.carriers.carriers:
-            suspended.add_metric([carrier.name], 1 if carrier.suspended else 0)
+        for reading in snapshot.readings:
+            suspended.add_metric([reading.name], 1 if reading.suspended else 0)
         yield suspended
 
+    def _verifications(self, snapshot: Snapshot) -> Iterable:
         verifications = CounterMetricFamily(
             "msisdnd_verifications", "Verification steps by method and outcome",
             labels=["method", "outcome"])
-        for (method, outcome), count in sorted(self.verifier.outcomes.items()):
+        for (method, outcome), count in sorted(snapshot.verifications.items()):
             verifications.add_metric([method, outcome], count)
         yield verifications
         silent = CounterMetricFamily("msisdnd_mo_verifications",
                                      "Silent-SMS requests answered or dropped", labels=["outcome"])
-        silent.add_metric(["handled"], self.verifier.mo_handled)
-        silent.add_metric(["dropped"], self.verifier.mo_dropped)
+        for outcome, count in snapshot.mo_verifications.items():
+            silent.add_metric([outcome], count)
         yield silent
         mismatches = CounterMetricFamily(
             "msisdnd_mcc_mismatches", "Sends whose client named an MCC not of the number's region")
-        mismatches.add_metric([], self.verifier.mcc_mismatches)
+        mismatches.add_metric([], snapshot.mcc_mismatches)
         yield mismatches
         states = CounterMetricFamily("msisdnd_receipts_by_state", "Delivery receipts by state",
                                      labels=["state"])
-        for state, count in sorted(self.verifier.receipt_states.items()):
+        for state, count in sorted(snapshot.receipt_states.items()):
             states.add_metric([state], count)
         yield states
         errors = CounterMetricFamily("msisdnd_redis_errors", "Redis calls that failed or timed out")
-        errors.add_metric([], self.store.errors)
+        errors.add_metric([], snapshot.redis_errors)
         yield errors
-        if self.limits is not None:
-            counters = self.limits.counters
-            refused = CounterMetricFamily("msisdnd_limit_refusals", "Requests refused, by limit",
-                                          labels=["limit"])
-            for limit, count in sorted(counters.refused.items()):
-                refused.add_metric([limit], count)
-            blocks = CounterMetricFamily("msisdnd_pumping_blocks",
-                                         "Pumping-guard blocks set by this daemon", labels=["kind"])
-            for kind, count in sorted(counters.blocks.items()):
-                blocks.add_metric([kind], count)
-            unblocks = CounterMetricFamily("msisdnd_pumping_unblocks",
-                                           "Pumping-guard blocks lifted by an operator")
-            unblocks.add_metric([], counters.unblocks)
-            yield from (refused, blocks, unblocks)
-        if self.webhooks:
-            yield from self._webhooks()
 
-    def _webhooks(self) -> Iterable:
+    def _limits(self, snapshot: Snapshot) -> Iterable:
+        refused = CounterMetricFamily("msisdnd_limit_refusals", "Requests refused, by limit",
+                                      labels=["limit"])
+        for limit, count in sorted(snapshot.refusals.items()):
+            refused.add_metric([limit], count)
+        blocks = CounterMetricFamily("msisdnd_pumping_blocks",
+                                     "Pumping-guard blocks set by this daemon", labels=["kind"])
+        for kind, count in sorted((snapshot.blocks or {}).items()):
+            blocks.add_metric([kind], count)
+        unblocks = CounterMetricFamily("msisdnd_pumping_unblocks",
+                                       "Pumping-guard blocks lifted by an operator")
+        unblocks.add_metric([], snapshot.unblocks)
+        yield from (refused, blocks, unblocks)
+
+    def _webhooks(self, snapshot: Snapshot) -> Iterable:
         deliveries = CounterMetricFamily(
             "msisdnd_webhook_deliveries", "Webhook delivery attempts and entries, by outcome",
             labels=["webhook", "outcome"])
@@ -172,26 +185,25 @@ class PartsCollector(Collector):
         over = GaugeMetricFamily("msisdnd_webhook_stream_over_bound",
                                  "1 when the event stream is over its bound (dead-lettering)",
                                  labels=["webhook"])
-        for delivery in self.webhooks:
-            name, counters = delivery.group, delivery.counters
-            for outcome, count in sorted(counters.outcomes.items()):
+        for webhook in snapshot.webhooks:
+            name = webhook["name"]
+            for outcome, count in sorted(webhook["outcomes"].items()):
                 deliveries.add_metric([name, outcome], count)
-            latency.add_metric([name], _buckets(self.webhook_buckets, counters.latency_counts),
-                               counters.latency_sum)
-            backlog.add_metric([name], counters.backlog)
-            over.add_metric([name], 1 if counters.over_bound else 0)
+            latency.add_metric([name], _buckets(self.webhook_buckets,
+                                                list(webhook["latency_counts"])),
+                               webhook["latency_sum"])
+            backlog.add_metric([name], webhook["backlog"])
+            over.add_metric([name], 1 if webhook["over_bound"] else 0)
         yield from (deliveries, latency, backlog, over)
 
 
 class Metrics:
-    """The daemon's registry: the parts' collector and the HTTP histograms."""
+    """The daemon's registry: the parts' collector (over C{take}, a
+    L{msisdnd.api.status.StatusBoard.take}) and the HTTP histograms."""
 
-    def __init__(self, carriers: CarriersService, verifier: object, store: object,
-                 limits: object = None, webhooks: Iterable = (),
-                 webhook_buckets: tuple[float, ...] = ()):
+    def __init__(self, take: Take, webhook_buckets: tuple[float, ...] = ()):
         self.registry = CollectorRegistry()
-        self.registry.register(PartsCollector(carriers, verifier, store, limits, webhooks,
-                                              webhook_buckets))
+        self.registry.register(PartsCollector(take, webhook_buckets))
         self.http_requests = Counter("msisdnd_http_requests", "HTTP requests by route and status",
                                      ["route", "status"], registry=self.registry)
         self.http_latency = Histogram("msisdnd_http_request_seconds", "HTTP request latency",

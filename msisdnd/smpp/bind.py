@@ -19,10 +19,12 @@ from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from msisdnd.smpp import codec
 from msisdnd.smpp.config import CarrierConfig, SessionConfig
 from msisdnd.smpp.errors import CommandStatusError
+from msisdnd.smpp.link import describe, timestamp
 from msisdnd.smpp.session import ESMESession
 
 
@@ -46,7 +48,9 @@ class BindListener(Protocol):
 
     def bindUp(self, bind: "SMPPBind", session: ESMESession) -> None: ...
 
-    def bindDown(self, bind: "SMPPBind", session: ESMESession) -> None: ...
+    def bindDown(self, bind: "SMPPBind", session: ESMESession, why: str) -> None: ...
+
+    def bindFailed(self, bind: "SMPPBind", why: str) -> None: ...
 
     def inbound(self, pdu: codec.PDU) -> None: ...
 
@@ -96,6 +100,23 @@ def _holdDisconnectNotice(proxy: object) -> Callable[[], None]:
     return restore
 
 
+@implementer(IStreamClientEndpoint)
+class _ReportingEndpoint:
+    """An endpoint that tells C{failed} why a connect failed (ClientService
+    only logs an anonymous "Scheduling retry" line)."""
+
+    def __init__(self, endpoint: IStreamClientEndpoint, failed: Callable[[Failure], None]):
+        self.endpoint = endpoint
+        self.failed = failed
+
+    def connect(self, factory: Factory) -> Deferred:
+        return self.endpoint.connect(factory).addErrback(self._failed)
+
+    def _failed(self, failure: Failure) -> Failure:
+        self.failed(failure)
+        return failure
+
+
 class SMPPBind(Service):
     """One SMPP session of a carrier, kept bound.
 
@@ -104,6 +125,13 @@ class SMPPBind(Service):
     @ivar reconnects: sessions lost after being bound.
     @ivar bind_failures: binds the SMSC refused or did not answer.
     @ivar last_bind_status: the status of the last refused bind, or C{None}.
+    @ivar since: when the current state began (the clock's seconds).
+    @ivar down_since: when the bind was last lost (or started), until it binds.
+    @ivar last_error: why the last connect, bind or session failed (L{describe}).
+
+    Each failed attempt is logged at debug level; a new reason (the first
+    failure, or one unlike the attempt before) once at info, naming the bind
+    and the SMSC's address.
 
     The reconnect delay grows from C{reconnect_delay_initial} to
     C{reconnect_delay_max} (with jitter) while connections or binds fail.  A
@@ -138,6 +166,11 @@ class SMPPBind(Service):
         self.reconnects = 0
         self.bind_failures = 0
         self.last_bind_status: int | None = None
+        self.since = clock.seconds()
+        self.down_since: float | None = None
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self._failing: str | None = None
         self._building: ESMESession | None = None
         self._flaps = 0
         self._bound_at = 0.0
@@ -147,17 +180,43 @@ class SMPPBind(Service):
             factor=2.0,
             jitter=lambda: jitter() * carrier.reconnect_delay_initial,
         )
+        factory = Factory.forProtocol(self._buildSession)
+        factory.noisy = False  # no anonymous "Starting factory" line per attempt
         self._client = ClientService(
-            endpoint,
-            Factory.forProtocol(self._buildSession),
+            _ReportingEndpoint(endpoint, self._connectFailed),
+            factory,
             retryPolicy=self._retryDelay,
             clock=clock,
             prepareConnection=self._bind,
         )
 
+    def _become(self, state: BindState) -> None:
+        if state is not self.state:
+            self.state, self.since = state, self.clock.seconds()
+
+    def _attemptFailed(self, why: str) -> None:
+        """One connect or bind attempt failed for C{why} (while stopping, an
+        attempt cut short is no failure to tell)."""
+        if not self.running:
+            return
+        self.last_error, self.last_error_at = why, self.clock.seconds()
+        self._become(BindState.CONNECTING)
+        address = f"{self.spec.host}:{self.spec.port}"
+        if why != self._failing:
+            self.log.info("{bind}: cannot bind to {address}: {why}; retrying", bind=self.name,
+                          address=address, why=why)
+        else:
+            self.log.debug("{bind}: cannot bind to {address}: {why}", bind=self.name,
+                           address=address, why=why)
+        self._failing = why
+        self.listener.bindFailed(self, why)
+
+    def _connectFailed(self, failure: Failure) -> None:
+        self._attemptFailed(describe(failure))
+
     def _buildSession(self) -> ESMESession:
         carrier = self.carrier
-        self.state = BindState.CONNECTING
+        self._become(BindState.CONNECTING)
         session = ESMESession(
             self.clock,
             window=carrier.window,
@@ -180,7 +239,7 @@ class SMPPBind(Service):
         session, self._building = self._building, None
         assert session is not None
         restore = _holdDisconnectNotice(proxy)
-        self.state = BindState.BINDING
+        self._become(BindState.BINDING)
         spec = self.spec
         d = session.bind(
             spec.bind,
@@ -191,8 +250,10 @@ class SMPPBind(Service):
 
         def bound(smsc_id: str) -> None:
             restore()
-            self.state = BindState.BOUND
+            self._become(BindState.BOUND)
             self.last_bind_status = None
+            self.down_since = None
+            self._failing = None
             self.session = session
             self._bound_at = self.clock.seconds()
             self.log.info("{bind}: bound as {mode} to {smsc}", bind=self.name, mode=spec.bind,
@@ -202,15 +263,9 @@ class SMPPBind(Service):
 
         def refused(failure: Failure) -> Failure:
             self.bind_failures += 1
-            self.state = BindState.CONNECTING
-            if failure.check(CommandStatusError):
-                self.last_bind_status = failure.value.status
-                self.log.warn("{bind}: bind refused: {status}", bind=self.name,
-                              status=codec.status_name(failure.value.status))
-            else:
-                self.last_bind_status = None
-                self.log.warn("{bind}: bind failed: {why}", bind=self.name,
-                              why=failure.getErrorMessage())
+            self.last_bind_status = (failure.value.status if failure.check(CommandStatusError)
+                                     else None)
+            self._attemptFailed(describe(failure, session.lost_reason))
             if session.transport is not None:
                 session.transport.loseConnection()
             return failure
@@ -226,14 +281,21 @@ class SMPPBind(Service):
                 self._flaps = 0
             else:
                 self._flaps += 1
+        why = "session lost: " + describe(session.lost_reason)
         if self.running:
             self.reconnects += 1
-            self.state = BindState.CONNECTING
-            self.log.warn("{bind}: session lost; reconnecting", bind=self.name)
-        self.listener.bindDown(self, session)
+            self._become(BindState.CONNECTING)
+            self.down_since = self.clock.seconds()
+            self.last_error, self.last_error_at = why, self.down_since
+            self._failing = None
+            self.log.warn("{bind}: {why}; reconnecting to {address}", bind=self.name, why=why,
+                          address=f"{self.spec.host}:{self.spec.port}")
+        self.listener.bindDown(self, session, why)
 
     def startService(self) -> None:
         super().startService()
+        self.down_since = self.clock.seconds()
+        self._become(BindState.CONNECTING)
         self._client.startService()
 
     @inlineCallbacks
@@ -242,10 +304,10 @@ class SMPPBind(Service):
         super().stopService()
         session = self.session
         if session is not None:
-            self.state = BindState.UNBINDING
+            self._become(BindState.UNBINDING)
             yield session.unbind(self.drain_timeout)
         yield self._client.stopService()
-        self.state = BindState.STOPPED
+        self._become(BindState.STOPPED)
 
     def snapshot(self) -> dict:
         """What operators see of this bind."""
@@ -254,6 +316,10 @@ class SMPPBind(Service):
             "name": self.name,
             "mode": self.spec.bind,
             "state": self.state.value,
+            "since": timestamp(self.since),
+            "down_since": timestamp(self.down_since),
+            "last_error": self.last_error,
+            "last_error_at": timestamp(self.last_error_at),
             "window": self.carrier.window,
             "in_flight": session.in_flight if session is not None else 0,
             "reconnects": self.reconnects,

@@ -60,6 +60,7 @@ from msisdnd.smpp.config import CarrierConfig
 from msisdnd.smpp.errors import CommandStatusError, SMPPError
 from msisdnd.smpp.framing import WarningBudget
 from msisdnd.smpp.inbound import InboundDispatcher
+from msisdnd.smpp.link import CarrierLink, timestamp
 from msisdnd.smpp.session import ESMESession
 
 #: Upper bounds (seconds) of the submit-latency histogram's buckets.
@@ -115,6 +116,9 @@ class Carrier:
         C{"session_lost"} and C{"malformed"}.
     @ivar requeued: parts put back in the queue.
     @ivar throttled: how often the carrier paused for throttling.
+    @ivar link: the L{CarrierLink}: up, reconnecting or down, since when, and why.
+    @ivar last_submit_at: when the SMSC last accepted a part (the clock's
+        seconds), or C{None}.
     @ivar latency_counts: messages by time from L{send} to the SMSC's
         acceptance of their last part, per bucket of L{LATENCY_BUCKETS}
         (and one more for slower); C{latency_sum} their total seconds.
@@ -146,6 +150,9 @@ class Carrier:
         self.errors: Counter[str] = Counter()
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
+        self.last_submit_at: float | None = None
+        self.link = CarrierLink(config.name, clock)
+        self._receivers = 0
         self.accepting = True
         #: Set by the daily-cap breaker (L{msisdnd.state.daily_cap}): not chosen while set.
         self.tripped = False
@@ -354,6 +361,7 @@ class Carrier:
 
     def _accepted(self, pdu: codec.PDU, part: _Part) -> None:
         self.sent += 1
+        self.last_submit_at = self.clock.seconds()
         self._throttle_streak = False
         message = part.message
         fields = pdu.fields
@@ -487,20 +495,36 @@ class Carrier:
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
                 self._grace_timer = None
+            self.link.bound()
             self._pump()
+        else:
+            self._receivers += 1
+            if not self.config.can_transmit:
+                self.link.bound()
 
-    def bindDown(self, bind: object, session: ESMESession) -> None:
+    def bindDown(self, bind: object, session: ESMESession, why: str = "session lost") -> None:
         if session in self._sessions:
             self._sessions.remove(session)
             if not self._sessions and self.accepting:
                 self._grace_timer = self.clock.callLater(self.config.reconnect_grace,
                                                          self._graceOver)
+                self.link.lost(why, self.config.reconnect_grace)
+        elif session.mode == "receiver" and self._receivers:
+            self._receivers -= 1
+            if not self._receivers and not self.config.can_transmit and self.accepting:
+                self.link.lost(why, None)
+
+    def bindFailed(self, bind: object, why: str) -> None:
+        """A connect or bind attempt of one of the carrier's binds failed."""
+        if not self.bound:
+            self.link.failed(why)
 
     def _graceOver(self) -> None:
         """The binds stayed down: messages none of whose parts went out move on."""
         self._grace_timer = None
         if self._sessions:
             return
+        self.link.graceOver()
         now = self.clock.seconds()
         stranded = {part.message for part in self._queue
                     if not part.message.done and not part.message.submitted}
@@ -563,4 +587,6 @@ class Carrier:
             "reconnecting": self.reconnecting,
             "throttled": self.throttled,
             "errors": dict(self.errors),
+            "last_submit_at": timestamp(self.last_submit_at),
+            **self.link.snapshot(),
         }

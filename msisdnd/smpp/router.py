@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Sequence
 
 from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from msisdnd.sms.interfaces import ISMSSender, NoRouteError, OutboundSMS, QueueFullError
@@ -22,9 +24,18 @@ class Router:
     queue, or failing that to one whose binds are reconnecting (within its
     C{reconnect_grace}).  A message with C{carrier} set goes to that
     carrier only (an MO's answer returns the way it came).
+
+    A message that goes to another carrier than its first choice is a
+    failover, counted in C{failovers} by (first choice, carrier taken).  When
+    the first choice has no live bind, one warning says that its traffic
+    fails over, and one line says when a message goes to it again.
     """
 
+    log = Logger()
+
     def __init__(self, carriers: Sequence[Carrier]):
+        self.failovers: Counter[tuple[str, str]] = Counter()
+        self._away: dict[str, float] = {}  # first choice -> when its traffic left it
         self.use(carriers)
 
     def use(self, carriers: Sequence[Carrier]) -> None:
@@ -78,18 +89,36 @@ class Router:
         candidates = self.candidates(sms)
         if not candidates:
             return fail(NoRouteError("no carrier serves this destination"))
+        first = candidates[0]
         # A carrier that is bound before one that is reconnecting (within its grace).
         if not all(c.bound for c in candidates):
             candidates = sorted(candidates, key=lambda c: not c.bound)
         for carrier in candidates:
             if carrier.available and carrier.queue_depth < carrier.config.queue_size:
                 try:
-                    return carrier.send(sms, timeout)
+                    d = carrier.send(sms, timeout)
                 except QueueFullError:
                     continue  # room, but not for every part of this message: try the next one
+                self._taken(first, carrier)
+                return d
         if any(c.available for c in candidates):
             return fail(QueueFullError("every eligible carrier's queue is full"))
         return fail(NoRouteError("no eligible carrier has a live bind"))
+
+    def _taken(self, first: Carrier, carrier: Carrier) -> None:
+        """A message whose first choice was C{first} went to C{carrier}."""
+        if carrier is not first:
+            self.failovers[first.name, carrier.name] += 1
+            if not first.bound and first.name not in self._away:
+                self._away[first.name] = first.clock.seconds()
+                self.log.warn("Traffic for carrier {carrier} fails over to {to}: {carrier} is "
+                              "{state}", carrier=first.name, to=carrier.name,
+                              state=first.link.state.value)
+        elif self._away:
+            left = self._away.pop(carrier.name, None)
+            if left is not None:
+                self.log.warn("Traffic returns to carrier {carrier} after {seconds:.1f} s",
+                              carrier=carrier.name, seconds=carrier.clock.seconds() - left)
 
     def available(self) -> bool:
         return any(c.available for c in self.carriers)

@@ -265,11 +265,21 @@ class CarriersService(MultiService):
 
     def health(self) -> dict:
         """Each carrier's state and the destinations no live carrier takes
-        (L{Router.unserved}), for the admin listener's C{/health}."""
+        (L{Router.unserved}), for the admin listener's C{/health}.
+
+        A carrier's C{up} says it has a live bind; C{reconnecting_since} and
+        C{down_since} (RFC 3339, else null) when it lost its last bind, set
+        while it is reconnecting within its grace or down past it.
+        """
+        def detail(c: Carrier) -> dict:
+            link = c.link.snapshot()
+            return {"name": c.name, "up": link["state"] == "up", "available": c.available,
+                    "bound": c.bound, "reconnecting": c.reconnecting, "tripped": c.tripped,
+                    "suspended": c.suspended,
+                    "reconnecting_since": link["reconnecting_since"],
+                    "down_since": link["down_since"], "last_error": link["last_error"]}
+
         return {
-            "carriers": [{"name": c.name, "available": c.available, "bound": c.bound,
-                          "reconnecting": c.reconnecting, "tripped": c.tripped,
-                          "suspended": c.suspended}
-                         for c in self.carriers],
+            "carriers": [detail(c) for c in self.carriers],
             "unserved": self.router.unserved(),
         }

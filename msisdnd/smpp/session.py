@@ -142,6 +142,8 @@ class ESMESession(PDUStream):
         self._closed_waiters: list[Deferred] = []
         self._drain_waiters: list[Deferred] = []
         self._lost = False
+        #: Why the connection closed (a Failure), once it has.
+        self.lost_reason: Failure | None = None
 
     # -- tracing -----------------------------------------------------------
 
@@ -197,6 +199,7 @@ class ESMESession(PDUStream):
     def connectionLost(self, reason: Failure = None) -> None:
         self.state = SessionState.CLOSED
         self._lost = True
+        self.lost_reason = reason
         for timer in (self._idle_timer, self._expiry_timer):
             if timer is not None and timer.active():
                 timer.cancel()
