@@ -4,6 +4,13 @@ L{SMPPBind} is a service around Twisted's L{ClientService}.  The bind runs
 inside C{prepareConnection}, so ClientService resets its backoff only once the
 SMSC has accepted the bind, not merely when TCP connects: a refused bind is
 retried with growing delays, never in a hot loop.
+
+A carrier with C{max_binds} connects only once the bind holds a permit of
+its account (L{msisdnd.sms.accounts.IBindPermits}): without one the bind
+waits, asking again every quarter of C{bind_lease}, rather than being
+refused by the SMSC over and over; its permit goes back when its session
+ends, and a permit it loses (another daemon took it after this one could
+not renew it) ends its session.
 """
 
 from __future__ import annotations
@@ -15,11 +22,12 @@ from typing import Callable, Protocol
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from msisdnd.sms.accounts import Account, IBindPermits
 from msisdnd.smpp import codec
 from msisdnd.smpp.config import CarrierConfig, SessionConfig
 from msisdnd.smpp.errors import CommandStatusError
@@ -31,10 +39,13 @@ class BindState(enum.Enum):
 
     STOPPED --start--> CONNECTING --TCP up--> BINDING --bind_resp OK--> BOUND;
     a refused bind or a lost connection goes back to CONNECTING (after the
-    backoff delay); stopping goes through UNBINDING to STOPPED.
+    backoff delay); stopping goes through UNBINDING to STOPPED.  With
+    C{max_binds}, CONNECTING --every permit held elsewhere--> NO_PERMIT
+    --a permit freed--> CONNECTING.
     """
 
     STOPPED = "stopped"
+    NO_PERMIT = "no_permit"
     CONNECTING = "connecting"
     BINDING = "binding"
     BOUND = "bound"
@@ -49,6 +60,8 @@ class BindListener(Protocol):
     def bindDown(self, bind: "SMPPBind", session: ESMESession) -> None: ...
 
     def inbound(self, pdu: codec.PDU) -> None: ...
+
+    def permitWaiting(self, bind: "SMPPBind", waiting: bool) -> None: ...
 
 
 #: The attribute of ClientService's private C{_ReconnectingProtocolProxy} that
@@ -96,6 +109,26 @@ def _holdDisconnectNotice(proxy: object) -> Callable[[], None]:
     return restore
 
 
+class _PermitGate:
+    """The bind's endpoint, connecting only once the bind holds a permit of
+    its account; a connection that fails gives the permit back."""
+
+    def __init__(self, bind: "SMPPBind", endpoint: IStreamClientEndpoint):
+        self.bind = bind
+        self.endpoint = endpoint
+
+    def connect(self, factory: Factory) -> Deferred:
+        bind = self.bind
+
+        def failed(failure: Failure) -> Failure:
+            bind._releasePermit()
+            return failure
+
+        return (bind._awaitPermit()
+                .addCallback(lambda _: self.endpoint.connect(factory))
+                .addErrback(failed))
+
+
 class SMPPBind(Service):
     """One SMPP session of a carrier, kept bound.
 
@@ -126,6 +159,8 @@ class SMPPBind(Service):
         listener: BindListener,
         jitter: Callable[[], float] = random.random,
         drain_timeout: float = 5.0,
+        permits: IBindPermits | None = None,
+        holder: str = "",
     ):
         self.setName(name)
         self.spec = spec
@@ -147,6 +182,12 @@ class SMPPBind(Service):
             factor=2.0,
             jitter=lambda: jitter() * carrier.reconnect_delay_initial,
         )
+        self.permits = permits if carrier.max_binds else None
+        self.account: Account = carrier.account(spec.account_key)
+        self.holder = f"{holder}/{name}"
+        self.permit_held = False
+        if self.permits is not None:
+            endpoint = _PermitGate(self, endpoint)
         self._client = ClientService(
             endpoint,
             Factory.forProtocol(self._buildSession),
@@ -213,6 +254,7 @@ class SMPPBind(Service):
                               why=failure.getErrorMessage())
             if session.transport is not None:
                 session.transport.loseConnection()
+            self._releasePermit()
             return failure
 
         return d.addCallbacks(bound, refused)
@@ -230,7 +272,62 @@ class SMPPBind(Service):
             self.reconnects += 1
             self.state = BindState.CONNECTING
             self.log.warn("{bind}: session lost; reconnecting", bind=self.name)
+        self._releasePermit()
         self.listener.bindDown(self, session)
+
+    # -- permits -------------------------------------------------------------
+
+    def _awaitPermit(self) -> Deferred:
+        """Fire once this bind holds a permit of its account, asking every
+        quarter of C{bind_lease} meanwhile; cancelling stops asking."""
+        waiting: dict[str, IDelayedCall | None] = {"timer": None}
+        result = Deferred(lambda _: waiting["timer"] and waiting["timer"].cancel())
+
+        def ask() -> None:
+            waiting["timer"] = None
+            self.permits.acquire(self.account, self.holder, self._permitLost).addCallback(
+                answered)
+
+        def answered(held: bool) -> None:
+            if result.called:  # cancelled meanwhile
+                if held:
+                    self.permits.release(self.account, self.holder)
+                return
+            if held:
+                self.permit_held = True
+                if self.state is BindState.NO_PERMIT:
+                    self.log.info("{bind}: a bind permit of {account} is free again",
+                                  bind=self.name, account=self.account.key)
+                self.state = BindState.CONNECTING
+                self.listener.permitWaiting(self, False)
+                result.callback(None)
+                return
+            if self.state is not BindState.NO_PERMIT:
+                self.log.warn("{bind}: all {limit} binds of {account} are held (max_binds); "
+                              "waiting for one to free", bind=self.name,
+                              limit=self.account.max_binds, account=self.account.key)
+                self.state = BindState.NO_PERMIT
+                self.listener.permitWaiting(self, True)
+            waiting["timer"] = self.clock.callLater(self.account.bind_lease / 4, ask)
+
+        ask()
+        return result
+
+    def _releasePermit(self) -> None:
+        if self.permit_held:
+            self.permit_held = False
+            self.permits.release(self.account, self.holder)
+
+    def _permitLost(self) -> None:
+        """Another daemon holds this bind's permit now: end the session."""
+        if not self.permit_held:
+            return
+        self.permit_held = False
+        self.log.warn("{bind}: its bind permit of {account} was taken (not renewed in "
+                      "time); unbinding", bind=self.name, account=self.account.key)
+        session = self.session or self._building
+        if session is not None and session.transport is not None:
+            session.transport.loseConnection()
 
     def startService(self) -> None:
         super().startService()
@@ -245,6 +342,9 @@ class SMPPBind(Service):
             self.state = BindState.UNBINDING
             yield session.unbind(self.drain_timeout)
         yield self._client.stopService()
+        if self.permits is not None:
+            self._releasePermit()
+            self.listener.permitWaiting(self, False)
         self.state = BindState.STOPPED
 
     def snapshot(self) -> dict:
@@ -254,6 +354,8 @@ class SMPPBind(Service):
             "name": self.name,
             "mode": self.spec.bind,
             "state": self.state.value,
+            "permit": (None if self.permits is None else
+                       "held" if self.permit_held else "waiting"),
             "window": self.carrier.window,
             "in_flight": session.in_flight if session is not None else 0,
             "reconnects": self.reconnects,

@@ -11,6 +11,7 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
+from msisdnd.sms.accounts import IBindPermits, IThroughputLeases
 from msisdnd.sms.interfaces import IMOReceiver, IReceiptReceiver
 from msisdnd.smpp.bind import SMPPBind
 from msisdnd.smpp.carrier import Carrier
@@ -58,6 +59,14 @@ class CarriersService(MultiService):
 
     Stopping drains the queues (bounded by C{drain_timeout}), then unbinds
     every session gracefully.
+
+    @param leases: where carriers with a C{throughput} take their account's
+        tokens (shared with other daemons), or C{None} for each carrier's
+        own cap alone.
+    @param permits: where binds of carriers with C{max_binds} take their
+        account's permits, or C{None} for no limit.
+    @param holder: this daemon's name in the permits it holds (unique
+        among the daemons sharing the accounts).
     """
 
     def __init__(
@@ -69,18 +78,22 @@ class CarriersService(MultiService):
         drain_timeout: float = 5.0,
         mo_receiver: IMOReceiver | None = None,
         receipt_receiver: IReceiptReceiver | None = None,
+        leases: IThroughputLeases | None = None,
+        permits: IBindPermits | None = None,
+        holder: str = "",
     ):
         super().__init__()
         self.drain_timeout = drain_timeout
         self.carriers: list[Carrier] = []
         self.binds: list[SMPPBind] = []
         for config in configs:
-            carrier = Carrier(config, reactor, send_timeout, mo_receiver, receipt_receiver)
+            carrier = Carrier(config, reactor, send_timeout, mo_receiver, receipt_receiver,
+                              leases=leases)
             self.carriers.append(carrier)
             for index, spec in enumerate(config.session_specs):
                 bind = SMPPBind(f"{config.name}/{index}", spec, config,
                                 endpoint_for(reactor, spec), reactor, carrier,
-                                drain_timeout=drain_timeout)
+                                drain_timeout=drain_timeout, permits=permits, holder=holder)
                 bind.setServiceParent(self)
                 self.binds.append(bind)
         self.router = Router(self.carriers)
@@ -104,7 +117,8 @@ class CarriersService(MultiService):
         (L{Router.unserved}), for the admin listener's C{/health}."""
         return {
             "carriers": [{"name": c.name, "available": c.available, "bound": c.bound,
-                          "reconnecting": c.reconnecting, "tripped": c.tripped}
+                          "reconnecting": c.reconnecting, "tripped": c.tripped,
+                          "waiting_permits": c.waiting_permits}
                          for c in self.carriers],
             "unserved": self.router.unserved(),
         }
