@@ -14,6 +14,7 @@ stops last.  Every wait is bounded.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -37,6 +38,7 @@ from msisdnd.events.delivery import LATENCY_BUCKETS as WEBHOOK_LATENCY_BUCKETS
 from msisdnd.events.delivery import WebhookDelivery, http_client
 from msisdnd.events.payloads import Payloads
 from msisdnd.smpp.service import CarriersService
+from msisdnd.state.accounts import SharedLeases, SharedPermits
 from msisdnd.state.api_keys import ApiKeys
 from msisdnd.state.connection import RedisConnection, RedisWatch
 from msisdnd.state.daily_cap import DailyCaps
@@ -276,11 +278,15 @@ class Daemon(InOrder):
             Idempotency(self.store), reactor)
 
     def _buildCarriers(self) -> None:
+        """The carriers, their accounts' limits shared with every daemon through Redis."""
         config = self.config
+        self.account_permits = SharedPermits(self.store, self.reactor)
         self.carriers = CarriersService(
             config.carriers, self.reactor, send_timeout=config.verification.send_timeout,
             drain_timeout=CARRIER_DRAIN_TIMEOUT, mo_receiver=self.verifier,
-            receipt_receiver=self.verifier)
+            receipt_receiver=self.verifier,
+            leases=SharedLeases(self.store, self.reactor), permits=self.account_permits,
+            holder=f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
         self.daily_caps = DailyCaps(self.carriers.carriers, self.store, self.reactor,
                                     budget=config.limits.daily_sms_budget)
         self.fake_smsc = self._fakeSMSC() if config.dev.fake_smsc else []
@@ -388,7 +394,7 @@ class Daemon(InOrder):
     def _parts(self) -> list[IService]:
         """Every part, in start order."""
         parts = [self.embedded, self.redis, self.redis_watch, self.daily_caps, self.events,
-                 *self.fake_smsc, self.carriers, self.admin, self.http]
+                 self.account_permits, *self.fake_smsc, self.carriers, self.admin, self.http]
         return [part for part in parts if part is not None]
 
     # -- run -----------------------------------------------------------------

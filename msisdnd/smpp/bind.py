@@ -174,6 +174,7 @@ class SMPPBind(Service):
         self.bind_failures = 0
         self.last_bind_status: int | None = None
         self._building: ESMESession | None = None
+        self._latest: ESMESession | None = None  # the session of the last connection
         self._flaps = 0
         self._bound_at = 0.0
         self._backoff = backoffPolicy(
@@ -208,7 +209,7 @@ class SMPPBind(Service):
         )
         if carrier.trace:
             session.enableTrace(self.name)
-        self._building = session
+        self._building = self._latest = session
         return session
 
     def _retryDelay(self, attempt: int) -> float:
@@ -325,7 +326,7 @@ class SMPPBind(Service):
         self.permit_held = False
         self.log.warn("{bind}: its bind permit of {account} was taken (not renewed in "
                       "time); unbinding", bind=self.name, account=self.account.key)
-        session = self.session or self._building
+        session = self._latest
         if session is not None and session.transport is not None:
             session.transport.loseConnection()
 

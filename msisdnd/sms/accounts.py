@@ -129,21 +129,22 @@ class LocalLeases:
         self.clock = clock
         self.divisor = divisor
         self.slice_seconds = slice_seconds
+        self.slice_ms = round(slice_seconds * 1000)
         self._granted: dict[str, tuple[int, int]] = {}  # account -> (slice, granted)
 
     def _rate(self, account: Account) -> float:
         return account.throughput / (account.daemons if self.divisor is None else self.divisor)
 
     def take(self, account: Account, want: int) -> Deferred:
-        now = self.clock.seconds()
-        n = math.floor(now / self.slice_seconds)
+        now_ms = math.floor(self.clock.seconds() * 1000)
+        n = now_ms // self.slice_ms
         current, granted = self._granted.get(account.key, (n, 0))
         if current != n:
             granted = 0
         give = max(0, min(want, slice_tokens(self._rate(account), n, self.slice_seconds)
                           - granted))
         self._granted[account.key] = (n, granted + give)
-        return succeed(Lease(give, (n + 1) * self.slice_seconds - now, n))
+        return succeed(Lease(give, ((n + 1) * self.slice_ms - now_ms) / 1000, n))
 
     def giveBack(self, account: Account, lease: Lease, unused: int) -> None:
         current, granted = self._granted.get(account.key, (None, 0))
