@@ -3,8 +3,9 @@
 L{Daemon} is the service C{twistd msisdnd} runs.  Building it loads the
 signing keys, so a missing or bad key stops the start before anything
 listens.  Its parts start one after another: the embedded Redis (when
-configured) -> the Redis pool -> the daily caps -> the fake SMSC (in
-development) -> the carriers (binding in the background) -> the admin
+configured) -> the Redis pool -> the daily caps -> the carrier accounts'
+bind permits -> the fake SMSC (in development) -> the carriers (binding in
+the background) -> the admin
 listener -> the HTTP listeners.  SIGTERM stops them in the reverse order:
 the HTTP listeners close and the requests in flight finish, the carriers
 drain their queues and unbind, Redis is closed, and the embedded Redis
