@@ -5,11 +5,11 @@ signing keys, so a missing or bad key stops the start before anything
 listens.  Its parts start one after another: the embedded Redis (when
 configured) -> the Redis pool -> the daily caps -> the carrier accounts'
 bind permits -> the fake SMSC (in development) -> the carriers (binding in
-the background) -> the admin
-listener -> the HTTP listeners.  SIGTERM stops them in the reverse order:
-the HTTP listeners close and the requests in flight finish, the carriers
-drain their queues and unbind, Redis is closed, and the embedded Redis
-stops last.  Every wait is bounded.
+the background) -> the admin listener -> the HTTP listeners.  SIGTERM stops
+them in the reverse order: the HTTP listeners close and the requests in
+flight finish, the carriers drain their queues and unbind (giving their
+bind permits back), Redis is closed, and the embedded Redis stops last.
+Every wait is bounded.
 """
 
 from __future__ import annotations

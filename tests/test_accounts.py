@@ -192,3 +192,65 @@ def test_without_redis_a_daemon_keeps_to_its_local_share():
     finally:
         permits.stopService()
         yield pool.disconnect()
+
+
+def _json(url: str) -> dict:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return json.loads(resp.read())
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_twistd_daemons_share_max_binds(smsc_factory, redis_server, tmp_path):
+    """Real daemons: with max_binds = 1 the second waits for the permit (503
+    on its heartbeat, no_permit in /binds and /health) while the SMSC holds
+    one bind; SIGTERM to the first and the second binds within a lease."""
+    from test_daemon import Running, heartbeat_ok, start, write_config
+
+    redis_server.command("FLUSHALL")
+    harness = smsc_factory()
+    most = []
+    harness.smsc.waitFor(lambda: most.append(len(harness.smsc.bound)) and False)
+    running = []
+    try:
+        for name in ("one", "two"):
+            where = tmp_path / name
+            where.mkdir()
+            api, admin = free_port(), free_port()
+            config = write_config(where, harness.portNumber, redis_server.port, api, admin)
+            with open(config, "a") as f:
+                f.write(f"max_binds = 1\nbind_lease = {LEASE}\n")
+            process, log = start(config, where)
+            running.append(Running(process, f"http://127.0.0.1:{api}",
+                                   f"http://127.0.0.1:{admin}", log))
+            if name == "one":
+                yield wait_until(lambda: heartbeat_ok(running[0]), timeout=30, interval=0.1)
+        one, two = running
+
+        def waiting() -> bool:
+            try:
+                return _json(two.admin + "/health")["carriers"][0]["waiting_permits"] == 1
+            except OSError:
+                return False
+
+        yield wait_until(waiting, timeout=30, interval=0.1)
+        assert not heartbeat_ok(two)
+        assert [b["state"] for b in _json(two.admin + "/binds")["binds"]] == ["no_permit"]
+        one.process.terminate()
+        yield wait_until(lambda: one.process.poll() is not None, timeout=20, interval=0.05)
+        stopped_at = reactor.seconds()
+        yield wait_until(lambda: heartbeat_ok(two), timeout=LEASE + 5, interval=0.05)
+        assert reactor.seconds() - stopped_at <= LEASE + 1.0
+        assert max(most) == 1 and harness.smsc.bind_refusals == 0
+    finally:
+        for daemon in running:
+            if daemon.process.poll() is None:
+                daemon.process.terminate()
+                try:
+                    yield wait_until(lambda: daemon.process.poll() is not None, timeout=20,
+                                     interval=0.05)
+                except AssertionError:
+                    daemon.process.kill()
+                    daemon.process.wait()
