@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from twisted.internet import task
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransportWithDisconnection
+from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -201,13 +203,15 @@ class PermitHarness:
                                holder="daemon")
                       for i, spec in enumerate(self.config.session_specs)]
 
+    def start(self) -> list[SMPPBind]:
+        for bind in self.binds:
+            bind.startService()
+        return self.binds
+
 
 def test_a_bind_without_a_permit_waits_and_the_carrier_is_down_for_routing():
-    permits = LocalPermits()
-    harness = PermitHarness(permits)
-    first, second = harness.binds
-    first.startService()
-    second.startService()
+    harness = PermitHarness(LocalPermits())
+    first, second = harness.start()
     assert len(harness.reactor.tcpClients) == 1  # only the permit holder connects
     assert (first.permit_held, second.state) == (True, BindState.NO_PERMIT)
     assert second.snapshot()["permit"] == "waiting" and harness.carrier.waiting_permits == 1
@@ -215,9 +219,11 @@ def test_a_bind_without_a_permit_waits_and_the_carrier_is_down_for_routing():
     results = Results()
     results.add(Router([harness.carrier]).send(sms()))
     assert results.values[0].check(NoRouteError)
-    # The holder's session ends (its connection failed): the waiting bind takes over
-    # at its next ask, a quarter of bind_lease later.
-    first._releasePermit()
+    # The holder's connection fails: its permit goes back, and the waiting bind
+    # takes it at its next ask, a quarter of bind_lease later.
+    harness.reactor.tcpClients[0][2].clientConnectionFailed(
+        harness.reactor.connectors[0], Failure(ConnectionRefusedError()))
+    assert not first.permit_held
     harness.reactor.advance(0.5)
     assert second.permit_held and second.state is BindState.CONNECTING
     assert len(harness.reactor.tcpClients) == 2 and harness.carrier.waiting_permits == 0
@@ -226,9 +232,7 @@ def test_a_bind_without_a_permit_waits_and_the_carrier_is_down_for_routing():
 def test_stopping_a_waiting_bind_stops_asking():
     permits = LocalPermits()
     harness = PermitHarness(permits)
-    first, second = harness.binds
-    first.startService()
-    second.startService()
+    first, second = harness.start()
     second.stopService()
     first._releasePermit()
     harness.reactor.advance(5.0)

@@ -133,7 +133,9 @@ class LocalLeases:
         self._granted: dict[str, tuple[int, int]] = {}  # account -> (slice, granted)
 
     def _rate(self, account: Account) -> float:
-        return account.throughput / (account.daemons if self.divisor is None else self.divisor)
+        if self.divisor is None:
+            return account.local_throughput
+        return account.throughput / self.divisor
 
     def take(self, account: Account, want: int) -> Deferred:
         now_ms = math.floor(self.clock.seconds() * 1000)
