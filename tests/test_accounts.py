@@ -20,6 +20,7 @@ from msisdnd.sms.interfaces import OutboundSMS
 from msisdnd.smpp.bind import BindState
 from msisdnd.smpp.config import CarrierConfig
 from msisdnd.smpp.service import CarriersService
+from msisdnd.state import keys
 from msisdnd.state.accounts import SharedLeases, SharedPermits
 from msisdnd.state.redis import TimedRedis
 
@@ -165,6 +166,31 @@ def test_a_dead_daemons_permits_expire_after_their_lease(redis_server):
         assert 0.3 <= reactor.seconds() - died <= account.bind_lease + 0.3
     finally:
         alive.stopService()
+        yield gatherResults([pool.disconnect() for pool in pools])
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_live_holder_renews_its_permit_and_hears_when_another_took_it(redis_server):
+    """Renewals keep a permit past its lease; a permit that another holder
+    took meanwhile (its lease ran out while Redis was unreachable, say) is
+    lost, and its holder told."""
+    redis_server.command("FLUSHALL")
+    pools = [txredisapi.lazyConnectionPool("127.0.0.1", redis_server.port, charset=None,
+                                           convertNumbers=False) for _ in range(2)]
+    live, other = (SharedPermits(TimedRedis(pool, reactor), reactor) for pool in pools)
+    account = Account("127.0.0.1:1:esme", max_binds=1, bind_lease=0.3)
+    lost = []
+    try:
+        assert (yield live.acquire(account, "live/a/0", lambda: lost.append(True)))
+        yield task.deferLater(reactor, 1.0, lambda: None)  # three leases, renewed
+        assert not (yield other.acquire(account, "other/a/0", lambda: None)) and not lost
+        key = keys.account_binds(account.key).decode()
+        redis_server.command("ZADD", key, "99999999999999", "other/a/0")  # taken meanwhile
+        redis_server.command("ZREM", key, "live/a/0")
+        yield wait_until(lambda: lost, timeout=1.0)
+    finally:
+        live.stopService()
+        other.stopService()
         yield gatherResults([pool.disconnect() for pool in pools])
 
 
