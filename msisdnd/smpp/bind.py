@@ -286,8 +286,13 @@ class SMPPBind(Service):
 
         def ask() -> None:
             waiting["timer"] = None
-            self.permits.acquire(self.account, self.holder, self._permitLost).addCallback(
-                answered)
+            self.permits.acquire(self.account, self.holder, self._permitLost).addCallbacks(
+                answered, failed)
+
+        def failed(failure: Failure) -> None:
+            self.log.failure("{bind}: no answer about a bind permit", failure, bind=self.name)
+            if not result.called:
+                waiting["timer"] = self.clock.callLater(self.account.bind_lease / 4, ask)
 
         def answered(held: bool) -> None:
             if result.called:  # cancelled meanwhile
