@@ -233,7 +233,7 @@ def test_two_twistd_daemons_share_max_binds(smsc_factory, redis_server, tmp_path
     """Real daemons: with max_binds = 1 the second waits for the permit (503
     on its heartbeat, no_permit in /binds and /health) while the SMSC holds
     one bind; SIGTERM to the first and the second binds within a lease."""
-    from test_daemon import Running, heartbeat_ok, start, write_config
+    from test_daemon import Running, heartbeat_ok, scrape, start, write_config
 
     redis_server.command("FLUSHALL")
     harness = smsc_factory()
@@ -264,6 +264,7 @@ def test_two_twistd_daemons_share_max_binds(smsc_factory, redis_server, tmp_path
         yield wait_until(waiting, timeout=30, interval=0.1)
         assert not heartbeat_ok(two)
         assert [b["state"] for b in _json(two.admin + "/binds")["binds"]] == ["no_permit"]
+        assert scrape(two.admin)['msisdnd_binds_waiting_permit{carrier="fake"}'] == 1
         one.process.terminate()
         yield wait_until(lambda: one.process.poll() is not None, timeout=20, interval=0.05)
         stopped_at = reactor.seconds()

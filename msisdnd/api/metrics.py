@@ -82,6 +82,9 @@ class PartsCollector(Collector):
                                          labels=["carrier", "bind"])
         queue = GaugeMetricFamily("msisdnd_carrier_queue_depth", "Parts waiting to be sent",
                                   labels=["carrier"])
+        no_permit = GaugeMetricFamily("msisdnd_binds_waiting_permit",
+                                      "Binds waiting for a permit of their account (max_binds)",
+                                      labels=["carrier"])
         outcomes = CounterMetricFamily("msisdnd_submit_outcomes", "submit_sm outcomes by status",
                                        labels=["carrier", "status"])
         latency = HistogramMetricFamily("msisdnd_submit_latency_seconds",
@@ -104,6 +107,7 @@ class PartsCollector(Collector):
             name = carrier.name
             up.add_metric([name], bound.get(name, 0))
             queue.add_metric([name], carrier.queue_depth)
+            no_permit.add_metric([name], carrier.waiting_permits)
             outcomes.add_metric([name, "ESME_ROK"], carrier.sent)
             for status, count in carrier.errors.items():
                 outcomes.add_metric([name, status], count)
@@ -112,7 +116,8 @@ class PartsCollector(Collector):
             mo.add_metric([name], carrier.dispatcher.mo_count)
             receipts.add_metric([name], carrier.dispatcher.receipt_count)
             junk.add_metric([name], carrier.dispatcher.dropped_count)
-        yield from (up, window, rtt, reconnects, queue, outcomes, latency, mo, receipts, junk)
+        yield from (up, window, rtt, reconnects, queue, no_permit, outcomes, latency, mo, receipts,
+                    junk)
 
         verifications = CounterMetricFamily(
             "msisdnd_verifications", "Verification steps by method and outcome",
