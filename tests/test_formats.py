@@ -8,6 +8,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from msisdnd.state import keys
+from msisdnd.state.api_keys import ApiKeyRecord, ApiKeys
 from msisdnd.state.events import EventStream
 from msisdnd.state.sessions import CheckOutcome, SendOutcome, SessionStore
 
@@ -58,3 +59,17 @@ def test_an_event_without_a_format_is_read_as_format_1(store, redis_pool):
                                      "n", b"sealed")
     (entry,) = yield EventStream(store).entries()
     assert (entry.type, entry.format, entry.fields["sq"]) == ("device.unregistered", 1, b"1")
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_api_key_without_a_format_is_read_as_format_1(store, redis_pool):
+    api_keys = ApiKeys(store)
+    assert (yield api_keys.create(ApiKeyRecord("k1", "new", b"m" * 32, 1000, 0, 60, 0)))
+    assert (yield api_keys.get("k1")).format == keys.FORMAT
+    yield redis_pool.hset(keys.API_KEY_NAMES, "old", "k0")
+    yield redis_pool.hmset(keys.api_key("k0"), {"name": "old", "mac": b"m" * 32,
+                                                "created": 1000, "expires": 0, "rate": 60,
+                                                "budget": 0, "used": 0})
+    old = yield api_keys.get("k0")
+    assert (old.name, old.rate_per_minute, old.format) == ("old", 60, 1)
+    assert sorted(r.name for r in (yield api_keys.all())) == ["new", "old"]

@@ -18,7 +18,7 @@ import base64
 from typing import Iterable, Mapping
 
 #: The format of the records this version writes (the C{fv} field of session
-#: hashes, of event entries and of account buckets).  A record without one is
+#: hashes, API key records, event entries and account buckets).  A record without one is
 #: format 1, written before formats were marked; see L{format_of}, and the
 #: README's "Rolling upgrades" for the rules that keep N and N-1 together.
 FORMAT = 2
