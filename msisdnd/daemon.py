@@ -3,18 +3,20 @@
 L{Daemon} is the service C{twistd msisdnd} runs.  Building it loads the
 signing keys, so a missing or bad key stops the start before anything
 listens.  Its parts start one after another: the embedded Redis (when
-configured) -> the Redis pool -> the daily caps -> the fake SMSC (in
-development) -> the carriers (binding in the background) -> the admin
-listener -> the HTTP listeners.  SIGTERM stops them in the reverse order:
-the HTTP listeners close and the requests in flight finish, the carriers
-drain their queues and unbind, Redis is closed, and the embedded Redis
-stops last.  Every wait is bounded.  SIGHUP reloads the configuration
+configured) -> the Redis pool -> the daily caps -> the carrier accounts'
+bind permits -> the fake SMSC (in development) -> the carriers (binding in
+the background) -> the admin listener -> the HTTP listeners.  SIGTERM stops
+them in the reverse order: the HTTP listeners close and the requests in
+flight finish, the carriers drain their queues and unbind (giving their
+bind permits back), Redis is closed, and the embedded Redis stops last.
+Every wait is bounded.  SIGHUP reloads the configuration
 (L{msisdnd.control}).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -42,6 +44,7 @@ from msisdnd.events.delivery import LATENCY_BUCKETS as WEBHOOK_LATENCY_BUCKETS
 from msisdnd.events.delivery import WebhookDelivery, http_client
 from msisdnd.events.payloads import Payloads
 from msisdnd.smpp.service import CarriersService
+from msisdnd.state.accounts import SharedLeases, SharedPermits
 from msisdnd.state.api_keys import ApiKeys
 from msisdnd.state.connection import RedisConnection, RedisWatch
 from msisdnd.state.daily_cap import DailyCaps
@@ -281,11 +284,15 @@ class Daemon(InOrder):
             Idempotency(self.store), reactor)
 
     def _buildCarriers(self) -> None:
+        """The carriers, their accounts' limits shared with every daemon through Redis."""
         config = self.config
+        self.account_permits = SharedPermits(self.store, self.reactor)
         self.carriers = CarriersService(
             config.carriers, self.reactor, send_timeout=config.verification.send_timeout,
             drain_timeout=CARRIER_DRAIN_TIMEOUT, mo_receiver=self.verifier,
-            receipt_receiver=self.verifier)
+            receipt_receiver=self.verifier,
+            leases=SharedLeases(self.store, self.reactor), permits=self.account_permits,
+            holder=f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
         self.daily_caps = DailyCaps(self.carriers.carriers, self.store, self.reactor,
                                     budget=config.limits.daily_sms_budget)
         self.suspensions = Suspensions(self.carriers, self.store, self.reactor)
@@ -413,8 +420,8 @@ class Daemon(InOrder):
     def _parts(self) -> list[IService]:
         """Every part, in start order."""
         parts = [self.embedded, self.redis, self.redis_watch, self.daily_caps, self.suspensions,
-                 self.events, *self.fake_smsc, self.carriers, self.board.service(), self.admin,
-                 self.http]
+                 self.events, self.account_permits, *self.fake_smsc, self.carriers,
+                 self.board.service(), self.admin, self.http]
         return [part for part in parts if part is not None]
 
     # -- run -----------------------------------------------------------------

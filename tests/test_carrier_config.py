@@ -637,3 +637,59 @@ def test_the_shipped_example_parses():
     assert (shortcode.service_type, shortcode.priority_flag) == ("CMT", 1)
     assert (shortcode.data_coding, shortcode.validity_format, shortcode.trace) == (
         1, "absolute", True)
+
+
+# --- carrier accounts shared by every daemon ---------------------------------------
+
+
+def test_account_limits_default_to_none_shared() -> None:
+    c = carrier()
+    assert (c.max_binds, c.bind_lease, c.expected_daemons) == (0, 15.0, 1)
+    assert c.account().key == "smsc.example.net:2775:msisdnd"
+
+
+def test_account_limits() -> None:
+    c = carrier(throughput=40, max_binds=3, bind_lease=5, expected_daemons=4)
+    account = c.account()
+    assert (account.throughput, account.max_binds, account.bind_lease, account.daemons) == \
+        (40.0, 3, 5.0, 4)
+    assert (account.local_throughput, account.local_binds) == (10.0, 1)
+
+
+def test_the_throughput_account_joins_every_transmitting_login() -> None:
+    c = carrier(sessions=[{"bind": "transmitter", "system_id": "mt"},
+                          {"bind": "receiver", "system_id": "mo"},
+                          {"bind": "transmitter", "port": 2776}])
+    assert c.account().key == "smsc.example.net:2775:mt+smsc.example.net:2776:msisdnd"
+
+
+@pytest.mark.parametrize("key, value, problem", [
+    ("max_binds", -1, "must be between 0 and 1000, not -1"),
+    ("max_binds", 2.0, "must be an integer, not a float (2.0)"),
+    ("bind_lease", 0.1, "must be at least 0.2, not 0.1"),
+    ("bind_lease", "10s", "must be a number"),
+    ("expected_daemons", 0, "must be between 1 and 1000, not 0"),
+])
+def test_bad_account_limits(key: str, value: Any, problem: str) -> None:
+    e = config_error(**{key: value})
+    assert e.path == f"{WHERE}.{key}"
+    assert problem in e.problem
+
+
+@pytest.mark.parametrize("key, first, second", [
+    ("throughput", 50, 40), ("max_binds", 2, 3), ("bind_lease", 10, 20),
+    ("expected_daemons", 2, 3),
+])
+def test_carriers_on_one_account_agree_on_its_limits(key: str, first: Any, second: Any) -> None:
+    e = pytest.raises(ConfigError, parse_carriers, [
+        minimal(**{key: first}), minimal(name="sfr", **{key: second})]).value
+    assert e.path == f'carrier[1] "sfr".{key}'
+    assert "smsc.example.net:2775:msisdnd" in e.problem and WHERE in e.problem
+
+
+def test_carriers_on_other_accounts_may_differ() -> None:
+    a, b = parse_carriers([minimal(max_binds=2, throughput=5),
+                           minimal(name="sfr", system_id="other", max_binds=1)])
+    assert a.account().key != b.account().key
+    # A receive-only login of the same account need not agree on throughput.
+    parse_carriers([minimal(throughput=5), minimal(name="mo", bind="receiver")])

@@ -85,7 +85,7 @@ def test_verification_keeps_only_what_a_verified_session_needs(store, redis_serv
     check = yield store.beginCheck(REF, 2000, 3)
     assert (yield store.markVerified(REF, check.code_mac, 2000, 90_000_000, b"p" * 16))
     fields = yield store.session(REF)
-    assert sorted(fields) == ["h", "k", "m", "n", "v", "vm"]  # vm, m: the state's proof
+    assert sorted(fields) == ["fv", "h", "k", "m", "n", "v", "vm"]  # vm, m: the state's proof
     assert fields["v"] == b"2000" and fields["vm"] == b"p" * 16
     ttl = int(redis_server.command("PTTL", "ms:s:" + __import__("base64").urlsafe_b64encode(
         REF).rstrip(b"=").decode()).split(b"\r\n")[0][1:])

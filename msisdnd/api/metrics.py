@@ -92,6 +92,9 @@ class PartsCollector(Collector):
                                          labels=["carrier", "bind"])
         queue = GaugeMetricFamily("msisdnd_carrier_queue_depth", "Parts waiting to be sent",
                                   labels=["carrier"])
+        no_permit = GaugeMetricFamily("msisdnd_binds_waiting_permit",
+                                      "Binds waiting for a permit of their account (max_binds)",
+                                      labels=["carrier"])
         outcomes = CounterMetricFamily("msisdnd_submit_outcomes", "submit_sm outcomes by status",
                                        labels=["carrier", "status"])
         latency = HistogramMetricFamily("msisdnd_submit_latency_seconds",
@@ -116,6 +119,7 @@ class PartsCollector(Collector):
             if reading.last_submit_age is not None:
                 since_submit.add_metric([name], reading.last_submit_age)
             queue.add_metric([name], reading.queue_depth)
+            no_permit.add_metric([name], reading.waiting_permits)
             for status, count in reading.outcomes.items():
                 outcomes.add_metric([name, status], count)
             latency.add_metric([name], _buckets(LATENCY_BUCKETS, list(reading.latency_counts)),
@@ -126,7 +130,7 @@ class PartsCollector(Collector):
         for (first, to), count in sorted(snapshot.failovers.items()):
             failovers.add_metric([first, to], count)
         yield from (up, carrier_up, since_submit, failovers, window, rtt, reconnects, queue,
-                    outcomes, latency, mo, receipts, junk)
+                    no_permit, outcomes, latency, mo, receipts, junk)
         suspended = GaugeMetricFamily("msisdnd_carrier_suspended",
                                       "1 while an operator has the carrier suspended",
                                       labels=["carrier"])

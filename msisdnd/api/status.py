@@ -40,6 +40,7 @@ class CarrierReading:
     dropped: int
     last_submit_age: float | None
     suspended: bool = False
+    waiting_permits: int = 0
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,7 @@ def _reading(carrier: Any, now: float) -> CarrierReading:
     last = carrier.last_submit_at
     return CarrierReading(
         name=carrier.name, up=carrier.link.state is LinkState.UP, suspended=carrier.suspended,
+        waiting_permits=carrier.waiting_permits,
         queue_depth=carrier.queue_depth,
         outcomes={"ESME_ROK": carrier.sent, **carrier.errors},
         latency_counts=tuple(carrier.latency_counts), latency_sum=carrier.latency_sum,

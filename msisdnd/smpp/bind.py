@@ -4,6 +4,13 @@ L{SMPPBind} is a service around Twisted's L{ClientService}.  The bind runs
 inside C{prepareConnection}, so ClientService resets its backoff only once the
 SMSC has accepted the bind, not merely when TCP connects: a refused bind is
 retried with growing delays, never in a hot loop.
+
+A carrier with C{max_binds} connects only once the bind holds a permit of
+its account (L{msisdnd.sms.accounts.IBindPermits}): without one the bind
+waits, asking again every quarter of C{bind_lease}, rather than being
+refused by the SMSC over and over; its permit goes back when its session
+ends, and a permit it loses (another daemon took it after this one could
+not renew it) ends its session.
 """
 
 from __future__ import annotations
@@ -15,12 +22,13 @@ from typing import Callable, Protocol
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from msisdnd.sms.accounts import Account, IBindPermits
 from msisdnd.smpp import codec
 from msisdnd.smpp.config import CarrierConfig, SessionConfig
 from msisdnd.smpp.errors import CommandStatusError
@@ -33,10 +41,13 @@ class BindState(enum.Enum):
 
     STOPPED --start--> CONNECTING --TCP up--> BINDING --bind_resp OK--> BOUND;
     a refused bind or a lost connection goes back to CONNECTING (after the
-    backoff delay); stopping goes through UNBINDING to STOPPED.
+    backoff delay); stopping goes through UNBINDING to STOPPED.  With
+    C{max_binds}, CONNECTING --every permit held elsewhere--> NO_PERMIT
+    --a permit freed--> CONNECTING.
     """
 
     STOPPED = "stopped"
+    NO_PERMIT = "no_permit"
     CONNECTING = "connecting"
     BINDING = "binding"
     BOUND = "bound"
@@ -53,6 +64,8 @@ class BindListener(Protocol):
     def bindFailed(self, bind: "SMPPBind", why: str) -> None: ...
 
     def inbound(self, pdu: codec.PDU) -> None: ...
+
+    def permitWaiting(self, bind: "SMPPBind", waiting: bool) -> None: ...
 
 
 #: The attribute of ClientService's private C{_ReconnectingProtocolProxy} that
@@ -117,6 +130,26 @@ class _ReportingEndpoint:
         return failure
 
 
+class _PermitGate:
+    """The bind's endpoint, connecting only once the bind holds a permit of
+    its account; a connection that fails gives the permit back."""
+
+    def __init__(self, bind: "SMPPBind", endpoint: IStreamClientEndpoint):
+        self.bind = bind
+        self.endpoint = endpoint
+
+    def connect(self, factory: Factory) -> Deferred:
+        bind = self.bind
+
+        def failed(failure: Failure) -> Failure:
+            bind._releasePermit()
+            return failure
+
+        return (bind._awaitPermit()
+                .addCallback(lambda _: self.endpoint.connect(factory))
+                .addErrback(failed))
+
+
 class SMPPBind(Service):
     """One SMPP session of a carrier, kept bound.
 
@@ -154,6 +187,8 @@ class SMPPBind(Service):
         listener: BindListener,
         jitter: Callable[[], float] = random.random,
         drain_timeout: float = 5.0,
+        permits: IBindPermits | None = None,
+        holder: str = "",
     ):
         self.setName(name)
         self.spec = spec
@@ -172,6 +207,7 @@ class SMPPBind(Service):
         self.last_error_at: float | None = None
         self._failing: str | None = None
         self._building: ESMESession | None = None
+        self._latest: ESMESession | None = None  # the session of the last connection
         self._flaps = 0
         self._bound_at = 0.0
         self._backoff = backoffPolicy(
@@ -182,6 +218,12 @@ class SMPPBind(Service):
         )
         factory = Factory.forProtocol(self._buildSession)
         factory.noisy = False  # no anonymous "Starting factory" line per attempt
+        self.permits = permits if carrier.max_binds else None
+        self.account: Account = carrier.account(spec.account_key)
+        self.holder = f"{holder}/{name}"
+        self.permit_held = False
+        if self.permits is not None:
+            endpoint = _PermitGate(self, endpoint)
         self._client = ClientService(
             _ReportingEndpoint(endpoint, self._connectFailed),
             factory,
@@ -226,7 +268,7 @@ class SMPPBind(Service):
         )
         if carrier.trace:
             session.enableTrace(self.name)
-        self._building = session
+        self._building = self._latest = session
         return session
 
     def _retryDelay(self, attempt: int) -> float:
@@ -268,6 +310,7 @@ class SMPPBind(Service):
             self._attemptFailed(describe(failure, session.lost_reason))
             if session.transport is not None:
                 session.transport.loseConnection()
+            self._releasePermit()
             return failure
 
         return d.addCallbacks(bound, refused)
@@ -290,7 +333,67 @@ class SMPPBind(Service):
             self._failing = None
             self.log.warn("{bind}: {why}; reconnecting to {address}", bind=self.name, why=why,
                           address=f"{self.spec.host}:{self.spec.port}")
+        self._releasePermit()
         self.listener.bindDown(self, session, why)
+
+    # -- permits -------------------------------------------------------------
+
+    def _awaitPermit(self) -> Deferred:
+        """Fire once this bind holds a permit of its account, asking every
+        quarter of C{bind_lease} meanwhile; cancelling stops asking."""
+        waiting: dict[str, IDelayedCall | None] = {"timer": None}
+        result = Deferred(lambda _: waiting["timer"] and waiting["timer"].cancel())
+
+        def ask() -> None:
+            waiting["timer"] = None
+            self.permits.acquire(self.account, self.holder, self._permitLost).addCallbacks(
+                answered, failed)
+
+        def failed(failure: Failure) -> None:
+            self.log.failure("{bind}: no answer about a bind permit", failure, bind=self.name)
+            if not result.called:
+                waiting["timer"] = self.clock.callLater(self.account.bind_lease / 4, ask)
+
+        def answered(held: bool) -> None:
+            if result.called:  # cancelled meanwhile
+                if held:
+                    self.permits.release(self.account, self.holder)
+                return
+            if held:
+                self.permit_held = True
+                if self.state is BindState.NO_PERMIT:
+                    self.log.info("{bind}: a bind permit of {account} is free again",
+                                  bind=self.name, account=self.account.key)
+                self._become(BindState.CONNECTING)
+                self.listener.permitWaiting(self, False)
+                result.callback(None)
+                return
+            if self.state is not BindState.NO_PERMIT:
+                self.log.warn("{bind}: all {limit} binds of {account} are held (max_binds); "
+                              "waiting for one to free", bind=self.name,
+                              limit=self.account.max_binds, account=self.account.key)
+                self._become(BindState.NO_PERMIT)
+                self.listener.permitWaiting(self, True)
+            waiting["timer"] = self.clock.callLater(self.account.bind_lease / 4, ask)
+
+        ask()
+        return result
+
+    def _releasePermit(self) -> None:
+        if self.permit_held:
+            self.permit_held = False
+            self.permits.release(self.account, self.holder)
+
+    def _permitLost(self) -> None:
+        """Another daemon holds this bind's permit now: end the session."""
+        if not self.permit_held:
+            return
+        self.permit_held = False
+        self.log.warn("{bind}: its bind permit of {account} was taken (not renewed in "
+                      "time); unbinding", bind=self.name, account=self.account.key)
+        session = self._latest
+        if session is not None and session.transport is not None:
+            session.transport.loseConnection()
 
     def startService(self) -> None:
         super().startService()
@@ -307,6 +410,9 @@ class SMPPBind(Service):
             self._become(BindState.UNBINDING)
             yield session.unbind(self.drain_timeout)
         yield self._client.stopService()
+        if self.permits is not None:
+            self._releasePermit()
+            self.listener.permitWaiting(self, False)
         self._become(BindState.STOPPED)
 
     def snapshot(self) -> dict:
@@ -320,6 +426,8 @@ class SMPPBind(Service):
             "down_since": timestamp(self.down_since),
             "last_error": self.last_error,
             "last_error_at": timestamp(self.last_error_at),
+            "permit": (None if self.permits is None else
+                       "held" if self.permit_held else "waiting"),
             "window": self.carrier.window,
             "in_flight": session.in_flight if session is not None else 0,
             "reconnects": self.reconnects,

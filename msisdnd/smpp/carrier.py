@@ -18,8 +18,13 @@ C{throughput}.  It decides what a failed submit means:
   - any other status is final and fails the message.
 
 Parts go back to their place in send order (oldest message first), never
-to the front.  No second sees more than C{throughput} submits: the cap is
-a sliding window over the last second, not a bucket that starts full.
+to the front.  No second sees more than C{throughput} submits from this
+carrier: the cap is a sliding window over the last second, not a bucket
+that starts full.  With an L{IThroughputLeases}, each submit also spends a
+token of the carrier's account, shared with every carrier of every daemon
+logging in to it: tokens come in leases for the current slice (see
+L{msisdnd.sms.accounts}), as many as the queue holds, and those left when
+the last bind drops go back.
 
 Every message has a deadline; a message not wholly accepted by then is
 withdrawn from the queue and its caller gets L{SendTimeoutError}.  Messages
@@ -45,6 +50,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from msisdnd.masking import mask_number
+from msisdnd.sms.accounts import IThroughputLeases, Lease
 from msisdnd.sms.interfaces import (
     IMOReceiver,
     IReceiptReceiver,
@@ -133,6 +139,7 @@ class Carrier:
         send_timeout: float = 10.0,
         mo_receiver: IMOReceiver | None = None,
         receipt_receiver: IReceiptReceiver | None = None,
+        leases: IThroughputLeases | None = None,
     ):
         self.config = config
         self.name = config.name
@@ -174,6 +181,16 @@ class Carrier:
         self._window = max(1.0, 1.0 / config.throughput) if config.throughput else 1.0
         self._per_window = max(1, int(config.throughput * self._window))
         self._recent: deque[float] = deque(maxlen=self._per_window)
+        # The account's shared tokens: those of the last lease, good until _tokens_until.
+        self._leases = leases if config.throughput else None
+        self.account = config.account()
+        self._lease: Lease | None = None
+        self._tokens = 0
+        self._tokens_until = 0.0
+        self._leasing = False
+        self._pump_on_lease = False
+        #: Binds waiting for a permit of the account (see L{permitWaiting}).
+        self._unpermitted: set[object] = set()
         self._order = 0
         self._down_since: float | None = None
         self._grace_timer: IDelayedCall | None = None
@@ -334,6 +351,8 @@ class Carrier:
                     if len(recent) == recent.maxlen and now - recent[0] < window:
                         self._wakeAt(recent[0] + window)
                         return
+                    if self._leases is not None and not self._token(now):
+                        return
                     recent.append(now)
                 queue.popleft()
                 part.submits += 1
@@ -344,6 +363,45 @@ class Carrier:
             if not queue:
                 break
         self._notifyIdle()
+
+    def _token(self, now: float) -> bool:
+        """Spend one of the account's tokens; without one, ask for a lease
+        (the pump resumes when it comes, or when its empty slice ends)."""
+        if self._tokens and now < self._tokens_until:
+            self._tokens -= 1
+            return True
+        self._tokens = 0
+        if self._leasing:
+            return False
+        self._leasing, self._pump_on_lease = True, False
+        self._leases.take(self.account, len(self._queue)).addCallbacks(
+            self._leased, self._leaseFailed)
+        self._pump_on_lease = True  # a lease granted at once was counted above
+        if self._tokens and now < self._tokens_until:
+            self._tokens -= 1
+            return True
+        return False
+
+    def _leased(self, lease: Lease) -> None:
+        self._leasing = False
+        now = self.clock.seconds()
+        self._lease, self._tokens, self._tokens_until = lease, lease.tokens, now + lease.ttl
+        if not lease.tokens:
+            self._wakeAt(self._tokens_until)
+        elif self._pump_on_lease:
+            self._pump()
+
+    def _leaseFailed(self, failure) -> None:
+        self._leasing = False
+        self.log.failure("{carrier}: no throughput lease", failure, carrier=self.name)
+        self._wakeAt(self.clock.seconds() + 0.1)
+
+    def _giveTokensBack(self) -> None:
+        """Return the tokens still held to the account (the binds dropped)."""
+        if self._tokens and self._lease is not None and self._leases is not None:
+            if self.clock.seconds() < self._tokens_until:
+                self._leases.giveBack(self.account, self._lease, self._tokens)
+        self._tokens = 0
 
     def _wakeAt(self, when: float) -> None:
         wakeup = self._wakeup
@@ -505,10 +563,14 @@ class Carrier:
     def bindDown(self, bind: object, session: ESMESession, why: str = "session lost") -> None:
         if session in self._sessions:
             self._sessions.remove(session)
+            if not self._sessions:
+                self._giveTokensBack()
             if not self._sessions and self.accepting:
                 self._grace_timer = self.clock.callLater(self.config.reconnect_grace,
                                                          self._graceOver)
                 self.link.lost(why, self.config.reconnect_grace)
+                if self._unpermitted:
+                    self._permitGone()
         elif session.mode == "receiver" and self._receivers:
             self._receivers -= 1
             if not self._receivers and not self.config.can_transmit and self.accepting:
@@ -518,6 +580,28 @@ class Carrier:
         """A connect or bind attempt of one of the carrier's binds failed."""
         if not self.bound:
             self.link.failed(why)
+
+    def permitWaiting(self, bind: object, waiting: bool) -> None:
+        """C{bind} waits for a permit of its account (C{max_binds} are held
+        elsewhere), or no longer does.  A carrier with no bound session
+        whose binds wait so is down for routing at once, without its
+        reconnect grace: its binds will not be back until a permit frees."""
+        if waiting:
+            self._unpermitted.add(bind)
+            if not self._sessions:
+                self._permitGone()
+        else:
+            self._unpermitted.discard(bind)
+
+    @property
+    def waiting_permits(self) -> int:
+        """Binds waiting for a permit of the carrier's account."""
+        return len(self._unpermitted)
+
+    def _permitGone(self) -> None:
+        if self._grace_timer is not None and self._grace_timer.active():
+            self._grace_timer.cancel()
+            self._graceOver()
 
     def _graceOver(self) -> None:
         """The binds stayed down: messages none of whose parts went out move on."""
@@ -566,6 +650,7 @@ class Carrier:
         self.accepting = False
 
         def giveUp(result: object) -> None:
+            self._giveTokensBack()
             self.dispatcher.stop()
             for part in list(self._queue):
                 if not part.message.done:
@@ -585,6 +670,7 @@ class Carrier:
             "requeued": self.requeued,
             "resubmitted": self.resubmitted,
             "reconnecting": self.reconnecting,
+            "waiting_permits": self.waiting_permits,
             "throttled": self.throttled,
             "errors": dict(self.errors),
             "last_submit_at": timestamp(self.last_submit_at),

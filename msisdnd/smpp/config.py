@@ -48,6 +48,7 @@ from typing import Any
 
 import phonenumbers
 
+from msisdnd.sms.accounts import Account
 from msisdnd.sms.message_ids import DEFAULT_RECEIPT_ID_FORMAT, RECEIPT_ID_FORMATS
 from msisdnd.smpp import codec
 from msisdnd.smpp.inbound import DEFAULT_MO_CHARSET, MO_CHARSETS
@@ -121,7 +122,7 @@ _CARRIER_KEYS = _SESSION_KEYS + (
     "queue_size", "daily_cap", "temporary_statuses", "throttle_statuses", "throttle_pause",
     "throttle_pause_max", "registered_delivery", "source_ton", "source_npi", "dest_ton",
     "dest_npi", "service_type", "priority_flag", "data_coding", "validity_format", "trace",
-    "sessions",
+    "sessions", "max_binds", "bind_lease", "expected_daemons",
 )
 
 
@@ -242,6 +243,11 @@ class SessionConfig:
     def bind_command(self) -> str:
         """The SMPP command that binds it (C{"bind_transceiver"}...)."""
         return f"bind_{self.bind}"
+
+    @property
+    def account_key(self) -> str:
+        """The SMSC account this session logs in to: C{"host:port:system_id"}."""
+        return f"{self.host}:{self.port}:{self.system_id}"
 
     @property
     def tls_hostname(self) -> str | None:
@@ -369,6 +375,14 @@ class CarrierConfig:
     @ivar trace: log every PDU of the carrier's sessions at debug level, one
         masked line each (numbers masked, never a message's text).
     @ivar sessions: the distinct session specs, before C{binds}.
+    @ivar max_binds: simultaneous binds to each of the carrier's accounts
+        (host, port, system_id), across every daemon (0: no limit); see
+        L{msisdnd.sms.accounts}.
+    @ivar bind_lease: seconds a bind's permit lasts unless its daemon
+        renews it (a dead daemon's binds are free again after it).
+    @ivar expected_daemons: how many daemons share the carrier's accounts:
+        while Redis is away each keeps to this share of C{throughput} and
+        C{max_binds}.
     """
 
     name: str
@@ -421,6 +435,9 @@ class CarrierConfig:
     addr_npi: int = _SESSION_DEFAULTS["addr_npi"]
     address_range: str = _SESSION_DEFAULTS["address_range"]
     sessions: tuple[SessionConfig, ...] = ()
+    max_binds: int = 0
+    bind_lease: float = 15.0
+    expected_daemons: int = 1
 
     def __post_init__(self) -> None:
         # Built by hand rather than by from_mapping: the top-level keys
@@ -438,6 +455,16 @@ class CarrierConfig:
     def session_specs(self) -> tuple[SessionConfig, ...]:
         """Every session to open: each of L{sessions}, C{binds} times in a row."""
         return tuple(spec for spec in self.sessions for _ in range(self.binds))
+
+    def account(self, key: str | None = None) -> Account:
+        """The account C{key} of one of the carrier's sessions with the
+        carrier's shared limits; by default the account its C{throughput}
+        is counted on: that of its transmitting sessions (their keys joined
+        by C{"+"} when they log in to more than one)."""
+        if key is None:
+            key = "+".join(sorted({s.account_key for s in self.sessions if s.can_transmit}))
+        return Account(key, throughput=self.throughput, max_binds=self.max_binds,
+                       bind_lease=self.bind_lease, daemons=self.expected_daemons)
 
     @property
     def can_transmit(self) -> bool:
@@ -577,6 +604,11 @@ class CarrierConfig:
             addr_npi=top["addr_npi"],
             address_range=top["address_range"],
             sessions=sessions,
+            max_binds=t.integer("max_binds", defaults["max_binds"], 0, 1000),
+            bind_lease=t.number("bind_lease", defaults["bind_lease"], least=0.2,
+                                most=_DURATION_MAX),
+            expected_daemons=t.integer("expected_daemons", defaults["expected_daemons"],
+                                       1, 1000),
         )
         if carrier.default and not carrier.can_transmit:
             t.fail("default", "a receive-only carrier cannot be the default "
@@ -719,12 +751,38 @@ def _carrier_where(index: int, item: Any) -> str:
     return f"carrier[{index}]"
 
 
+#: The keys every carrier logging in to one account must agree on.
+_ACCOUNT_KEYS = ("max_binds", "bind_lease", "expected_daemons")
+
+
+def _shared_limits_agree(carrier: CarrierConfig, where: str,
+                         accounts: dict[str, tuple[str, CarrierConfig]]) -> None:
+    """Carriers that log in to one account (host, port, system_id) share its
+    limits, so they must give the same ones (C{throughput} where both send
+    through it)."""
+    for spec in carrier.sessions:
+        first = accounts.setdefault(spec.account_key, (where, carrier))
+        other_where, other = first
+        if other is carrier:
+            continue
+        keys = _ACCOUNT_KEYS
+        if spec.can_transmit and other.account().key == carrier.account().key:
+            keys = ("throughput",) + keys
+        for key in keys:
+            if getattr(carrier, key) != getattr(other, key):
+                raise ConfigError(f"{where}.{key}", f"must equal {other_where}'s "
+                                  f"({getattr(other, key)!r}): both log in to the account "
+                                  f"{spec.account_key}, whose limits they share")
+
+
 def parse_carriers(items: Sequence[Mapping[str, Any]]) -> tuple[CarrierConfig, ...]:
     """Validate every C{[[carrier]]} table, and the set of them.
 
     Besides each table's own rules: there is at least one carrier, names are
-    unique, at most one is the C{default}, and at least one carrier can
-    transmit.  A receive-only carrier (all sessions C{bind = "receiver"}) is
+    unique, at most one is the C{default}, at least one carrier can
+    transmit, and carriers logging in to one account agree on its shared
+    limits (C{throughput}, C{max_binds}, C{bind_lease}, C{expected_daemons}).
+    A receive-only carrier (all sessions C{bind = "receiver"}) is
     allowed, but is never the default.
 
     @raise ConfigError: the first problem found; carriers are named as
@@ -738,6 +796,7 @@ def parse_carriers(items: Sequence[Mapping[str, Any]]) -> tuple[CarrierConfig, .
     carriers: list[CarrierConfig] = []
     named: dict[str, str] = {}
     default_at: str | None = None
+    accounts: dict[str, tuple[str, CarrierConfig]] = {}
     for index, item in enumerate(items):
         where = _carrier_where(index, item)
         carrier = CarrierConfig.from_mapping(item, where)
@@ -749,6 +808,7 @@ def parse_carriers(items: Sequence[Mapping[str, Any]]) -> tuple[CarrierConfig, .
                 raise ConfigError(f"{where}.default",
                                   f"only one carrier may be the default, and {default_at} is")
             default_at = where
+        _shared_limits_agree(carrier, where, accounts)
         carriers.append(carrier)
     if not any(carrier.can_transmit for carrier in carriers):
         raise ConfigError("carrier", "no carrier can send: every session binds as receiver")

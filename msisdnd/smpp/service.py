@@ -11,6 +11,7 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
+from msisdnd.sms.accounts import IBindPermits, IThroughputLeases
 from msisdnd.sms.interfaces import IMOReceiver, IReceiptReceiver
 from msisdnd.smpp.bind import SMPPBind
 from msisdnd.smpp.carrier import Carrier
@@ -69,6 +70,14 @@ class CarriersService(MultiService):
     At run time an operator may suspend a carrier (L{setSuspended}: it takes
     no new sends, drains, and unbinds only if told to), rebind it
     (L{rebind}), or change the set of carriers (L{reconfigure}, on a reload).
+
+    @param leases: where carriers with a C{throughput} take their account's
+        tokens (shared with other daemons), or C{None} for each carrier's
+        own cap alone.
+    @param permits: where binds of carriers with C{max_binds} take their
+        account's permits, or C{None} for no limit.
+    @param holder: this daemon's name in the permits it holds (unique
+        among the daemons sharing the accounts).
     """
 
     def __init__(
@@ -80,6 +89,9 @@ class CarriersService(MultiService):
         drain_timeout: float = 5.0,
         mo_receiver: IMOReceiver | None = None,
         receipt_receiver: IReceiptReceiver | None = None,
+        leases: IThroughputLeases | None = None,
+        permits: IBindPermits | None = None,
+        holder: str = "",
     ):
         super().__init__()
         self.reactor = reactor
@@ -89,6 +101,9 @@ class CarriersService(MultiService):
         self.receipt_receiver = receipt_receiver
         self.carriers: list[Carrier] = []
         self.binds: list[SMPPBind] = []
+        self.leases = leases
+        self.permits = permits
+        self.holder = holder
         #: Suspended carriers by name -> whether their binds are to be let go.
         self.suspensions: dict[str, bool] = {}
         self.carriers = [self._make(config) for config in configs]
@@ -98,7 +113,7 @@ class CarriersService(MultiService):
 
     def _make(self, config: CarrierConfig) -> Carrier:
         carrier = Carrier(config, self.reactor, self.send_timeout, self.mo_receiver,
-                          self.receipt_receiver)
+                          self.receipt_receiver, leases=self.leases)
         carrier.suspended = config.name in self.suspensions
         return carrier
 
@@ -119,7 +134,8 @@ class CarriersService(MultiService):
                 raise ValueError(f"carrier {config.name!r}: its TLS files cannot be "
                                  f"loaded: {e}") from e
             binds.append(SMPPBind(f"{config.name}/{index}", spec, config, endpoint,
-                                  self.reactor, carrier, drain_timeout=self.drain_timeout))
+                                  self.reactor, carrier, drain_timeout=self.drain_timeout,
+                                  permits=self.permits, holder=self.holder))
         return binds
 
     def _attach(self, binds: list[SMPPBind]) -> None:
@@ -275,7 +291,7 @@ class CarriersService(MultiService):
             link = c.link.snapshot()
             return {"name": c.name, "up": link["state"] == "up", "available": c.available,
                     "bound": c.bound, "reconnecting": c.reconnecting, "tripped": c.tripped,
-                    "suspended": c.suspended,
+                    "suspended": c.suspended, "waiting_permits": c.waiting_permits,
                     "reconnecting_since": link["reconnecting_since"],
                     "down_since": link["down_since"], "last_error": link["last_error"]}
 

@@ -25,11 +25,12 @@ _DAY_MS = 86_400_000
 
 _CREATE = Script(
     keys=("names", "record"),
-    args=("name", "key_id", "mac", "created", "expires", "rate", "budget"),
+    args=("name", "key_id", "mac", "created", "expires", "rate", "budget", "format"),
     body="""
 if redis.call('HSETNX', KEY.names, ARG.name, ARG.key_id) == 0 then return 0 end
 redis.call('HSET', KEY.record, 'name', ARG.name, 'mac', ARG.mac, 'created', ARG.created,
-           'expires', ARG.expires, 'rate', ARG.rate, 'budget', ARG.budget, 'used', 0)
+           'expires', ARG.expires, 'rate', ARG.rate, 'budget', ARG.budget, 'used', 0,
+           'fv', ARG.format)
 return 1
 """)
 
@@ -71,6 +72,8 @@ class ApiKeyRecord:
     @ivar mac: the HMAC of the key's secret under the server's API key secret.
     @ivar rate_per_minute: requests per minute, across every daemon.
     @ivar daily_budget: verification SMS per UTC day (0: no budget).
+    @ivar format: the format of the record as stored (L{keys.format_of}: 1
+        for a key created before formats were marked).
     """
 
     key_id: str
@@ -81,6 +84,7 @@ class ApiKeyRecord:
     rate_per_minute: int
     daily_budget: int
     last_used: int = 0
+    format: int = keys.FORMAT
 
     def expired(self, now_ms: int) -> bool:
         return self.expires != 0 and now_ms >= self.expires
@@ -107,7 +111,8 @@ class ApiKeys:
             self.redis, names=keys.API_KEY_NAMES, record=keys.api_key(record.key_id),
             name=record.name, key_id=record.key_id, mac=record.mac, created=record.created,
             expires=record.expires, rate=record.rate_per_minute,
-            budget=record.daily_budget).addCallback(lambda created: int(created) == 1)
+            budget=record.daily_budget, format=keys.FORMAT).addCallback(
+                lambda created: int(created) == 1)
 
     def get(self, key_id: str) -> Deferred:
         """Fires with the key's L{ApiKeyRecord}, or C{None} (unknown or revoked)."""
@@ -158,4 +163,4 @@ def _record(key_id: str, fields: dict) -> ApiKeyRecord:
     return ApiKeyRecord(key_id=key_id, name=text(values["name"]), mac=values["mac"],
                         created=int(values["created"]), expires=int(values["expires"]),
                         rate_per_minute=int(values["rate"]), daily_budget=int(values["budget"]),
-                        last_used=int(values.get("used", 0)))
+                        last_used=int(values.get("used", 0)), format=keys.format_of(values))

@@ -43,6 +43,11 @@ class Entry:
     def type(self) -> str:
         return text(self.fields.get("t", b""))
 
+    @property
+    def format(self) -> int:
+        """The format of the daemon that wrote it (1 for entries without C{fv})."""
+        return keys.format_of(self.fields)
+
 
 @dataclass(frozen=True, slots=True)
 class Pending:

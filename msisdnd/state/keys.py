@@ -15,7 +15,21 @@ L{number_lock} and L{number_failures}.
 from __future__ import annotations
 
 import base64
-from typing import Iterable
+from typing import Iterable, Mapping
+
+#: The format of the records this version writes (the C{fv} field of session
+#: hashes, API key records, event entries and account buckets).  A record without one is
+#: format 1, written before formats were marked; see L{format_of}, and the
+#: README's "Rolling upgrades" for the rules that keep N and N-1 together.
+FORMAT = 2
+FORMAT_FIELD = "fv"
+
+
+def format_of(fields: Mapping) -> int:
+    """The format of a record read from Redis (its fields by name, as text or
+    bytes): its C{fv}, or 1 when it has none."""
+    value = fields.get(FORMAT_FIELD, fields.get(FORMAT_FIELD.encode()))
+    return 1 if value is None else int(value)
 
 SESSION = b"ms:s:"
 NONCE = b"ms:n:"
@@ -175,3 +189,16 @@ def sms_day(day: int) -> bytes:
 def carrier_day(carrier: str, day: int) -> bytes:
     """A carrier's submits on one UTC day, for its daily cap."""
     return LIMITS + f"carrier:{carrier}:{day}".encode()
+
+
+# -- carrier accounts shared by every daemon ------------------------------------
+
+
+def account_tokens(account: str) -> bytes:
+    """An account's throughput slice: a hash {n: slice, g: tokens granted}."""
+    return LIMITS + b"acct:tp:" + account.encode()
+
+
+def account_binds(account: str) -> bytes:
+    """An account's bind permits: a sorted set of holders by lease expiry (ms)."""
+    return LIMITS + b"acct:b:" + account.encode()

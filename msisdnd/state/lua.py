@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from msisdnd.state import keys
 from msisdnd.state.redis import TimedRedis
 
 #: Lua functions shared by scripts, by name.
@@ -118,7 +119,8 @@ end""",
     "emit": """
 local function emit(stream, kind, now, s, fields)
   if stream == '' then return end
-  local entry = {'t', kind, 'ts', now, 's', s, 'sq', redis.call('HINCRBY', s, 'sq', 1)}
+  local entry = {'t', kind, 'ts', now, 's', s, 'sq', redis.call('HINCRBY', s, 'sq', 1),
+                 '""" + keys.FORMAT_FIELD + """', '""" + str(keys.FORMAT) + """'}
   for _, v in ipairs(fields) do entry[#entry + 1] = v end
   redis.call('XADD', stream, '*', unpack(entry))
 end

@@ -15,6 +15,8 @@ memory for as long as the session lives):
   - C{a}: set once the session had its automatic resend after a failed delivery
   - C{m}: how the current code was asked for (C{t} MT, C{o} MO), for metrics
   - C{g}: the network (MCC+MNC) the client named, for the pumping guard
+  - C{fv}: the format that created it (L{keys.FORMAT}); a session without
+    one is format 1 (L{keys.format_of}), and reads the same
 
 Delivery receipts are matched through short-lived keys per carrier and
 message id: C{ms:m:<carrier>:<id>} holds what is needed to act on the
@@ -92,8 +94,8 @@ class CodeCheck:
     sealed_number: bytes = b""
 
 
-_CREATE = Script(keys=("session",), args=("hawk_key", "ttl_ms"), body="""
-redis.call('HSET', KEY.session, 'k', ARG.hawk_key)
+_CREATE = Script(keys=("session",), args=("hawk_key", "ttl_ms", "format"), body="""
+redis.call('HSET', KEY.session, 'k', ARG.hawk_key, 'fv', ARG.format)
 redis.call('PEXPIRE', KEY.session, ARG.ttl_ms)
 return 1
 """)
@@ -330,14 +332,18 @@ class SessionStore(TimedRedis):
     # -- sessions ----------------------------------------------------------
 
     def createSession(self, ref: bytes, hawk_key: bytes, ttl_ms: int) -> Deferred:
-        return _CREATE.run(self, session=keys.session(ref), hawk_key=hawk_key, ttl_ms=ttl_ms)
+        return _CREATE.run(self, session=keys.session(ref), hawk_key=hawk_key, ttl_ms=ttl_ms,
+                           format=keys.FORMAT)
 
     def hawkKey(self, ref: bytes) -> Deferred:
         """Fires with the session's raw Hawk key, or C{None}."""
         return self.call("hget", keys.session(ref), "k")
 
     def session(self, ref: bytes) -> Deferred:
-        """Fires with the session's fields (C{dict} of bytes), empty when there is none."""
+        """Fires with the session's fields (C{dict} of bytes), empty when there is none.
+
+        Any format's session reads the same (fields are only ever added; see
+        L{keys.FORMAT}): those of a format before a field existed lack it."""
         return self.call("hgetall", keys.session(ref)).addCallback(
             lambda fields: {text(k): v for k, v in (fields or {}).items()})
 

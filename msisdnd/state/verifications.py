@@ -48,12 +48,12 @@ end"""
 # creates the new one (and points the index at it) and returns false.
 _OPEN = Script(
     keys=("index", "session"),
-    args=("owner", "owner_name", "now:n", "keep_ms"),
+    args=("owner", "owner_name", "now:n", "keep_ms", "format"),
     body=_PENDING + """
 local existing = redis.call('GET', KEY.index)
 if existing and pending(existing, ARG.now) then return existing end
 redis.call('HSET', KEY.session, 'o', ARG.owner, 'kn', ARG.owner_name, 'ct', ARG.now, 'u', ARG.now,
-           'ix', KEY.index)
+           'ix', KEY.index, 'fv', ARG.format)
 redis.call('PEXPIRE', KEY.session, ARG.keep_ms)
 redis.call('SET', KEY.index, KEY.session, 'PX', ARG.keep_ms)
 return false
@@ -147,7 +147,7 @@ class VerificationStore:
         the number: fires with that one's C{ref} then, else C{None}."""
         return _OPEN.run(self.redis, index=keys.pending_verification(owner, number_ref),
                          session=keys.session(ref), owner=owner, owner_name=owner_name,
-                         now=now_ms, keep_ms=keep_ms).addCallback(
+                         now=now_ms, keep_ms=keep_ms, format=keys.FORMAT).addCallback(
             lambda existing: keys.session_ref_of(existing) if existing else None)
 
     def pending(self, owner: str, number_ref: bytes) -> Deferred:
