@@ -370,6 +370,41 @@ def test_a_port_taken_stops_the_whole_daemon_with_status_1(smsc_factory, redis_s
 
 
 @pytest_twisted.inlineCallbacks
+def test_an_embedded_redis_that_cannot_start_stops_the_daemon_with_status_1(smsc_factory,
+                                                                            tmp_path):
+    """An embedded redis-server that cannot start (its socket path is taken by a
+    directory) is a part that failed to start: one line names it, the process
+    exits 1, and nothing is left listening."""
+    import socket
+
+    harness = smsc_factory()
+    api_port, admin_port = free_port(), free_port()
+    config = write_config(tmp_path, harness.portNumber, 1, api_port, admin_port)
+    text = open(config).read()
+    text = text.replace('url = "redis://127.0.0.1:1/0"', 'embedded = true\ndir = "redis-data"')
+    assert "embedded = true" in text
+    open(config, "w").write(text)
+    (tmp_path / "redis-data" / "redis.sock").mkdir(parents=True)
+    process, log_path = start(config, tmp_path)
+    try:
+        yield wait_until(lambda: process.poll() is not None, timeout=30, interval=0.05)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+            print(open(log_path).read())
+    log = open(log_path).read()
+    assert process.returncode == 1, log
+    failures = [line for line in log.splitlines() if "could not start" in line]
+    assert len(failures) == 1, log
+    assert "[redis].embedded" in failures[0] and "redis.sock" in failures[0], failures[0]
+    assert "Traceback" not in log, log
+    for port in (api_port, admin_port):
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+@pytest_twisted.inlineCallbacks
 def test_the_readmes_device_example_runs_as_pasted(daemon):
     """The README's first Python example, run as a script against the daemon
     (its SERVER changed), verifies the number and gets a certificate; the code

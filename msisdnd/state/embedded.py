@@ -67,6 +67,8 @@ class EmbeddedRedis(Service):
     def __init__(self, directory: str, reactor: object, startup_timeout: float = 15.0):
         self.directory = os.path.abspath(directory)
         self.socket = os.path.join(self.directory, "redis.sock")
+        #: How a start failure names this part.
+        self.part = f"[redis].embedded (redis-server in {self.directory})"
         self.reactor = reactor
         self.startup_timeout = startup_timeout
         self._output: _Output | None = None
