@@ -279,6 +279,21 @@ def test_bad_config_stops_the_start_with_one_line(tmp_path, setting, problem):
     assert check.returncode == 2 and problem in check.stderr
 
 
+def test_a_key_that_cannot_load_stops_the_start_with_one_line(tmp_path):
+    """A signing key that cannot be loaded is refused before anything starts:
+    one line naming the key's slot and why, exit status 2 (a configuration
+    error, as check-config says too)."""
+    config = write_config(tmp_path, free_port(), free_port(), free_port(), free_port())
+    (tmp_path / "keys" / "jwt.pem").write_text("-----BEGIN PRIVATE KEY-----\njunk\n")
+    result = subprocess.run(
+        [os.path.join(BIN, "twistd"), "--nodaemon", "--pidfile=", "msisdnd", "--config",
+         config], capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "[keys].jwt[0]" in lines[0] and "jwt.pem" in lines[0], lines[0]
+
+
 @pytest_twisted.inlineCallbacks
 def test_operator_lists_and_lifts_pumping_blocks(redis_pool, redis_server, tmp_path):
     """`msisdnd blocks` lists the guard's blocks from Redis and `--lift` removes one."""
