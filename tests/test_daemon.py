@@ -13,7 +13,7 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor, task
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.web.server import Site
 
 from msisdnd.cli import keygen
@@ -346,6 +346,29 @@ def test_send_test_sms_prints_the_message_id_and_its_receipt(smsc_factory, redis
     assert message.text == "hello"
 
 
+@inlineCallbacks
+def one_start_failure(config: str, tmp_path):
+    """Start a daemon on C{config} that must fail to start; wait for it to exit 1.
+
+    @return: (a Deferred of) its one "could not start" line, after checking
+        that the log has no traceback.
+    """
+    process, log_path = start(config, tmp_path)
+    try:
+        yield wait_until(lambda: process.poll() is not None, timeout=30, interval=0.05)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+            print(open(log_path).read())
+    log = open(log_path).read()
+    assert process.returncode == 1, log
+    failures = [line for line in log.splitlines() if "could not start" in line]
+    assert len(failures) == 1, log
+    assert "Traceback" not in log, log
+    return failures[0]
+
+
 @pytest_twisted.inlineCallbacks
 def test_a_port_taken_stops_the_whole_daemon_with_status_1(smsc_factory, redis_server,
                                                             tmp_path):
@@ -362,24 +385,12 @@ def test_a_port_taken_stops_the_whole_daemon_with_status_1(smsc_factory, redis_s
     try:
         config = write_config(tmp_path, harness.portNumber, redis_server.port, api_port,
                               admin_port)
-        process, log_path = start(config, tmp_path)
-        try:
-            # The reactor turns meanwhile: the fake SMSC answers the bind, then the unbind.
-            yield wait_until(lambda: process.poll() is not None, timeout=30, interval=0.05)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-                print(open(log_path).read())
+        # The reactor turns meanwhile: the fake SMSC answers the bind, then the unbind.
+        failure = yield one_start_failure(config, tmp_path)
     finally:
         taken.close()
-    log = open(log_path).read()
-    assert process.returncode == 1, log
-    failures = [line for line in log.splitlines() if "could not start" in line]
-    assert len(failures) == 1, log
-    assert f"[http].listen tcp:{api_port}:interface=127.0.0.1" in failures[0]
-    assert "Address already in use" in failures[0] or "Couldn't listen" in failures[0]
-    assert "Traceback" not in log, log
+    assert f"[http].listen tcp:{api_port}:interface=127.0.0.1" in failure
+    assert "Address already in use" in failure or "Couldn't listen" in failure
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", admin_port), timeout=1).close()
 
@@ -400,20 +411,8 @@ def test_an_embedded_redis_that_cannot_start_stops_the_daemon_with_status_1(smsc
     assert "embedded = true" in text
     open(config, "w").write(text)
     (tmp_path / "redis-data" / "redis.sock").mkdir(parents=True)
-    process, log_path = start(config, tmp_path)
-    try:
-        yield wait_until(lambda: process.poll() is not None, timeout=30, interval=0.05)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-            print(open(log_path).read())
-    log = open(log_path).read()
-    assert process.returncode == 1, log
-    failures = [line for line in log.splitlines() if "could not start" in line]
-    assert len(failures) == 1, log
-    assert "[redis].embedded" in failures[0] and "redis.sock" in failures[0], failures[0]
-    assert "Traceback" not in log, log
+    failure = yield one_start_failure(config, tmp_path)
+    assert "[redis].embedded" in failure and "redis.sock" in failure, failure
     for port in (api_port, admin_port):
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
