@@ -78,6 +78,13 @@ DEFAULT_FAKE_SMSC_SMPP = "tcp:2775:interface=127.0.0.1"
 DEFAULT_FAKE_SMSC_HTTP = "tcp:8025:interface=127.0.0.1"
 DEFAULT_REDIS_DIR = "var/redis"
 DEFAULT_REDIS_PORT = 6379
+#: [redis] with sentinels: seconds to wait for the sentinels' answer on the
+#: master (txredisapi waits 10 s by default, too long for a failover).
+DEFAULT_DISCOVERY_TIMEOUT = 1.0
+MAX_DISCOVERY_TIMEOUT = 2.0
+#: [redis] keys that only sentinels use (with url they are in the URL).
+_SENTINEL_ONLY = ("master_name", "username", "password", "db", "sentinel_username",
+                  "sentinel_password", "quorum", "discovery_timeout")
 #: The embedded redis-server's socket, in its C{dir}.
 EMBEDDED_SOCKET_NAME = "redis.sock"
 #: The least master secret, in hexadecimal digits (32 bytes).
@@ -101,7 +108,9 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
              "hawk_require_payload_hash",
              "max_connections_per_client"),
     "admin": ("listen", "token_file"),
-    "redis": ("url", "embedded", "dir", "timeout", "pool_size"),
+    "redis": ("url", "embedded", "dir", "timeout", "pool_size", "sentinels", "master_name",
+              "username", "password", "db", "sentinel_username", "sentinel_password",
+              "quorum", "discovery_timeout"),
     "keys": ("browserid", "jwt"),
     "secrets": ("master", "master_file"),
     "verification": tuple(f.name for f in fields(VerificationSettings)),
@@ -235,10 +244,18 @@ class RedisConfig:
     is C{""}, C{port} 0.  With C{embedded = true}, the daemon starts a
     private C{redis-server} child with its data in C{dir}, listening only on
     C{unix_socket} (C{dir}/redis.sock; C{host} C{""}, C{port} 0, no password).
+    With C{sentinels}, the master named C{master_name} is asked of them
+    (L{msisdnd.state.connection.SentinelMaster}); C{host} is C{""}, and
+    C{username}/C{password}/C{db} are the master's.
 
     @ivar timeout: seconds to establish a connection (each call has its own
         timeout, C{[verification].store_timeout}).
     @ivar pool_size: connections in the pool.
+    @ivar sentinels: (host, port) of each sentinel; empty without Sentinel.
+    @ivar sentinel_username: the sentinels' own ACL user, and its password.
+    @ivar quorum: the C{sentinel monitor} quorum: a sentinel's word on the
+        master is taken only when it knows C{quorum - 1} other sentinels.
+    @ivar discovery_timeout: seconds to wait for the sentinels to name the master.
     """
 
     host: str = ""
@@ -251,6 +268,12 @@ class RedisConfig:
     dir: str = ""
     timeout: float = 1.5
     pool_size: int = 4
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master_name: str = ""
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    quorum: int = 0
+    discovery_timeout: float = DEFAULT_DISCOVERY_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -574,11 +597,26 @@ class _Reader:
     def redis(self, t: Table) -> RedisConfig:
         embedded = t.boolean("embedded", False)
         url = t.raw("url")
+        sentinels = t.raw("sentinels")
         timeout = t.number("timeout", 1.5, above=0.0, most=30.0)
         pool_size = t.integer("pool_size", 4, 1, 64)
+        chosen = [key for key, given in (("url", url is not None), ("embedded", embedded),
+                                          ("sentinels", sentinels is not None)) if given]
+        if len(chosen) > 1:
+            t.fail(chosen[1], f"set url, embedded = true or sentinels, not both "
+                              f"{chosen[0]} and {chosen[1]}")
+        if not chosen:
+            t.fail("url", "is required (or sentinels and master_name; or embedded = true, "
+                          "for development)")
+        if not embedded and t.raw("dir") is not None:
+            t.fail("dir", "is only used with embedded = true")
+        if sentinels is not None:
+            return self.sentinels(t, timeout, pool_size)
+        for key in _SENTINEL_ONLY:
+            if t.raw(key) is not None:
+                t.fail(key, "is only used with sentinels" + (
+                    "; give it in url" if key in ("username", "password", "db") else ""))
         if embedded:
-            if url is not None:
-                t.fail("embedded", "set url, or embedded = true, not both")
             dir_value = t.raw("dir")
             directory = self.file_name(t, "dir", DEFAULT_REDIS_DIR if dir_value is None
                                        else dir_value)
@@ -589,11 +627,42 @@ class _Reader:
                               "be; choose a shorter dir")
             return RedisConfig(unix_socket=socket, embedded=True, dir=directory,
                                timeout=timeout, pool_size=pool_size)
-        if url is None:
-            t.fail("url", "is required (or embedded = true, for development)")
-        if t.raw("dir") is not None:
-            t.fail("dir", "is only used with embedded = true")
         return RedisConfig(**_redis_url(t), dir="", timeout=timeout, pool_size=pool_size)
+
+    def sentinels(self, t: Table, timeout: float, pool_size: int) -> RedisConfig:
+        """C{[redis]} with C{sentinels}: their addresses, the master's name and credentials."""
+        value = t.raw("sentinels")
+        if not is_array(value):
+            t.fail("sentinels", f'must be an array of "host:port" strings, not {kind(value)}')
+        if not value:
+            t.fail("sentinels", 'must list at least one sentinel, "host:port"')
+        addresses: list[tuple[str, int]] = []
+        for i, item in enumerate(value):
+            address = _host_port(t, f"sentinels[{i}]", item)
+            if address in addresses:
+                t.fail(f"sentinels[{i}]", f"lists {item!r} twice")
+            addresses.append(address)
+        if len(addresses) < 3:
+            self.warn(t.at("sentinels"), f"{len(addresses)} sentinel(s): a failover needs a "
+                                         "majority of them to agree, so one machine lost can "
+                                         "stop it; run three on separate machines")
+        name = t.string("master_name", required=True, empty=False, limit=128)
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+            t.fail("master_name", f"must be the name given in `sentinel monitor` (letters, "
+                                  f"digits, '.', '_', '-'), not {name!r}")
+        majority = len(addresses) // 2 + 1
+        return RedisConfig(
+            sentinels=tuple(addresses), master_name=name,
+            username=t.string("username", empty=False, limit=128),
+            password=t.string("password", empty=False, secret=True, limit=512),
+            db=t.integer("db", 0, 0, 15),
+            sentinel_username=t.string("sentinel_username", empty=False, limit=128),
+            sentinel_password=t.string("sentinel_password", empty=False, secret=True,
+                                       limit=512),
+            quorum=t.integer("quorum", majority, 1, len(addresses)),
+            discovery_timeout=t.number("discovery_timeout", DEFAULT_DISCOVERY_TIMEOUT,
+                                       above=0.0, most=MAX_DISCOVERY_TIMEOUT),
+            dir="", timeout=timeout, pool_size=pool_size)
 
     def keys(self, t: Table) -> KeysConfig:
         found = {}
@@ -951,6 +1020,28 @@ def _redis_url(t: Table) -> dict[str, Any]:
         return {"host": "", "port": 0, "db": db, "username": username, "password": password,
                     "unix_socket": unquote(parts.path)}
     t.fail("url", bad)
+
+
+def _host_port(t: Table, key: str, value: Any) -> tuple[str, int]:
+    """A C{"host:port"} (an IPv6 address in brackets) as (host, port)."""
+    bad = f'must be "host:port" (an IPv6 address as "[::1]:26379"), not {value!r}'
+    if not isinstance(value, str) or not value.isascii():
+        t.fail(key, bad)
+    host, colon, port_text = value.rpartition(":")
+    if not colon or not port_text.isdigit() or not host:
+        t.fail(key, bad)
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        t.fail(key, f"the port must be between 1 and 65535, not {port}: {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            return str(ipaddress.IPv6Address(host[1:-1])), port
+        except ValueError:
+            t.fail(key, bad)
+    host = host.lower()
+    if ":" in host or len(host) > 253 or not _DNS_NAME.fullmatch(host):
+        t.fail(key, bad)
+    return host, port
 
 
 def _master_bytes(text: str) -> bytes | None:

@@ -268,6 +268,10 @@ BAD_VALUES = [
     ("redis", "timeout", 31, "[redis].timeout", "at most 30"),
     ("redis", "pool_size", 0, "[redis].pool_size", "between 1 and 64, not 0"),
     ("redis", "pool_size", 65, "[redis].pool_size", "between 1 and 64"),
+    ("redis", "sentinels", ["127.0.0.1:26379"], "[redis].sentinels", "not both url and sentinels"),
+    ("redis", "password", "pw", "[redis].password", "only used with sentinels; give it in url"),
+    ("redis", "master_name", "mymaster", "[redis].master_name", "only used with sentinels"),
+    ("redis", "quorum", 2, "[redis].quorum", "only used with sentinels"),
     ("keys", "browserid", _DELETE, "[keys].browserid", "is required"),
     ("keys", "jwt", [], "[keys].jwt", "at least one"),
     ("keys", "jwt", "keys/jwt.pem", "[keys].jwt", "must be an array"),
@@ -501,6 +505,74 @@ def test_redis_embedded(confdir: pathlib.Path) -> None:
                                 timeout=3.0, pool_size=2)
     redis = parse(confdir, minimal(redis={"embedded": True, "dir": "/srv/r"})).redis
     assert redis.dir == "/srv/r" and redis.unix_socket == "/srv/r/redis.sock"
+
+
+SENTINELS = ["10.0.0.1:26379", "sentinel-b.example:26380", "[::1]:26379"]
+
+
+def sentinel_config(**more: Any) -> dict[str, Any]:
+    return minimal(redis={"sentinels": SENTINELS, "master_name": "msisdnd", **more})
+
+
+def test_redis_sentinels(confdir: pathlib.Path) -> None:
+    config = parse(confdir, sentinel_config(
+        username="msisdnd", password="hunter2pw", db=2, sentinel_password="s3ntinel-pw",
+        pool_size=8))
+    redis = config.redis
+    assert redis.sentinels == (("10.0.0.1", 26379), ("sentinel-b.example", 26380),
+                               ("::1", 26379))
+    assert (redis.master_name, redis.username, redis.password, redis.db) == (
+        "msisdnd", "msisdnd", "hunter2pw", 2)
+    assert (redis.sentinel_username, redis.sentinel_password) == (None, "s3ntinel-pw")
+    # Three sentinels: a majority of two, so each must know one other.
+    assert (redis.quorum, redis.discovery_timeout, redis.pool_size) == (2, 1.0, 8)
+    assert not redis.embedded and redis.host == "" and redis.unix_socket is None
+    assert "hunter2pw" not in repr(config) and "s3ntinel-pw" not in repr(config)
+    assert config.warnings == ()
+    one = parse(confdir, minimal(redis={"sentinels": ["h:26379"], "master_name": "m",
+                                        "quorum": 1, "discovery_timeout": 0.5})).redis
+    assert (one.quorum, one.discovery_timeout) == (1, 0.5)
+
+
+def test_fewer_than_three_sentinels_is_a_warning(confdir: pathlib.Path) -> None:
+    config = parse(confdir, minimal(redis={"sentinels": SENTINELS[:2], "master_name": "m"}))
+    (warning,) = config.warnings
+    assert "[redis].sentinels: 2 sentinel(s)" in warning and "majority" in warning
+
+
+@pytest.mark.parametrize(("more", "where", "problem"), [
+    ({"sentinels": "10.0.0.1:26379"}, "[redis].sentinels", "must be an array"),
+    ({"sentinels": []}, "[redis].sentinels", "at least one"),
+    ({"sentinels": ["10.0.0.1"]}, "[redis].sentinels[0]", 'must be "host:port"'),
+    ({"sentinels": ["::1:26379"]}, "[redis].sentinels[0]",
+     'must be "host:port"'),
+    ({"sentinels": ["h:0"]}, "[redis].sentinels[0]", "between 1 and 65535"),
+    ({"sentinels": ["h:26379", "h:26379"]}, "[redis].sentinels[1]", "twice"),
+    ({"sentinels": [26379]}, "[redis].sentinels[0]", 'must be "host:port"'),
+    ({"master_name": None}, "[redis].master_name", "is required"),
+    ({"master_name": "my master"}, "[redis].master_name", "sentinel monitor"),
+    ({"quorum": 4}, "[redis].quorum", "between 1 and 3, not 4"),
+    ({"quorum": 0}, "[redis].quorum", "between 1 and 3, not 0"),
+    ({"discovery_timeout": 10}, "[redis].discovery_timeout", "at most 2"),
+    ({"discovery_timeout": 0}, "[redis].discovery_timeout", "greater than 0"),
+    ({"db": 16}, "[redis].db", "between 0 and 15"),
+    ({"password": ""}, "[redis].password", "must not be empty"),
+    ({"sentinel_password": 1}, "[redis].sentinel_password", "must be a string"),
+    ({"embedded": True}, "[redis].sentinels", "not both embedded and sentinels"),
+    ({"dir": "var/redis"}, "[redis].dir", "only used with embedded"),
+])
+def test_bad_sentinel_values(confdir: pathlib.Path, more: dict[str, Any], where: str,
+                             problem: str) -> None:
+    data = sentinel_config(**more)
+    if more.get("master_name", "") is None:
+        del data["redis"]["master_name"]
+    e = error(confdir, data)
+    assert (e.path, problem in e.problem) == (where, True), str(e)
+
+
+def test_a_sentinel_password_is_not_in_errors(confdir: pathlib.Path) -> None:
+    e = error(confdir, sentinel_config(sentinel_password="hunter2\tpw"))
+    assert e.path == "[redis].sentinel_password" and "hunter2" not in str(e)
 
 
 def test_redis_embedded_long_socket_path(confdir: pathlib.Path) -> None:
