@@ -255,19 +255,6 @@ def send_test_sms(reactor, config_path: str, to: str, text: str, wait: float,
     return run()
 
 
-def _redis_pool(config):
-    """A txredisapi pool to the Redis C{config} names (the embedded one's socket too)."""
-    import txredisapi
-
-    settings = config.redis
-    common = dict(poolsize=1, reconnect=False, charset=None, convertNumbers=False,
-                  password=settings.password, username=settings.username,
-                  connectTimeout=settings.timeout)
-    if settings.unix_socket:
-        return txredisapi.UnixConnectionPool(settings.unix_socket, dbid=settings.db, **common)
-    return txredisapi.ConnectionPool(settings.host, settings.port, dbid=settings.db, **common)
-
-
 def _with_redis(reactor, config_path: str, err: TextIO, work):
     """Run C{work(config, redis)} against the Redis the configuration names.
 
@@ -275,6 +262,7 @@ def _with_redis(reactor, config_path: str, err: TextIO, work):
     """
     from twisted.internet.defer import inlineCallbacks
 
+    from msisdnd.state.connection import SentinelMaster, connect_alone
     from msisdnd.state.redis import TimedRedis
 
     @inlineCallbacks
@@ -282,12 +270,20 @@ def _with_redis(reactor, config_path: str, err: TextIO, work):
         config = _load(config_path, err)
         if config is None:
             return 2
-        pool = yield _redis_pool(config)
+        settings = config.redis
+        master = SentinelMaster(settings, reactor) if settings.sentinels else None
+        if master is not None:
+            master.startService()
         try:
-            status = yield work(config, TimedRedis(pool, reactor, timeout=5.0))
-            return status
+            pool = yield connect_alone(settings, master=master)
+            try:
+                status = yield work(config, TimedRedis(pool, reactor, timeout=5.0))
+                return status
+            finally:
+                yield pool.disconnect()
         finally:
-            yield pool.disconnect()
+            if master is not None:
+                yield master.stopService()
 
     return run()
 

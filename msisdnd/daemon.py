@@ -3,13 +3,14 @@
 L{Daemon} is the service C{twistd msisdnd} runs.  Building it loads the
 signing keys, so a missing or bad key stops the start before anything
 listens.  Its parts start one after another: the embedded Redis (when
-configured) -> the Redis pool -> the daily caps -> the carrier accounts'
-bind permits -> the fake SMSC (in development) -> the carriers (binding in
-the background) -> the admin listener -> the HTTP listeners.  SIGTERM stops
-them in the reverse order: the HTTP listeners close and the requests in
-flight finish, the carriers drain their queues and unbind (giving their
-bind permits back), Redis is closed, and the embedded Redis stops last.
-Every wait is bounded.  SIGHUP reloads the configuration
+configured) -> the sentinels (when configured) -> the Redis pool -> the
+daily caps -> the carrier accounts' bind permits -> the fake SMSC (in
+development) -> the carriers (binding in the background) -> the admin
+listener -> the HTTP listeners.  SIGTERM stops them in the reverse order:
+the HTTP listeners close and the requests in flight finish, the carriers
+drain their queues and unbind (giving their bind permits back), Redis is
+closed, and the embedded Redis stops last.  Every wait is bounded.  SIGHUP
+reloads the configuration
 (L{msisdnd.control}).
 """
 
@@ -22,7 +23,6 @@ import socket
 import sys
 from typing import Any
 
-import txredisapi
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet import endpoints
@@ -46,7 +46,8 @@ from msisdnd.events.payloads import Payloads
 from msisdnd.smpp.service import CarriersService
 from msisdnd.state.accounts import SharedLeases, SharedPermits
 from msisdnd.state.api_keys import ApiKeys
-from msisdnd.state.connection import RedisConnection, RedisWatch
+from msisdnd.state.connection import (
+    RedisConnection, RedisWatch, SentinelMaster, connect_alone, connect_pool)
 from msisdnd.state.daily_cap import DailyCaps
 from msisdnd.state import keys
 from msisdnd.state.embedded import EmbeddedRedis
@@ -256,10 +257,13 @@ class Daemon(InOrder):
         config = self.config
         self.embedded = (EmbeddedRedis(config.redis.dir, self.reactor)
                          if config.redis.embedded else None)
+        self.sentinel = (SentinelMaster(config.redis, self.reactor)
+                         if config.redis.sentinels else None)
         self.store = SessionStore(None, self.reactor, timeout=config.verification.store_timeout)
         self.redis = RedisConnection(self.store, self._connectRedis)
         settings = config.redis
-        where = (f"{settings.dir}/redis.sock (embedded)" if settings.embedded
+        where = (self.sentinel.describe if self.sentinel is not None
+                 else f"{settings.dir}/redis.sock (embedded)" if settings.embedded
                  else settings.unix_socket or f"{settings.host}:{settings.port}")
         self.redis_watch = RedisWatch(self.store, where, self.reactor)
         self.limits = Limits(self.store, config.limits, config.secrets.number, self.reactor)
@@ -393,35 +397,19 @@ class Daemon(InOrder):
                 Listener(self.reactor, dev.fake_smsc_http, web, "[dev].fake_smsc_http")]
 
     def _connectRedis(self):
-        settings = self.config.redis
-        common = dict(poolsize=settings.pool_size, reconnect=True, charset=None,
-                      convertNumbers=False, password=settings.password,
-                      username=settings.username, connectTimeout=settings.timeout)
-        if self.embedded is not None:
-            return txredisapi.lazyUnixConnectionPool(self.embedded.socket, **common)
-        if settings.unix_socket:
-            return txredisapi.lazyUnixConnectionPool(settings.unix_socket, dbid=settings.db,
-                                                     **common)
-        return txredisapi.lazyConnectionPool(settings.host, settings.port, dbid=settings.db,
-                                             **common)
+        return connect_pool(self.config.redis, master=self.sentinel,
+                            socket=self.embedded.socket if self.embedded else None)
 
     def _connectRedisAlone(self) -> Deferred:
         """A connection of its own (for the webhooks' blocking reads)."""
-        settings = self.config.redis
-        common = dict(reconnect=False, charset=None, convertNumbers=False,
-                      password=settings.password, username=settings.username,
-                      connectTimeout=settings.timeout)
-        if self.embedded is not None:
-            return txredisapi.UnixConnection(self.embedded.socket, **common)
-        if settings.unix_socket:
-            return txredisapi.UnixConnection(settings.unix_socket, dbid=settings.db, **common)
-        return txredisapi.Connection(settings.host, settings.port, dbid=settings.db, **common)
+        return connect_alone(self.config.redis, master=self.sentinel,
+                             socket=self.embedded.socket if self.embedded else None)
 
     def _parts(self) -> list[IService]:
         """Every part, in start order."""
-        parts = [self.embedded, self.redis, self.redis_watch, self.daily_caps, self.suspensions,
-                 self.events, self.account_permits, *self.fake_smsc, self.carriers,
-                 self.board.service(), self.admin, self.http]
+        parts = [self.embedded, self.sentinel, self.redis, self.redis_watch, self.daily_caps,
+                 self.suspensions, self.events, self.account_permits, *self.fake_smsc,
+                 self.carriers, self.board.service(), self.admin, self.http]
         return [part for part in parts if part is not None]
 
     # -- run -----------------------------------------------------------------

@@ -217,7 +217,10 @@ class WebhookDelivery(Service):
                 if not self.running:
                     return
                 self._redisDown(e)
-                self._connection = None
+                connection, self._connection = self._connection, None
+                if connection is not None:
+                    # A refusal (a demoted master's READONLY) leaves it open.
+                    connection.disconnect()
                 yield task.deferLater(self.clock, 1.0, lambda: None)
                 continue
             self._redisBack()

@@ -20,6 +20,10 @@ from twisted.python.failure import Failure
 
 #: What a lost or refused Redis connection fails a command with.
 _CONNECTION_ERRORS = (ConnectionError, txredisapi.ConnectionError, ConnectError, ConnectionClosed)
+#: Error replies of a Redis that cannot take our writes now: a replica (a
+#: master demoted by a failover), one loading its data, one cut off from its
+#: master, one short of the replicas min-replicas-to-write asks for.
+_UNAVAILABLE_REPLIES = frozenset({"READONLY", "LOADING", "MASTERDOWN", "NOREPLICAS"})
 
 
 class StoreUnavailable(Exception):
@@ -43,8 +47,12 @@ class TimedRedis:
     def call(self, method: str, *args: Any, **kwargs: Any) -> Deferred:
         """One txredisapi command, bounded by C{timeout}.
 
-        Fails with L{StoreUnavailable} when Redis does not answer in time or
-        is not connected; any other Redis error (a script's, say) is passed on.
+        Fails with L{StoreUnavailable} when Redis does not answer in time, is
+        not connected, or answers that it cannot take writes now (see
+        L{_UNAVAILABLE_REPLIES}); any other Redis error (a script's, say) is
+        passed on.  A C{READONLY} answer also calls the pool's C{rediscover()},
+        when it has one (L{msisdnd.state.connection.SentinelMaster}'s pools):
+        the server is a replica now, and the pool must find the master.
         """
         result: Deferred = Deferred()
 
@@ -64,6 +72,12 @@ class TimedRedis:
                 self.errors += 1
                 if value.check(*_CONNECTION_ERRORS):
                     result.errback(StoreUnavailable(str(value.value)))
+                elif value.check(txredisapi.ResponseError) and _refusal(value.value):
+                    if _refusal(value.value) == "READONLY":
+                        rediscover = getattr(self.redis, "rediscover", None)
+                        if rediscover is not None:
+                            rediscover()
+                    result.errback(StoreUnavailable(f"Redis answered {value.value}"))
                 else:
                     result.errback(value)
             else:
@@ -86,6 +100,15 @@ class TimedRedis:
 
     def ping(self) -> Deferred:
         return self.call("ping")
+
+
+def _refusal(error: Exception) -> str | None:
+    """The code of an error reply in L{_UNAVAILABLE_REPLIES}, else C{None}."""
+    message = error.args[0] if error.args else ""
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", "replace")
+    code = str(message).split(" ", 1)[0]
+    return code if code in _UNAVAILABLE_REPLIES else None
 
 
 def text(value: Any) -> str:
