@@ -161,8 +161,9 @@ class SentinelGroup:
         parts = raw.split(b"\r\n")
         return int(parts[4]) if len(parts) > 4 and parts[4].isdigit() else None
 
-    def settled(self) -> bool:
-        """Every sentinel knows the two others and one replica, and names one master."""
+    def settled(self, others: int = 2, replicas: int = 1) -> bool:
+        """Every sentinel knows C{others} other sentinels and C{replicas}
+        replicas, and they name one master."""
         for s in self.sentinels:
             try:
                 raw = command(s.port, "SENTINEL", "MASTER", MASTER_NAME).decode()
@@ -170,7 +171,8 @@ class SentinelGroup:
                 return False
             fields = raw.split("\r\n")[2::2]
             state = dict(zip(fields[::2], fields[1::2]))
-            if state.get("num-other-sentinels") != "2" or state.get("num-slaves") != "1":
+            if int(state.get("num-other-sentinels", -1)) < others \
+                    or int(state.get("num-slaves", -1)) < replicas:
                 return False
             if state.get("flags") != "master":
                 return False

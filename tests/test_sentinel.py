@@ -30,10 +30,6 @@ from msisdnd.state.redis import StoreUnavailable, TimedRedis
 from conftest import redis_executable, wait_until
 from sentinels import MASTER_NAME, SentinelGroup, command, info
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="needs the system redis-server (for --sentinel)")
-
-
 @pytest.fixture
 def group():
     directory = tempfile.mkdtemp(prefix="msisdnd-sentinel-")
@@ -171,3 +167,135 @@ def test_a_failover_under_load_answers_503_or_success_and_resumes(group, tmp_pat
     lines = warnings(logged)
     assert any(f"Redis master {MASTER_NAME!r} moved from 127.0.0.1:{old} to "
                f"127.0.0.1:{new_master}" in line for line in lines), lines
+
+
+def repoint_sentinels(group: SentinelGroup, port: int) -> None:
+    """Make every sentinel watch the server on C{port} as the master (what
+    they would conclude after a failover we stage by hand)."""
+    for s in group.sentinels:
+        command(s.port, "SENTINEL", "REMOVE", MASTER_NAME)
+        command(s.port, "SENTINEL", "MONITOR", MASTER_NAME, "127.0.0.1", str(port), "2")
+        command(s.port, "SENTINEL", "SET", MASTER_NAME, "down-after-milliseconds", "500")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_demoted_master_answering_readonly_makes_the_pool_rediscover(group, logged):
+    """The master is made a replica under the pool's feet (REPLICAOF keeps
+    its clients connected): its READONLY answer to a script is a
+    StoreUnavailable (503), not an error, and the pool asks the sentinels
+    again and writes to the new master, without a restart."""
+    from msisdnd.state.lua import Script
+
+    settings = settings_for(group)
+    master = SentinelMaster(settings, reactor)
+    master.startService()
+    pool = connect_pool(settings, master=master, poolsize=1)
+    redis = TimedRedis(pool, reactor, timeout=1.0)
+    incr = Script(keys=("counter",), args=(), body="return redis.call('INCR', KEY.counter)")
+    try:
+        yield answering(redis)
+        assert (yield incr.run(redis, counter=b"c")) == 1
+        old, new = group.master().port, group.replica().port
+        yield wait_until(group.caught_up, timeout=5)
+        command(new, "REPLICAOF", "NO", "ONE")
+        repoint_sentinels(group, new)
+        yield wait_until(lambda: group.master_port() == new
+                         and group.settled(others=1, replicas=0), timeout=10)
+        command(old, "REPLICAOF", "127.0.0.1", str(new))
+        assert master.address == f"127.0.0.1:{old}"
+        with pytest.raises(StoreUnavailable, match="READONLY"):
+            yield incr.run(redis, counter=b"c")
+        outcomes = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                outcomes.append((yield incr.run(redis, counter=b"c")))
+                break
+            except StoreUnavailable as e:
+                outcomes.append(e)
+        assert outcomes[-1] == 2, outcomes
+        assert master.address == f"127.0.0.1:{new}"
+    finally:
+        yield pool.disconnect()
+        yield master.stopService()
+    lines = warnings(logged)
+    assert any("answered READONLY (a master demoted); asking the sentinels again" in line
+               for line in lines), lines
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_watch_warns_of_an_evicting_redis_or_one_it_cannot_ask(redis_server, logged):
+    """maxmemory-policy allkeys-lru is a warning naming it; a user refused
+    CONFIG gets one saying the policy could not be checked; noeviction is quiet."""
+    import txredisapi
+
+    redis_server.command("ACL", "SETUSER", "noconfig", "on", ">pw", "~*", "+@all", "-config")
+    pools = [txredisapi.lazyConnectionPool("127.0.0.1", redis_server.port, poolsize=1,
+                                           charset=None, convertNumbers=False, **credentials)
+             for credentials in ({}, {"username": "noconfig", "password": "pw"})]
+    address = f"127.0.0.1:{redis_server.port}"
+    try:
+        for policy, pool, expected in (
+                ("noeviction", pools[0], None),
+                ("allkeys-lru", pools[0], "has maxmemory-policy allkeys-lru, not noeviction"),
+                ("allkeys-lru", pools[1], "Could not check the maxmemory-policy")):
+            redis_server.command("CONFIG", "SET", "maxmemory-policy", policy)
+            del logged[:]
+            watch = RedisWatch(TimedRedis(pool, reactor), address, reactor)
+            yield watch.checkPolicy()
+            lines = [line for line in warnings(logged) if address in line]
+            assert (lines == []) if expected is None else (len(lines) == 1
+                                                           and expected in lines[0]), lines
+    finally:
+        redis_server.command("CONFIG", "SET", "maxmemory-policy", "noeviction")
+        redis_server.command("ACL", "DELUSER", "noconfig")
+        for pool in pools:
+            yield pool.disconnect()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_daemon_follows_the_master_the_sentinels_name(group, smsc_factory, tmp_path):
+    """`twistd msisdnd` with [redis] sentinels: it logs where the master is,
+    warns that its maxmemory-policy evicts, serves, and after the master is
+    killed serves again from the promoted replica, saying it moved."""
+    from test_daemon import Running, heartbeat_ok, start, write_config
+
+    from conftest import free_port
+
+    command(group.master().port, "CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+    harness = smsc_factory()
+    api_port = free_port()
+    config = write_config(tmp_path, harness.portNumber, 1, api_port, free_port())
+    sentinels = ", ".join(f'"{a}"' for a in group.sentinel_addresses)
+    with open(config) as f:
+        text = f.read().replace('url = "redis://127.0.0.1:1/0"',
+                                f'sentinels = [{sentinels}]\nmaster_name = "{MASTER_NAME}"')
+    with open(config, "w") as f:
+        f.write(text)
+    process, log_path = start(config, tmp_path)
+    running = Running(process, f"http://127.0.0.1:{api_port}", "", log_path)
+    try:
+        yield wait_until(lambda: heartbeat_ok(running), timeout=30, interval=0.1)
+        old = group.master_port()
+        yield wait_until(lambda: "maxmemory-policy allkeys-lru" in running.log(), timeout=5)
+        group.kill_master()
+
+        @inlineCallbacks
+        def registers():
+            response = yield treq.post(running.api + "/register")
+            yield response.content()
+            return response.code
+
+        codes = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and codes[-1:] != [200]:
+            codes.append((yield registers()))
+        assert set(codes) <= {200, 503} and codes[-1] == 200, codes
+    finally:
+        process.terminate()
+        yield wait_until(lambda: process.poll() is not None, timeout=20, interval=0.05)
+    log = running.log()
+    new = group.master_port()
+    assert f"Redis master {MASTER_NAME!r} is at 127.0.0.1:{old}" in log, log
+    assert f"moved from 127.0.0.1:{old} to 127.0.0.1:{new} (a failover)" in log, log
+    assert process.returncode == 0, log
