@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 
 MASTER_NAME = "msisdnd"
+#: The least a daemon's Redis ACL user needs (the README gives this line).
+LEAST_PRIVILEGE = "~ms:* ~ml:* resetchannels +@all -@dangerous +role +config|get"
 
 
 def free_port() -> int:
@@ -102,6 +104,8 @@ class SentinelGroup:
     down_after_ms: int = 500
     failover_timeout_ms: int = 3000
     quorum: int = 2
+    #: ACL users of the master and replica: {name: (password, rules)}.
+    users: dict[str, tuple[str, str]] = field(default_factory=dict)
     redis: list[Server] = field(default_factory=list)
     sentinels: list[Server] = field(default_factory=list)
 
@@ -133,6 +137,8 @@ class SentinelGroup:
             args = [self.executable, "--port", str(server.port), "--bind", "127.0.0.1",
                     "--dir", self.directory, "--dbfilename", f"{name}.rdb", "--save", "",
                     "--appendonly", "no", *extra]
+            for user, (password, rules) in self.users.items():
+                args += ["--user", user, "on", f">{password}", *rules.split()]
         else:
             args = [self.executable, conf, *(["--sentinel"] if sentinel else [])]
         log = open(os.path.join(self.directory, f"{name}.log"), "ab")

@@ -28,12 +28,13 @@ from msisdnd.state.connection import RedisWatch, SentinelMaster, connect_pool
 from msisdnd.state.redis import StoreUnavailable, TimedRedis
 
 from conftest import redis_executable, wait_until
-from sentinels import MASTER_NAME, SentinelGroup, command, info
+from sentinels import LEAST_PRIVILEGE, MASTER_NAME, SentinelGroup, command, info
 
 @pytest.fixture
 def group():
     directory = tempfile.mkdtemp(prefix="msisdnd-sentinel-")
-    running = SentinelGroup(redis_executable(), directory)
+    running = SentinelGroup(redis_executable(), directory,
+                            users={"msisdnd": ("least-pw", LEAST_PRIVILEGE)})
     try:
         running.start()
         yield running
@@ -81,11 +82,12 @@ def test_a_failover_under_load_answers_503_or_success_and_resumes(group, tmp_pat
     a success or a 503 with Retry-After; the gateway serves again (no restart)
     within the failover's time plus a few seconds; the session verified
     before (replication caught up) still signs; and after SCRIPT FLUSH on the
-    promoted replica the scripts are loaded again (Redis counts the NOSCRIPT)."""
+    promoted replica the scripts are loaded again (Redis counts the NOSCRIPT).
+    The daemon's user has the README's least-privilege ACL."""
     from gateway import start_gateway, verified_session
     from test_api_flows import rsa_browserid_key
 
-    settings = settings_for(group)
+    settings = settings_for(group, username="msisdnd", password="least-pw")
     master = SentinelMaster(settings, reactor)
     master.startService()
     pool = connect_pool(settings, master=master)
