@@ -12,7 +12,9 @@ our feet (READONLY) makes the pool ask the sentinels again.
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
+import sys
 import tempfile
 import time
 
@@ -34,7 +36,8 @@ from sentinels import LEAST_PRIVILEGE, MASTER_NAME, SentinelGroup, command, info
 def group():
     directory = tempfile.mkdtemp(prefix="msisdnd-sentinel-")
     running = SentinelGroup(redis_executable(), directory,
-                            users={"msisdnd": ("least-pw", LEAST_PRIVILEGE)})
+                            users={"msisdnd": ("least-pw", LEAST_PRIVILEGE),
+                                   "norole": ("pw", LEAST_PRIVILEGE.replace(" +role", ""))})
     try:
         running.start()
         yield running
@@ -260,6 +263,8 @@ def test_the_daemon_follows_the_master_the_sentinels_name(group, smsc_factory, t
     """`twistd msisdnd` with [redis] sentinels: it logs where the master is,
     warns that its maxmemory-policy evicts, serves, and after the master is
     killed serves again from the promoted replica, saying it moved."""
+    from twisted.internet.utils import getProcessOutputAndValue
+
     from test_daemon import Running, heartbeat_ok, start, write_config
 
     from conftest import free_port
@@ -293,6 +298,12 @@ def test_the_daemon_follows_the_master_the_sentinels_name(group, smsc_factory, t
         while time.monotonic() < deadline and codes[-1:] != [200]:
             codes.append((yield registers()))
         assert set(codes) <= {200, 503} and codes[-1] == 200, codes
+        # The operator's tools find the master the same way.
+        command(group.master().port, "SET", "ml:block:prefix:+3361234", "1")
+        out, err, code = yield getProcessOutputAndValue(
+            os.path.join(os.path.dirname(sys.executable), "msisdnd"),
+            ["blocks", "--config", config], env=dict(os.environ))
+        assert code == 0 and out.decode().split()[:2] == ["prefix", "+3361234"], err
     finally:
         process.terminate()
         yield wait_until(lambda: process.poll() is not None, timeout=20, interval=0.05)
@@ -301,3 +312,24 @@ def test_the_daemon_follows_the_master_the_sentinels_name(group, smsc_factory, t
     assert f"Redis master {MASTER_NAME!r} is at 127.0.0.1:{old}" in log, log
     assert f"moved from 127.0.0.1:{old} to 127.0.0.1:{new} (a failover)" in log, log
     assert process.returncode == 0, log
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_user_without_role_is_told_once_what_it_lacks(group, logged):
+    """The Sentinel client asks ROLE of each new connection: a user refused
+    it never connects, and one warning (not one per retry) says why."""
+    settings = settings_for(group, username="norole", password="pw")
+    master = SentinelMaster(settings, reactor)
+    master.startService()
+    pool = connect_pool(settings, master=master, poolsize=2)
+    redis = TimedRedis(pool, reactor, timeout=0.5)
+    try:
+        yield wait_until(lambda: any("refused ROLE" in line for line in warnings(logged)),
+                         timeout=10)
+        with pytest.raises(StoreUnavailable):
+            yield redis.ping()
+    finally:
+        yield pool.disconnect()
+        yield master.stopService()
+    refusals = [line for line in warnings(logged) if "refused ROLE" in line]
+    assert len(refusals) == 1 and "+role" in refusals[0] and "NOPERM" in refusals[0], refusals

@@ -33,8 +33,7 @@ class _MasterProtocol(txredisapi.SentinelRedisProtocol):
 
     def role(self) -> Deferred:
         def refused(failure: Failure) -> list[str]:
-            _log.warn("Redis refused ROLE ({why}): the Sentinel client asks it of every new "
-                      "connection; give the ACL user +role", why=failure.getErrorMessage())
+            self.factory.master.refusedRole(failure.getErrorMessage())
             return [""]  # not a master: the connection is dropped and tried again
 
         return super().role().addCallbacks(lambda reply: [text(reply[0]), *reply[1:]],
@@ -110,6 +109,7 @@ class SentinelMaster(Service):
         self.clock = clock
         self.address: str | None = None
         self.sentinel: Any = None
+        self._refused = ""
 
     def describe(self) -> str:
         """The master as log lines name it."""
@@ -179,12 +179,21 @@ class SentinelMaster(Service):
             f"[{peer.host}]:{peer.port}"
         if address == self.address:
             return
+        self._refused = ""
         if self.address is None:
             _log.info("Redis master {name!r} is at {address}", name=self.name, address=address)
         else:
             _log.warn("Redis master {name!r} moved from {old} to {address} (a failover)",
                       name=self.name, old=self.address, address=address)
         self.address = address
+
+    def refusedRole(self, why: str) -> None:
+        """Said once per reason (each retry would say it again)."""
+        if why != self._refused:
+            self._refused = why
+            _log.warn("Redis {master} refused ROLE ({why}): check [redis] username and "
+                      "password; the ACL user also needs +role, which the Sentinel client "
+                      "asks of every new connection", master=self.describe(), why=why)
 
     def demoted(self) -> None:
         _log.warn("Redis {master} answered READONLY (a master demoted); asking the "
