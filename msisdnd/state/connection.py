@@ -24,6 +24,9 @@ from msisdnd.state.redis import StoreUnavailable, TimedRedis, text
 
 _log = Logger()
 
+#: The longest wait, in seconds, between two attempts to reach the master.
+RETRY_CAP = 0.5
+
 
 class _MasterProtocol(txredisapi.SentinelRedisProtocol):
     """txredisapi's Sentinel connection, whose C{ROLE} check on connecting
@@ -52,6 +55,12 @@ class _MasterFactory(txredisapi.SentinelConnectionFactory):
         super().__init__(**kwargs)
         self.master = master
         self.maxDelay = master.timeout
+
+    def retryDelay(self, attempt: int) -> float:
+        """txredisapi's backoff, capped at L{RETRY_CAP}: during a failover the
+        master's address changes within seconds, and each attempt asks the
+        sentinels afresh."""
+        return min(super().retryDelay(attempt), RETRY_CAP)
 
     def addConnection(self, conn: Any) -> None:
         super().addConnection(conn)
