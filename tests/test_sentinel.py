@@ -333,3 +333,19 @@ def test_a_user_without_role_is_told_once_what_it_lacks(group, logged):
         yield master.stopService()
     refusals = [line for line in warnings(logged) if "refused ROLE" in line]
     assert len(refusals) == 1 and "+role" in refusals[0] and "NOPERM" in refusals[0], refusals
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_full_redis_is_a_store_unavailable(redis_pool, redis_server):
+    """With noeviction, a Redis at its maxmemory refuses writes (OOM): the
+    daemon says the store is unavailable (503), as for a replica, and reads
+    still work."""
+    redis = TimedRedis(redis_pool, reactor)
+    yield redis.call("set", b"ms:kept", b"1")
+    redis_server.command("CONFIG", "SET", "maxmemory", "1")
+    try:
+        with pytest.raises(StoreUnavailable, match="OOM"):
+            yield redis.call("set", b"ms:more", b"1")
+        assert (yield redis.call("get", b"ms:kept")) == b"1"
+    finally:
+        redis_server.command("CONFIG", "SET", "maxmemory", "0")

@@ -22,8 +22,9 @@ from twisted.python.failure import Failure
 _CONNECTION_ERRORS = (ConnectionError, txredisapi.ConnectionError, ConnectError, ConnectionClosed)
 #: Error replies of a Redis that cannot take our writes now: a replica (a
 #: master demoted by a failover), one loading its data, one cut off from its
-#: master, one short of the replicas min-replicas-to-write asks for.
-_UNAVAILABLE_REPLIES = frozenset({"READONLY", "LOADING", "MASTERDOWN", "NOREPLICAS"})
+#: master, one short of the replicas min-replicas-to-write asks for, one at
+#: its maxmemory (with noeviction).
+_UNAVAILABLE_REPLIES = frozenset({"READONLY", "LOADING", "MASTERDOWN", "NOREPLICAS", "OOM"})
 
 
 class StoreUnavailable(Exception):
