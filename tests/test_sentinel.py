@@ -11,6 +11,7 @@ our feet (READONLY) makes the pool ask the sentinels again.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import shutil
@@ -315,9 +316,32 @@ def test_the_daemon_follows_the_master_the_sentinels_name(group, smsc_factory, t
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_user_without_role_is_told_once_what_it_lacks(group, logged):
-    """The Sentinel client asks ROLE of each new connection: a user refused
-    it never connects, and one warning (not one per retry) says why."""
+def test_a_connection_of_its_own_and_a_user_without_role(group, logged):
+    """A connection of its own (the webhooks' blocking reads, the operator's
+    tools) reaches the master, and fails in bounded time with a master name
+    the sentinels do not know.  The Sentinel client asks ROLE of each new
+    connection: a user refused it never connects, and one warning (not one
+    per retry) says why."""
+    from msisdnd.state.connection import connect_alone
+
+    for name, works in ((MASTER_NAME, True), ("nosuch", False)):
+        settings = dataclasses.replace(settings_for(group, username="msisdnd",
+                                                    password="least-pw"), master_name=name)
+        master = SentinelMaster(settings, reactor)
+        master.startService()
+        try:
+            if works:
+                alone = yield connect_alone(settings, master=master)
+                assert (yield alone.execute_command("PING")) == b"PONG"
+                yield alone.disconnect()
+            else:
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable, match="'nosuch'"):
+                    yield connect_alone(settings, master=master)
+                assert time.monotonic() - started < 5
+        finally:
+            yield master.stopService()
+
     settings = settings_for(group, username="norole", password="pw")
     master = SentinelMaster(settings, reactor)
     master.startService()

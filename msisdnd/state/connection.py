@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import txredisapi
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -176,6 +176,7 @@ class SentinelMaster(Service):
                 timer.cancel()
             if not result.called:
                 if isinstance(outcome, Failure):
+                    pool.disconnect()
                     result.errback(StoreUnavailable(f"no connection to {self.describe()}"))
                 else:
                     result.callback(pool)
