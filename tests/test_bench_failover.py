@@ -21,4 +21,5 @@ def test_the_failover_benchmark_prints_its_figures():
     assert row["500"] == 0 and row["503_without_retry_after"] == 0, row
     assert row["flows_per_s_before"] > 0 and row["failover_s"] is not None, row
     assert row["without_service_s"] is not None and row["sessions_verified_before"] > 0, row
-    assert row["sessions_lost"] >= 0 and row["other_refusals"] == 0, row
+    assert row["sessions_lost"] >= 0 and row["loss_window"] >= 0, row
+    assert row["other_refusals"] == 0, row

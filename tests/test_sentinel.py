@@ -3,7 +3,8 @@ three sentinels on loopback (tests/sentinels.py), the gateway or the daemon
 in front of them.
 
 What is shown: a failover under load answers each request with success or a
-clean 503 (never a 500) and serves again without a restart; a session
+clean 503 (never a 500; a flow begun before the kill may meet the loss
+window of asynchronous replication) and serves again without a restart; a session
 verified before it still signs certificates after it; scripts come back on
 the promoted replica after SCRIPT FLUSH (NOSCRIPT); a master demoted under
 our feet (READONLY) makes the pool ask the sentinels again.
@@ -83,10 +84,12 @@ def answering(redis: TimedRedis, timeout: float = 10.0):
 def test_a_failover_under_load_answers_503_or_success_and_resumes(group, tmp_path_factory,
                                                                   logged):
     """Flows run four at a time while the master is killed: every answer is
-    a success or a 503 with Retry-After; the gateway serves again (no restart)
-    within the failover's time plus a few seconds; the session verified
-    before (replication caught up) still signs; and after SCRIPT FLUSH on the
-    promoted replica the scripts are loaded again (Redis counts the NOSCRIPT).
+    a success or a 503 with Retry-After (a flow begun before the kill may
+    also meet the loss window: its session or code not replicated); the
+    gateway serves again (no restart) within the failover's time plus a few
+    seconds; the session verified before (replication caught up) still
+    signs; and after SCRIPT FLUSH on the promoted replica the scripts are
+    loaded again (Redis counts the NOSCRIPT).
     The daemon's user has the README's least-privilege ACL."""
     from gateway import start_gateway, verified_session
     from test_api_flows import rsa_browserid_key
@@ -97,32 +100,30 @@ def test_a_failover_under_load_answers_503_or_success_and_resumes(group, tmp_pat
     pool = connect_pool(settings, master=master)
     gateway = yield start_gateway(pool, tmp_path_factory.mktemp("keys"))
     numbers = (f"+3361{n:07d}" for n in itertools.count(1))
-    answers: list[tuple[float, str, int, str | None]] = []
+    #: (when answered, when its flow began, step, status, Retry-After, errno)
+    answers: list[tuple[float, float, str, int, str | None, int | None]] = []
 
     @inlineCallbacks
     def flow():
-        """One MT flow to a certificate; stops at the first refusal."""
-        number = next(numbers)
-        steps = [("register", "POST", "/register", None)]
-        token = None
-        for name, method, path, body in steps:
-            response = yield gateway.call(method, path, body, token=token)
-            answers.append((time.monotonic(), name, response.code,
-                            response.headers.get("retry-after")))
-            if response.code != 200:
-                return False
-            token = response.body["msisdnSessionToken"]
-        response = yield gateway.call("POST", "/sms/mt/verify", {
-            "msisdn": number, "mcc": "208", "shortVerificationCode": True}, token=token)
-        answers.append((time.monotonic(), "verify", response.code,
-                        response.headers.get("retry-after")))
-        if response.code != 204:
-            return False
-        pin = yield gateway.pin(number)
-        response = yield gateway.call("POST", "/sms/verify_code", {"code": pin}, token=token)
-        answers.append((time.monotonic(), "verify_code", response.code,
-                        response.headers.get("retry-after")))
-        return response.code == 200
+        """One MT flow to a verified session; stops at the first refusal."""
+        number, began, token = next(numbers), time.monotonic(), None
+        for step in ("register", "verify", "verify_code"):
+            if step == "register":
+                response = yield gateway.call("POST", "/register")
+            elif step == "verify":
+                response = yield gateway.call("POST", "/sms/mt/verify", {
+                    "msisdn": number, "mcc": "208", "shortVerificationCode": True}, token=token)
+            else:
+                pin = yield gateway.pin(number)
+                response = yield gateway.call("POST", "/sms/verify_code", {"code": pin},
+                                              token=token)
+            errno = response.body.get("errno") if isinstance(response.body, dict) else None
+            answers.append((time.monotonic(), began, step, response.code,
+                            response.headers.get("retry-after"), errno))
+            if response.code not in (200, 204):
+                return
+            if step == "register":
+                token = response.body["msisdnSessionToken"]
 
     running = [True]
 
@@ -142,15 +143,18 @@ def test_a_failover_under_load_answers_503_or_success_and_resumes(group, tmp_pat
         group.kill_master()
         yield wait_until(lambda: group.master_port() not in (old, None), timeout=15)
         promoted = time.monotonic()
-        yield wait_until(lambda: any(t > promoted and code == 200 for t, _, code, _ in answers),
+        yield wait_until(lambda: any(t > promoted and a[2] == 200 for t, *a in answers),
                          timeout=8)
         serving = time.monotonic()
         signed = yield gateway.call("POST", "/certificate/sign", {
             "publicKey": rsa_browserid_key(), "duration": 60}, token=token)
         new_master = group.master().port
+        # Enough flows that every connection has cached the scripts, then none.
+        yield wait_until(lambda: len(answers) >= 40 + sum(t < serving for t, *_ in answers),
+                         timeout=10)
         command(new_master, "SCRIPT", "FLUSH")
-        flushed_flows = len(answers)
-        yield wait_until(lambda: len(answers) >= flushed_flows + 12, timeout=10)
+        flushed = len(answers)
+        yield wait_until(lambda: len(answers) >= flushed + 20, timeout=10)
         running[0] = False
         yield DeferredList(users)
         again = yield verified_session(gateway, "+33612345679")
@@ -161,10 +165,17 @@ def test_a_failover_under_load_answers_503_or_success_and_resumes(group, tmp_pat
         yield pool.disconnect()
         yield master.stopService()
 
-    codes = {code for _, _, code, _ in answers}
-    assert codes <= {200, 204, 503}, sorted(codes)
-    assert all(retry == "1" for _, _, code, retry in answers if code == 503)
-    assert any(code == 503 for t, _, code, _ in answers if t > killed), "no request met the outage"
+    # A flow begun before the kill may meet the loss window (README, "More
+    # than one machine"): its session (401, errno 110) or its code (400,
+    # errno 105) acknowledged by the old master and not yet replicated.
+    window = {(401, 110), (400, 105)}
+    for ended, began, step, code, retry, errno in answers:
+        assert code in (200, 204, 503) or (began < killed and (code, errno) in window), \
+            (step, code, errno, began - killed)
+        assert code != 503 or retry == "1"
+    # The load straddled the kill (a failover shorter than store_timeout
+    # may hold requests and answer them from the new master: no 503 then).
+    assert any(began < killed < t for t, began, *_ in answers)
     assert serving - killed < (promoted - killed) + 5
     assert signed.code == 200 and signed.body["cert"], signed
     assert again[0]
