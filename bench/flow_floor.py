@@ -67,22 +67,35 @@ BARE_ANSWER = b'{"ok": true, "msisdn": "+33612345678"}'
 
 
 def bare_main() -> int:
-    """C{--role bare}: serve C{POST /echo} on a free loopback port; print the port."""
+    """C{--role bare}: serve C{POST /echo} on two free loopback ports, through a
+    Klein route on the first and a plain C{twisted.web} C{Resource} on the
+    second (what Klein's routing costs); print both ports on one line."""
     from klein import Klein
+    from twisted.web.resource import Resource
     from twisted.web.server import Site
 
-    app = Klein()
-
-    @app.route("/echo", methods=["POST"])
-    def echo(request):
+    def answer(request) -> bytes:
         json.loads(request.content.read())
         request.setHeader(b"Content-Type", b"application/json")
         return BARE_ANSWER
 
-    site = Site(app.resource())
-    site.log = lambda request: None  # the floor writes no access line
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    print(port.getHost().port, flush=True)
+    app = Klein()
+    app.route("/echo", methods=["POST"])(answer)
+
+    class Echo(Resource):
+        isLeaf = True
+
+        def render_POST(self, request):
+            return answer(request)
+
+    root = Resource()
+    root.putChild(b"echo", Echo())
+    ports = []
+    for resource in (app.resource(), root):
+        site = Site(resource)
+        site.log = lambda request: None  # the floor writes no access line
+        ports.append(reactor.listenTCP(0, site, interface="127.0.0.1").getHost().port)
+    print(*ports, flush=True)
     reactor.run()
     return 0
 
@@ -99,8 +112,9 @@ class Bare:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             first = self.log.read_text().split("\n", 1)
-            if len(first) == 2 and first[0].strip().isdigit():
-                self.url = f"http://127.0.0.1:{int(first[0])}"
+            ports = first[0].split()
+            if len(first) == 2 and len(ports) == 2 and all(p.isdigit() for p in ports):
+                self.url, self.resource_url = (f"http://127.0.0.1:{p}" for p in ports)
                 return
             if self.proc.poll() is not None:
                 break
@@ -120,17 +134,20 @@ class Bare:
 async def measure(cluster: load.Cluster, bare: Bare, mix: str, args, *,
                   rate: float | None = None, profile: bool = False) -> dict:
     """One level of C{mix}: warm up, measure C{args.duration} s, return its figures."""
-    target = bare.proc.pid if mix == "bare" else cluster.daemon_pids[0]
-    url = bare.url if mix == "bare" else cluster.api[0]
-    if mix != "bare":
+    floor = mix in ("bare", "bare-resource")
+    target = bare.proc.pid if floor else cluster.daemon_pids[0]
+    url = {"bare": bare.url, "bare-resource": bare.resource_url}.get(mix, cluster.api[0])
+    if not floor:
         cluster.clear_messages()
+    # Made once per cluster (a subprocess, seconds): before the level's clock starts.
+    api_key = cluster.api_key() if mix == "backend" else None
     start = time.time() + 0.3
     t0 = start + args.warmup
     t1 = t0 + args.duration
     spec = {"api": [url], "smsc": cluster.smsc_http, "users": args.users, "start": start,
             "t0": t0, "t1": t1, "seed": time.time(), "number_base": cluster.number_base(),
-            "mix": mix, "api_key": cluster.api_key() if mix == "backend" else None,
-            "rate": rate}
+            "mix": "bare" if floor else mix,
+            "api_key": api_key, "rate": rate}
     run = defer.Deferred.fromCoroutine(load.Driver(spec).run())
     await task.deferLater(reactor, max(0.0, t0 - time.time()), lambda: None)
     cpu0, busy0, own0 = cpu_seconds(target), machine_busy_seconds(), cpu_seconds(os.getpid())
@@ -255,15 +272,19 @@ def ratios(rounds: list[dict[str, dict]]) -> dict[str, dict]:
     """Per flow: each round's ratio to the floor and their median."""
     out = {}
     for mix in rounds[0]:
-        if mix == "bare":
+        if mix in ("bare", "bare-resource"):
             continue
         per_round = []
         for levels in rounds:
             bare, level = levels["bare"], levels[mix]
             floor_ms = bare["cpu_ms_per_request"] * level["requests_per_flow"]
+            if not (floor_ms and level["flows"]):
+                continue  # reported as a problem
             per_round.append({"ratio": level["cpu_ms_per_flow"] / floor_ms,
                               "cpu_ms_per_flow": level["cpu_ms_per_flow"],
                               "floor_ms": floor_ms})
+        if not per_round:
+            continue
         out[mix] = {"rounds": per_round,
                     "median": statistics.median(r["ratio"] for r in per_round),
                     "cpu_ms_per_flow": statistics.median(r["cpu_ms_per_flow"] for r in per_round),
@@ -308,6 +329,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--flows", type=parse_flows, default=list(FLOWS),
                    help=f"which flows, comma-separated ({','.join(FLOWS)})")
+    p.add_argument("--klein", action="store_true",
+                   help="also measure the bare route as a plain twisted.web Resource (what "
+                        "Klein's routing costs per request)")
     p.add_argument("--no-latency", action="store_true",
                    help="skip the device JWT flow at half its saturated flows/s")
     p.add_argument("--no-redis-count", action="store_true",
@@ -318,6 +342,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="py-spy the process of this level in the last round")
     p.add_argument("--source", default="worktree", metavar="REV",
                    help="run the daemon from `git archive REV` instead of the working tree")
+    p.add_argument("--redis-pool", type=int, default=None, metavar="N",
+                   help="the daemon's [redis] pool_size (default: the daemon's default)")
     p.add_argument("--keep-logs", action="store_true")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE")
     p.add_argument("--role", choices=("bare",), help=argparse.SUPPRESS)
@@ -343,6 +369,16 @@ def main(argv=None) -> int:
           flush=True)
     document: dict = {"environment": env, "rounds": [], "target_ratio": TARGET_RATIO}
     cluster = load.Cluster(1, 10, source=source, keep_logs=args.keep_logs)
+    if args.redis_pool is not None:
+        config = cluster._config
+
+        def with_pool(*a, **kw) -> Path:
+            path = config(*a, **kw)
+            path.write_text(path.read_text().replace(
+                "[redis]\n", f"[redis]\npool_size = {args.redis_pool}\n", 1))
+            return path
+
+        cluster._config = with_pool
     bare: list[Bare] = []
     failed: list[str] = []
 
@@ -355,7 +391,7 @@ def main(argv=None) -> int:
         print("\n| round | level | flows | errors | daemon requests/flow | CPU s | CPU ms/flow "
               "| CPU ms/request | flows/s | other CPU % |\n"
               "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
-        order = ["bare"] + args.flows
+        order = ["bare"] + (["bare-resource"] if args.klein else []) + args.flows
         for rnd in range(1, args.rounds + 1):
             levels = {}
             for mix in (order if rnd % 2 else order[::-1]):
@@ -370,6 +406,14 @@ def main(argv=None) -> int:
             document["rounds"].append(levels)
         document["ratios"] = ratios(document["rounds"])
         print()
+        if args.klein:
+            klein = [levels["bare"]["cpu_ms_per_request"]
+                     / levels["bare-resource"]["cpu_ms_per_request"]
+                     for levels in document["rounds"]]
+            document["klein_over_resource"] = klein
+            print(f"bare Klein route / bare twisted.web Resource, CPU per request: "
+                  f"{statistics.median(klein):.2f} (rounds: "
+                  f"{', '.join(format(k, '.2f') for k in klein)})")
         for mix, figure in document["ratios"].items():
             print(f"{load.MIX_NAMES.get(mix, mix)}: {figure['median']:.2f}x the HTTP floor "
                   f"(median of {len(figure['rounds'])} rounds: "

@@ -238,7 +238,9 @@ class RedisConfig:
 
     @ivar timeout: seconds to establish a connection (each call has its own
         timeout, C{[verification].store_timeout}).
-    @ivar pool_size: connections in the pool.
+    @ivar pool_size: connections in the pool.  One by default: every command
+        on it, pipelined with the others of the same reactor turn; txredisapi
+        spreads commands over more at random, one write and one read each.
     """
 
     host: str = ""
@@ -250,7 +252,7 @@ class RedisConfig:
     embedded: bool = False
     dir: str = ""
     timeout: float = 1.5
-    pool_size: int = 4
+    pool_size: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -575,7 +577,7 @@ class _Reader:
         embedded = t.boolean("embedded", False)
         url = t.raw("url")
         timeout = t.number("timeout", 1.5, above=0.0, most=30.0)
-        pool_size = t.integer("pool_size", 4, 1, 64)
+        pool_size = t.integer("pool_size", 1, 1, 64)
         if embedded:
             if url is not None:
                 t.fail("embedded", "set url, or embedded = true, not both")
