@@ -10,32 +10,17 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
+from conftest import run_bench
 
-from msisdnd.state.embedded import redis_executable
-
-REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "bench" / "flow_floor.py"
 FIGURE = r"[0-9][0-9,.]*"
 
 
 def test_the_flow_floor_benchmark_prints_its_figures(tmp_path):
-    try:
-        redis_executable()
-    except RuntimeError as e:
-        pytest.skip(str(e))
     figures = tmp_path / "figures.json"
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--users", "2", "--duration", "1", "--warmup", "0.5",
-         "--rounds", "1", "--klein", "--redis-flows", "2", "--json", str(figures)],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
-    out = done.stdout
-    assert done.returncode == 0, out + done.stderr
-    assert "PROBLEM" not in out
+    out = run_bench("flow_floor.py", "--users", "2", "--duration", "1", "--warmup", "0.5",
+                    "--rounds", "1", "--klein", "--redis-flows", "2", "--json", str(figures),
+                    timeout=120)
 
     assert re.search(r"^command: .*bench/flow_floor\.py --users 2", out, re.M), out
     assert re.search(r"^commit: \S+ \(working tree", out, re.M), out
