@@ -122,9 +122,18 @@ TARGET_BACKEND_RATIO = 1.0
 
 #: What a flow can be (C{--mix}).
 MIXES = ("upstream", "register", "heartbeat", "backend")
+#: Flows C{bench/flow_floor.py} drives with this driver: the device flow with every step
+#: fixed (MT, the right code, a certificate in one format), and one request to a bare
+#: Klein route (C{POST /echo}, a small JSON body in and out).
+FIXED_MIXES = ("device-jwt", "device-browserid", "bare")
+#: The bare route's request body.
+BARE_BODY = b'{"msisdn": "+33612345678", "mcc": "208"}'
 #: Names in reports.
 MIX_NAMES = {"upstream": "device (upstream mix)", "register": "POST /register",
-             "heartbeat": "GET /__lbheartbeat__", "backend": "backend (Verify API)"}
+             "heartbeat": "GET /__lbheartbeat__", "backend": "backend (Verify API)",
+             "device-jwt": "device flow, JWT (EdDSA) certificate",
+             "device-browserid": "device flow, BrowserID (RSA-2048) certificate",
+             "bare": "bare Klein route (POST /echo)"}
 #: An API key as C{msisdnd api-keys create} prints it: key id, ".", secret.
 API_KEY = re.compile(r"[0-9a-f]{16}\.[A-Za-z0-9_-]{43}")
 #: The backend flow's key: no daily budget, and a rate no load here reaches.
@@ -873,6 +882,8 @@ class Driver:
         _, public_key = generate_browserid_keypair()
         self.sign_body = json.dumps({"publicKey": public_key,
                                      "duration": CERT_DURATION}).encode()
+        self.sign_jwt_body = json.dumps({"publicKey": public_key, "duration": CERT_DURATION,
+                                         "format": "jwt"}).encode()
         self.conns: set[HTTPConnection] = set()
         self.bearer = BearerToken(spec["api_key"]) if spec.get("api_key") else None
 
@@ -966,12 +977,19 @@ class Driver:
             return "register"
         if mix == "backend":
             return await self.backend_flow(user)
+        if mix == "bare":
+            status, content, _ = await self.call(user, api, "bare POST /echo", "POST", "/echo",
+                                                 BARE_BODY)
+            self.expect("bare POST /echo", status, content, 200)
+            return "bare"
+        # device-jwt / device-browserid: MT, the right code, one certificate format.
+        fixed = mix != "upstream"
         status, content, _ = await self.call(user, api, "register", "POST", "/register")
         token = self.expect("register", status, content, 200)["msisdnSessionToken"]
         creds = self.derive(bytes.fromhex(token))
         signer = HawkSigner(creds.id, creds.key)
         number = self.number()
-        mt = self.rng.random() < MT_SHARE
+        mt = fixed or self.rng.random() < MT_SHARE
         if mt:
             body = json.dumps({"msisdn": number, "mcc": MCC,
                                "shortVerificationCode": True}).encode()
@@ -990,7 +1008,7 @@ class Driver:
             code, received_at = await self.poll(user, number, _LONG)
             if stats.inside(sent_at):
                 stats.mo_to_code.append(received_at - sent_at)
-        right = self.rng.random() < RIGHT_CODE_SHARE
+        right = fixed or self.rng.random() < RIGHT_CODE_SHARE
         if right:
             body = json.dumps({"code": code}).encode()
             status, content, _ = await self.call(user, api, "sms/verify_code", "POST",
@@ -999,7 +1017,9 @@ class Driver:
             if answer.get("msisdn") != number:
                 raise FlowError("sms/verify_code: another number")
             status, content, _ = await self.call(user, api, "certificate/sign", "POST",
-                                                 "/certificate/sign", self.sign_body, signer)
+                                                 "/certificate/sign",
+                                                 self.sign_jwt_body if mix == "device-jwt"
+                                                 else self.sign_body, signer)
             if "cert" not in self.expect("certificate/sign", status, content, 200):
                 raise FlowError("certificate/sign: no cert")
         else:

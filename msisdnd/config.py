@@ -250,7 +250,9 @@ class RedisConfig:
 
     @ivar timeout: seconds to establish a connection (each call has its own
         timeout, C{[verification].store_timeout}).
-    @ivar pool_size: connections in the pool.
+    @ivar pool_size: connections in the pool.  One by default: every command
+        on it, pipelined with the others of the same reactor turn; txredisapi
+        spreads commands over more at random, one write and one read each.
     @ivar sentinels: (host, port) of each sentinel; empty without Sentinel.
     @ivar sentinel_username: the sentinels' own ACL user, and its password.
     @ivar quorum: the C{sentinel monitor} quorum: a sentinel's word on the
@@ -267,7 +269,7 @@ class RedisConfig:
     embedded: bool = False
     dir: str = ""
     timeout: float = 1.5
-    pool_size: int = 4
+    pool_size: int = 1
     sentinels: tuple[tuple[str, int], ...] = ()
     master_name: str = ""
     sentinel_username: str | None = None
@@ -599,7 +601,7 @@ class _Reader:
         url = t.raw("url")
         sentinels = t.raw("sentinels")
         timeout = t.number("timeout", 1.5, above=0.0, most=30.0)
-        pool_size = t.integer("pool_size", 4, 1, 64)
+        pool_size = t.integer("pool_size", 1, 1, 64)
         chosen = [key for key, given in (("url", url is not None), ("embedded", embedded),
                                           ("sentinels", sentinels is not None)) if given]
         if len(chosen) > 1:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -23,6 +25,21 @@ settings.register_profile(
 settings.load_profile("msisdnd")
 
 
+
+
+def run_bench(script: str, *args: str, timeout: float) -> str:
+    """Run C{bench/<script>} with C{args} from the repository (skipped without a
+    redis-server); its standard output, once it exited 0 and named no problem."""
+    try:
+        redis_executable()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(repo / "bench" / script), *args], cwd=repo,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PROBLEM" not in done.stdout
+    return done.stdout
 
 
 def free_port() -> int:

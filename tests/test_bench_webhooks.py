@@ -9,33 +9,17 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
+from conftest import run_bench
 
-from msisdnd.state.embedded import redis_executable
-
-REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "bench" / "webhooks.py"
 EVENTS = 100
 FIGURE = r"([0-9][0-9,.]*|n/a)"
 
 
 def test_the_webhooks_benchmark_prints_its_figures_and_loses_nothing(tmp_path):
-    try:
-        redis_executable()
-    except RuntimeError as e:
-        pytest.skip(str(e))
     figures = tmp_path / "figures.json"
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--events", str(EVENTS), "--rounds", "1", "--warmup", "0",
-         "--stall", "10", "--json", str(figures)],
-        cwd=REPO, capture_output=True, text=True, timeout=30)
-    out = done.stdout
-    assert done.returncode == 0, out + done.stderr
-    assert "PROBLEM" not in out
+    out = run_bench("webhooks.py", "--events", str(EVENTS), "--rounds", "1", "--warmup", "0",
+                    "--stall", "10", "--json", str(figures), timeout=30)
 
     # Where and what it ran.
     assert re.search(r"^command: .*bench/webhooks\.py --events 100 --rounds 1", out, re.M)

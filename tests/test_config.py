@@ -495,7 +495,7 @@ def test_redis_urls(confdir: pathlib.Path, url: str, fields: dict[str, Any]) -> 
     redis = parse(confdir, with_value("redis", "url", url)).redis
     for name, value in fields.items():
         assert getattr(redis, name) == value, name
-    assert not redis.embedded and (redis.timeout, redis.pool_size) == (1.5, 4)
+    assert not redis.embedded and (redis.timeout, redis.pool_size) == (1.5, 1)
 
 
 def test_redis_embedded(confdir: pathlib.Path) -> None:

@@ -276,3 +276,156 @@ def test_no_mohawk_replay_warning(creds, caplog):
     with caplog.at_level("WARNING", logger="mohawk"):
         verify(sign(creds), creds)
     assert caplog.records == []
+
+
+# -- our parser and checks against mohawk's (Sender, Receiver, parse_authorization_header) --
+
+#: The characters Hawk allows in an attribute value.
+HAWK_VALUE_CHARS = (" abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                    "_!#$%&'()*+,-./:;<=>?@[]^`{|}~")
+hawk_values = st.text(alphabet=HAWK_VALUE_CHARS, min_size=1, max_size=20)
+
+
+def mohawk_attributes(header):
+    """What mohawk's own parser makes of C{header}, or C{None} if it refuses it."""
+    import mohawk.exc
+    import mohawk.util
+
+    try:
+        return mohawk.util.parse_authorization_header(header)
+    except (mohawk.exc.HawkFail, ValueError):
+        return None
+
+
+separators = st.sampled_from([", ", ",", " , ", "  ,", ",\t", " ", ""])
+attribute_values = st.one_of(hawk_values, st.text(max_size=6), st.just(""))
+
+
+@st.composite
+def hawk_shaped_headers(draw):
+    """Mostly well-formed Hawk headers (the four required attributes, valid or not,
+    extras, in any order) with all the ways separators and values can go wrong."""
+    creds = derive_session(TOKEN)
+    valid = {"id": creds.id, "ts": "1700000000", "nonce": "n0nce", "mac": "bWFj"}
+    attributes = [(k, v if draw(st.integers(0, 9)) else draw(attribute_values))
+                  for k, v in valid.items() if draw(st.integers(0, 19))]
+    attributes += draw(st.lists(st.tuples(
+        st.sampled_from(["hash", "ext", "app", "dlg", "tsm", "error", "x", "id", "mac"]),
+        attribute_values), max_size=3))
+    attributes = draw(st.permutations(attributes))
+    seps = [", "] * len(attributes) if draw(st.booleans()) else \
+        [draw(separators) for _ in attributes]
+    scheme = draw(st.sampled_from(["Hawk ", "Hawk ", "hawk ", "HAWK ", "Hawk  ", "Hawk",
+                                   "Bearer ", " Hawk "]))
+    tail = draw(st.sampled_from(["", "", "", " ", ",", " x", "\t"]))
+    return scheme + "".join(f'{k}="{v}"{sep}' for (k, v), sep in zip(attributes, seps)) + tail
+
+
+@given(hawk_shaped_headers())
+def test_parser_accepts_what_mohawk_accepts(header):
+    """parse_header accepts a header iff mohawk's parser does (and it has the id, ts,
+    nonce and mac we require), with the same attribute values."""
+    if not header.isascii():
+        return
+    theirs = mohawk_attributes(header)
+    try:
+        ours = parse_header(header)
+    except MalformedHeader:
+        ours = None
+    if theirs is None:
+        assert ours is None, header
+        return
+    required = all(theirs.get(k) for k in ("id", "ts", "nonce", "mac"))
+    if not required or not re.fullmatch(r"[0-9a-f]{64}", theirs["id"]) \
+            or not re.fullmatch(r"[0-9]{1,20}", theirs["ts"]):
+        assert ours is None, header
+        return
+    assert ours is not None, header
+    assert (ours.id, ours.ts_text, ours.nonce, ours.mac, ours.hash, ours.ext, ours.app,
+            ours.dlg) == (theirs["id"], theirs["ts"], theirs["nonce"], theirs["mac"],
+                          theirs.get("hash"), theirs.get("ext"), theirs.get("app"),
+                          theirs.get("dlg"))
+
+
+request_urls = st.builds(
+    lambda scheme, host, port, path, query: (
+        f"{scheme}://{host}{'' if port is None else f':{port}'}/{path}"
+        + (f"?{query}" if query else "")),
+    st.sampled_from(["http", "https"]),
+    st.sampled_from(["msisdn.example.com", "127.0.0.1", "Example.COM"]),
+    st.one_of(st.none(), st.integers(1, 65535)),
+    st.text(alphabet="abcxyz/_-.09", max_size=20),
+    st.text(alphabet="abc=&09", max_size=10),
+)
+
+
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "delete"]),
+    url=request_urls,
+    content=st.binary(max_size=64),
+    content_type=st.sampled_from(["", "application/json", "Application/JSON; charset=utf-8",
+                                  "text/plain"]),
+    with_hash=st.booleans(),
+    ext=st.one_of(st.none(), hawk_values),
+    app=st.one_of(st.none(), st.tuples(hawk_values, st.one_of(st.none(), hawk_values))),
+    nonce=hawk_values,
+    drift=st.integers(-90, 90),
+    tamper=st.sampled_from([None, "content", "content_type", "url", "method", "key"]),
+)
+def test_checks_agree_with_mohawk(method, url, content, content_type, with_hash, ext, app,
+                                  nonce, drift, tamper):
+    """A request signed by mohawk's Sender: verify_request accepts it exactly when
+    mohawk's Receiver does, and refuses it for the same reason."""
+    import mohawk
+    import mohawk.exc
+    from mohawk.base import EmptyValue
+
+    creds = derive_session(TOKEN)
+    ts = int(NOW) + drift
+    app_value, dlg = app if app else (None, None)
+    sender = mohawk.Sender(
+        {"id": creds.id, "key": creds.key, "algorithm": "sha256"}, url, method,
+        content=content if with_hash else EmptyValue,
+        content_type=content_type if with_hash else EmptyValue,
+        always_hash_content=with_hash, nonce=nonce, _timestamp=ts, ext=ext, app=app_value,
+        dlg=dlg)
+    header = sender.request_header
+    check_url, check_method, check_content, check_type, key = url, method, content, \
+        content_type, creds.key
+    if tamper == "content":
+        check_content = content + b"!"
+    elif tamper == "content_type":
+        check_type = "text/html"
+    elif tamper == "url":
+        check_url = url + "x"
+    elif tamper == "method":
+        check_method = "PATCH"
+    elif tamper == "key":
+        key = derive_session(bytes(32)).key
+
+    try:
+        mohawk.Receiver(
+            lambda _id: {"id": creds.id, "key": key, "algorithm": "sha256"}, header, check_url,
+            check_method, content=check_content, content_type=check_type,
+            accept_untrusted_content=not with_hash, timestamp_skew_in_seconds=60,
+            localtime_offset_in_seconds=int(NOW) - int(time.time()),
+            seen_nonce=lambda *a: False)
+        theirs = None
+    except mohawk.exc.TokenExpired:
+        theirs = StaleTimestamp
+    except (mohawk.exc.MacMismatch, mohawk.exc.MisComputedContentHash):
+        theirs = BadMAC
+    if len(header) > 4096:
+        return
+    try:
+        verify_request(parse_header(header), HawkCredentials(creds.id, key),
+                       method=check_method, url=check_url, content=check_content,
+                       content_type=check_type, now=NOW, skew=60)
+        ours = None
+    except (BadMAC, StaleTimestamp) as e:
+        ours = type(e)
+    assert ours is theirs
+    if tamper in ("url", "method", "key") or (tamper and with_hash):
+        assert ours is BadMAC
+    elif tamper is None and abs(drift) <= 60:
+        assert ours is None

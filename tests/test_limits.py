@@ -635,6 +635,30 @@ def test_pumping_guard_window_slides(redis_pool, clock):
 
 
 @pytest_twisted.inlineCallbacks
+def test_pumping_guard_series_outlive_the_window_after_their_last_count(redis_pool, clock):
+    """A series' first count in a bucket sets its expiry to the window and one
+    bucket more, later counts in that bucket leave it: counts made until the
+    bucket's end are kept for the whole window after them.  Old buckets are
+    dropped as new ones start, never more than twice the window's buckets kept."""
+    from msisdnd.state import keys
+
+    limits = guard(redis_pool, clock)
+    sent = keys.guard_series("s", "p", "+3361234")
+    window_ms, bucket_ms = 3600 * 1000, 300 * 1000
+    yield send(limits, number("+3361234", 0))
+    first = yield redis_pool.execute_command("PTTL", sent)
+    assert window_ms < first <= window_ms + bucket_ms
+    yield send(limits, number("+3361234", 1))
+    assert (yield redis_pool.execute_command("PTTL", sent)) <= first
+    assert (yield redis_pool.hgetall(sent)) == {str(EPOCH // 300).encode(): b"2"}
+    for i in range(2, 40):
+        clock.advance(300)
+        yield send(limits, number("+3361234", i))
+        assert window_ms < (yield redis_pool.execute_command("PTTL", sent)) <= window_ms + bucket_ms
+    assert len((yield redis_pool.hgetall(sent))) <= 24
+
+
+@pytest_twisted.inlineCallbacks
 def test_pumping_guard_blocks_a_network(redis_pool, clock):
     """Sends naming MCC-MNC 208-10, each to a different prefix, none verified: the
     51st is refused and the network blocked; another network, a send naming no

@@ -139,23 +139,21 @@ _CHECK_SEND = Script(
           "to_day_end:n", "to_window_end:n", "guard_buckets:n", "guard_floor:n",
           "guard_min_conversion:n", "block_ms:n", "guard_bucket_ms:n", "guard_bucket:n",
           "grace_buckets:n", "network_known", "by_client", "ipv6", "mult56:n", "mult48:n"),
-    helpers=("ttl", "count", "incr", "bucket", "clients", "series"),
+    helpers=("ttl", "incr", "bucket", "clients", "series"),
     body="""
 local with_network, by_client = ARG.network_known == '1', ARG.by_client == '1'
-if redis.call('EXISTS', KEY.lock) == 1 then return {'number_locked', ttl(KEY.lock)} end
-if redis.call('EXISTS', KEY.prefix_block) == 1 then
-  return {'pumping_block', ttl(KEY.prefix_block), 'prefix'}
-end
-if with_network and redis.call('EXISTS', KEY.network_block) == 1 then
-  return {'pumping_block', ttl(KEY.network_block), 'network'}
-end
-if count(KEY.number_10min) >= ARG.number_10min_limit then
-  return {'number_rate', ARG.to_window_end}
-end
-if count(KEY.number_day) >= ARG.number_day_limit then return {'number_rate', ARG.to_day_end} end
-if count(KEY.prefix_day) >= ARG.prefix_limit then return {'prefix_budget', ARG.to_day_end} end
-if count(KEY.country_day) >= ARG.country_limit then return {'country_budget', ARG.to_day_end} end
-if count(KEY.network_day) >= ARG.network_limit then return {'network_budget', ARG.to_day_end} end
+-- The locks, blocks and counters in one read (a missing key is false).
+local v = redis.call('MGET', KEY.lock, KEY.prefix_block, KEY.network_block, KEY.number_10min,
+                     KEY.number_day, KEY.prefix_day, KEY.country_day, KEY.network_day)
+local function n(i) return tonumber(v[i] or '0') end
+if v[1] then return {'number_locked', ttl(KEY.lock)} end
+if v[2] then return {'pumping_block', ttl(KEY.prefix_block), 'prefix'} end
+if with_network and v[3] then return {'pumping_block', ttl(KEY.network_block), 'network'} end
+if n(4) >= ARG.number_10min_limit then return {'number_rate', ARG.to_window_end} end
+if n(5) >= ARG.number_day_limit then return {'number_rate', ARG.to_day_end} end
+if n(6) >= ARG.prefix_limit then return {'prefix_budget', ARG.to_day_end} end
+if n(7) >= ARG.country_limit then return {'country_budget', ARG.to_day_end} end
+if n(8) >= ARG.network_limit then return {'network_budget', ARG.to_day_end} end
 local spent = {}
 if by_client then
   local levels = {{KEY.client_minute, KEY.client_day, 1}}

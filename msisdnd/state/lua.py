@@ -94,10 +94,13 @@ local function lock_client(lock, failures, ms)
 end""",
     # A series of counts by time bucket (a hash bucket -> count), kept for
     # `buckets` buckets: add one to the current bucket, drop the old ones.
+    # Only a bucket's first count sets the expiry (one bucket beyond the span,
+    # so the bucket's later counts live the span too) and looks for old buckets:
+    # the hash grows only then.
     "series": """
 local function series_add(key, current, buckets, span_ms)
-  redis.call('HINCRBY', key, current, 1)
-  redis.call('PEXPIRE', key, span_ms)
+  if redis.call('HINCRBY', key, current, 1) ~= 1 then return end
+  redis.call('PEXPIRE', key, span_ms + math.ceil(span_ms / buckets))
   if redis.call('HLEN', key) > 2 * buckets then
     for _, b in ipairs(redis.call('HKEYS', key)) do
       if tonumber(b) <= current - buckets then redis.call('HDEL', key, b) end
