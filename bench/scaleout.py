@@ -108,6 +108,24 @@ def pin(cluster: load.Cluster, mode: str, most: int) -> list[int] | None:
     return placed
 
 
+def start_cluster(n: int, args, source: Path | None, attempts: int = 3) -> load.Cluster:
+    """A started cluster of C{n} daemons.  load.py picks free ports before the
+    processes bind them, so on a shared machine another process can take one
+    in between: such a start is stopped and made again, C{attempts} times."""
+    for attempt in range(1, attempts + 1):
+        cluster = load.Cluster(n, args.window, source=source, keep_logs=args.keep_logs)
+        try:
+            cluster.start()
+            return cluster
+        except SystemExit as e:
+            cluster.stop()
+            if attempt == attempts:
+                raise
+            print(f"-- {n} daemon(s) did not start ({str(e).splitlines()[0]}); again",
+                  file=sys.stderr, flush=True)
+    raise AssertionError("unreachable")
+
+
 def level_figures(r: dict) -> dict:
     """One level's scale-out figures from load.run_level's result."""
     d = r["duration"]
@@ -238,9 +256,7 @@ def main(argv=None) -> int:
 
     async def body(_reactor) -> None:
         for n in args.daemons:
-            cluster = load.Cluster(n, args.window, source=source, keep_logs=args.keep_logs)
-            clusters[n] = cluster
-            cluster.start()
+            clusters[n] = start_cluster(n, args, source)
             placement[n] = pin(cluster, args.pin, max(args.daemons))
             print(f"{n} daemon(s): " + (f"pinned to cores {placement[n]}" if placement[n]
                                         else "not pinned"), flush=True)
