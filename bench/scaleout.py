@@ -257,7 +257,7 @@ def main(argv=None) -> int:
     async def body(_reactor) -> None:
         for n in args.daemons:
             clusters[n] = start_cluster(n, args, source)
-            placement[n] = pin(cluster, args.pin, max(args.daemons))
+            placement[n] = pin(clusters[n], args.pin, max(args.daemons))
             print(f"{n} daemon(s): " + (f"pinned to cores {placement[n]}" if placement[n]
                                         else "not pinned"), flush=True)
         print("\n" + LEVEL_HEADER, flush=True)
