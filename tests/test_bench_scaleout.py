@@ -9,31 +9,17 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
+from conftest import run_bench
 
-from msisdnd.state.embedded import redis_executable
-
-REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "bench" / "scaleout.py"
 FIGURE = r"[0-9][0-9,.]*"
 
 
 def test_the_scaleout_benchmark_prints_its_figures(tmp_path):
-    try:
-        redis_executable()
-    except RuntimeError as e:
-        pytest.skip(str(e))
     figures = tmp_path / "scaleout.json"
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--daemons", "1,2", "--users-per-daemon", "2",
-         "--duration", "2", "--warmup", "1", "--rounds", "1", "--json", str(figures)],
-        cwd=REPO, capture_output=True, text=True, timeout=90)
-    out = done.stdout
-    assert done.returncode == 0, out + done.stderr
+    out = run_bench("scaleout.py", "--daemons", "1,2", "--users-per-daemon", "2",
+                    "--duration", "2", "--warmup", "1", "--rounds", "1", "--json", str(figures),
+                    timeout=90)
 
     assert re.search(r"^command: .*bench/scaleout\.py --daemons 1,2", out, re.M), out
     assert re.search(r"^commit: \S+ \(working tree", out, re.M), out
