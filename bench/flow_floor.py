@@ -360,15 +360,7 @@ def main(argv=None) -> int:
     if args.role == "bare":
         return bare_main()
     load.hawk_selftest()
-    source, source_commit = (None, None) if args.source == "worktree" \
-        else load.export_source(args.source)
-    env = load.environment(source_commit)
-    print(f"command: {env['command']}")
-    print(f"commit: {env['git_commit']} ({env['source']}"
-          f"{', msisdnd/ modified' if env['git_dirty'] else ''})")
-    print(f"machine: {env['date']}, {env['nproc']} CPUs, {env['cpu_model']}, Python "
-          f"{env['python']}, Twisted {env['twisted']}, {env['redis'].split(' sha=')[0]}",
-          flush=True)
+    source, env = load.announce(args.source)
     document: dict = {"environment": env, "rounds": [], "target_ratio": TARGET_RATIO}
     cluster = load.Cluster(1, 10, source=source, keep_logs=args.keep_logs)
     if args.redis_pool is not None:

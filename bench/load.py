@@ -227,6 +227,21 @@ def environment(source_commit: str | None = None) -> dict:
     }
 
 
+
+def announce(rev: str) -> tuple[Path | None, dict]:
+    """The code to run (L{export_source} of C{rev}, or C{None} for the working
+    tree) and L{environment}, after printing the C{command:}, C{commit:} and
+    C{machine:} lines a benchmark's output starts with."""
+    source, source_commit = (None, None) if rev == "worktree" else export_source(rev)
+    env = environment(source_commit)
+    print(f"command: {env['command']}")
+    print(f"commit: {env['git_commit']} ({env['source']}"
+          f"{', msisdnd/ modified' if env['git_dirty'] else ''})")
+    print(f"machine: {env['date']}, {env['nproc']} CPUs, {env['cpu_model']}, Python "
+          f"{env['python']}, Twisted {env['twisted']}, {env['redis'].split(' sha=')[0]}",
+          flush=True)
+    return source, env
+
 # -- the processes ------------------------------------------------------------------
 
 

@@ -240,15 +240,7 @@ def format_summary(r: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     load.hawk_selftest()
-    source, source_commit = (None, None) if args.source == "worktree" \
-        else load.export_source(args.source)
-    env = load.environment(source_commit)
-    print(f"command: {env['command']}")
-    print(f"commit: {env['git_commit']} ({env['source']}"
-          f"{', msisdnd/ modified' if env['git_dirty'] else ''})")
-    print(f"machine: {env['nproc']} CPUs, {env['cpu_model']}, Python {env['python']}, "
-          f"Twisted {env['twisted']}, {env['redis'].split(' sha=')[0]}; {env['date']}",
-          flush=True)
+    source, env = load.announce(args.source)
     clusters: dict[int, load.Cluster] = {}
     levels: list[dict] = []
     rows: list[dict] = []

@@ -23,7 +23,7 @@ def test_the_scaleout_benchmark_prints_its_figures(tmp_path):
 
     assert re.search(r"^command: .*bench/scaleout\.py --daemons 1,2", out, re.M), out
     assert re.search(r"^commit: \S+ \(working tree", out, re.M), out
-    assert re.search(r"^machine: [0-9]+ CPUs", out, re.M), out
+    assert re.search(r"^machine: .*CPUs", out, re.M), out
     assert re.search(r"^2 daemon\(s\): (pinned to cores \[0, 1\]|not pinned)$", out, re.M), out
     # One level row per daemon count, no failed flow.
     for n, users in ((1, 2), (2, 4)):
