@@ -91,6 +91,8 @@ EMBEDDED_SOCKET_NAME = "redis.sock"
 MASTER_HEX_MIN = 64
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warn", "error")
+#: Which API requests write an access log line: none, those answered 4xx/5xx, all.
+LOG_ACCESS = ("off", "errors", "all")
 
 # The most a master_file may hold.
 _MASTER_FILE_MAX = 4096
@@ -118,7 +120,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "carrier": (),
     "webhook": (),
     "service": ("environment",),
-    "log": ("format", "level"),
+    "log": ("format", "level", "access"),
     "dev": ("fake_smsc", "fake_smsc_smpp", "fake_smsc_http"),
     "limits": tuple(f.name for f in fields(LimitSettings)),
 }
@@ -305,8 +307,12 @@ class SMSConfig:
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
+    """The log's format (text or JSON lines), its least level, and which API
+    requests write an access line (C{off}, C{errors}: answered 4xx or 5xx, C{all})."""
+
     format: str = "text"
     level: str = "info"
+    access: str = "errors"
 
 
 @dataclass(frozen=True, slots=True)
@@ -835,7 +841,8 @@ class _Reader:
 
     def log(self, t: Table) -> LogConfig:
         return LogConfig(format=t.choice("format", "text", LOG_FORMATS),
-                         level=t.choice("level", "info", LOG_LEVELS))
+                         level=t.choice("level", "info", LOG_LEVELS),
+                         access=t.choice("access", "errors", LOG_ACCESS))
 
     def dev(self, t: Table) -> DevConfig:
         return DevConfig(

@@ -27,8 +27,10 @@ from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 
+from msisdnd import logs
 from msisdnd.api.admin import UnloggedSite, admin_site
 from msisdnd.api.admin_actions import ActionRefused
 from msisdnd.api.app import GatewayAPI
@@ -208,6 +210,7 @@ def _enough_descriptors(max_connections: int) -> None:
 def _exit_with(status: int) -> None:
     """End the process with C{status} once the reactor has stopped (twistd
     has no exit status of its own), the log written out first."""
+    logs.flush()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -235,7 +238,12 @@ class Daemon(InOrder):
     the parts below it), then wired where two parts need each other (the
     verifier sends through the carriers' router, which hands it MO and
     receipts), then added as children in start order.
+
+    @ivar logObserver: the observer twistd should log to (L{msisdnd.logs}),
+        or C{None} for twistd's own choice.
     """
+
+    logObserver: ILogObserver | None = None
 
     def __init__(self, config: Config, reactor: Any):
         super().__init__()
@@ -364,6 +372,7 @@ class Daemon(InOrder):
         self.site = APISite(self.api.resource(), config.http.max_body, self.reactor,
                             onDone=self.metrics.requestDone,
                             logFormatter=access_log_formatter(config.http.trusted_proxies),
+                            access_log=config.log.access,
                             request_deadline=config.http.request_deadline,
                             max_connections=config.http.max_connections,
                             max_connections_per_client=config.http.max_connections_per_client,
@@ -413,6 +422,15 @@ class Daemon(InOrder):
         return [part for part in parts if part is not None]
 
     # -- run -----------------------------------------------------------------
+
+    def setServiceParent(self, parent: Any) -> None:
+        """Join C{parent}; when it is twistd's application, offer it
+        L{logObserver} (twistd logs to an application's C{ILogObserver}
+        component unless C{--logger} names one)."""
+        if (self.logObserver is not None and isinstance(parent, Componentized)
+                and parent.getComponent(ILogObserver, None) is None):
+            parent.setComponent(ILogObserver, self.logObserver)
+        super().setServiceParent(parent)
 
     def startService(self) -> None:
         self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)

@@ -1,34 +1,48 @@
-"""Log output as the configuration asks: human text or JSON lines, and a level.
+"""Log output as the configuration asks: human text or JSON lines, a level,
+written in batches off the hot path.
 
-C{twistd} sets up logging itself, after the plugin has built its service;
-run it with C{--logger msisdnd.logs.observer} and the observer follows the
-C{[log]} section that L{configure} recorded while the service was built.
-Phone numbers reach the logs only masked (L{msisdnd.masking}), codes never.
+The plugin (L{msisdnd.tap}) hands twistd the observer itself (L{for_twistd}),
+so C{[log] format} and C{level} hold however the daemon is started, to where
+twistd would have written (standard output with C{--nodaemon}, else
+C{--logfile} or C{twistd.log}).  C{twistd --logger msisdnd.logs.observer}
+still works and gives the same observer on standard output.  Phone numbers
+reach the logs only masked (L{msisdnd.masking}), codes never.
+
+Lines are not written one by one: a L{BufferedObserver} holds them and writes
+them out together, L{FLUSH_INTERVAL} seconds after the first one (or once
+L{FLUSH_BYTES} are held), at once for a warning or worse, and before the
+process exits (at the reactor's shutdown, in L{flush}, which the daemon calls
+before it ends the process itself, and at interpreter exit).
 """
 
 from __future__ import annotations
 
-import sys
-from typing import TextIO
-
+import atexit
 import json
+import sys
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable, TextIO
 
 from twisted.logger import (
-    FileLogObserver,
     FilteringLogObserver,
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
     PredicateResult,
     formatEvent,
-    textFileLogObserver,
+    formatEventAsClassicLogText,
 )
+from zope.interface import implementer
 
 _chosen = {"format": "text", "level": "info"}
 
+#: Seconds an info line may wait before it is written.
+FLUSH_INTERVAL = 0.1
+#: Characters held before they are written whatever the time.
+FLUSH_BYTES = 64 * 1024
 
+#: Every buffered observer made, for L{flush}.
+_observers: list["BufferedObserver"] = []
 #: The level filters of the observers made, which L{set_level} changes.
 _filters: list[LogLevelFilterPredicate] = []
 
@@ -90,12 +104,117 @@ def without_anonymous_retries(event: dict) -> PredicateResult:
     return PredicateResult.maybe
 
 
-def observer(out: TextIO | None = None) -> ILogObserver:
-    """The observer for C{twistd --logger}: the configured format, filtered by
-    level, without ClientService's anonymous retry lines."""
-    out = out or sys.stdout
-    base = (FileLogObserver(out, json_line) if _chosen["format"] == "json"
-            else textFileLogObserver(out))
+@implementer(ILogObserver)
+class BufferedObserver:
+    """Formats each event as it comes and writes the lines out in batches.
+
+    An info or debug line is held until C{interval} seconds after the first
+    line held (one write for all of them), or until C{limit} characters are
+    held; a warning, an error or a critical line is written at once with
+    everything held before it.  After L{stop} (the reactor's shutdown) every
+    line is written as it comes.
+
+    @param out: where the lines go; written, then flushed, once per batch.
+    @param format: an event to its text, or C{None} to write nothing.
+    @param clock: an C{IReactorTime} for the wait.
+    """
+
+    def __init__(self, out: TextIO, format: Callable[[dict], str | None], clock: Any,
+                 interval: float = FLUSH_INTERVAL, limit: int = FLUSH_BYTES):
+        self.out = out
+        self.format = format
+        self.clock = clock
+        self.interval = interval
+        self.limit = limit
+        self._held: list[str] = []
+        self._size = 0
+        self._call: Any = None
+        self._direct = False
+
+    def __call__(self, event: dict) -> None:
+        text = self.format(event)
+        if not text:
+            return
+        self._held.append(text)
+        self._size += len(text)
+        if (self._direct or self._size >= self.limit
+                or event.get("log_level", LogLevel.info) >= LogLevel.warn):
+            self.flush()
+        elif self._call is None:
+            self._call = self.clock.callLater(self.interval, self._due)
+
+    def _due(self) -> None:
+        self._call = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Write out every line held, now."""
+        if self._call is not None:
+            if self._call.active():
+                self._call.cancel()
+            self._call = None
+        if not self._held:
+            return
+        text, self._held, self._size = "".join(self._held), [], 0
+        self.out.write(text)
+        self.out.flush()
+
+    def stop(self) -> None:
+        """Write out what is held, and from now on every line as it comes."""
+        self._direct = True
+        self.flush()
+
+
+def flush() -> None:
+    """Write out every observer's held lines (before the process ends itself)."""
+    for buffered in _observers:
+        try:
+            buffered.flush()
+        except (OSError, ValueError):
+            pass
+
+
+atexit.register(flush)
+
+
+def _buffered(out: TextIO, reactor: Any = None) -> BufferedObserver:
+    if reactor is None:
+        from twisted.internet import reactor
+    # Text as twistd writes it: RFC 3339 time, [system], the message.
+    format = json_line if _chosen["format"] == "json" else formatEventAsClassicLogText
+    buffered = BufferedObserver(out, format, reactor)
+    _observers.append(buffered)
+    reactor.addSystemEventTrigger("after", "shutdown", buffered.stop)
+    return buffered
+
+
+def observer(out: TextIO | None = None, reactor: Any = None) -> ILogObserver:
+    """The configured format, filtered by level (L{set_level} changes it),
+    without ClientService's anonymous retry lines, buffered; for C{twistd
+    --logger} (on standard output) and L{for_twistd}."""
+    base = _buffered(out or sys.stdout, reactor)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(_chosen["level"]))
     _filters.append(predicate)
     return FilteringLogObserver(base, [without_anonymous_retries, predicate])
+
+
+def for_twistd(twistd_options: Any, reactor: Any = None) -> ILogObserver | None:
+    """The observer for the application twistd runs, writing where twistd
+    would write its own; C{None} when twistd is told to log elsewhere
+    (C{--logger} names an observer, or C{--syslog}).
+
+    @param twistd_options: twistd's own options (the plugin options' C{parent}),
+        or C{None} when run without twistd.
+    """
+    if twistd_options is None:
+        return observer(sys.stdout, reactor)
+    if twistd_options.get("logger") or twistd_options.get("syslog"):
+        return None
+    path = twistd_options.get("logfile") or ""
+    if path == "-" and not twistd_options.get("nodaemon"):
+        return None     # twistd refuses it: "Daemons cannot log to stdout"
+    if path == "-" or (not path and twistd_options.get("nodaemon")):
+        return observer(sys.stdout, reactor)
+    from twisted.python.logfile import LogFile
+
+    return observer(LogFile.fromFullPath(path or "twistd.log"), reactor)

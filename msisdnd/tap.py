@@ -19,6 +19,8 @@ def makeService(options: Options):
 
     A bad configuration or key stops here with one line on stderr naming the
     file, the key and the problem, and exit status 2: nothing has listened.
+    The daemon brings its own log observer (L{msisdnd.logs.for_twistd}), so
+    C{[log]} holds without C{twistd --logger}.
     """
     from twisted.internet import reactor
 
@@ -30,7 +32,9 @@ def makeService(options: Options):
         logs.configure(config.log.format, config.log.level)
         for warning in config.warnings:
             print(f"msisdnd: warning: {warning}", file=sys.stderr)
-        return Daemon(config, reactor)
+        daemon = Daemon(config, reactor)
+        daemon.logObserver = logs.for_twistd(getattr(options, "parent", None), reactor)
+        return daemon
     except ConfigError as e:
         print(f"msisdnd: {e}", file=sys.stderr)
     except (OSError, ValueError) as e:

@@ -296,6 +296,9 @@ BAD_VALUES = [
     ("sms", "webotp_host", "ex\u00e4mple.com", "[sms].webotp_host", "printable ASCII"),
     ("log", "format", "xml", "[log].format", "must be one of 'text', 'json', not 'xml'"),
     ("log", "level", "warning", "[log].level", "must be one of"),
+    ("log", "access", "errors-only", "[log].access",
+     "must be one of 'off', 'errors', 'all', not 'errors-only'"),
+    ("log", "access", True, "[log].access", "must be one of"),
     ("dev", "fake_smsc", "yes", "[dev].fake_smsc", "must be true or false"),
     ("dev", "fake_smsc_smpp", "tcp:nope", "[dev].fake_smsc_smpp", "not a valid endpoint"),
     ("dev", "fake_smsc_http", "", "[dev].fake_smsc_http", "not empty"),
@@ -589,7 +592,7 @@ def test_http_defaults(confdir: pathlib.Path) -> None:
     assert (http.cors_origins, http.max_body, http.trusted_proxies, http.show_version) == (
         (), 25600, (), True)
     assert config.admin.listen == "tcp:8001:interface=127.0.0.1"
-    assert (config.log.format, config.log.level) == ("text", "info")
+    assert (config.log.format, config.log.level, config.log.access) == ("text", "info", "errors")
     assert (config.dev.fake_smsc, config.dev.fake_smsc_smpp, config.dev.fake_smsc_http) == (
         False, "tcp:2775:interface=127.0.0.1", "tcp:8025:interface=127.0.0.1")
     assert (config.sms.default_locale, config.sms.webotp_host) == ("en", None)

@@ -87,12 +87,16 @@ def write_config(tmp_path, smsc_port: int, redis_port: int, api_port: int, admin
     return str(path)
 
 
-def start(config: str, tmp_path) -> subprocess.Popen:
+def start(config: str, tmp_path, *, logger: bool = True) -> subprocess.Popen:
+    """C{twistd msisdnd}, its output to C{daemon.log}; with C{--logger
+    msisdnd.logs.observer} unless C{logger} is false (the plugin's own observer)."""
     log_path = tmp_path / "daemon.log"
     out = open(log_path, "w")
+    twistd = ["--nodaemon", "--pidfile="]
+    if logger:
+        twistd += ["--logger", "msisdnd.logs.observer"]
     process = subprocess.Popen(
-        [os.path.join(BIN, "twistd"), "--nodaemon", "--pidfile=", "--logger",
-         "msisdnd.logs.observer", "msisdnd", "--config", config],
+        [os.path.join(BIN, "twistd"), *twistd, "msisdnd", "--config", config],
         stdout=out, stderr=subprocess.STDOUT, cwd=str(tmp_path))
     return process, str(log_path)
 
@@ -178,8 +182,7 @@ def test_verification_through_the_daemon_moves_the_metrics(daemon):
     assert table.returncode == 0
     assert table.stdout.splitlines()[1].split()[:4] == ["fake", "fake/0", "transceiver", "bound"]
     log = daemon.log()
-    assert '"POST /sms/verify_code HTTP/1.1" 200' in log  # the API's requests are logged
-    assert "GET /metrics" not in log and "GET /binds" not in log  # scrapes are not
+    assert "GET /metrics" not in log and "GET /binds" not in log  # scrapes are not logged
 
 
 @pytest_twisted.inlineCallbacks
@@ -351,7 +354,7 @@ def one_start_failure(config: str, tmp_path):
     """Start a daemon on C{config} that must fail to start; wait for it to exit 1.
 
     @return: (a Deferred of) its one "could not start" line, after checking
-        that the log has no traceback.
+        that the log has no traceback and has the info lines of the stop.
     """
     process, log_path = start(config, tmp_path)
     try:
@@ -366,6 +369,7 @@ def one_start_failure(config: str, tmp_path):
     failures = [line for line in log.splitlines() if "could not start" in line]
     assert len(failures) == 1, log
     assert "Traceback" not in log, log
+    assert "msisdnd stopped" in log  # an info line held, written out before the exit
     return failures[0]
 
 
@@ -463,14 +467,16 @@ def test_the_readmes_device_example_runs_as_pasted(daemon):
 @pytest_twisted.inlineCallbacks
 def test_json_logs_are_one_object_per_line_with_the_message_rendered(smsc_factory,
                                                                       redis_server, tmp_path):
-    """With [log] format = "json", every line the daemon writes through a
-    verification and a stop parses alone with json.loads, carries time,
-    level, system and a rendered message, and holds no phone number."""
+    """With [log] format = "json", and twistd started without --logger, every
+    line the daemon writes through a verification and a stop parses alone
+    with json.loads, carries time, level, system and a rendered message, and
+    holds no phone number; the lines twistd logs once the reactor has
+    stopped are there too (the batched lines are written out before exit)."""
     harness = smsc_factory()
     api_port, admin_port = free_port(), free_port()
     config = write_config(tmp_path, harness.portNumber, redis_server.port, api_port,
-                          admin_port, tables='[log]\nformat = "json"\n')
-    process, log_path = start(config, tmp_path)
+                          admin_port, tables='[log]\nformat = "json"\naccess = "all"\n')
+    process, log_path = start(config, tmp_path, logger=False)
     running = Running(process, f"http://127.0.0.1:{api_port}", "", log_path)
     try:
         yield wait_until(lambda: heartbeat_ok(running), timeout=30, interval=0.1)
@@ -489,6 +495,8 @@ def test_json_logs_are_one_object_per_line_with_the_message_rendered(smsc_factor
     messages = [r["message"] for r in records]
     assert any(m.startswith("msisdnd is up: API ") for m in messages), messages
     assert any(m == "msisdnd stopped" for m in messages), messages
+    assert messages[-1] == "Server Shut Down.", messages[-3:]
+    assert any('"POST /sms/verify_code HTTP/1.1" 200' in m for m in messages), messages
     assert NUMBER not in text and NUMBER[1:] not in text
     assert "\x1e" not in text
 
@@ -553,3 +561,45 @@ def _heartbeat(running: Running) -> int:
         return e.code
     except OSError:
         return 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_access_log_writes_the_requests_its_mode_names(smsc_factory, redis_server, tmp_path):
+    """[log] access: "off" writes no access line, "errors" (the default) one for
+    a 404 and none for a 200, "all" both; no mode writes the admin scrapes."""
+    harness = smsc_factory()
+    daemons = {}
+    for mode in ("off", "errors", "all", None):
+        home = tmp_path / str(mode)
+        home.mkdir()
+        api_port = free_port()
+        config = write_config(home, harness.portNumber, redis_server.port, api_port,
+                              free_port(), tables=f'[log]\naccess = "{mode}"\n' if mode else "")
+        process, log_path = start(config, home, logger=False)
+        daemons[mode] = Running(process, f"http://127.0.0.1:{api_port}",
+                                f"http://127.0.0.1:{_admin_port(config)}", log_path)
+    try:
+        for running in daemons.values():
+            yield wait_until(lambda: heartbeat_ok(running), timeout=30, interval=0.1)
+            assert (yield treq.get(running.api + "/__lbheartbeat__")).code == 200
+            assert (yield treq.get(running.api + "/no-such-page")).code == 404
+            assert (yield treq.get(running.admin + "/metrics")).code == 200
+    finally:
+        for running in daemons.values():
+            running.process.terminate()
+        for running in daemons.values():
+            yield wait_until(lambda: running.process.poll() is not None, timeout=20,
+                             interval=0.05)
+    written = {mode: ('"GET /__lbheartbeat__ HTTP/1.1" 200' in running.log(),
+                      '"GET /no-such-page HTTP/1.1" 404' in running.log())
+               for mode, running in daemons.items()}
+    assert written == {"off": (False, False), "errors": (False, True), "all": (True, True),
+                       None: (False, True)}
+    for running in daemons.values():
+        assert "msisdnd stopped" in running.log() and "/metrics" not in running.log()
+
+
+def _admin_port(config: str) -> int:
+    import re
+
+    return int(re.search(r'\[admin\]\nlisten = "tcp:(\d+):', open(config).read()).group(1))

@@ -303,6 +303,8 @@ class APISite(Site):
     @ivar maxConnectionsPerClient: the same, per client address (see
         L{client_key}), or C{None}.
     @ivar trustedProxies: networks exempt from the per-client cap.
+    @ivar accessLog: which requests write an access line: C{"off"}, none;
+        C{"errors"}, those answered with a status of 400 or more; C{"all"}.
     @ivar connections: connections open now.
     @ivar counters: the L{ConnectionCounters}.
     """
@@ -312,7 +314,7 @@ class APISite(Site):
     def __init__(self, resource, max_body: int, clock, onDone=None, *,
                  request_deadline: float | None = None, max_connections: int | None = None,
                  max_connections_per_client: int | None = None,
-                 trusted_proxies: Sequence[Network] = (), **kwargs):
+                 trusted_proxies: Sequence[Network] = (), access_log: str = "all", **kwargs):
         # The API takes JSON only: no form parsing (which runs the email
         # package on every POST's Content-Type).
         super().__init__(resource, requestFactory=limited(max_body),
@@ -325,6 +327,7 @@ class APISite(Site):
         self.maxConnections = max_connections
         self.maxConnectionsPerClient = max_connections_per_client
         self.trustedProxies = tuple(trusted_proxies)
+        self.accessLog = access_log
         self.connections = 0
         self.perClient: dict[str, int] = {}
         self.counters = ConnectionCounters()
@@ -388,6 +391,11 @@ class APISite(Site):
                        peer=getattr(peer, "host", str(peer)), deadline=self.requestDeadline)
 
     # -- requests --------------------------------------------------------------
+
+    def log(self, request: Request) -> None:
+        """The access line, as C{[log] access} asks (see L{accessLog})."""
+        if self.accessLog == "all" or (self.accessLog == "errors" and request.code >= 400):
+            super().log(request)
 
     def requestStarted(self, request: Request) -> None:
         self.active += 1
