@@ -256,8 +256,9 @@ class Cluster:
 
     def __init__(self, daemons: int, window: int, profile: str | None = None,
                  keep_logs: bool = False, source: Path | None = None, nodelay: bool = False,
-                 webhook: bool = False):
+                 webhook: bool = False, log_access: str | None = None):
         self.count = daemons
+        self.log_access = log_access
         self.webhook = webhook
         self._redis_client = None
         self.nodelay = nodelay
@@ -470,7 +471,8 @@ class Cluster:
             region = "FR"
             reconnect_delay_initial = 0.05
             reconnect_delay_max = 0.2
-        """) + self._limits() + self._webhook_config())
+        """) + self._limits() + self._webhook_config()
+            + (f'\n[log]\naccess = "{self.log_access}"\n' if self.log_access else ""))
         return path
 
     def _limits(self) -> str:
@@ -1891,6 +1893,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "answering 204), in alternating order; each level is also measured to "
                         "quiescence (until the receiver has every event), and the daemon CPU "
                         "per flow with / without is compared")
+    p.add_argument("--log-access", choices=("off", "errors", "all"), default=None,
+                   help="the daemons' [log] access (default: none written, the code's default; "
+                        "the key exists from the commit that made access logging configurable)")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -1952,7 +1957,7 @@ def main(argv=None) -> int:
 
     async def suite_main() -> None:
         one = Cluster(1, args.window, source=source, nodelay=args.nodelay,
-                      keep_logs=args.keep_logs)
+                      keep_logs=args.keep_logs, log_access=args.log_access)
         clusters.append(one)
         one.start()
         levels = await sweep(one, "one daemon")
@@ -1969,7 +1974,7 @@ def main(argv=None) -> int:
         one.stop()
         clusters.remove(one)
         two = Cluster(2, args.window, source=source, nodelay=args.nodelay,
-                      keep_logs=args.keep_logs)
+                      keep_logs=args.keep_logs, log_access=args.log_access)
         clusters.append(two)
         two.start()
         progress("two daemons")
@@ -1997,8 +2002,8 @@ def main(argv=None) -> int:
         shared = None
         if not args.webhook:
             shared = Cluster(args.daemons, args.window, source=source, nodelay=args.nodelay,
-                             keep_logs=args.keep_logs, profile=args.profile
-                             if args.profile == "cprofile" else None)
+                             keep_logs=args.keep_logs, log_access=args.log_access,
+                             profile=args.profile if args.profile == "cprofile" else None)
             clusters.append(shared)
             shared.start()
         results = []
@@ -2013,6 +2018,7 @@ def main(argv=None) -> int:
                              f"{'with' if variant else 'without'} a webhook")
                     cluster = Cluster(args.daemons, args.window, source=source,
                                       nodelay=args.nodelay, keep_logs=args.keep_logs,
+                                      log_access=args.log_access,
                                       profile=args.profile if args.profile == "cprofile"
                                       else None, webhook=variant)
                     clusters.append(cluster)
