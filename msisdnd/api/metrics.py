@@ -8,10 +8,11 @@ requests are observed as they finish.
 
 from __future__ import annotations
 
+import platform
 import re
 from typing import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -19,6 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from msisdnd import __version__
 from msisdnd.api.status import Snapshot, Take
 from msisdnd.smpp.carrier import LATENCY_BUCKETS
 
@@ -92,6 +94,9 @@ class PartsCollector(Collector):
                                          labels=["carrier", "bind"])
         queue = GaugeMetricFamily("msisdnd_carrier_queue_depth", "Parts waiting to be sent",
                                   labels=["carrier"])
+        capacity = GaugeMetricFamily("msisdnd_carrier_queue_capacity",
+                                     "Parts the carrier's queue holds at most (queue_size)",
+                                     labels=["carrier"])
         no_permit = GaugeMetricFamily("msisdnd_binds_waiting_permit",
                                       "Binds waiting for a permit of their account (max_binds)",
                                       labels=["carrier"])
@@ -119,6 +124,7 @@ class PartsCollector(Collector):
             if reading.last_submit_age is not None:
                 since_submit.add_metric([name], reading.last_submit_age)
             queue.add_metric([name], reading.queue_depth)
+            capacity.add_metric([name], reading.queue_size)
             no_permit.add_metric([name], reading.waiting_permits)
             for status, count in reading.outcomes.items():
                 outcomes.add_metric([name, status], count)
@@ -130,7 +136,7 @@ class PartsCollector(Collector):
         for (first, to), count in sorted(snapshot.failovers.items()):
             failovers.add_metric([first, to], count)
         yield from (up, carrier_up, since_submit, failovers, window, rtt, reconnects, queue,
-                    no_permit, outcomes, latency, mo, receipts, junk)
+                    capacity, no_permit, outcomes, latency, mo, receipts, junk)
         suspended = GaugeMetricFamily("msisdnd_carrier_suspended",
                                       "1 while an operator has the carrier suspended",
                                       labels=["carrier"])
@@ -203,7 +209,9 @@ class PartsCollector(Collector):
 
 class Metrics:
     """The daemon's registry: the parts' collector (over C{take}, a
-    L{msisdnd.api.status.StatusBoard.take}) and the HTTP histograms."""
+    L{msisdnd.api.status.StatusBoard.take}), the HTTP histograms,
+    C{msisdnd_build_info} (version, Python) and the standard C{process_*}
+    metrics (CPU, memory, open files, start time; on Linux)."""
 
     def __init__(self, take: Take, webhook_buckets: tuple[float, ...] = ()):
         self.registry = CollectorRegistry()
@@ -212,6 +220,9 @@ class Metrics:
                                      ["route", "status"], registry=self.registry)
         self.http_latency = Histogram("msisdnd_http_request_seconds", "HTTP request latency",
                                       ["route"], registry=self.registry)
+        Info("msisdnd_build", "The running msisdnd", registry=self.registry).info(
+            {"version": __version__, "python": platform.python_version()})
+        ProcessCollector(registry=self.registry)
 
     def requestDone(self, request: object, seconds: float) -> None:
         path = request.path.decode("latin-1") if isinstance(request.path, bytes) else "?"

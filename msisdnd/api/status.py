@@ -41,6 +41,7 @@ class CarrierReading:
     last_submit_age: float | None
     suspended: bool = False
     waiting_permits: int = 0
+    queue_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ def _reading(carrier: Any, now: float) -> CarrierReading:
     return CarrierReading(
         name=carrier.name, up=carrier.link.state is LinkState.UP, suspended=carrier.suspended,
         waiting_permits=carrier.waiting_permits,
-        queue_depth=carrier.queue_depth,
+        queue_depth=carrier.queue_depth, queue_size=carrier.config.queue_size,
         outcomes={"ESME_ROK": carrier.sent, **carrier.errors},
         latency_counts=tuple(carrier.latency_counts), latency_sum=carrier.latency_sum,
         mo=carrier.dispatcher.mo_count, receipts=carrier.dispatcher.receipt_count,
