@@ -12,7 +12,7 @@ it applies, without a restart:
   - C{[[carrier]]}: added carriers bind, removed ones stop taking sends,
     drain and unbind, changed ones are replaced (rebound); an unchanged
     carrier's binds are not touched;
-  - C{[limits]}, C{[log] level}, C{[keys]} (the first key of each list
+  - C{[limits]}, C{[log] level} and C{access}, C{[keys]} (the first key of each list
     signs, all are published), C{[admin] token_file}, C{[[webhook]]}.
 
 The other sections (C{[http]}, C{[admin] listen}, C{[redis]}, C{[secrets]},
@@ -146,6 +146,7 @@ class Control:
             raise self._refused(f"{old.path}: [[carrier]]: {e}")
         daemon.config = running
         logs.set_level(new.log.level)  # also undoes a log-level action
+        daemon.site.accessLog = new.log.access
         daemon.signer.useKeys(browserid, jwt)
         daemon.limits.use(new.limits)
         changes = yield changes

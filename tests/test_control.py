@@ -299,8 +299,21 @@ def test_reload_rebind_and_sighup_touch_only_what_changed(smsc_factory, redis_se
         finally:
             yield port.stopListening()
 
+        # [log] access applies at once: a 200 writes no access line, then one.
+        assert (yield treq.get(running.api + "/__version__")).code == 200
+        with open(config, "a") as f:
+            f.write('\n[log]\naccess = "all"\n')
+        out, err, code = yield reload()
+        assert code == 0, err.decode()
+        assert (yield treq.get(running.api + "/__lbheartbeat__")).code == 200
+        yield wait_until(lambda: '"GET /__lbheartbeat__ HTTP/1.1" 200' in running.log(),
+                         timeout=10)
+        assert '"GET /__version__ HTTP/1.1"' not in running.log()
+
         response = yield _post(running, "/log-level", {"level": "debug"})
         assert response.code == 200
+        # An info line is written within a tenth of a second (msisdnd.logs batches them).
+        yield wait_until(lambda: "The log level is now debug" in running.log(), timeout=10)
         log = running.log()
         assert "Reload refused, the running configuration is kept" in log
         assert "SIGHUP: reloading" in log
