@@ -534,6 +534,30 @@ def test_checks_racing_for_the_last_try_never_lose_the_right_code(gateway):
 
 
 @pytest_twisted.inlineCallbacks
+def test_the_last_wrong_try_waits_for_a_check_still_comparing(gateway):
+    """A check that took a try and is still comparing its code (begun here by
+    hand) may hold the right one: the wrong check that spends the last try
+    does not end the verification under it; the last check to finish does."""
+    key = yield make_key(gateway, "shop")
+    verification = yield create(gateway, key)
+    code = yield gateway.pin(NUMBER)
+    ref = bytes.fromhex(verification["id"][2:])
+    now_ms = int(reactor.seconds() * 1000)
+    comparing = yield gateway.store.beginCheck(ref, now_ms, gateway.settings.max_tries)
+    assert comparing.tries == 1
+    body = {"id": verification["id"], "code": wrong(code)}
+    first = yield call(gateway, "POST", "/v2/verifications/check", body, key=key)
+    last = yield call(gateway, "POST", "/v2/verifications/check", body, key=key)
+    assert (first.body["status"], last.body["status"]) == ("pending", "pending")
+    assert last.body["tries_left"] == 0
+    status = yield gateway.verifier.verifications.checkFailed(
+        ref, gateway.settings.max_tries, now_ms, 60_000)
+    assert status == "max_attempts_reached"
+    fetched = yield call(gateway, "GET", f"/v2/verifications/{verification['id']}", key=key)
+    assert fetched.body["status"] == "max_attempts_reached"
+
+
+@pytest_twisted.inlineCallbacks
 def test_odd_ids_paths_and_bodies_are_4xx_not_500(gateway):
     key = yield make_key(gateway, "shop")
     for body in [{"id": "hello", "code": "123456"}, {"id": "tel:+33612345601", "code": "123456"},

@@ -14,6 +14,7 @@ C{keys.session(ref)} with C{ref} the 16 bytes of its id.  Its own fields:
   - C{q}: how many send attempts it had; C{p<n>}: attempt n's time (ms)
     and carrier, C{pd<n>}: the state its receipts reported
   - C{ix}: the key of the index that names it while it is pending
+  - C{ck}: how many checks are comparing a code now (each took a try)
   - C{sq}: the sequence number of its last event
 
 An index per API key and number names the one pending verification
@@ -105,6 +106,25 @@ finish(s, ARG.status, ARG.now, ARG.keep_ms, ARG.stream, KEY.expiries)
 return ARG.status
 """)
 
+# A check whose code did not match is over.  The verification ends as
+# max_attempts_reached only once its tries are spent and no other check is
+# still comparing: one that took an earlier try may hold the right code.
+_CHECK_FAILED = Script(keys=("session", "expiries"),
+                       args=("max_tries:n", "now", "keep_ms", "stream"),
+                       helpers=("emit",), body=_END + """
+local s = KEY.session
+if redis.call('EXISTS', s) == 0 then return false end
+local comparing = redis.call('HINCRBY', s, 'ck', -1)
+if redis.call('HEXISTS', s, 'v') == 1 then return 'approved' end
+local st = redis.call('HGET', s, 'st')
+if st then return st end
+if comparing > 0 or tonumber(redis.call('HGET', s, 't') or '0') < ARG.max_tries then
+  return 'pending'
+end
+finish(s, 'max_attempts_reached', ARG.now, ARG.keep_ms, ARG.stream, KEY.expiries)
+return 'max_attempts_reached'
+""")
+
 # The verifications whose codes expired by now, and that nobody ended yet.
 _SWEEP = Script(keys=("expiries",), args=("now:n", "keep_ms", "stream", "limit"),
                 helpers=("emit",), body=_END + """
@@ -172,6 +192,16 @@ class VerificationStore:
         return _FINISH.run(self.redis, session=keys.session(ref), expiries=keys.EXPIRIES,
                            status=status, now=now_ms, keep_ms=keep_ms,
                            stream=self.stream).addCallback(
+            lambda status: text(status) if status else None)
+
+    def checkFailed(self, ref: bytes, max_tries: int, now_ms: int, keep_ms: int) -> Deferred:
+        """A check of C{ref} that took a try did not approve it; fires with
+        its status now (C{pending}; C{max_attempts_reached} when this was
+        the last check comparing and the tries are spent; an earlier final
+        status, or C{approved}), or C{None} if gone."""
+        return _CHECK_FAILED.run(self.redis, session=keys.session(ref), expiries=keys.EXPIRIES,
+                                 max_tries=max_tries, now=now_ms, keep_ms=keep_ms,
+                                 stream=self.stream).addCallback(
             lambda status: text(status) if status else None)
 
     def sweepExpired(self, now_ms: int, keep_ms: int, limit: int = 100) -> Deferred:

@@ -272,6 +272,18 @@ class BackendVerifications:
         return Status(final)
 
     @inlineCallbacks
+    def _checkFailed(self, ref: bytes, fields: dict):
+        now = self._now_ms()
+        status = yield self.verifications.checkFailed(ref, self.settings.max_tries, now,
+                                                      self.keep_ms)
+        if status is None:
+            raise UnknownVerification()
+        if status != Status.PENDING.value:
+            fields["st"] = status.encode()
+            fields["u"] = str(now).encode()
+        return Status(status)
+
+    @inlineCallbacks
     def fetch(self, key: ApiKeyRecord, verification_id: str):
         """Fires with the verification as the API shows it."""
         fields = yield self._fields(key, verification_id)
@@ -326,13 +338,14 @@ class BackendVerifications:
                                       lambda sealed: _opened(self.secrets.backend, sealed),
                                       client=f"key:{key.key_id}")
         except WrongCode as wrong:
-            status = Status.PENDING
-            if wrong.tries_left == 0:
-                status = yield self._finish(key, ref, fields, Status.MAX_ATTEMPTS_REACHED)
+            # The last try ends the verification only if no other check is
+            # still comparing: an earlier try may hold the right code.
+            status = yield self._checkFailed(ref, fields)
             return CheckResult(verification_id, status, False, wrong.tries_left)
         except CodeGone as gone:
             reason = gone.args[0] if gone.args else ""
             if reason == "replaced":  # a resend won the race
+                yield self._checkFailed(ref, fields)
                 return CheckResult(verification_id, Status.PENDING, False, tries_left)
             if reason == "exhausted":
                 # Another check took the last try: it ends the verification (or
