@@ -7,10 +7,15 @@ import hashlib
 import io
 import json
 
+import pytest_twisted
+import treq
+from prometheus_client import CollectorRegistry
+from twisted.internet import reactor
 from twisted.internet.defer import fail, succeed
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
+from msisdnd.api.admin import admin_site
 from msisdnd.api.admin_actions import ActionRefused, ActionsResource
 from msisdnd.config import AdminToken
 
@@ -39,11 +44,12 @@ class Actions:
         self.done.append(("level", level))
 
 
-def post(resource, path: list[bytes], body: object = None, **headers: str):
+def post(resource, path: list[bytes], body: object = None, content: bytes | None = None,
+         **headers: str):
     request = DummyRequest(path[1:])
     request.prepath = path[:1]
     request.method = b"POST"
-    request.content = io.BytesIO(json.dumps(body or {}).encode())
+    request.content = io.BytesIO(json.dumps(body or {}).encode() if content is None else content)
     sent = {"content-type": "application/json", "authorization": f"Bearer {TOKEN}", **headers}
     for name, value in sent.items():
         if value is not None:
@@ -90,3 +96,36 @@ def test_without_a_token_file_every_action_is_refused_saying_why():
 def test_a_refused_reload_answers_409_with_the_reason():
     status, body = post(ActionsResource(Actions(), lambda: TOKENS), [b"reload"])
     assert (status, body) == (409, {"error": "the new configuration is refused: bad"})
+
+
+def test_a_body_too_deep_or_too_large_is_a_clear_400():
+    actions = Actions()
+    resource = ActionsResource(actions, lambda: TOKENS)
+    deep = post(resource, [b"log-level"], content=b"[" * 4000)
+    large = post(resource, [b"log-level"], content=b'{"level": "debug"' + b" " * 5000 + b"}")
+    assert deep[0] == 400 and "nested" in deep[1]["error"]
+    assert large == (400, {"error": "the body is larger than 4096 bytes"})
+    assert actions.done == []
+
+
+def test_the_bearer_scheme_is_case_insensitive():
+    actions = Actions()
+    resource = ActionsResource(actions, lambda: TOKENS)
+    assert post(resource, [b"log-level"], {"level": "warn"}, authorization=f"bearer {TOKEN}")[0] == 200
+    assert actions.done == [("level", "warn")]
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_admin_listener_refuses_a_large_body_unread():
+    """A stranger cannot make the admin listener buffer a body of any size."""
+    actions = Actions()
+    site = admin_site(CollectorRegistry(), None, actions=actions, tokens=lambda: TOKENS)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    try:
+        response = yield treq.post(f"http://127.0.0.1:{port.getHost().port}/log-level",
+                                   data=b"{" + b" " * 1_000_000 + b"}",
+                                   headers={"Content-Type": ["application/json"]})
+        assert response.code == 413
+    finally:
+        yield port.stopListening()
+    assert actions.done == []
