@@ -262,6 +262,26 @@ def test_sigterm_under_load_answers_every_accepted_request(daemon):
     assert "msisdnd stopped" in daemon.log()
 
 
+@pytest_twisted.inlineCallbacks
+def test_sighup_during_the_graceful_stop_neither_kills_nor_reloads(daemon):
+    """A SIGHUP (logrotate, an operator) while the daemon drains on SIGTERM:
+    the stop finishes gracefully (exit 0), with no reload meanwhile."""
+    smsc = daemon.harness.smsc
+    smsc.faults.response_delay = 1.5
+    client = MSISDNClient(daemon.api)
+    yield client.register()
+    send = client.mtVerify("+33612349999", "208")
+    send.addErrback(lambda f: None)
+    yield wait_until(lambda: smsc.submit_count >= 1)
+    daemon.process.send_signal(signal.SIGTERM)
+    yield wait_until(lambda: "shutting down" in daemon.log(), timeout=5, interval=0.02)
+    daemon.process.send_signal(signal.SIGHUP)
+    yield send
+    yield wait_until(lambda: daemon.process.poll() is not None, timeout=30, interval=0.05)
+    assert daemon.process.returncode == 0, daemon.log()
+    assert "msisdnd stopped" in daemon.log() and "reloaded" not in daemon.log()
+
+
 @pytest.mark.parametrize("setting,problem", [
     ('[http]\nlisten = "tcp:8000"\npublic_url = "ftp://x"\n', "[http].public_url"),
     ('[nope]\n', "nope"),
