@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from types import SimpleNamespace
 
 import pytest_twisted
 import treq
@@ -18,6 +19,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from msisdnd.api.admin import admin_site
 from msisdnd.api.admin_actions import ActionRefused, ActionsResource
 from msisdnd.config import AdminToken
+from msisdnd.control import Control
 
 TOKEN = "k" * 43
 TOKENS = (AdminToken("ops", hashlib.sha256(TOKEN.encode()).digest()),)
@@ -129,3 +131,14 @@ def test_the_admin_listener_refuses_a_large_body_unread():
     finally:
         yield port.stopListening()
     assert actions.done == []
+
+
+def test_a_rebind_whose_tls_files_cannot_load_is_refused_not_an_error():
+    """The binds stay as they were, and the operator reads why (409, not 500)."""
+    class Carriers:
+        def rebind(self, name):
+            raise ValueError(f"carrier {name!r}: its TLS files cannot be loaded: bad PEM")
+
+    control = Control(SimpleNamespace(carriers=Carriers()))
+    status, body = post(ActionsResource(control, lambda: TOKENS), [b"carriers", b"tls", b"rebind"])
+    assert status == 409 and "its TLS files cannot be loaded" in body["error"]
