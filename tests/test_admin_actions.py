@@ -13,6 +13,7 @@ import treq
 from prometheus_client import CollectorRegistry
 from twisted.internet import reactor
 from twisted.internet.defer import fail, succeed
+from twisted.logger import capturedLogs, formatEvent
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -142,3 +143,12 @@ def test_a_rebind_whose_tls_files_cannot_load_is_refused_not_an_error():
     control = Control(SimpleNamespace(carriers=Carriers()))
     status, body = post(ActionsResource(control, lambda: TOKENS), [b"carriers", b"tls", b"rebind"])
     assert status == 409 and "its TLS files cannot be loaded" in body["error"]
+
+
+def test_a_strangers_path_reaches_the_audit_line_escaped():
+    """No carriage return or terminal escape from the URL gets into the log."""
+    resource = ActionsResource(Actions(), lambda: TOKENS)
+    with capturedLogs() as events:
+        post(resource, [b"carriers", b"x\r\x1b[2Jfake", b"suspend"], authorization=None)
+    (line,) = [formatEvent(e) for e in events if e.get("log_namespace") == "msisdnd.audit"]
+    assert "\r" not in line and "\x1b" not in line and "fake" in line

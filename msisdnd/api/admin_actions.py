@@ -122,7 +122,8 @@ class ActionsResource(Resource):
 
     def render_POST(self, request):
         path = [p.decode("utf-8", "replace") for p in request.prepath[-1:] + request.postpath]
-        what, target = " ".join(path), ""
+        # A stranger's URL reaches the audit line: no control character in it.
+        what, target = " ".join(p if p.isprintable() else ascii(p) for p in path), ""
         peer = getattr(request.getClientAddress(), "host", "?")
         why = _cross_site(request)
         if why is not None:
