@@ -245,8 +245,7 @@ class CarriersService(MultiService):
         changes = {"added": [n for n in new if n not in old],
                    "removed": [n for n in old if n not in new],
                    "changed": [n for n in new if n in old and new[n] != old[n].config]}
-        for name in changes["removed"]:
-            self.suspensions.pop(name, None)
+        # A removed carrier's suspension is kept (Redis keeps it): added back, it is suspended.
         return self._replace(configs, going, fresh, binds).addCallback(lambda _: changes)
 
     @inlineCallbacks
