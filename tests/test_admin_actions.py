@@ -4,8 +4,10 @@ and what reaches the daemon.  (Through a real daemon: tests/test_control.py.)"""
 from __future__ import annotations
 
 import hashlib
+import http.server
 import io
 import json
+import threading
 from types import SimpleNamespace
 
 import pytest_twisted
@@ -19,6 +21,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from msisdnd.api.admin import admin_site
 from msisdnd.api.admin_actions import ActionRefused, ActionsResource
+from msisdnd.cli import admin_action
 from msisdnd.config import AdminToken
 from msisdnd.control import Control
 
@@ -152,3 +155,31 @@ def test_a_strangers_path_reaches_the_audit_line_escaped():
         post(resource, [b"carriers", b"x\r\x1b[2Jfake", b"suspend"], authorization=None)
     (line,) = [formatEvent(e) for e in events if e.get("log_namespace") == "msisdnd.audit"]
     assert "\r" not in line and "\x1b" not in line and "fake" in line
+
+
+def test_the_cli_sends_the_token_to_the_admin_listener_not_to_a_proxy(tmp_path, monkeypatch):
+    """An operator's shell may set http_proxy: the admin token still goes
+    only to the --admin URL."""
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append(self.headers["Authorization"])
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"ok": true}')
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    (tmp_path / "token").write_text(f"ops {TOKEN}\r\n")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    out, err = io.StringIO(), io.StringIO()
+    code = admin_action(f"http://127.0.0.1:{server.server_port}", "/reload", {},
+                        str(tmp_path / "token"), out, err, timeout=5)
+    server.server_close()
+    assert code == 0, err.getvalue()
+    assert seen == [f"Bearer {TOKEN}"]
