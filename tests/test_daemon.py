@@ -282,6 +282,28 @@ def test_sighup_during_the_graceful_stop_neither_kills_nor_reloads(daemon):
     assert "msisdnd stopped" in daemon.log() and "reloaded" not in daemon.log()
 
 
+def test_a_sighup_during_start_up_reloads_once_the_daemon_is_up():
+    """Before every part has started, a reload would reconfigure carriers
+    that are not running yet: it waits, and happens once."""
+    from types import SimpleNamespace
+
+    from twisted.internet.defer import succeed
+
+    from msisdnd.daemon import Daemon
+
+    reloads = []
+    config = SimpleNamespace(path="msisdnd.toml", admin=SimpleNamespace(listen="off"),
+                             http=SimpleNamespace(public_url=SimpleNamespace(base="b"), listen=[]))
+    daemon = SimpleNamespace(running=True, _ready=False, _reload_waiting=False, config=config,
+                             control=SimpleNamespace(reload=lambda: reloads.append(1) or succeed(0)))
+    daemon._reloadOnSignal = lambda: Daemon._reloadOnSignal(daemon)
+    daemon._reloadOnSignal()
+    daemon._reloadOnSignal()
+    assert reloads == []
+    Daemon._up(daemon, None)
+    assert reloads == [1]
+
+
 @pytest.mark.parametrize("setting,problem", [
     ('[http]\nlisten = "tcp:8000"\npublic_url = "ftp://x"\n', "[http].public_url"),
     ('[nope]\n', "nope"),
