@@ -590,3 +590,19 @@ def test_a_suspended_carrier_removed_and_added_back_comes_back_suspended():
     service.reconfigure([])
     service.reconfigure([acme])
     assert service.carrier("acme").suspended and "acme" in service.suspensions
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_reload_that_moves_a_down_carrier_sends_what_it_held(smsc_factory, services):
+    """The SMSC went away and the operator reloads the carrier onto another
+    one: a message held within the grace goes out through the new binds."""
+    old_smsc, new_smsc = smsc_factory(credentials=CREDENTIALS), smsc_factory(credentials=CREDENTIALS)
+    service = services([carrier_config(old_smsc.portNumber, reconnect_grace=30.0)],
+                       drain_timeout=0.3)
+    yield bound(service)
+    yield old_smsc.stop()
+    yield wait_until(lambda: not service.carriers[0].bound)
+    held = service.router.send(sms(), timeout=20.0)
+    yield service.reconfigure([carrier_config(new_smsc.portNumber, reconnect_grace=30.0)])
+    assert (yield held).carrier == "test"
+    assert new_smsc.smsc.submit_count == 1
