@@ -614,7 +614,8 @@ class Carrier:
             self.log.warn("{carrier}: every bind still down after {grace}s; {count} messages "
                           "move to another carrier", carrier=self.name,
                           grace=self.config.reconnect_grace, count=len(stranded))
-        self._handOver(stranded, self.reroute, CarrierDown(f"{self.name}: every bind is down"))
+        self._handOver(stranded, self.reroute,
+                       lambda: CarrierDown(f"{self.name}: every bind is down"))
 
     def _stranded(self) -> set[_Message]:
         """The messages none of whose parts went out."""
@@ -623,15 +624,15 @@ class Carrier:
 
     def _handOver(self, messages: set[_Message],
                   to: Callable[[OutboundSMS, float], Deferred] | None,
-                  otherwise: Exception) -> None:
+                  otherwise: Callable[[], Exception]) -> None:
         """Send C{messages} on C{to} with the time they have left; without
-        C{to}, or with no time left, they fail with C{otherwise}."""
+        C{to}, or with no time left, they fail with C{otherwise()}."""
         now = self.clock.seconds()
         for message in messages:
             remaining = (message.expires or (message.deadline.getTime()
                                              if message.deadline else now)) - now
             if to is None or remaining <= 0:
-                self._finish(message, otherwise)
+                self._finish(message, otherwise())
             else:
                 self._withdraw(message)
                 to(message.sms, remaining).chainDeferred(message.deferred)
@@ -668,7 +669,7 @@ class Carrier:
             self.dispatcher.stop()
             if handOver is not None:
                 self._handOver(self._stranded(), handOver,
-                               SendTimeoutError(f"{self.name} stopped"))
+                               lambda: SendTimeoutError(f"{self.name} stopped"))
             for part in list(self._queue):
                 if not part.message.done:
                     self._finish(part.message, SendTimeoutError(f"{self.name} stopped"))
