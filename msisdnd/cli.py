@@ -124,11 +124,23 @@ def format_binds(snapshot: dict) -> str:
     return "\n".join(lines)
 
 
-def binds(admin_url: str, out: TextIO, err: TextIO) -> int:
+def _admin_open(request, timeout: float):
+    """Open C{request} on the admin listener itself: never through the
+    environment's http_proxy (the bearer token would go to the proxy), and
+    following no redirect (it would carry the token elsewhere)."""
     import urllib.request
 
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+    return opener.open(request, timeout=timeout)
+
+
+def binds(admin_url: str, out: TextIO, err: TextIO) -> int:
     try:
-        with urllib.request.urlopen(admin_url.rstrip("/") + "/binds", timeout=10) as resp:
+        with _admin_open(admin_url.rstrip("/") + "/binds", timeout=10) as resp:
             snapshot = json.load(resp)
     except (OSError, ValueError) as e:
         print(f"msisdnd: cannot read {admin_url}/binds: {e}", file=err)
@@ -173,7 +185,7 @@ def admin_action(admin_url: str, path: str, body: dict, token_file: str | None,
         admin_url.rstrip("/") + path, data=json.dumps(body).encode(), method="POST",
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
+        with _admin_open(request, timeout) as resp:
             answer = json.load(resp)
     except urllib.error.HTTPError as e:
         try:

@@ -96,7 +96,10 @@ class Control:
 
     @inlineCallbacks
     def rebind(self, carrier: str):
-        yield self.daemon.carriers.rebind(carrier)
+        try:
+            yield self.daemon.carriers.rebind(carrier)
+        except ValueError as e:  # its TLS files: nothing was touched
+            raise ActionRefused(409, f"not rebound, its binds are kept: {e}")
         return {"carrier": carrier, "rebound": True}
 
     def setLogLevel(self, level: str) -> dict:

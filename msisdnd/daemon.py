@@ -10,8 +10,8 @@ listener -> the HTTP listeners.  SIGTERM stops them in the reverse order:
 the HTTP listeners close and the requests in flight finish, the carriers
 drain their queues and unbind (giving their bind permits back), Redis is
 closed, and the embedded Redis stops last.  Every wait is bounded.  SIGHUP
-reloads the configuration
-(L{msisdnd.control}).
+reloads the configuration (L{msisdnd.control}): during start-up, once every
+part is up; during a stop, never.
 """
 
 from __future__ import annotations
@@ -423,6 +423,9 @@ class Daemon(InOrder):
 
     # -- run -----------------------------------------------------------------
 
+    _ready = False  # every part started
+    _reload_waiting = False  # a SIGHUP came before that
+
     def setServiceParent(self, parent: Any) -> None:
         """Join C{parent}; when it is twistd's application, offer it
         L{logObserver} (twistd logs to an application's C{ILogObserver}
@@ -443,6 +446,13 @@ class Daemon(InOrder):
         self.reactor.callFromThread(self._reloadOnSignal)
 
     def _reloadOnSignal(self) -> None:
+        if not self.running:
+            log.warn("SIGHUP ignored: msisdnd is stopping")
+            return
+        if not self._ready:
+            log.info("SIGHUP: the reload waits until msisdnd is up")
+            self._reload_waiting = True
+            return
         log.info("SIGHUP: reloading {path}", path=self.config.path)
 
         def failed(failure) -> None:
@@ -452,6 +462,10 @@ class Daemon(InOrder):
         self.control.reload().addErrback(failed)
 
     def _up(self, _: object) -> None:
+        self._ready = True
+        if self._reload_waiting:
+            self._reload_waiting = False
+            self._reloadOnSignal()
         log.info("msisdnd is up: API {api} (listening on {listen}), admin {admin}",
                  api=self.config.http.public_url.base, listen=", ".join(self.config.http.listen),
                  admin=self.config.admin.listen or "off")
@@ -470,7 +484,7 @@ class Daemon(InOrder):
     @inlineCallbacks
     def stopService(self):
         """Graceful stop: HTTP, requests in flight, queues, binds, Redis — each bounded."""
+        yield super().stopService()  # a SIGHUP meanwhile is ignored, not fatal
         signal.signal(signal.SIGHUP, getattr(self, "_previous_sighup", signal.SIG_DFL))
-        yield super().stopService()
         log.info("msisdnd stopped")
         _exit_zero_after_sigterm(self.reactor)

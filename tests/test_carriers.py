@@ -10,6 +10,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
+from twisted.internet.task import Clock
 from zope.interface import implementer
 
 from msisdnd.sms.interfaces import (
@@ -578,3 +579,30 @@ def test_a_carrier_removed_by_a_reload_drains_before_it_unbinds(smsc_factory, se
     assert not going_smsc.smsc.sessions and [c.name for c in service.carriers] == ["kept"]
     assert kept_smsc.smsc.bound == [session] and kept_smsc.smsc.bind_count == 1
     assert (yield service.router.send(sms(mcc="208"))).carrier == "kept"
+
+
+def test_a_suspended_carrier_removed_and_added_back_comes_back_suspended():
+    """The suspension is still in Redis: the carrier added back by a reload
+    takes no send, not even before the next poll."""
+    acme = carrier_config(1, name="acme")
+    service = CarriersService([acme], Clock())
+    service.setSuspended("acme", True)
+    service.reconfigure([])
+    service.reconfigure([acme])
+    assert service.carrier("acme").suspended and "acme" in service.suspensions
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_reload_that_moves_a_down_carrier_sends_what_it_held(smsc_factory, services):
+    """The SMSC went away and the operator reloads the carrier onto another
+    one: a message held within the grace goes out through the new binds."""
+    old_smsc, new_smsc = smsc_factory(credentials=CREDENTIALS), smsc_factory(credentials=CREDENTIALS)
+    service = services([carrier_config(old_smsc.portNumber, reconnect_grace=30.0)],
+                       drain_timeout=0.3)
+    yield bound(service)
+    yield old_smsc.stop()
+    yield wait_until(lambda: not service.carriers[0].bound)
+    held = service.router.send(sms(), timeout=20.0)
+    yield service.reconfigure([carrier_config(new_smsc.portNumber, reconnect_grace=30.0)])
+    assert (yield held).carrier == "test"
+    assert new_smsc.smsc.submit_count == 1

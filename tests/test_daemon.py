@@ -262,6 +262,48 @@ def test_sigterm_under_load_answers_every_accepted_request(daemon):
     assert "msisdnd stopped" in daemon.log()
 
 
+@pytest_twisted.inlineCallbacks
+def test_sighup_during_the_graceful_stop_neither_kills_nor_reloads(daemon):
+    """A SIGHUP (logrotate, an operator) while the daemon drains on SIGTERM:
+    the stop finishes gracefully (exit 0), with no reload meanwhile."""
+    smsc = daemon.harness.smsc
+    smsc.faults.response_delay = 1.5
+    client = MSISDNClient(daemon.api)
+    yield client.register()
+    send = client.mtVerify("+33612349999", "208")
+    send.addErrback(lambda f: None)
+    yield wait_until(lambda: smsc.submit_count >= 1)
+    daemon.process.send_signal(signal.SIGTERM)
+    yield wait_until(lambda: "shutting down" in daemon.log(), timeout=5, interval=0.02)
+    daemon.process.send_signal(signal.SIGHUP)
+    yield send
+    yield wait_until(lambda: daemon.process.poll() is not None, timeout=30, interval=0.05)
+    assert daemon.process.returncode == 0, daemon.log()
+    assert "msisdnd stopped" in daemon.log() and "reloaded" not in daemon.log()
+
+
+def test_a_sighup_during_start_up_reloads_once_the_daemon_is_up():
+    """Before every part has started, a reload would reconfigure carriers
+    that are not running yet: it waits, and happens once."""
+    from types import SimpleNamespace
+
+    from twisted.internet.defer import succeed
+
+    from msisdnd.daemon import Daemon
+
+    reloads = []
+    config = SimpleNamespace(path="msisdnd.toml", admin=SimpleNamespace(listen="off"),
+                             http=SimpleNamespace(public_url=SimpleNamespace(base="b"), listen=[]))
+    daemon = SimpleNamespace(running=True, _ready=False, _reload_waiting=False, config=config,
+                             control=SimpleNamespace(reload=lambda: reloads.append(1) or succeed(0)))
+    daemon._reloadOnSignal = lambda: Daemon._reloadOnSignal(daemon)
+    daemon._reloadOnSignal()
+    daemon._reloadOnSignal()
+    assert reloads == []
+    Daemon._up(daemon, None)
+    assert reloads == [1]
+
+
 @pytest.mark.parametrize("setting,problem", [
     ('[http]\nlisten = "tcp:8000"\npublic_url = "ftp://x"\n', "[http].public_url"),
     ('[nope]\n', "nope"),

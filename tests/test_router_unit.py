@@ -290,6 +290,22 @@ def test_unserved_names_each_destination_no_live_carrier_takes(clock):
     assert default_down.unserved() == ["default"]
 
 
+def test_a_destination_is_served_by_any_live_carrier_the_router_would_take(clock):
+    """A send carries the client's MCC only when it is the number's region's,
+    so MCC 208 traffic is for +33 (France) and +262 (Mayotte) numbers: live
+    carriers with both prefixes take all of it.  A live MCC carrier takes its
+    MCC-MNCs, and a live shorter prefix the longer one's numbers."""
+    fr_down = carrier("fr-mcc", clock, live=False, mcc=["208"], mccmnc=["20801"],
+                      prefixes=["+336"])
+    router = Router([fr_down, carrier("fr", clock, prefixes=["+33"]),
+                     carrier("yt", clock, prefixes=["+262"])])
+    assert router.unserved() == []
+    partial = Router([fr_down, carrier("fr", clock, prefixes=["+33"]),
+                      carrier("by-mcc", clock, mcc=["234"]),
+                      carrier("uk-one", clock, live=False, mccmnc=["23410"])])
+    assert partial.unserved() == ["mccmnc:20801", "mcc:208"]  # Mayotte's numbers
+
+
 def test_suspended_carrier_is_passed_over_as_if_down_and_drains_what_it_has(clock):
     """A suspended carrier takes no new send (the next one does; where none
     serves, the destination is unserved), while its queued parts still go out."""

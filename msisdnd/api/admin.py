@@ -11,7 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from msisdnd.api.admin_actions import ActionsResource, AdminActions, Token
+from msisdnd.api.admin_actions import MAX_BODY, ActionsResource, AdminActions, Token
+from msisdnd.api.request import limited
 from msisdnd.api.status import StatusBoard
 from msisdnd.api.status_page import render
 
@@ -89,4 +90,4 @@ def admin_site(registry: CollectorRegistry, board: StatusBoard,
     root.putChild(b"binds", _JSONResource(lambda: board.take().binds_json()))
     if health is not None:
         root.putChild(b"health", _JSONResource(health))
-    return UnloggedSite(root)
+    return UnloggedSite(root, requestFactory=limited(MAX_BODY))  # no body buffered past it

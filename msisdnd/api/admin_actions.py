@@ -77,9 +77,10 @@ def _who(tokens: Sequence[Token], header: bytes | None) -> tuple[int, str]:
     if not tokens:
         return 403, ("admin actions are off: no [admin] token_file is configured "
                      "(msisdnd keygen --admin-token FILE makes one)")
-    if not header or not header.startswith(b"Bearer "):
+    scheme, _, credentials = (header or b"").partition(b" ")
+    if scheme.lower() != b"bearer":  # a scheme is case-insensitive (RFC 9110 11.1)
         return 401, "an Authorization: Bearer token is required"
-    digest = hashlib.sha256(header[len(b"Bearer "):].strip()).digest()
+    digest = hashlib.sha256(credentials.strip()).digest()
     found = None
     for token in tokens:  # every one compared: the time says nothing of which matched
         if hmac.compare_digest(digest, token.digest):
@@ -121,7 +122,8 @@ class ActionsResource(Resource):
 
     def render_POST(self, request):
         path = [p.decode("utf-8", "replace") for p in request.prepath[-1:] + request.postpath]
-        what, target = " ".join(path), ""
+        # A stranger's URL reaches the audit line: no control character in it.
+        what, target = " ".join(p if p.isprintable() else ascii(p) for p in path), ""
         peer = getattr(request.getClientAddress(), "host", "?")
         why = _cross_site(request)
         if why is not None:
@@ -132,11 +134,16 @@ class ActionsResource(Resource):
             return self._refuse(request, status, who, what, "-", peer)
         body = request.content.read(MAX_BODY + 1) if request.content is not None else b""
         try:
-            args = json.loads(body or b"{}")
-            if not isinstance(args, dict) or len(body) > MAX_BODY:
+            if len(body) > MAX_BODY:
+                raise ValueError(f"the body is larger than {MAX_BODY} bytes")
+            try:
+                args = json.loads(body or b"{}")
+            except RecursionError:
+                raise ValueError("the body is nested too deep") from None
+            if not isinstance(args, dict):
                 raise ValueError("the body must be a JSON object")
             call, target = self._route(path, args, who)
-        except (ValueError, UnicodeDecodeError) as e:
+        except ValueError as e:
             return self._refuse(request, 400, str(e), what, who, peer)
         d = maybeDeferred(call)
         d.addCallbacks(self._done, self._failed, callbackArgs=(request, what, who, peer),

@@ -609,21 +609,33 @@ class Carrier:
         if self._sessions:
             return
         self.link.graceOver()
-        now = self.clock.seconds()
-        stranded = {part.message for part in self._queue
-                    if not part.message.done and not part.message.submitted}
+        stranded = self._stranded()
         if stranded:
             self.log.warn("{carrier}: every bind still down after {grace}s; {count} messages "
                           "move to another carrier", carrier=self.name,
                           grace=self.config.reconnect_grace, count=len(stranded))
-        for message in stranded:
+        self._handOver(stranded, self.reroute,
+                       lambda: CarrierDown(f"{self.name}: every bind is down"))
+
+    def _stranded(self) -> set[_Message]:
+        """The messages none of whose parts went out."""
+        return {part.message for part in self._queue
+                if not part.message.done and not part.message.submitted}
+
+    def _handOver(self, messages: set[_Message],
+                  to: Callable[[OutboundSMS, float], Deferred] | None,
+                  otherwise: Callable[[], Exception]) -> None:
+        """Send C{messages} on C{to} with the time they have left; without
+        C{to}, or with no time left, they fail with C{otherwise()}."""
+        now = self.clock.seconds()
+        for message in messages:
             remaining = (message.expires or (message.deadline.getTime()
                                              if message.deadline else now)) - now
-            if self.reroute is None or remaining <= 0:
-                self._finish(message, CarrierDown(f"{self.name}: every bind is down"))
+            if to is None or remaining <= 0:
+                self._finish(message, otherwise())
             else:
                 self._withdraw(message)
-                self.reroute(message.sms, remaining).chainDeferred(message.deferred)
+                to(message.sms, remaining).chainDeferred(message.deferred)
 
     # -- stopping ----------------------------------------------------------
 
@@ -642,16 +654,22 @@ class Carrier:
         self._notifyIdle()
         return d.addTimeout(timeout, self.clock)
 
-    def drain(self, timeout: float) -> Deferred:
+    def drain(self, timeout: float,
+              handOver: Callable[[OutboundSMS, float], Deferred] | None = None) -> Deferred:
         """Stop taking sends; fire once the queue and windows are empty, or at C{timeout}.
 
-        Messages still queued at the timeout fail with L{SendTimeoutError}.
+        Messages still queued at the timeout fail with L{SendTimeoutError};
+        with C{handOver}, those none of whose parts went out are given to it
+        with the time they have left (a reload's replacement sends them).
         """
         self.accepting = False
 
         def giveUp(result: object) -> None:
             self._giveTokensBack()
             self.dispatcher.stop()
+            if handOver is not None:
+                self._handOver(self._stranded(), handOver,
+                               lambda: SendTimeoutError(f"{self.name} stopped"))
             for part in list(self._queue):
                 if not part.message.done:
                     self._finish(part.message, SendTimeoutError(f"{self.name} stopped"))

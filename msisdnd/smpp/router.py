@@ -10,6 +10,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from msisdnd.sms.interfaces import ISMSSender, NoRouteError, OutboundSMS, QueueFullError
+from msisdnd.sms.regions import mcc_calling_codes
 from msisdnd.smpp.carrier import Carrier
 
 
@@ -124,23 +125,38 @@ class Router:
         return any(c.available for c in self.carriers)
 
     def unserved(self) -> list[str]:
-        """The configured destinations no available carrier would take now:
-        C{"mccmnc:20801"}, C{"mcc:208"}, C{"prefix:+33"}, C{"default"}.
+        """The configured destinations whose traffic no available carrier
+        would take now: C{"mccmnc:20801"}, C{"mcc:208"}, C{"prefix:+33"},
+        C{"default"}.
 
-        A destination is served by the carriers that name it or, failing
-        them, a default carrier, as L{candidates} ranks them.
+        As L{candidates} ranks them, a destination's traffic may go to a
+        default carrier, to a carrier whose prefix is a prefix of it (of
+        every calling code of an MCC's regions, for an MCC: a send carries
+        the client's MCC only when it is the number's region's), and for an
+        MCC-MNC to a carrier naming its MCC: it is served while one of those,
+        or a carrier naming it, is available.
         """
-        fallback = any(c.available for c in self._defaults)
+        live = [c for c in self.carriers if c.available]
+        fallback = any(c in live for c in self._defaults)
+
+        prefixes = tuple(p for c in live for p in c.config.prefixes)
+
+        def covered(numbers: frozenset[str]) -> bool:
+            return bool(numbers) and all(n.startswith(prefixes) for n in numbers)
+
+        def mcc_served(mcc: str) -> bool:
+            return (any(mcc in c.config.mcc for c in live)
+                    or covered(mcc_calling_codes(mcc)))
+
         unserved = []
-        for kind, named in (("mccmnc", lambda c: c.config.mccmnc),
-                            ("mcc", lambda c: c.config.mcc),
-                            ("prefix", lambda c: c.config.prefixes)):
-            routes: dict[str, bool] = {}
-            for c in self.carriers:
-                for destination in named(c):
-                    routes[destination] = routes.get(destination, False) or c.available
-            unserved += [f"{kind}:{d}" for d, up in sorted(routes.items())
-                         if not (up or fallback)]
+        for kind, named, served in (
+                ("mccmnc", lambda c: c.config.mccmnc,
+                 lambda d: any(d in c.config.mccmnc for c in live) or mcc_served(d[:3])),
+                ("mcc", lambda c: c.config.mcc, mcc_served),
+                ("prefix", lambda c: c.config.prefixes, lambda d: covered(frozenset([d])))):
+            destinations = {d for c in self.carriers for d in named(c)}
+            unserved += [f"{kind}:{d}" for d in sorted(destinations)
+                         if not (fallback or served(d))]
         if self._defaults and not fallback:
             unserved.append("default")
         return unserved

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from twisted.application.service import MultiService
 from twisted.internet import ssl
@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
 from msisdnd.sms.accounts import IBindPermits, IThroughputLeases
-from msisdnd.sms.interfaces import IMOReceiver, IReceiptReceiver
+from msisdnd.sms.interfaces import IMOReceiver, IReceiptReceiver, OutboundSMS, QueueFullError
 from msisdnd.smpp.bind import SMPPBind
 from msisdnd.smpp.carrier import Carrier
 from msisdnd.smpp.config import CarrierConfig, SessionConfig
@@ -228,7 +228,9 @@ class CarriersService(MultiService):
         """Change to the carriers C{configs} (a reload): added carriers bind;
         removed ones stop taking sends, drain and unbind; changed ones are
         replaced (their binds go, the new ones bind); an unchanged carrier
-        and its binds are not touched.
+        and its binds are not touched.  A message a going carrier could not
+        send within C{drain_timeout} (its SMSC down), none of its parts out,
+        goes to its replacement or, without one, through the router.
 
         @return: a Deferred firing, once the carriers that went are drained
             and unbound, with C{{"added": [...], "removed": [...],
@@ -245,8 +247,7 @@ class CarriersService(MultiService):
         changes = {"added": [n for n in new if n not in old],
                    "removed": [n for n in old if n not in new],
                    "changed": [n for n in new if n in old and new[n] != old[n].config]}
-        for name in changes["removed"]:
-            self.suspensions.pop(name, None)
+        # A removed carrier's suspension is kept (Redis keeps it): added back, it is suspended.
         return self._replace(configs, going, fresh, binds).addCallback(lambda _: changes)
 
     @inlineCallbacks
@@ -254,15 +255,36 @@ class CarriersService(MultiService):
                  fresh: dict[str, Carrier], binds: list[SMPPBind]):
         self.carriers = [c for c in self.carriers if c not in going]
         self.router.use(self.carriers)
-        yield DeferredList([self._retire(c) for c in going])
+        # What a going carrier could not send (its SMSC down) waits for the
+        # new carriers: its replacement takes it (which may still be
+        # binding), else the router, with the time it has left.
+        held: list[tuple[str, OutboundSMS, float, Deferred]] = []
+
+        def holder(name: str) -> Callable[[OutboundSMS, float], Deferred]:
+            def hold(sms: OutboundSMS, seconds: float) -> Deferred:
+                held.append((name, sms, self.reactor.seconds() + seconds, Deferred()))
+                return held[-1][3]
+            return hold
+
+        yield DeferredList([self._retire(c, holder(c.name)) for c in going])
         kept = {c.name: c for c in self.carriers}
         self.carriers = [kept.get(config.name) or fresh[config.name] for config in configs]
         self._attach(binds)
         self.router.use(self.carriers)
+        for name, sms, until, d in held:
+            self._resend(fresh.get(name), sms, until - self.reactor.seconds()).chainDeferred(d)
+
+    def _resend(self, replacement: Carrier | None, sms: OutboundSMS, seconds: float) -> Deferred:
+        if replacement is not None and not replacement.suspended:
+            try:
+                return replacement.send(sms, seconds)
+            except QueueFullError:
+                pass
+        return self.router.send(sms, seconds)
 
     @inlineCallbacks
-    def _retire(self, carrier: Carrier):
-        yield carrier.drain(self.drain_timeout)
+    def _retire(self, carrier: Carrier, handOver=None):
+        yield carrier.drain(self.drain_timeout, handOver)
         yield self._unbind(carrier)
 
     @inlineCallbacks

@@ -13,19 +13,10 @@ someone's phone has no SIM of its own): it is logged and counted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
-import mobile_codes
 import phonenumbers
 
-
-@lru_cache(maxsize=1024)
-def mcc_regions(mcc: str) -> frozenset[str]:
-    """The ISO 3166 regions an MCC is assigned to (empty: none)."""
-    try:
-        return frozenset(country.alpha2 for country in mobile_codes.mcc(mcc))
-    except KeyError:
-        return frozenset()
+from msisdnd.sms.regions import mcc_regions
 
 
 def region_of(msisdn: str) -> str:
