@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet import task
-from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 
 from msisdnd.sms.interfaces import NoRouteError, OutboundSMS, SendTimeoutError
@@ -33,11 +33,13 @@ class Link:
     """One session of a carrier, bound, over a StringTransport."""
 
     def __init__(self, clock, carrier: Carrier | None = None, window: int = 10,
-                 mode: str = "transceiver", enquire_link_interval: float = 30.0):
+                 mode: str = "transceiver", enquire_link_interval: float = 30.0,
+                 closes_later: bool = False):
         self.clock = clock
         self.session = ESMESession(clock, window=window, response_timeout=5.0,
                                    enquire_link_interval=enquire_link_interval)
-        self.transport = StringTransportWithDisconnection()
+        # closes_later: a close takes effect later, as over TCP (no connectionLost at once).
+        self.transport = StringTransport() if closes_later else StringTransportWithDisconnection()
         self.transport.protocol = self.session
         self.session.makeConnection(self.transport)
         self.session.mode = mode
@@ -172,6 +174,30 @@ def test_window_one_is_not_stalled_by_an_enquire_link(clock):
     assert submit.command == "submit_sm"
     link.answer(submit)
     assert results.values[0].message_ids == ("1a2b",)
+
+
+@pytest.mark.parametrize("closing", ["command_length lie", "generic_nack seq 0",
+                                     "enquire_link unanswered"])
+def test_nothing_is_submitted_on_a_link_being_closed(clock, closing):
+    """A closing link reads nothing more: a submit written to it would reach
+    the SMSC with its answer never read, and go again, a duplicate.  Slots
+    freed by the chunk (or the timeout) that closes it must not refill it."""
+    c = carrier(clock, window=1)
+    link = Link(clock, c, window=1, closes_later=True)
+    if closing == "enquire_link unanswered":
+        clock.advance(30.0)
+        c.send(sms()).addErrback(lambda f: None)
+        clock.advance(5.0)  # the probe's timeout frees the only slot and aborts the link
+    else:
+        for i in range(2):
+            c.send(sms(to=f"+3361234567{i}")).addErrback(lambda f: None)
+        [submit] = link.written()
+        last = (b"\0\0\0\x05" + b"\0" * 12 if closing == "command_length lie"
+                else codec.generic_nack(0, codec.ESME_RSYSERR))
+        link.feed(codec.frame(codec.SUBMIT_SM_RESP, submit.sequence, b"id\0") + last)
+    assert link.transport.disconnecting
+    assert [p for p in link.written() if p.command == "submit_sm"] == []
+    assert c.resubmitted == 0
 
 
 # -- send order --------------------------------------------------------------------------
