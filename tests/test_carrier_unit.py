@@ -315,6 +315,55 @@ def test_a_rerouted_message_keeps_what_is_left_of_its_deadline(clock):
     assert isinstance(results.values[0].value, SendTimeoutError)
 
 
+def test_stranded_messages_move_on_in_send_order(clock):
+    a = carrier(clock, "a", reconnect_grace=3.0, default=False, prefixes=["+33"])
+    b = carrier(clock, "b", window=100)
+    router = Router([a, b])
+    Link(clock, a).drop()
+    Link(clock, b).drop()
+    for i in range(30):
+        router.send(sms(to=f"+336123456{i:02d}")).addErrback(lambda f: None)
+    link_b = Link(clock, b, window=100)
+    clock.advance(3.0)
+    sent = [p.fields["destination_addr"] for p in link_b.written()]
+    assert len(sent) == 30 and sent == sorted(sent)
+
+
+def test_a_carrier_a_reload_removes_hands_what_it_could_not_send_to_those_that_stay(clock):
+    a = carrier(clock, "a", reconnect_grace=60.0, default=False, prefixes=["+33"])
+    b = carrier(clock, "b")
+    router = Router([a, b])
+    Link(clock, a).drop()  # a is reconnecting, its grace long
+    Link(clock, b).drop()
+    results, drained = Results(), Results()
+    results.add(router.send(sms()))
+    assert a.queue_depth == 1
+    link_b = Link(clock, b)
+    router.use([b])
+    drained.add(a.drain(5.0))
+    clock.advance(5.0)
+    [submit] = link_b.written()
+    link_b.answer(submit)
+    assert results.values[0].carrier == "b" and len(drained.values) == 1
+
+
+def test_a_drain_waits_for_a_part_pausing_before_it_goes_again(clock):
+    """A part whose submit had no answer waits a pause outside the queue and
+    the window; the drain (a reload, a stop) must not end before it went."""
+    c = carrier(clock, window=1)
+    link = Link(clock, c, window=1)
+    results, drained = Results(), Results()
+    results.add(c.send(sms()))
+    link.written()
+    clock.advance(5.0)  # no answer: the part waits RESUBMIT_PAUSE
+    drained.add(c.drain(5.0))
+    assert drained.values == []
+    clock.advance(RESUBMIT_PAUSE)
+    [again] = link.written()
+    link.answer(again)
+    assert results.values[0].carrier == "a" and len(drained.values) == 1
+
+
 def test_the_link_goes_reconnecting_then_down_then_back_with_one_line_each(clock):
     """Losing the last bind is "reconnecting" (since then) for the grace,
     then "down" (one warning with the reason); a bind ends it (one warning

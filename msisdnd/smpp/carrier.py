@@ -170,6 +170,8 @@ class Carrier:
         #: while set, drains what it has, keeps its binds for receipts and MO.
         self.suspended = False
         self._queue: deque[_Part] = deque()
+        # Parts waiting out a pause before they go back in the queue, and their timers.
+        self._later: dict[_Part, IDelayedCall] = {}
         self._sessions: list[ESMESession] = []
         self._next_session = 0
         self._wakeup: IDelayedCall | None = None
@@ -453,7 +455,7 @@ class Carrier:
                 self._throttle()
                 self._requeue(part, pump=False)
             elif status in self.config.temporary_statuses:
-                self.clock.callLater(self.config.throttle_pause, self._requeue, part)
+                self._requeueAfter(self.config.throttle_pause, part)
             else:
                 self._reject(part.message, status)
         else:
@@ -467,11 +469,15 @@ class Carrier:
             else:
                 pause = min(RESUBMIT_PAUSE * 2 ** (part.submits - 1),
                             self.config.throttle_pause_max)
-                self.clock.callLater(pause, self._requeue, part)
+                self._requeueAfter(pause, part)
         self._pump()
+
+    def _requeueAfter(self, pause: float, part: _Part) -> None:
+        self._later[part] = self.clock.callLater(pause, self._requeue, part)
 
     def _requeue(self, part: _Part, pump: bool = True) -> None:
         """Put C{part} back in its place in send order."""
+        self._later.pop(part, None)
         if part.message.done:
             return
         self.requeued += 1
@@ -543,6 +549,9 @@ class Carrier:
         if message.deadline is not None and message.deadline.active():
             message.deadline.cancel()
         self._queue = deque(p for p in self._queue if p.message is not message)
+        if self._later:
+            for part in [p for p in self._later if p.message is message]:
+                self._later.pop(part).cancel()
 
     # -- binds -------------------------------------------------------------
 
@@ -609,34 +618,47 @@ class Carrier:
         if self._sessions:
             return
         self.link.graceOver()
-        now = self.clock.seconds()
-        stranded = {part.message for part in self._queue
-                    if not part.message.done and not part.message.submitted}
+        stranded = [m for m in self._waiting() if not m.submitted]
         if stranded:
             self.log.warn("{carrier}: every bind still down after {grace}s; {count} messages "
                           "move to another carrier", carrier=self.name,
                           grace=self.config.reconnect_grace, count=len(stranded))
-        for message in stranded:
+        self._moveOn(stranded, CarrierDown(f"{self.name}: every bind is down"))
+
+    def _waiting(self) -> list[_Message]:
+        """The messages not yet over that have parts queued or waiting to
+        go back, in send order."""
+        parts = sorted((*self._queue, *self._later), key=lambda p: p.order)
+        return list(dict.fromkeys(p.message for p in parts if not p.message.done))
+
+    def _moveOn(self, messages: list[_Message], error: Exception) -> None:
+        """Hand C{messages} (none of whose parts went out) to C{reroute}, in
+        order, with the time they have left; without it, or without time,
+        they fail with C{error}."""
+        now = self.clock.seconds()
+        for message in messages:
             remaining = (message.expires or (message.deadline.getTime()
                                              if message.deadline else now)) - now
             if self.reroute is None or remaining <= 0:
-                self._finish(message, CarrierDown(f"{self.name}: every bind is down"))
+                self._finish(message, error)
             else:
                 self._withdraw(message)
                 self.reroute(message.sms, remaining).chainDeferred(message.deferred)
+        self._notifyIdle()
 
     # -- stopping ----------------------------------------------------------
 
     def _notifyIdle(self) -> None:
-        if self._idle_waiters and not self._queue and not self.in_flight:
+        if self._idle_waiters and not self._queue and not self._later and not self.in_flight:
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:
                 if not d.called:
                     d.callback(None)
 
     def whenIdle(self, timeout: float) -> Deferred:
-        """Fire once the queue and windows are empty, or at C{timeout}
-        (failing with C{TimeoutError}); sends are still taken meanwhile."""
+        """Fire once the queue and windows are empty and no part waits to go
+        back (after a pause), or at C{timeout} (failing with C{TimeoutError});
+        sends are still taken meanwhile."""
         d = Deferred()
         self._idle_waiters.append(d)
         self._notifyIdle()
@@ -645,16 +667,21 @@ class Carrier:
     def drain(self, timeout: float) -> Deferred:
         """Stop taking sends; fire once the queue and windows are empty, or at C{timeout}.
 
-        Messages still queued at the timeout fail with L{SendTimeoutError}.
+        At the timeout, messages still waiting none of whose parts went out
+        move on (C{reroute}: on a reload, to the carriers that stay); the
+        others fail with L{SendTimeoutError}.
         """
         self.accepting = False
 
         def giveUp(result: object) -> None:
             self._giveTokensBack()
             self.dispatcher.stop()
-            for part in list(self._queue):
-                if not part.message.done:
-                    self._finish(part.message, SendTimeoutError(f"{self.name} stopped"))
+            waiting = self._waiting()
+            stopped = SendTimeoutError(f"{self.name} stopped")
+            self._moveOn([m for m in waiting if not m.submitted], stopped)
+            for message in waiting:
+                if not message.done:
+                    self._finish(message, stopped)
 
         return self.whenIdle(timeout).addBoth(giveUp)
 
