@@ -157,6 +157,25 @@ def test_unanswered_submits_go_again_after_a_pause_and_a_bounded_number_of_times
     assert c.resubmitted == MAX_SUBMITS - 1 and c.errors["max_submits"] == 1
 
 
+def test_throttled_submits_do_not_count_towards_the_unanswered_limit(clock):
+    """A throttle is an answer: a part throttled MAX_SUBMITS times and then
+    caught in a cut goes again, rather than fail as "no answer"."""
+    c = carrier(clock, window=1, send_timeout=60.0, throttle_pause=0.1, throttle_pause_max=0.2)
+    link = Link(clock, c, window=1, enquire_link_interval=1000.0)
+    results = Results()
+    results.add(c.send(sms()))
+    for _ in range(MAX_SUBMITS):
+        [submit] = link.written()
+        link.answer(submit, b"", codec.ESME_RTHROTTLED)
+        clock.advance(0.2)
+    link.written()
+    clock.advance(5.0)  # unanswered once: it goes again after the first pause
+    clock.advance(RESUBMIT_PAUSE)
+    [again] = link.written()
+    link.answer(again)
+    assert results.values[0].carrier == "a" and not c.errors["max_submits"]
+
+
 # -- every freed slot pumps ------------------------------------------------------------
 
 
@@ -198,6 +217,21 @@ def test_nothing_is_submitted_on_a_link_being_closed(clock, closing):
     assert link.transport.disconnecting
     assert [p for p in link.written() if p.command == "submit_sm"] == []
     assert c.resubmitted == 0
+
+
+def test_a_success_handler_that_raises_still_frees_its_slot(clock):
+    c = carrier(clock, window=1)
+    link = Link(clock, c, window=1)
+    freed = []
+    link.session.onWindowFreed = lambda: freed.append(True)
+
+    def broken(pdu, context):
+        raise RuntimeError("a bug in a handler")
+
+    link.session.submitWith(c._encode(sms())[0], broken, lambda e, context: None, None)
+    [submit] = link.written()
+    link.answer(submit)
+    assert freed == [True] and link.session.in_flight == 0
 
 
 # -- send order --------------------------------------------------------------------------

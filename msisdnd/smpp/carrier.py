@@ -11,8 +11,9 @@ C{throughput}.  It decides what a failed submit means:
   - another temporary status puts the part back after C{throttle_pause};
   - a lost session, a response timeout or a malformed response puts it back
     after a short pause that doubles (at-least-once: a PIN may arrive twice,
-    never zero times), but no part is submitted more than L{MAX_SUBMITS}
-    times: then its message fails;
+    never zero times), but no part goes unanswered more than L{MAX_SUBMITS}
+    times (the submits a status answered do not count: the SMSC did not
+    take them): then its message fails;
   - an OK response is an acceptance, whatever its message_id (an id without
     its NUL, or none, is logged and counted, never resubmitted);
   - any other status is final and fails the message.
@@ -71,7 +72,7 @@ from msisdnd.smpp.session import ESMESession
 
 #: Upper bounds (seconds) of the submit-latency histogram's buckets.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-#: The most times one part is submitted (its first submit included).
+#: The most times one part is submitted without an answer (its first submit included).
 MAX_SUBMITS = 5
 #: The pause before a part whose submit had no answer goes again (doubling).
 RESUBMIT_PAUSE = 0.25
@@ -103,7 +104,7 @@ class _Message:
 class _Part:
     """One submit_sm of a message; C{order} is its place in send order."""
 
-    __slots__ = ("message", "index", "body", "order", "submits")
+    __slots__ = ("message", "index", "body", "order", "submits", "unanswered")
 
     def __init__(self, message: _Message, index: int, body: bytes, order: int):
         self.message = message
@@ -111,6 +112,7 @@ class _Part:
         self.body = body
         self.order = order
         self.submits = 0
+        self.unanswered = 0  # submits in doubt: no answer came (a throttle is an answer)
 
 
 class Carrier:
@@ -460,14 +462,15 @@ class Carrier:
                 self._reject(part.message, status)
         else:
             self.errors[type(error).__name__] += 1
+            part.unanswered += 1
             if part.message.done:
                 pass  # its message already ended (its deadline passed meanwhile)
-            elif part.submits >= MAX_SUBMITS:
+            elif part.unanswered >= MAX_SUBMITS:
                 self.errors["max_submits"] += 1
                 self._finish(part.message, SendTimeoutError(
-                    f"{self.name}: no answer to {part.submits} submits of one part"))
+                    f"{self.name}: no answer to {part.unanswered} submits of one part"))
             else:
-                pause = min(RESUBMIT_PAUSE * 2 ** (part.submits - 1),
+                pause = min(RESUBMIT_PAUSE * 2 ** (part.unanswered - 1),
                             self.config.throttle_pause_max)
                 self._requeueAfter(pause, part)
         self._pump()

@@ -545,7 +545,10 @@ class ESMESession(PDUStream):
         if pdu.status:
             self._fail(entry, CommandStatusError(pdu.status, pdu.command))
         else:
-            entry.succeeded(pdu, entry.context)
+            try:
+                entry.succeeded(pdu, entry.context)
+            except Exception:
+                self.log.failure("A request's success handler failed")
             self._freed()
         if self._drain_waiters:
             self._fireDrained()
