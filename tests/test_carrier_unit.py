@@ -381,6 +381,18 @@ def test_a_carrier_a_reload_removes_hands_what_it_could_not_send_to_those_that_s
     assert results.values[0].carrier == "b" and len(drained.values) == 1
 
 
+def test_a_drained_carrier_leaves_no_timer_and_is_not_reported_down_later(clock, warnings):
+    a = carrier(clock, "a", reconnect_grace=30.0)
+    Router([a])
+    Link(clock, a).drop()
+    a.drain(5.0)
+    clock.advance(5.0)
+    assert not [call for call in clock.getDelayedCalls()
+                if getattr(call.func, "__self__", None) is a]
+    clock.advance(30.0)
+    assert not any("is down" in e["log_format"] for e in warnings)
+
+
 def test_a_drain_waits_for_a_part_pausing_before_it_goes_again(clock):
     """A part whose submit had no answer waits a pause outside the queue and
     the window; the drain (a reload, a stop) must not end before it went."""

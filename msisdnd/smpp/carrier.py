@@ -685,6 +685,10 @@ class Carrier:
             for message in waiting:
                 if not message.done:
                     self._finish(message, stopped)
+            for timer in (self._grace_timer, self._wakeup):
+                if timer is not None and timer.active():
+                    timer.cancel()  # a stopped carrier is neither "down" later nor woken
+            self._grace_timer = self._wakeup = None
 
         return self.whenIdle(timeout).addBoth(giveUp)
 
