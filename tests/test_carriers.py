@@ -578,3 +578,19 @@ def test_a_carrier_removed_by_a_reload_drains_before_it_unbinds(smsc_factory, se
     assert not going_smsc.smsc.sessions and [c.name for c in service.carriers] == ["kept"]
     assert kept_smsc.smsc.bound == [session] and kept_smsc.smsc.bind_count == 1
     assert (yield service.router.send(sms(mcc="208"))).carrier == "kept"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_carrier_a_reload_changes_takes_sends_while_it_is_swapped(smsc_factory, services):
+    """The old carrier drains and unbinds before the new one binds: sends
+    meanwhile wait in the new one's queue (as during a reconnect), not 503."""
+    harness = smsc_factory(credentials=CREDENTIALS)
+    service = services([carrier_config(harness.portNumber)])
+    yield bound(service)
+    harness.smsc.faults.update(response_delay=0.3)
+    first = service.router.send(sms(to="+33612340001"))
+    swap = service.reconfigure([carrier_config(harness.portNumber, window=5)])
+    during = service.router.send(sms(to="+33612340002"))
+    assert (yield swap)["changed"] == ["test"]
+    assert (yield first).carrier == "test" and (yield during).carrier == "test"
+    assert harness.smsc.submit_count == 2

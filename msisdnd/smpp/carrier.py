@@ -588,6 +588,14 @@ class Carrier:
             if not self._receivers and not self.config.can_transmit and self.accepting:
                 self.link.lost(why, None)
 
+    def holdSends(self) -> None:
+        """Take sends into the queue, before any bind is up, for
+        C{reconnect_grace} seconds, as if the binds had just dropped: this
+        carrier replaces one a reload changed, whose binds go first."""
+        if not self._sessions and self._grace_timer is None:
+            self._grace_timer = self.clock.callLater(self.config.reconnect_grace,
+                                                     self._graceOver)
+
     def bindFailed(self, bind: object, why: str) -> None:
         """A connect or bind attempt of one of the carrier's binds failed."""
         if not self.bound:

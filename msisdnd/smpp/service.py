@@ -227,7 +227,8 @@ class CarriersService(MultiService):
     def reconfigure(self, configs: Sequence[CarrierConfig]) -> Deferred:
         """Change to the carriers C{configs} (a reload): added carriers bind;
         removed ones stop taking sends, drain and unbind; changed ones are
-        replaced (their binds go, the new ones bind); an unchanged carrier
+        replaced (their binds go, the new ones bind; the new carrier takes
+        sends meanwhile, for its C{reconnect_grace}); an unchanged carrier
         and its binds are not touched.
 
         @return: a Deferred firing, once the carriers that went are drained
@@ -253,7 +254,12 @@ class CarriersService(MultiService):
     def _replace(self, configs: Sequence[CarrierConfig], going: list[Carrier],
                  fresh: dict[str, Carrier], binds: list[SMPPBind]):
         self.carriers = [c for c in self.carriers if c not in going]
-        self.router.use(self.carriers)
+        # A changed carrier's successor takes its sends while the old one
+        # drains and unbinds (its binds come after): a reload costs no 503.
+        successors = [fresh[c.name] for c in going if c.name in fresh]
+        for carrier in successors:
+            carrier.holdSends()
+        self.router.use(self.carriers + successors)
         yield DeferredList([self._retire(c) for c in going])
         kept = {c.name: c for c in self.carriers}
         self.carriers = [kept.get(config.name) or fresh[config.name] for config in configs]
