@@ -349,6 +349,28 @@ def test_a_rerouted_message_keeps_what_is_left_of_its_deadline(clock):
     assert isinstance(results.values[0].value, SendTimeoutError)
 
 
+def test_a_message_the_smsc_refused_with_a_status_moves_on_too(clock):
+    """Throttled, the SMSC does not hold it: when the grace ends it may go
+    elsewhere (only a part accepted or unanswered keeps a message here)."""
+    a = carrier(clock, "a", reconnect_grace=3.0, default=False, prefixes=["+33"])
+    b = carrier(clock, "b")
+    router = Router([a, b])
+    link_a = Link(clock, a)
+    Link(clock, b).drop()
+    results, in_doubt = Results(), Results()
+    results.add(router.send(sms(to="+33612345601")))
+    in_doubt.add(router.send(sms(to="+33612345602")))
+    throttled, unanswered = link_a.written()
+    link_a.answer(throttled, b"", codec.ESME_RTHROTTLED)
+    link_a.drop()  # the other is in doubt: the SMSC may hold it
+    link_b = Link(clock, b)
+    clock.advance(3.0)
+    [moved] = link_b.written()
+    assert moved.fields["destination_addr"] == "33612345601"
+    link_b.answer(moved)
+    assert results.values[0].carrier == "b" and in_doubt.values == []
+
+
 def test_stranded_messages_move_on_in_send_order(clock):
     a = carrier(clock, "a", reconnect_grace=3.0, default=False, prefixes=["+33"])
     b = carrier(clock, "b", window=100)

@@ -34,8 +34,9 @@ them all; a message with a timeout of its own gets a timer of its own.
 
 When its last bind drops, the carrier keeps taking sends for
 C{reconnect_grace} seconds (the bind is usually back within them); then the
-messages none of whose parts went out are handed to C{reroute} (the
-router's: the next eligible carrier), with the time they have left; without
+messages the SMSC holds no part of (a part accepted, or sent and never
+answered, may be held; one refused with a status is not) are handed to
+C{reroute} (the router's: the next eligible carrier), with the time they have left; without
 C{reroute}, or with no time left, they fail with L{CarrierDown}.
 """
 
@@ -80,14 +81,14 @@ RESUBMIT_PAUSE = 0.25
 
 class CarrierDown(NoRouteError):
     """The carrier's binds stayed down past its reconnect grace, and the
-    message (none of whose parts went out) had nowhere else to go."""
+    message (the SMSC held no part of it) had nowhere else to go."""
 
 
 class _Message:
     """One OutboundSMS on its way: its parts, their ids, its deadline."""
 
     __slots__ = ("sms", "deferred", "message_ids", "remaining", "deadline", "expires", "done",
-                 "started", "submitted")
+                 "started", "submitted", "flying")
 
     def __init__(self, sms: OutboundSMS, parts: int):
         self.sms = sms
@@ -98,7 +99,10 @@ class _Message:
         self.expires = 0.0
         self.started = 0.0
         self.done = False
-        self.submitted = False  # a part went out: the message stays with this carrier
+        # The SMSC may hold a part (one was accepted, or went unanswered): the
+        # message stays with this carrier.  A part refused with a status does not count.
+        self.submitted = False
+        self.flying = 0  # parts awaiting their answer
 
 
 class _Part:
@@ -360,7 +364,7 @@ class Carrier:
                     recent.append(now)
                 queue.popleft()
                 part.submits += 1
-                part.message.submitted = True
+                part.message.flying += 1
                 if part.submits > 1:
                     self.resubmitted += 1
                 session.submitWith(part.body, accepted, failed, part)
@@ -426,6 +430,8 @@ class Carrier:
         self.last_submit_at = self.clock.seconds()
         self._throttle_streak = False
         message = part.message
+        message.flying -= 1
+        message.submitted = True
         fields = pdu.fields
         message_id = fields.get("message_id", "")
         if not message_id or codec.UNTERMINATED_ID in fields:
@@ -450,6 +456,7 @@ class Carrier:
         # The session calls _pump (onWindowFreed) once it has read its whole chunk.
 
     def _failed(self, error: SMPPError, part: _Part) -> None:
+        part.message.flying -= 1
         if isinstance(error, CommandStatusError):
             status = error.status
             self.errors[codec.status_name(status)] += 1
@@ -463,6 +470,7 @@ class Carrier:
         else:
             self.errors[type(error).__name__] += 1
             part.unanswered += 1
+            part.message.submitted = True
             if part.message.done:
                 pass  # its message already ended (its deadline passed meanwhile)
             elif part.unanswered >= MAX_SUBMITS:
@@ -624,12 +632,12 @@ class Carrier:
             self._graceOver()
 
     def _graceOver(self) -> None:
-        """The binds stayed down: messages none of whose parts went out move on."""
+        """The binds stayed down: messages the SMSC holds no part of move on."""
         self._grace_timer = None
         if self._sessions:
             return
         self.link.graceOver()
-        stranded = [m for m in self._waiting() if not m.submitted]
+        stranded = [m for m in self._waiting() if not (m.submitted or m.flying)]
         if stranded:
             self.log.warn("{carrier}: every bind still down after {grace}s; {count} messages "
                           "move to another carrier", carrier=self.name,
@@ -643,7 +651,7 @@ class Carrier:
         return list(dict.fromkeys(p.message for p in parts if not p.message.done))
 
     def _moveOn(self, messages: list[_Message], error: Exception) -> None:
-        """Hand C{messages} (none of whose parts went out) to C{reroute}, in
+        """Hand C{messages} (the SMSC holds no part of them) to C{reroute}, in
         order, with the time they have left; without it, or without time,
         they fail with C{error}."""
         now = self.clock.seconds()
@@ -678,8 +686,8 @@ class Carrier:
     def drain(self, timeout: float) -> Deferred:
         """Stop taking sends; fire once the queue and windows are empty, or at C{timeout}.
 
-        At the timeout, messages still waiting none of whose parts went out
-        move on (C{reroute}: on a reload, to the carriers that stay); the
+        At the timeout, messages still waiting that the SMSC holds no part
+        of move on (C{reroute}: on a reload, to the carriers that stay); the
         others fail with L{SendTimeoutError}.
         """
         self.accepting = False
@@ -689,7 +697,7 @@ class Carrier:
             self.dispatcher.stop()
             waiting = self._waiting()
             stopped = SendTimeoutError(f"{self.name} stopped")
-            self._moveOn([m for m in waiting if not m.submitted], stopped)
+            self._moveOn([m for m in waiting if not (m.submitted or m.flying)], stopped)
             for message in waiting:
                 if not message.done:
                     self._finish(message, stopped)
