@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet import task
-from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 
 from msisdnd.sms.interfaces import NoRouteError, OutboundSMS, SendTimeoutError
@@ -33,11 +33,13 @@ class Link:
     """One session of a carrier, bound, over a StringTransport."""
 
     def __init__(self, clock, carrier: Carrier | None = None, window: int = 10,
-                 mode: str = "transceiver", enquire_link_interval: float = 30.0):
+                 mode: str = "transceiver", enquire_link_interval: float = 30.0,
+                 closes_later: bool = False):
         self.clock = clock
         self.session = ESMESession(clock, window=window, response_timeout=5.0,
                                    enquire_link_interval=enquire_link_interval)
-        self.transport = StringTransportWithDisconnection()
+        # closes_later: a close takes effect later, as over TCP (no connectionLost at once).
+        self.transport = StringTransport() if closes_later else StringTransportWithDisconnection()
         self.transport.protocol = self.session
         self.session.makeConnection(self.transport)
         self.session.mode = mode
@@ -155,6 +157,25 @@ def test_unanswered_submits_go_again_after_a_pause_and_a_bounded_number_of_times
     assert c.resubmitted == MAX_SUBMITS - 1 and c.errors["max_submits"] == 1
 
 
+def test_throttled_submits_do_not_count_towards_the_unanswered_limit(clock):
+    """A throttle is an answer: a part throttled MAX_SUBMITS times and then
+    caught in a cut goes again, rather than fail as "no answer"."""
+    c = carrier(clock, window=1, send_timeout=60.0, throttle_pause=0.1, throttle_pause_max=0.2)
+    link = Link(clock, c, window=1, enquire_link_interval=1000.0)
+    results = Results()
+    results.add(c.send(sms()))
+    for _ in range(MAX_SUBMITS):
+        [submit] = link.written()
+        link.answer(submit, b"", codec.ESME_RTHROTTLED)
+        clock.advance(0.2)
+    link.written()
+    clock.advance(5.0)  # unanswered once: it goes again after the first pause
+    clock.advance(RESUBMIT_PAUSE)
+    [again] = link.written()
+    link.answer(again)
+    assert results.values[0].carrier == "a" and not c.errors["max_submits"]
+
+
 # -- every freed slot pumps ------------------------------------------------------------
 
 
@@ -172,6 +193,45 @@ def test_window_one_is_not_stalled_by_an_enquire_link(clock):
     assert submit.command == "submit_sm"
     link.answer(submit)
     assert results.values[0].message_ids == ("1a2b",)
+
+
+@pytest.mark.parametrize("closing", ["command_length lie", "generic_nack seq 0",
+                                     "enquire_link unanswered"])
+def test_nothing_is_submitted_on_a_link_being_closed(clock, closing):
+    """A closing link reads nothing more: a submit written to it would reach
+    the SMSC with its answer never read, and go again, a duplicate.  Slots
+    freed by the chunk (or the timeout) that closes it must not refill it."""
+    c = carrier(clock, window=1)
+    link = Link(clock, c, window=1, closes_later=True)
+    if closing == "enquire_link unanswered":
+        clock.advance(30.0)
+        c.send(sms()).addErrback(lambda f: None)
+        clock.advance(5.0)  # the probe's timeout frees the only slot and aborts the link
+    else:
+        for i in range(2):
+            c.send(sms(to=f"+3361234567{i}")).addErrback(lambda f: None)
+        [submit] = link.written()
+        last = (b"\0\0\0\x05" + b"\0" * 12 if closing == "command_length lie"
+                else codec.generic_nack(0, codec.ESME_RSYSERR))
+        link.feed(codec.frame(codec.SUBMIT_SM_RESP, submit.sequence, b"id\0") + last)
+    assert link.transport.disconnecting
+    assert [p for p in link.written() if p.command == "submit_sm"] == []
+    assert c.resubmitted == 0
+
+
+def test_a_success_handler_that_raises_still_frees_its_slot(clock):
+    c = carrier(clock, window=1)
+    link = Link(clock, c, window=1)
+    freed = []
+    link.session.onWindowFreed = lambda: freed.append(True)
+
+    def broken(pdu, context):
+        raise RuntimeError("a bug in a handler")
+
+    link.session.submitWith(c._encode(sms())[0], broken, lambda e, context: None, None)
+    [submit] = link.written()
+    link.answer(submit)
+    assert freed == [True] and link.session.in_flight == 0
 
 
 # -- send order --------------------------------------------------------------------------
@@ -287,6 +347,89 @@ def test_a_rerouted_message_keeps_what_is_left_of_its_deadline(clock):
     assert results.values == []
     clock.advance(0.1)  # 10 s after the send: the original deadline, not 3 + 10
     assert isinstance(results.values[0].value, SendTimeoutError)
+
+
+def test_a_message_the_smsc_refused_with_a_status_moves_on_too(clock):
+    """Throttled, the SMSC does not hold it: when the grace ends it may go
+    elsewhere (only a part accepted or unanswered keeps a message here)."""
+    a = carrier(clock, "a", reconnect_grace=3.0, default=False, prefixes=["+33"])
+    b = carrier(clock, "b")
+    router = Router([a, b])
+    link_a = Link(clock, a)
+    Link(clock, b).drop()
+    results, in_doubt = Results(), Results()
+    results.add(router.send(sms(to="+33612345601")))
+    in_doubt.add(router.send(sms(to="+33612345602")))
+    throttled, unanswered = link_a.written()
+    link_a.answer(throttled, b"", codec.ESME_RTHROTTLED)
+    link_a.drop()  # the other is in doubt: the SMSC may hold it
+    link_b = Link(clock, b)
+    clock.advance(3.0)
+    [moved] = link_b.written()
+    assert moved.fields["destination_addr"] == "33612345601"
+    link_b.answer(moved)
+    assert results.values[0].carrier == "b" and in_doubt.values == []
+
+
+def test_stranded_messages_move_on_in_send_order(clock):
+    a = carrier(clock, "a", reconnect_grace=3.0, default=False, prefixes=["+33"])
+    b = carrier(clock, "b", window=100)
+    router = Router([a, b])
+    Link(clock, a).drop()
+    Link(clock, b).drop()
+    for i in range(30):
+        router.send(sms(to=f"+336123456{i:02d}")).addErrback(lambda f: None)
+    link_b = Link(clock, b, window=100)
+    clock.advance(3.0)
+    sent = [p.fields["destination_addr"] for p in link_b.written()]
+    assert len(sent) == 30 and sent == sorted(sent)
+
+
+def test_a_carrier_a_reload_removes_hands_what_it_could_not_send_to_those_that_stay(clock):
+    a = carrier(clock, "a", reconnect_grace=60.0, default=False, prefixes=["+33"])
+    b = carrier(clock, "b")
+    router = Router([a, b])
+    Link(clock, a).drop()  # a is reconnecting, its grace long
+    Link(clock, b).drop()
+    results, drained = Results(), Results()
+    results.add(router.send(sms()))
+    assert a.queue_depth == 1
+    link_b = Link(clock, b)
+    router.use([b])
+    drained.add(a.drain(5.0))
+    clock.advance(5.0)
+    [submit] = link_b.written()
+    link_b.answer(submit)
+    assert results.values[0].carrier == "b" and len(drained.values) == 1
+
+
+def test_a_drained_carrier_leaves_no_timer_and_is_not_reported_down_later(clock, warnings):
+    a = carrier(clock, "a", reconnect_grace=30.0)
+    Router([a])
+    Link(clock, a).drop()
+    a.drain(5.0)
+    clock.advance(5.0)
+    assert not [call for call in clock.getDelayedCalls()
+                if getattr(call.func, "__self__", None) is a]
+    clock.advance(30.0)
+    assert not any("is down" in e["log_format"] for e in warnings)
+
+
+def test_a_drain_waits_for_a_part_pausing_before_it_goes_again(clock):
+    """A part whose submit had no answer waits a pause outside the queue and
+    the window; the drain (a reload, a stop) must not end before it went."""
+    c = carrier(clock, window=1)
+    link = Link(clock, c, window=1)
+    results, drained = Results(), Results()
+    results.add(c.send(sms()))
+    link.written()
+    clock.advance(5.0)  # no answer: the part waits RESUBMIT_PAUSE
+    drained.add(c.drain(5.0))
+    assert drained.values == []
+    clock.advance(RESUBMIT_PAUSE)
+    [again] = link.written()
+    link.answer(again)
+    assert results.values[0].carrier == "a" and len(drained.values) == 1
 
 
 def test_the_link_goes_reconnecting_then_down_then_back_with_one_line_each(clock):

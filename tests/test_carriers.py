@@ -606,3 +606,19 @@ def test_a_reload_that_moves_a_down_carrier_sends_what_it_held(smsc_factory, ser
     yield service.reconfigure([carrier_config(new_smsc.portNumber, reconnect_grace=30.0)])
     assert (yield held).carrier == "test"
     assert new_smsc.smsc.submit_count == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_carrier_a_reload_changes_takes_sends_while_it_is_swapped(smsc_factory, services):
+    """The old carrier drains and unbinds before the new one binds: sends
+    meanwhile wait in the new one's queue (as during a reconnect), not 503."""
+    harness = smsc_factory(credentials=CREDENTIALS)
+    service = services([carrier_config(harness.portNumber)])
+    yield bound(service)
+    harness.smsc.faults.update(response_delay=0.3)
+    first = service.router.send(sms(to="+33612340001"))
+    swap = service.reconfigure([carrier_config(harness.portNumber, window=5)])
+    during = service.router.send(sms(to="+33612340002"))
+    assert (yield swap)["changed"] == ["test"]
+    assert (yield first).carrier == "test" and (yield during).carrier == "test"
+    assert harness.smsc.submit_count == 2

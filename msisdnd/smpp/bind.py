@@ -393,7 +393,7 @@ class SMPPBind(Service):
                       "time); unbinding", bind=self.name, account=self.account.key)
         session = self._latest
         if session is not None and session.transport is not None:
-            session.transport.loseConnection()
+            session.closeLink()  # nothing more is submitted on it
 
     def startService(self) -> None:
         super().startService()

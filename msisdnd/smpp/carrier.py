@@ -11,8 +11,9 @@ C{throughput}.  It decides what a failed submit means:
   - another temporary status puts the part back after C{throttle_pause};
   - a lost session, a response timeout or a malformed response puts it back
     after a short pause that doubles (at-least-once: a PIN may arrive twice,
-    never zero times), but no part is submitted more than L{MAX_SUBMITS}
-    times: then its message fails;
+    never zero times), but no part goes unanswered more than L{MAX_SUBMITS}
+    times (the submits a status answered do not count: the SMSC did not
+    take them): then its message fails;
   - an OK response is an acceptance, whatever its message_id (an id without
     its NUL, or none, is logged and counted, never resubmitted);
   - any other status is final and fails the message.
@@ -33,8 +34,9 @@ them all; a message with a timeout of its own gets a timer of its own.
 
 When its last bind drops, the carrier keeps taking sends for
 C{reconnect_grace} seconds (the bind is usually back within them); then the
-messages none of whose parts went out are handed to C{reroute} (the
-router's: the next eligible carrier), with the time they have left; without
+messages the SMSC holds no part of (a part accepted, or sent and never
+answered, may be held; one refused with a status is not) are handed to
+C{reroute} (the router's: the next eligible carrier), with the time they have left; without
 C{reroute}, or with no time left, they fail with L{CarrierDown}.
 """
 
@@ -71,7 +73,7 @@ from msisdnd.smpp.session import ESMESession
 
 #: Upper bounds (seconds) of the submit-latency histogram's buckets.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-#: The most times one part is submitted (its first submit included).
+#: The most times one part is submitted without an answer (its first submit included).
 MAX_SUBMITS = 5
 #: The pause before a part whose submit had no answer goes again (doubling).
 RESUBMIT_PAUSE = 0.25
@@ -79,14 +81,14 @@ RESUBMIT_PAUSE = 0.25
 
 class CarrierDown(NoRouteError):
     """The carrier's binds stayed down past its reconnect grace, and the
-    message (none of whose parts went out) had nowhere else to go."""
+    message (the SMSC held no part of it) had nowhere else to go."""
 
 
 class _Message:
     """One OutboundSMS on its way: its parts, their ids, its deadline."""
 
     __slots__ = ("sms", "deferred", "message_ids", "remaining", "deadline", "expires", "done",
-                 "started", "submitted")
+                 "started", "submitted", "flying")
 
     def __init__(self, sms: OutboundSMS, parts: int):
         self.sms = sms
@@ -97,13 +99,16 @@ class _Message:
         self.expires = 0.0
         self.started = 0.0
         self.done = False
-        self.submitted = False  # a part went out: the message stays with this carrier
+        # The SMSC may hold a part (one was accepted, or went unanswered): the
+        # message stays with this carrier.  A part refused with a status does not count.
+        self.submitted = False
+        self.flying = 0  # parts awaiting their answer
 
 
 class _Part:
     """One submit_sm of a message; C{order} is its place in send order."""
 
-    __slots__ = ("message", "index", "body", "order", "submits")
+    __slots__ = ("message", "index", "body", "order", "submits", "unanswered")
 
     def __init__(self, message: _Message, index: int, body: bytes, order: int):
         self.message = message
@@ -111,6 +116,7 @@ class _Part:
         self.body = body
         self.order = order
         self.submits = 0
+        self.unanswered = 0  # submits in doubt: no answer came (a throttle is an answer)
 
 
 class Carrier:
@@ -170,6 +176,8 @@ class Carrier:
         #: while set, drains what it has, keeps its binds for receipts and MO.
         self.suspended = False
         self._queue: deque[_Part] = deque()
+        # Parts waiting out a pause before they go back in the queue, and their timers.
+        self._later: dict[_Part, IDelayedCall] = {}
         self._sessions: list[ESMESession] = []
         self._next_session = 0
         self._wakeup: IDelayedCall | None = None
@@ -356,7 +364,7 @@ class Carrier:
                     recent.append(now)
                 queue.popleft()
                 part.submits += 1
-                part.message.submitted = True
+                part.message.flying += 1
                 if part.submits > 1:
                     self.resubmitted += 1
                 session.submitWith(part.body, accepted, failed, part)
@@ -422,6 +430,8 @@ class Carrier:
         self.last_submit_at = self.clock.seconds()
         self._throttle_streak = False
         message = part.message
+        message.flying -= 1
+        message.submitted = True
         fields = pdu.fields
         message_id = fields.get("message_id", "")
         if not message_id or codec.UNTERMINATED_ID in fields:
@@ -446,6 +456,7 @@ class Carrier:
         # The session calls _pump (onWindowFreed) once it has read its whole chunk.
 
     def _failed(self, error: SMPPError, part: _Part) -> None:
+        part.message.flying -= 1
         if isinstance(error, CommandStatusError):
             status = error.status
             self.errors[codec.status_name(status)] += 1
@@ -453,25 +464,31 @@ class Carrier:
                 self._throttle()
                 self._requeue(part, pump=False)
             elif status in self.config.temporary_statuses:
-                self.clock.callLater(self.config.throttle_pause, self._requeue, part)
+                self._requeueAfter(self.config.throttle_pause, part)
             else:
                 self._reject(part.message, status)
         else:
             self.errors[type(error).__name__] += 1
+            part.unanswered += 1
+            part.message.submitted = True
             if part.message.done:
                 pass  # its message already ended (its deadline passed meanwhile)
-            elif part.submits >= MAX_SUBMITS:
+            elif part.unanswered >= MAX_SUBMITS:
                 self.errors["max_submits"] += 1
                 self._finish(part.message, SendTimeoutError(
-                    f"{self.name}: no answer to {part.submits} submits of one part"))
+                    f"{self.name}: no answer to {part.unanswered} submits of one part"))
             else:
-                pause = min(RESUBMIT_PAUSE * 2 ** (part.submits - 1),
+                pause = min(RESUBMIT_PAUSE * 2 ** (part.unanswered - 1),
                             self.config.throttle_pause_max)
-                self.clock.callLater(pause, self._requeue, part)
+                self._requeueAfter(pause, part)
         self._pump()
+
+    def _requeueAfter(self, pause: float, part: _Part) -> None:
+        self._later[part] = self.clock.callLater(pause, self._requeue, part)
 
     def _requeue(self, part: _Part, pump: bool = True) -> None:
         """Put C{part} back in its place in send order."""
+        self._later.pop(part, None)
         if part.message.done:
             return
         self.requeued += 1
@@ -543,6 +560,9 @@ class Carrier:
         if message.deadline is not None and message.deadline.active():
             message.deadline.cancel()
         self._queue = deque(p for p in self._queue if p.message is not message)
+        if self._later:
+            for part in [p for p in self._later if p.message is message]:
+                self._later.pop(part).cancel()
 
     # -- binds -------------------------------------------------------------
 
@@ -576,6 +596,14 @@ class Carrier:
             if not self._receivers and not self.config.can_transmit and self.accepting:
                 self.link.lost(why, None)
 
+    def holdSends(self) -> None:
+        """Take sends into the queue, before any bind is up, for
+        C{reconnect_grace} seconds, as if the binds had just dropped: this
+        carrier replaces one a reload changed, whose binds go first."""
+        if not self._sessions and self._grace_timer is None:
+            self._grace_timer = self.clock.callLater(self.config.reconnect_grace,
+                                                     self._graceOver)
+
     def bindFailed(self, bind: object, why: str) -> None:
         """A connect or bind attempt of one of the carrier's binds failed."""
         if not self.bound:
@@ -604,75 +632,82 @@ class Carrier:
             self._graceOver()
 
     def _graceOver(self) -> None:
-        """The binds stayed down: messages none of whose parts went out move on."""
+        """The binds stayed down: messages the SMSC holds no part of move on."""
         self._grace_timer = None
         if self._sessions:
             return
         self.link.graceOver()
-        stranded = self._stranded()
+        stranded = [m for m in self._waiting() if not (m.submitted or m.flying)]
         if stranded:
             self.log.warn("{carrier}: every bind still down after {grace}s; {count} messages "
                           "move to another carrier", carrier=self.name,
                           grace=self.config.reconnect_grace, count=len(stranded))
-        self._handOver(stranded, self.reroute,
-                       lambda: CarrierDown(f"{self.name}: every bind is down"))
+        self._moveOn(stranded, lambda: CarrierDown(f"{self.name}: every bind is down"))
 
-    def _stranded(self) -> set[_Message]:
-        """The messages none of whose parts went out."""
-        return {part.message for part in self._queue
-                if not part.message.done and not part.message.submitted}
+    def _waiting(self) -> list[_Message]:
+        """The messages not yet over that have parts queued or waiting to
+        go back, in send order."""
+        parts = sorted((*self._queue, *self._later), key=lambda p: p.order)
+        return list(dict.fromkeys(p.message for p in parts if not p.message.done))
 
-    def _handOver(self, messages: set[_Message],
-                  to: Callable[[OutboundSMS, float], Deferred] | None,
-                  otherwise: Callable[[], Exception]) -> None:
-        """Send C{messages} on C{to} with the time they have left; without
-        C{to}, or with no time left, they fail with C{otherwise()}."""
+    def _moveOn(self, messages: list[_Message], error: Callable[[], Exception]) -> None:
+        """Hand C{messages} (the SMSC holds no part of them) to C{reroute}, in
+        order, with the time they have left; without it, or without time,
+        each fails with an C{error()} of its own."""
         now = self.clock.seconds()
         for message in messages:
             remaining = (message.expires or (message.deadline.getTime()
                                              if message.deadline else now)) - now
-            if to is None or remaining <= 0:
-                self._finish(message, otherwise())
+            if self.reroute is None or remaining <= 0:
+                self._finish(message, error())
             else:
                 self._withdraw(message)
-                to(message.sms, remaining).chainDeferred(message.deferred)
+                self.reroute(message.sms, remaining).chainDeferred(message.deferred)
+        self._notifyIdle()
 
     # -- stopping ----------------------------------------------------------
 
     def _notifyIdle(self) -> None:
-        if self._idle_waiters and not self._queue and not self.in_flight:
+        if self._idle_waiters and not self._queue and not self._later and not self.in_flight:
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:
                 if not d.called:
                     d.callback(None)
 
     def whenIdle(self, timeout: float) -> Deferred:
-        """Fire once the queue and windows are empty, or at C{timeout}
-        (failing with C{TimeoutError}); sends are still taken meanwhile."""
+        """Fire once the queue and windows are empty and no part waits to go
+        back (after a pause), or at C{timeout} (failing with C{TimeoutError});
+        sends are still taken meanwhile."""
         d = Deferred()
         self._idle_waiters.append(d)
         self._notifyIdle()
         return d.addTimeout(timeout, self.clock)
 
-    def drain(self, timeout: float,
-              handOver: Callable[[OutboundSMS, float], Deferred] | None = None) -> Deferred:
+    def drain(self, timeout: float) -> Deferred:
         """Stop taking sends; fire once the queue and windows are empty, or at C{timeout}.
 
-        Messages still queued at the timeout fail with L{SendTimeoutError};
-        with C{handOver}, those none of whose parts went out are given to it
-        with the time they have left (a reload's replacement sends them).
+        At the timeout, messages still waiting that the SMSC holds no part
+        of move on (C{reroute}: on a reload, to the carriers that stay); the
+        others fail with L{SendTimeoutError}.
         """
         self.accepting = False
 
         def giveUp(result: object) -> None:
             self._giveTokensBack()
             self.dispatcher.stop()
-            if handOver is not None:
-                self._handOver(self._stranded(), handOver,
-                               lambda: SendTimeoutError(f"{self.name} stopped"))
-            for part in list(self._queue):
-                if not part.message.done:
-                    self._finish(part.message, SendTimeoutError(f"{self.name} stopped"))
+            waiting = self._waiting()
+
+            def stopped() -> Exception:
+                return SendTimeoutError(f"{self.name} stopped")
+
+            self._moveOn([m for m in waiting if not (m.submitted or m.flying)], stopped)
+            for message in waiting:
+                if not message.done:
+                    self._finish(message, stopped())
+            for timer in (self._grace_timer, self._wakeup):
+                if timer is not None and timer.active():
+                    timer.cancel()  # a stopped carrier is neither "down" later nor woken
+            self._grace_timer = self._wakeup = None
 
         return self.whenIdle(timeout).addBoth(giveUp)
 

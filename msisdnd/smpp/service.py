@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 from twisted.application.service import MultiService
 from twisted.internet import ssl
@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
 from msisdnd.sms.accounts import IBindPermits, IThroughputLeases
-from msisdnd.sms.interfaces import IMOReceiver, IReceiptReceiver, OutboundSMS, QueueFullError
+from msisdnd.sms.interfaces import IMOReceiver, IReceiptReceiver
 from msisdnd.smpp.bind import SMPPBind
 from msisdnd.smpp.carrier import Carrier
 from msisdnd.smpp.config import CarrierConfig, SessionConfig
@@ -227,10 +227,12 @@ class CarriersService(MultiService):
     def reconfigure(self, configs: Sequence[CarrierConfig]) -> Deferred:
         """Change to the carriers C{configs} (a reload): added carriers bind;
         removed ones stop taking sends, drain and unbind; changed ones are
-        replaced (their binds go, the new ones bind); an unchanged carrier
+        replaced (their binds go, the new ones bind; the new carrier takes
+        sends meanwhile, for its C{reconnect_grace}); an unchanged carrier
         and its binds are not touched.  A message a going carrier could not
         send within C{drain_timeout} (its SMSC down), none of its parts out,
-        goes to its replacement or, without one, through the router.
+        goes through the router to the carriers that stay (its successor
+        among them).
 
         @return: a Deferred firing, once the carriers that went are drained
             and unbound, with C{{"added": [...], "removed": [...],
@@ -254,37 +256,21 @@ class CarriersService(MultiService):
     def _replace(self, configs: Sequence[CarrierConfig], going: list[Carrier],
                  fresh: dict[str, Carrier], binds: list[SMPPBind]):
         self.carriers = [c for c in self.carriers if c not in going]
-        self.router.use(self.carriers)
-        # What a going carrier could not send (its SMSC down) waits for the
-        # new carriers: its replacement takes it (which may still be
-        # binding), else the router, with the time it has left.
-        held: list[tuple[str, OutboundSMS, float, Deferred]] = []
-
-        def holder(name: str) -> Callable[[OutboundSMS, float], Deferred]:
-            def hold(sms: OutboundSMS, seconds: float) -> Deferred:
-                held.append((name, sms, self.reactor.seconds() + seconds, Deferred()))
-                return held[-1][3]
-            return hold
-
-        yield DeferredList([self._retire(c, holder(c.name)) for c in going])
+        # A changed carrier's successor takes its sends while the old one
+        # drains and unbinds (its binds come after): a reload costs no 503.
+        successors = [fresh[c.name] for c in going if c.name in fresh]
+        for carrier in successors:
+            carrier.holdSends()
+        self.router.use(self.carriers + successors)
+        yield DeferredList([self._retire(c) for c in going])
         kept = {c.name: c for c in self.carriers}
         self.carriers = [kept.get(config.name) or fresh[config.name] for config in configs]
         self._attach(binds)
         self.router.use(self.carriers)
-        for name, sms, until, d in held:
-            self._resend(fresh.get(name), sms, until - self.reactor.seconds()).chainDeferred(d)
-
-    def _resend(self, replacement: Carrier | None, sms: OutboundSMS, seconds: float) -> Deferred:
-        if replacement is not None and not replacement.suspended:
-            try:
-                return replacement.send(sms, seconds)
-            except QueueFullError:
-                pass
-        return self.router.send(sms, seconds)
 
     @inlineCallbacks
-    def _retire(self, carrier: Carrier, handOver=None):
-        yield carrier.drain(self.drain_timeout, handOver)
+    def _retire(self, carrier: Carrier):
+        yield carrier.drain(self.drain_timeout)
         yield self._unbind(carrier)
 
     @inlineCallbacks

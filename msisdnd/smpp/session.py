@@ -104,7 +104,7 @@ class ESMESession(PDUStream):
         C{enquire_link} that held the last slot must wake whoever waits for
         room too.  Responses read in one chunk of data make one call, after
         the chunk; a timeout makes one at once.  Not called once the
-        connection is closed.
+        connection is closed, or being closed.
     @ivar trace_label: what this session's trace lines are labelled with,
         or C{None} while it is not traced (see L{enableTrace}).
     """
@@ -212,6 +212,17 @@ class ESMESession(PDUStream):
         for d in waiters:
             d.callback(None)
 
+    def closeLink(self, abort: bool = False) -> None:
+        """Close the connection; no new request goes out on it meanwhile.
+
+        A link being closed reads nothing more (a flushed close stops
+        reading; an aborted one drops what is written): a submit written now
+        would reach the SMSC, or not, with its answer never read, and go
+        again elsewhere, a duplicate.
+        """
+        self._submittable = False
+        super().closeLink(abort)
+
     def whenClosed(self) -> Deferred:
         """A Deferred that fires once the connection has closed."""
         if self._lost:
@@ -230,7 +241,8 @@ class ESMESession(PDUStream):
     @state.setter
     def state(self, value: SessionState) -> None:
         self._state = value
-        self._submittable = value is SessionState.BOUND and self.mode != "receiver"
+        self._submittable = value is SessionState.BOUND and self.mode != "receiver" \
+            and not self._closing
 
     @property
     def in_flight(self) -> int:
@@ -277,7 +289,8 @@ class ESMESession(PDUStream):
         """A request left the window: tell C{onWindowFreed}, after the chunk being read."""
         if self._receiving:
             self._freed_while_receiving = True
-        elif self.onWindowFreed is not None and self.state is not SessionState.CLOSED:
+        elif self.onWindowFreed is not None and self.state is not SessionState.CLOSED \
+                and not self._closing:
             try:
                 self.onWindowFreed()
             except Exception:
@@ -303,8 +316,8 @@ class ESMESession(PDUStream):
         C{failed(error, context)} with the L{SMPPError} that L{submit}'s
         Deferred would have failed with.
         """
-        if self.state is not SessionState.BOUND:
-            raise NotBound(f"session is {self.state.value}")
+        if self.state is not SessionState.BOUND or self._closing:
+            raise NotBound(f"session is {'closing' if self._closing else self.state.value}")
         self._send(codec.SUBMIT_SM, body, self.response_timeout, succeeded, failed, context)
 
     def bind(
@@ -532,7 +545,10 @@ class ESMESession(PDUStream):
         if pdu.status:
             self._fail(entry, CommandStatusError(pdu.status, pdu.command))
         else:
-            entry.succeeded(pdu, entry.context)
+            try:
+                entry.succeeded(pdu, entry.context)
+            except Exception:
+                self.log.failure("A request's success handler failed")
             self._freed()
         if self._drain_waiters:
             self._fireDrained()
