@@ -645,6 +645,31 @@ def test_redis_stopped_then_restarted(private_redis, tmp_path):
         yield pool.disconnect()
 
 
+@pytest_twisted.inlineCallbacks
+def test_a_redis_outage_is_not_one_warning_per_request(private_redis, tmp_path):
+    """Every request fails while Redis is away (a failover does that for
+    seconds): the API says so in at most ten warnings a minute, not one each."""
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    pool = txredisapi.lazyConnectionPool("127.0.0.1", private_redis.port, charset=None,
+                                         convertNumbers=False, reconnect=True)
+    gw = yield start_gateway(pool, tmp_path)
+    seen = []
+    try:
+        private_redis.stop()
+        globalLogPublisher.addObserver(seen.append)
+        replies = yield gatherResults([call(gw, "POST", "/register") for _ in range(25)])
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+        yield gw.stop()
+        yield gw.smsc.stop()
+        yield pool.disconnect()
+    assert [r.code for r in replies] == [503] * 25
+    warnings = [formatEvent(e) for e in seen if e.get("log_level") is LogLevel.warn
+                and formatEvent(e).startswith("Redis unavailable")]
+    assert len(warnings) == 10, warnings
+
+
 # -- 8. error bodies -------------------------------------------------------------------
 
 

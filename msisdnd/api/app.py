@@ -18,6 +18,7 @@ from msisdnd.api.backend import BackendRoutes
 from msisdnd.api.device import DeviceRoutes
 from msisdnd.api.docs import DocsRoutes
 from msisdnd.api.discovery import Discovery
+from msisdnd.logs import WarningBudget
 from msisdnd.verification import certs
 from msisdnd.verification.backend import BackendVerifications
 from msisdnd.verification.flows import Verifier
@@ -59,6 +60,8 @@ class GatewayAPI(DeviceRoutes, BackendRoutes, DocsRoutes):
         self.public_url = public_url
         self.settings = settings
         self.clock = clock
+        #: Storage failures logged at most 10 a minute (a failover fails every request).
+        self.store_warnings = WarningBudget(self.log, now=clock.seconds)
         self.cors_origins = frozenset(cors_origins)
         self.show_version = show_version
         self.trusted_proxies = tuple(trusted_proxies)

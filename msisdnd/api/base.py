@@ -93,7 +93,8 @@ class Routes:
     """The Klein app every route registers on, and what the routes share.
 
     Subclasses (the device and backend route mixins, then the API that
-    combines them) set C{clock}, C{cors_origins} and C{trusted_proxies}.
+    combines them) set C{clock}, C{cors_origins}, C{trusted_proxies} and
+    C{store_warnings} (a L{msisdnd.logs.WarningBudget}).
     """
 
     app = Klein()
@@ -172,7 +173,7 @@ class Routes:
 
     @app.handle_errors(refusals.StoreUnavailable)
     def storeDown(self, request: IRequest, failure: Failure) -> bytes:
-        self.log.warn("Redis unavailable: {why}", why=str(failure.value))
+        self.store_warnings.warn("Redis unavailable: {why}", why=str(failure.value))
         return self._error(request, errors.unavailable("The storage backend is unavailable."))
 
     @app.handle_errors(RequestRedirect)

@@ -51,6 +51,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from msisdnd.logs import WarningBudget
 from msisdnd.masking import mask_number
 from msisdnd.sms.accounts import IThroughputLeases, Lease
 from msisdnd.sms.interfaces import (
@@ -66,7 +67,6 @@ from msisdnd.sms.interfaces import (
 from msisdnd.smpp import alphabet, codec
 from msisdnd.smpp.config import CarrierConfig
 from msisdnd.smpp.errors import CommandStatusError, SMPPError
-from msisdnd.smpp.framing import WarningBudget
 from msisdnd.smpp.inbound import InboundDispatcher
 from msisdnd.smpp.link import CarrierLink, timestamp
 from msisdnd.smpp.session import ESMESession

@@ -14,39 +14,8 @@ from typing import Any
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
+from msisdnd.logs import WarningBudget
 from msisdnd.smpp import codec
-
-
-class WarningBudget:
-    """At most C{limit} warnings a C{period}; then one line saying how many were held back.
-
-    A broken or hostile peer can send a bad PDU per packet; one log line
-    each would flood the log.  The first C{limit} of a period are logged in
-    full; the next warning after the period says how many were not.
-    """
-
-    def __init__(self, log: Logger, limit: int = 10, period: float = 60.0,
-                 now: Any = time.monotonic):
-        self.log = log
-        self.limit = limit
-        self.period = period
-        self.now = now
-        self._started = 0.0
-        self._logged = 0
-        self.suppressed = 0
-
-    def warn(self, format: str, **kwargs: Any) -> None:
-        now = self.now()
-        if now - self._started >= self.period:
-            if self.suppressed:
-                self.log.warn("{count} more warnings like these were not logged in the last "
-                              "{period:.0f}s", count=self.suppressed, period=self.period)
-            self._started, self._logged, self.suppressed = now, 0, 0
-        if self._logged < self.limit:
-            self._logged += 1
-            self.log.warn(format, **kwargs)
-        else:
-            self.suppressed += 1
 
 
 class PDUStream(Protocol):
