@@ -28,7 +28,7 @@ from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from msisdnd.config import RedisConfig
-from msisdnd.state.connection import RedisWatch, SentinelMaster, connect_pool
+from msisdnd.state.connection import RedisWatch, SentinelMaster, connect_alone, connect_pool
 from msisdnd.state.redis import StoreUnavailable, TimedRedis
 
 from conftest import redis_executable, wait_until
@@ -333,8 +333,6 @@ def test_a_connection_of_its_own_and_a_user_without_role(group, logged):
     the sentinels do not know.  The Sentinel client asks ROLE of each new
     connection: a user refused it never connects, and one warning (not one
     per retry) says why."""
-    from msisdnd.state.connection import connect_alone
-
     for name, works in ((MASTER_NAME, True), ("nosuch", False)):
         settings = dataclasses.replace(settings_for(group, username="msisdnd",
                                                     password="least-pw"), master_name=name)
@@ -384,3 +382,29 @@ def test_a_full_redis_is_a_store_unavailable(redis_pool, redis_server):
         assert (yield redis.call("get", b"ms:kept")) == b"1"
     finally:
         redis_server.command("CONFIG", "SET", "maxmemory", "0")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_connection_of_its_own_asks_the_sentinels_again_until_its_deadline(group, logged):
+    """Just after a failover the sentinels flag the new master down for a
+    moment, so one discovery can fail: a connection of its own (the
+    operator's tools, the webhooks' blocking reads) asks again until its
+    deadline instead of failing at the first answer."""
+    port = group.master_port()
+    for sentinel in group.sentinels:
+        command(sentinel.port, "SENTINEL", "REMOVE", MASTER_NAME)
+    settings = dataclasses.replace(settings_for(group), quorum=1, discovery_timeout=0.3,
+                                   timeout=2.0)
+    master = SentinelMaster(settings, reactor)
+    master.startService()
+    try:
+        pending = connect_alone(settings, master=master)
+        yield wait_until(lambda: any("get address from Sentinel" in formatEvent(e)
+                                     for e in logged), timeout=5)
+        for sentinel in group.sentinels:
+            command(sentinel.port, "SENTINEL", "MONITOR", MASTER_NAME, "127.0.0.1", str(port), "1")
+        alone = yield pending
+        assert (yield alone.execute_command("PING")) == b"PONG"
+        yield alone.disconnect()
+    finally:
+        yield master.stopService()

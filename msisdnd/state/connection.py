@@ -141,13 +141,12 @@ class SentinelMaster(Service):
         sentinel, self.sentinel = self.sentinel, None
         return sentinel.disconnect() if sentinel is not None else None
 
-    def pool(self, poolsize: int, reconnect: bool = True) -> MasterPool:
+    def pool(self, poolsize: int) -> MasterPool:
         """A pool of C{poolsize} connections to the master (bytes in and out)."""
         made: list[_MasterFactory] = []
 
         def factory(**kwargs: Any) -> _MasterFactory:
             made.append(_MasterFactory(self, **kwargs))
-            made[0].reconnect = reconnect
             return made[0]
 
         settings = self.settings
@@ -158,10 +157,12 @@ class SentinelMaster(Service):
         return MasterPool(handler, made[0])
 
     def connection(self) -> Deferred:
-        """A connection of its own to the master (no reconnection), once it is
-        made; fails with L{StoreUnavailable} after the discovery and
-        connection timeouts."""
-        pool = self.pool(1, reconnect=False)
+        """A connection of its own to the master, once it is made (it is not
+        made again if lost); fails with L{StoreUnavailable} after the
+        discovery and connection timeouts.  Until then the sentinels are
+        asked again after each failed attempt: just after a failover they
+        flag the new master down for a moment."""
+        pool = self.pool(1)
         result: Deferred = Deferred()
 
         def expire() -> None:
@@ -179,6 +180,7 @@ class SentinelMaster(Service):
                     pool.disconnect()
                     result.errback(StoreUnavailable(f"no connection to {self.describe()}"))
                 else:
+                    pool.factory.stopTrying()
                     result.callback(pool)
 
         pool.factory.deferred.addBoth(done)
