@@ -251,7 +251,8 @@ class RedisConfig:
     C{username}/C{password}/C{db} are the master's.
 
     @ivar timeout: seconds to establish a connection (each call has its own
-        timeout, C{[verification].store_timeout}).
+        timeout, C{[verification].store_timeout}); a pooled connection whose
+        reply is overdue twice this is made again.
     @ivar pool_size: connections in the pool.  One by default: every command
         on it, pipelined with the others of the same reactor turn; txredisapi
         spreads commands over more at random, one write and one read each.

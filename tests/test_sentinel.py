@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -23,7 +24,7 @@ import time
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
@@ -77,7 +78,7 @@ def answering(redis: TimedRedis, timeout: float = 10.0):
         except StoreUnavailable:
             if time.monotonic() > deadline:
                 raise
-            yield wait_until(lambda: True)
+            yield task.deferLater(reactor, 0.05, lambda: None)  # a turn: a ping may fail at once
 
 
 @pytest_twisted.inlineCallbacks
@@ -416,4 +417,28 @@ def test_a_connection_of_its_own_asks_the_sentinels_again_until_its_deadline(gro
         assert (yield alone.execute_command("PING")) == b"PONG"
         yield alone.disconnect()
     finally:
+        yield master.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_master_gone_without_a_word_is_left_for_the_promoted_replica(group):
+    """A master whose host froze or was cut off sends no reset: the pool's
+    one connection stays open and no reply comes.  A reply that long
+    overdue drops the connection, and the pool finds the promoted replica."""
+    settings = settings_for(group)
+    master = SentinelMaster(settings, reactor)
+    master.startService()
+    pool = connect_pool(settings, master=master, poolsize=1)
+    redis = TimedRedis(pool, reactor, timeout=0.5)
+    frozen = group.master()
+    try:
+        yield answering(redis)
+        frozen.process.send_signal(signal.SIGSTOP)
+        yield wait_until(lambda: group.master_port() not in (frozen.port, None), timeout=30,
+                         interval=0.05)
+        yield answering(redis, timeout=15)
+        assert master.address == f"127.0.0.1:{group.master_port()}"
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+        yield pool.disconnect()
         yield master.stopService()

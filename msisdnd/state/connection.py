@@ -26,6 +26,11 @@ _log = Logger()
 
 #: The longest wait, in seconds, between two attempts to reach the master.
 RETRY_CAP = 0.5
+#: A pool's connection whose reply is overdue this many times C{[redis]
+#: timeout} is dropped and made again: a Redis host that froze or was cut off
+#: sends no reset, and the connection would stay open, every call on it
+#: timing out, long after the sentinels promoted a replica.
+REPLY_TIMEOUTS = 2
 
 
 class _MasterProtocol(txredisapi.SentinelRedisProtocol):
@@ -153,7 +158,7 @@ class SentinelMaster(Service):
         handler = self.sentinel.master_for(
             self.name, factory_class=factory, dbid=settings.db, poolsize=poolsize,
             isLazy=True, charset=None, convertNumbers=False, password=settings.password,
-            username=settings.username)
+            username=settings.username, replyTimeout=REPLY_TIMEOUTS * settings.timeout)
         return MasterPool(handler, made[0])
 
     def connection(self) -> Deferred:
@@ -214,7 +219,8 @@ class SentinelMaster(Service):
 
 def connect_pool(settings: Any, *, socket: str | None = None,
                  master: SentinelMaster | None = None, poolsize: int | None = None) -> Any:
-    """A lazy, reconnecting pool (bytes in and out) on the Redis of C{settings}.
+    """A lazy, reconnecting pool (bytes in and out) on the Redis of C{settings};
+    a connection whose reply is overdue (L{REPLY_TIMEOUTS}) is made again.
 
     @param socket: the embedded Redis's socket, when there is one.
     @param master: the running L{SentinelMaster}, with C{sentinels}.
@@ -224,7 +230,8 @@ def connect_pool(settings: Any, *, socket: str | None = None,
         return master.pool(size)
     common = dict(poolsize=size, reconnect=True, charset=None, convertNumbers=False,
                   password=settings.password, username=settings.username,
-                  connectTimeout=settings.timeout)
+                  connectTimeout=settings.timeout,
+                  replyTimeout=REPLY_TIMEOUTS * settings.timeout)
     if socket is not None:
         return txredisapi.lazyUnixConnectionPool(socket, **common)
     if settings.unix_socket:
