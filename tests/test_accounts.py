@@ -281,3 +281,41 @@ def test_two_twistd_daemons_share_max_binds(smsc_factory, redis_server, tmp_path
                 except AssertionError:
                     daemon.process.kill()
                     daemon.process.wait()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_bind_refused_its_permit_keeps_waiting_while_redis_is_away(tmp_path):
+    """Holders keep their permits while Redis is away, so a daemon Redis had
+    refused a permit (every one held) keeps its binds waiting instead of
+    taking its local share: two daemons never hold more than max_binds.  A
+    daemon that never heard from Redis keeps to its local share."""
+    from conftest import RedisServer, redis_executable
+
+    server = RedisServer(redis_executable(), free_port(), str(tmp_path))
+    server.start()
+    account = Account("127.0.0.1:1:esme", max_binds=2, bind_lease=5.0, daemons=2)
+    daemons = []
+    for _ in range(3):
+        pool = txredisapi.lazyConnectionPool("127.0.0.1", server.port, charset=None,
+                                             convertNumbers=False)
+        daemons.append((pool, SharedPermits(TimedRedis(pool, reactor, timeout=0.3), reactor)))
+    (_, first), (_, second), (_, third) = daemons
+
+    @inlineCallbacks
+    def ask(permits, *holders):
+        answers = []
+        for holder in holders:
+            answers.append((yield permits.acquire(account, holder, lambda: None)))
+        return answers
+
+    try:
+        assert (yield ask(first, "a/0", "a/1")) == [True, True]
+        assert (yield ask(second, "b/0")) == [False]
+        server.stop()
+        assert (yield ask(second, "b/0", "b/1")) == [False, False]
+        assert (yield ask(third, "c/0", "c/1")) == [True, False]
+    finally:
+        for pool, permits in daemons:
+            permits.stopService()
+            yield pool.disconnect()
+        server.stop()

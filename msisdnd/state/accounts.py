@@ -132,7 +132,9 @@ class SharedPermits(Service):
     """Bind permits of each account in Redis, renewed every third of their
     lease while held; a permit that cannot be renewed because Redis is away
     is kept (every daemon is as blind), one another daemon took meanwhile
-    is lost."""
+    is lost.  While Redis is away, new permits come from the local share,
+    except for an account whose last answer from Redis was that every
+    permit is held: their holders keep them, so none is free."""
 
     def __init__(self, redis: TimedRedis, clock: IReactorTime):
         self.redis = redis
@@ -141,14 +143,23 @@ class SharedPermits(Service):
         self._fallback = _Fallback("carrier bind limits")
         #: Held permits by holder: their renewal timer (C{None} while one is in flight).
         self._held: dict[str, IDelayedCall | None] = {}
+        #: Accounts whose permits Redis last said were all held.
+        self._full: set[str] = set()
 
     def acquire(self, account: Account, holder: str, lost: Callable[[], None]) -> Deferred:
         def answered(reply: object) -> bool:
             self._fallback.back()
-            return bool(int(reply))
+            granted = bool(int(reply))
+            if granted:
+                self._full.discard(account.key)
+            else:
+                self._full.add(account.key)
+            return granted
 
-        def away(failure) -> Deferred:
+        def away(failure) -> Deferred | bool:
             self._fallback.away(failure)
+            if account.key in self._full:
+                return False
             return self.local.acquire(account, holder, lost)
 
         def held(yes: bool) -> bool:
