@@ -693,3 +693,19 @@ def test_carriers_on_other_accounts_may_differ() -> None:
     assert a.account().key != b.account().key
     # A receive-only login of the same account need not agree on throughput.
     parse_carriers([minimal(throughput=5), minimal(name="mo", bind="receiver")])
+
+
+def test_carriers_sending_through_one_account_count_its_throughput_together() -> None:
+    """A carrier sending through accounts X and Y counts its throughput over
+    both; another sending through X alone would count on a bucket of its
+    own, and X would see both rates: refused."""
+    e = pytest.raises(ConfigError, parse_carriers, [
+        minimal(throughput=5, sessions=[{"bind": "transmitter"},
+                                        {"bind": "transmitter", "port": 2776}]),
+        minimal(name="sfr", throughput=5)]).value
+    assert e.path == 'carrier[1] "sfr".throughput'
+    assert "smsc.example.net:2775:msisdnd" in e.problem and "2776" in e.problem
+    # One receiving on X while it sends through Z need not agree.
+    parse_carriers([minimal(throughput=5, sessions=[{"bind": "receiver"},
+                                                    {"bind": "transmitter", "port": 2777}]),
+                    minimal(name="sfr", throughput=3)])

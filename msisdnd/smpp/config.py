@@ -462,7 +462,7 @@ class CarrierConfig:
         is counted on: that of its transmitting sessions (their keys joined
         by C{"+"} when they log in to more than one)."""
         if key is None:
-            key = "+".join(sorted({s.account_key for s in self.sessions if s.can_transmit}))
+            key = "+".join(sorted(_sending_accounts(self)))
         return Account(key, throughput=self.throughput, max_binds=self.max_binds,
                        bind_lease=self.bind_lease, daemons=self.expected_daemons)
 
@@ -755,6 +755,10 @@ def _carrier_where(index: int, item: Any) -> str:
 _ACCOUNT_KEYS = ("max_binds", "bind_lease", "expected_daemons")
 
 
+def _sending_accounts(carrier: CarrierConfig) -> set[str]:
+    return {spec.account_key for spec in carrier.sessions if spec.can_transmit}
+
+
 def _shared_limits_agree(carrier: CarrierConfig, where: str,
                          accounts: dict[str, tuple[str, CarrierConfig]]) -> None:
     """Carriers that log in to one account (host, port, system_id) share its
@@ -766,7 +770,14 @@ def _shared_limits_agree(carrier: CarrierConfig, where: str,
         if other is carrier:
             continue
         keys = _ACCOUNT_KEYS
-        if spec.can_transmit and other.account().key == carrier.account().key:
+        if spec.can_transmit and spec.account_key in _sending_accounts(other) \
+                and (carrier.throughput or other.throughput):
+            ours, theirs = carrier.account().key, other.account().key
+            if ours != theirs:
+                raise ConfigError(f"{where}.throughput", f"both this carrier and {other_where} "
+                                  f"send through the account {spec.account_key}, but count "
+                                  f"its throughput over {ours!r} and {theirs!r}: give them "
+                                  "the same transmitting sessions, or separate accounts")
             keys = ("throughput",) + keys
         for key in keys:
             if getattr(carrier, key) != getattr(other, key):
