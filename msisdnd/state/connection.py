@@ -87,8 +87,11 @@ class MasterPool:
         return getattr(self.handler, name)
 
     def rediscover(self) -> None:
-        """Drop every connection; each reconnects to the master the sentinels name."""
-        dropped = [conn for conn in list(self.factory.pool) if conn.connected]
+        """Drop every connection; each reconnects to the master the sentinels name.
+        The writes in flight on a dropped connection all answer READONLY: only
+        the first answer finds connections still open (one warning)."""
+        dropped = [conn for conn in list(self.factory.pool)
+                   if conn.connected and not conn.transport.disconnecting]
         if dropped:
             self.factory.master.demoted()
         for conn in dropped:
