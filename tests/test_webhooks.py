@@ -105,13 +105,17 @@ class Deliverers:
         self.redis_server = redis_server
         self.running: list[WebhookDelivery] = []
 
-    def start(self, config: WebhookConfig, consumer: str = "a", **kwargs) -> WebhookDelivery:
+    def start(self, config: WebhookConfig, consumer: str = "a", redis_port: int | None = None,
+              **kwargs) -> WebhookDelivery:
+        """A deliverer whose blocking reads go to C{redis_port} (by default,
+        the gateway's Redis)."""
         gateway = self.gateway
         store = gateway.store
+        port = redis_port or self.redis_server.port
         delivery = WebhookDelivery(
             config, EventStream(store),
             Payloads(gateway.verifier.secrets, gateway.signer),
-            lambda: txredisapi.Connection("127.0.0.1", self.redis_server.port, reconnect=False,
+            lambda: txredisapi.Connection("127.0.0.1", port, reconnect=False,
                                           charset=None, convertNumbers=False),
             HTTP, reactor, consumer,
             **{"retry_delays": (0.3, 0.3, 0.3), "block_ms": 100, "maintain_every": 0.05,
@@ -564,3 +568,39 @@ def test_a_gone_webhooks_group_does_not_hold_the_stream(events_gateway, delivere
     yield settled(events_gateway)
     removed = yield stream.trim(int(reactor.seconds() * 1000) + 1000, frozenset({"rp"}))
     assert removed >= 1 and (yield stream.length()) == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_blocking_read_on_a_redis_gone_silent_is_given_up(events_gateway, deliverers,
+                                                            receiver, tmp_path):
+    """A Redis whose host froze or was cut off sends no reset: a blocking
+    read on it would wait for ever (and the webhook with it, even after a
+    failover).  Not answered within its block and a grace, it is given up,
+    its connection dropped, and reading starts again."""
+    import signal
+
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    from conftest import RedisServer, free_port, redis_executable
+
+    frozen = RedisServer(redis_executable(), free_port(), str(tmp_path))
+    frozen.start()
+    frozen.command("XGROUP", "CREATE", keys.EVENTS.decode(), "rp", "$", "MKSTREAM")
+    seen: list[str] = []
+
+    def observe(event):
+        if event.get("log_level") is LogLevel.warn:
+            seen.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    delivery = deliverers.start(webhook(receiver), redis_port=frozen.port)
+    try:
+        yield wait_until(lambda: delivery._connection is not None)
+        frozen.process.send_signal(signal.SIGSTOP)
+        yield wait_until(lambda: any("cannot read events" in line for line in seen),
+                         timeout=10)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        frozen.process.send_signal(signal.SIGCONT)
+        yield deliverers.stop(delivery)
+        frozen.stop()

@@ -11,7 +11,8 @@ attempts are spent.  Every attempt keeps the event's C{webhook-id} and is
 signed afresh.
 
 Blocking reads use a connection of their own, never the pool that serves
-requests.  The stream is trimmed below what every webhook still needs and
+requests; one not answered L{READ_GRACE} seconds past its block is given up
+and its connection made again.  The stream is trimmed below what every webhook still needs and
 what is older than L{RETAIN} (kept so that an operator may replay it); a
 webhook with more than C{max_backlog} events not yet delivered dead-letters
 its oldest ones explicitly (and says so, in the log and the metrics), so
@@ -56,6 +57,10 @@ MAX_BACKLOG = 100_000
 RETAIN = 3600.0
 #: Seconds past a webhook's timeout before another daemon may claim a delivery.
 CLAIM_MARGIN = 2.0
+#: Seconds past its block after which a blocking read is given up and its
+#: connection dropped: a Redis host that froze or was cut off sends no
+#: reset, and the read would otherwise wait for ever.
+READ_GRACE = 2.0
 _MAX_ERROR = 200
 
 
@@ -211,8 +216,9 @@ class WebhookDelivery(Service):
                 if self._connection is None:
                     self._connection = yield self.connect()
                     yield self.stream.ensureGroup(self.group)
-                entries = yield EventStream.read(self._connection, self.group, self.consumer,
-                                                 self.batch, self.block_ms)
+                entries = yield EventStream.read(
+                    self._connection, self.group, self.consumer, self.batch, self.block_ms,
+                ).addTimeout(self.block_ms / 1000 + READ_GRACE, self.clock)
             except Exception as e:
                 if not self.running:
                     return
