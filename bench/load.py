@@ -1361,8 +1361,9 @@ async def run_level(cluster: Cluster, users: int, args, *, rate: float | None = 
         # MOs each daemon's bind received in the window (the fake SMSC round-robins them).
         "mo_received_per_daemon": mo_received,
         # Everything else the machine ran meanwhile (other users' tests, py-spy, the kernel's
-        # softirq time not charged to our processes).
-        "other_cpu": busy - sum(sum(v) for v in cpu.values()),
+        # softirq time not charged to our processes); the two are sampled apart, so a
+        # residual below zero is noise, shown as 0.
+        "other_cpu": max(0.0, busy - sum(sum(v) for v in cpu.values())),
         "flows_per_s": result["flows"] / duration,
         # Redis commands per flow (flows ending in the window vs commands run in it: close
         # enough over a window of thousands of flows).
