@@ -99,9 +99,18 @@ def json_line(event: dict) -> str:
 _ANONYMOUS_RETRY = "Scheduling retry {attempt} to connect {endpoint} in {delay} seconds."
 
 
+#: txredisapi's line for each failed master lookup through the sentinels,
+#: once a second while none names a master; the Redis watch says it once.
+_SENTINEL_LOOKUP = "txredisapi: Can't get address from Sentinel"
+
+
 def without_anonymous_retries(event: dict) -> PredicateResult:
-    """Drop ClientService's anonymous retry lines (the SMPP binds' and the Redis pool's)."""
+    """Drop ClientService's anonymous retry lines (the SMPP binds' and the Redis
+    pool's) and txredisapi's line per failed master lookup."""
     if event.get("log_format") == _ANONYMOUS_RETRY:
+        return PredicateResult.no
+    text = event.get("log_text")
+    if isinstance(text, str) and text.startswith(_SENTINEL_LOOKUP):
         return PredicateResult.no
     return PredicateResult.maybe
 

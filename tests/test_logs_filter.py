@@ -41,3 +41,29 @@ def test_clientservices_retry_line_is_dropped_and_ours_kept():
     Logger(observer=observe).warn("Carrier {carrier} is down: {why}", carrier="fake",
                                   why="connection refused")
     assert "Carrier fake is down: connection refused" in out.getvalue()
+
+
+def test_txredisapis_line_per_failed_master_lookup_is_dropped():
+    """txredisapi logs (legacy log.msg) each failed lookup through the
+    sentinels; the Redis watch says it once, by name."""
+    import inspect
+
+    import txredisapi
+    from twisted.python import log
+
+    assert logs._SENTINEL_LOOKUP in inspect.getsource(txredisapi), \
+        "txredisapi no longer words its lookup failure this way: revisit msisdnd.logs"
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        log.msg(logs._SENTINEL_LOOKUP + ": no master")
+        log.msg("txredisapi: something else")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    out = io.StringIO()
+    observe = logs.observer(out)
+    for event in events:
+        observe(event)
+    logs.flush()  # info lines are held for a batch
+    text = out.getvalue()
+    assert "Can't get address" not in text and "txredisapi: something else" in text, text
