@@ -660,6 +660,11 @@ class _Reader:
             t.fail("master_name", f"must be the name given in `sentinel monitor` (letters, "
                                   f"digits, '.', '_', '-'), not {name!r}")
         majority = len(addresses) // 2 + 1
+        for user, password in (("username", "password"),
+                               ("sentinel_username", "sentinel_password")):
+            if t.raw(user) is not None and t.raw(password) is None:
+                t.fail(user, f"needs {password} too (without it no AUTH is sent, and the "
+                             f"connection is the default user's)")
         return RedisConfig(
             sentinels=tuple(addresses), master_name=name,
             username=t.string("username", empty=False, limit=128),

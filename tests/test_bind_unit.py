@@ -108,9 +108,9 @@ class Harness:
         assert self.request.command == "bind_transceiver", self.request
         return self.request
 
-    def answerBind(self, status: int = codec.ESME_ROK) -> None:
+    def answerBind(self, status: int = codec.ESME_ROK, system_id: str = "SMSC") -> None:
         self.transport.protocol.dataReceived(codec.encode(
-            "bind_transceiver_resp", self.request.sequence, status, system_id="SMSC"))
+            "bind_transceiver_resp", self.request.sequence, status, system_id=system_id))
 
     def bindRefused(self, status: int) -> None:
         self.connect()
@@ -277,6 +277,23 @@ def test_bound_session_is_handed_to_the_listener_and_reported():
     snapshot = harness.bind.snapshot()
     assert (snapshot["state"], snapshot["bind_failures"], snapshot["last_bind_status"]) == (
         "bound", 0, None)
+
+
+def test_the_smscs_system_id_is_logged_on_one_line_escaped():
+    """The SMSC names itself in its bind_resp: a carriage return or a terminal
+    escape in that name reaches the log escaped, not as written."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    harness = Harness(jitter=lambda: 0.0).start()
+    harness.connect()
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        harness.answerBind(system_id="ev\r\n\x1b[31mx")
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    [line] = [formatEvent(e) for e in seen if "bound as" in formatEvent(e)]
+    assert line.isprintable() and "\\x1b" in line and "\\r\\n" in line, line
 
 
 def test_refused_bind_is_counted_and_closes_the_connection():

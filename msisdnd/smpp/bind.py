@@ -299,7 +299,7 @@ class SMPPBind(Service):
             self.session = session
             self._bound_at = self.clock.seconds()
             self.log.info("{bind}: bound as {mode} to {smsc}", bind=self.name, mode=spec.bind,
-                          smsc=smsc_id or "SMSC")
+                          smsc=codec.shown(smsc_id) if smsc_id else "SMSC")
             session.whenClosed().addCallback(self._lost, session)
             self.listener.bindUp(self, session)
 

@@ -494,7 +494,7 @@ _CODINGS = {0: "SMSC default alphabet", 1: "IA5", 3: "latin-1", 4: "octets", 8: 
 _TON_INTERNATIONAL = 1
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """A peer's string on one line: as it is when printable, else escaped."""
     text = str(value)
     return text if text.isprintable() else repr(text)
@@ -505,7 +505,7 @@ def _address(fields: dict[str, Any], addr: str, ton: str, npi: str) -> str:
     ton_value = fields.get(ton, 0)
     if ton_value == _TON_INTERNATIONAL and number.isdigit():
         number = "+" + number  # E.164 digits: masked as E.164 (country code kept)
-    return f"{ton_value}/{fields.get(npi, 0)}:{_shown(mask_number(number)) or '-'}"
+    return f"{ton_value}/{fields.get(npi, 0)}:{shown(mask_number(number)) or '-'}"
 
 
 def describe(pdu: PDU) -> str:
@@ -518,7 +518,7 @@ def describe(pdu: PDU) -> str:
     fields = pdu.fields
     parts = [pdu.command, f"seq={pdu.sequence}", f"status={status_name(pdu.status)}"]
     if "system_id" in fields:
-        parts.append(f"system_id={_shown(fields['system_id'])}")
+        parts.append(f"system_id={shown(fields['system_id'])}")
     if "source_addr" in fields:
         parts.append("source=" + _address(fields, "source_addr", "source_addr_ton",
                                           "source_addr_npi"))
@@ -537,7 +537,7 @@ def describe(pdu: PDU) -> str:
             parts.append(f"{name}={len(fields[name])} octets ({what})")
     for name in ("message_id", "receipted_message_id", "message_state"):
         if name in fields:
-            parts.append(f"{name}={_shown(fields[name])}")
+            parts.append(f"{name}={shown(fields[name])}")
     if pdu.dropped_tlvs:
         parts.append(f"dropped_tlvs={len(pdu.dropped_tlvs)}")
     return " ".join(parts)
