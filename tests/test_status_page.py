@@ -19,7 +19,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import threads
 
-from msisdnd.api.status import CarrierReading, Snapshot
+from msisdnd.api.status import Snapshot
+from msisdnd.sms.status import CarrierReading
 from msisdnd.api.status_page import render
 
 from conftest import wait_until

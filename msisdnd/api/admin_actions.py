@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from msisdnd.smpp.service import UnknownCarrier
+from msisdnd.sms.status import UnknownCarrier
 
 audit = Logger(namespace="msisdnd.audit")
 

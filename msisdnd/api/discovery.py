@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
-
-from msisdnd.smpp.config import CarrierConfig
+from typing import Protocol, Sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +14,17 @@ class Route:
     mo_verifier: str | None
 
 
+class CarrierRoutes(Protocol):
+    """What discovery reads of a carrier's configuration."""
+
+    can_transmit: bool
+    mt_sender: str
+    mo_verifier: str | None
+    mccmnc: Sequence[str]
+    mcc: Sequence[str]
+    default: bool
+
+
 def _shown(address: str) -> str:
     return "+" + address.lstrip("+") if address.lstrip("+").isdigit() else address
 
@@ -23,11 +32,11 @@ def _shown(address: str) -> str:
 class Discovery:
     """Looks up C{mtSender} and C{moVerifier} by MCC+MNC, then MCC, then the default."""
 
-    def __init__(self, carriers: Sequence[CarrierConfig], mt_url: str):
+    def __init__(self, carriers: Sequence[CarrierRoutes], mt_url: str):
         self.mt_url = mt_url
         self.use(carriers)
 
-    def use(self, carriers: Sequence[CarrierConfig]) -> None:
+    def use(self, carriers: Sequence[CarrierRoutes]) -> None:
         """Answer from C{carriers} from now on (a reload changed them)."""
         self._by_mccmnc: dict[str, Route] = {}
         self._by_mcc: dict[str, Route] = {}

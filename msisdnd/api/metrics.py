@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 
 from msisdnd import __version__
 from msisdnd.api.status import Snapshot, Take
-from msisdnd.smpp.carrier import LATENCY_BUCKETS
+from msisdnd.sms.status import LATENCY_BUCKETS
 
 #: The routes HTTP metrics are labelled with; anything else is "other".
 ROUTES = frozenset({

@@ -16,32 +16,12 @@ from typing import Any, Callable, Iterable
 from twisted.application.internet import TimerService
 from twisted.internet.interfaces import IReactorTime
 
-from msisdnd.smpp.link import LinkState
-from msisdnd.smpp.service import CarriersService
+from msisdnd.sms.status import CarrierReading, CarriersStatus
 
 #: Seconds between two readings kept in the history.
 SAMPLE_EVERY = 10.0
 #: The longest window the history answers for.
 HISTORY = 3600.0
-
-
-@dataclass(frozen=True)
-class CarrierReading:
-    """What the metrics need of one carrier beyond its JSON snapshot."""
-
-    name: str
-    up: bool
-    queue_depth: int
-    outcomes: dict[str, int]
-    latency_counts: tuple[int, ...]
-    latency_sum: float
-    mo: int
-    receipts: int
-    dropped: int
-    last_submit_age: float | None
-    suspended: bool = False
-    waiting_permits: int = 0
-    queue_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,6 +67,8 @@ class Snapshot:
 class StatusBoard:
     """Takes L{Snapshot}s of the daemon's parts and remembers their counters.
 
+    @param carriers: the carrier side (its C{status()}, a
+        L{msisdnd.sms.status.CarriersStatus}).
     @param redis_watch: a L{msisdnd.state.connection.RedisWatch} (its
         C{state}, C{since} and C{address}), or C{None}.
     @param limits: the L{msisdnd.state.limits.Limits} (its C{counters}), or C{None}.
@@ -94,7 +76,7 @@ class StatusBoard:
         sequence.
     """
 
-    def __init__(self, clock: IReactorTime, carriers: CarriersService, verifier: Any,
+    def __init__(self, clock: IReactorTime, carriers: Any, verifier: Any,
                  store: Any, *, redis_watch: Any = None, limits: Any = None,
                  webhooks: Iterable = (), version: str = "", environment: str = ""):
         self.clock = clock
@@ -112,20 +94,17 @@ class StatusBoard:
     def take(self) -> Snapshot:
         """Read every part once; remember the counters (at most every L{SAMPLE_EVERY} s)."""
         now = self.clock.seconds()
-        service, verifier = self.carriers, self.verifier
-        carriers = service.carriers
+        verifier = self.verifier
+        carriers: CarriersStatus = self.carriers.status()
         watch = self.redis_watch
         redis = ({"state": watch.state.value, "since": watch.since, "address": watch.address}
                  if watch is not None else {"state": "unknown", "since": None, "address": ""})
         counters = self.limits.counters if self.limits is not None else None
-        parts = service.snapshot()
         snapshot = Snapshot(
             taken=now, started=self.started, version=self.version,
             environment=self.environment, redis=redis, redis_errors=self.store.errors,
-            carriers=parts["carriers"], binds=parts["binds"],
-            readings=[_reading(c, now) for c in carriers],
-            unserved=service.router.unserved(),
-            failovers=dict(service.router.failovers),
+            carriers=carriers.carriers, binds=carriers.binds, readings=carriers.readings,
+            unserved=carriers.unserved, failovers=carriers.failovers,
             verifications=dict(verifier.outcomes),
             mo_verifications={"handled": verifier.mo_handled, "dropped": verifier.mo_dropped},
             mcc_mismatches=verifier.mcc_mismatches,
@@ -173,19 +152,6 @@ class StatusBoard:
         timer = TimerService(SAMPLE_EVERY, self.sample)
         timer.clock = self.clock
         return timer
-
-
-def _reading(carrier: Any, now: float) -> CarrierReading:
-    last = carrier.last_submit_at
-    return CarrierReading(
-        name=carrier.name, up=carrier.link.state is LinkState.UP, suspended=carrier.suspended,
-        waiting_permits=carrier.waiting_permits,
-        queue_depth=carrier.queue_depth, queue_size=carrier.config.queue_size,
-        outcomes={"ESME_ROK": carrier.sent, **carrier.errors},
-        latency_counts=tuple(carrier.latency_counts), latency_sum=carrier.latency_sum,
-        mo=carrier.dispatcher.mo_count, receipts=carrier.dispatcher.receipt_count,
-        dropped=carrier.dispatcher.dropped_count,
-        last_submit_age=None if last is None else now - last)
 
 
 Take = Callable[[], Snapshot]

@@ -11,7 +11,7 @@ from html import escape
 from typing import Iterable, Mapping
 
 from msisdnd.api.status import Snapshot
-from msisdnd.smpp.link import timestamp
+from msisdnd.sms.status import timestamp
 
 #: Seconds between two reloads of the page.
 REFRESH = 10

@@ -29,10 +29,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from msisdnd.sms.accounts import Account, IBindPermits
+from msisdnd.sms.status import timestamp
 from msisdnd.smpp import codec
 from msisdnd.smpp.config import CarrierConfig, SessionConfig
 from msisdnd.smpp.errors import CommandStatusError
-from msisdnd.smpp.link import describe, timestamp
+from msisdnd.smpp.link import describe
 from msisdnd.smpp.session import ESMESession
 
 

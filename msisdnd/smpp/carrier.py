@@ -64,15 +64,14 @@ from msisdnd.sms.interfaces import (
     SendResult,
     SendTimeoutError,
 )
+from msisdnd.sms.status import LATENCY_BUCKETS, CarrierReading, timestamp
 from msisdnd.smpp import alphabet, codec
 from msisdnd.smpp.config import CarrierConfig
 from msisdnd.smpp.errors import CommandStatusError, SMPPError
 from msisdnd.smpp.inbound import InboundDispatcher
-from msisdnd.smpp.link import CarrierLink, timestamp
+from msisdnd.smpp.link import CarrierLink, LinkState
 from msisdnd.smpp.session import ESMESession
 
-#: Upper bounds (seconds) of the submit-latency histogram's buckets.
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: The most times one part is submitted without an answer (its first submit included).
 MAX_SUBMITS = 5
 #: The pause before a part whose submit had no answer goes again (doubling).
@@ -710,6 +709,20 @@ class Carrier:
             self._grace_timer = self._wakeup = None
 
         return self.whenIdle(timeout).addBoth(giveUp)
+
+    def reading(self, now: float) -> CarrierReading:
+        """What the metrics read of this carrier at C{now}."""
+        last = self.last_submit_at
+        dispatcher = self.dispatcher
+        return CarrierReading(
+            name=self.name, up=self.link.state is LinkState.UP, suspended=self.suspended,
+            waiting_permits=self.waiting_permits,
+            queue_depth=self.queue_depth, queue_size=self.config.queue_size,
+            outcomes={"ESME_ROK": self.sent, **self.errors},
+            latency_counts=tuple(self.latency_counts), latency_sum=self.latency_sum,
+            mo=dispatcher.mo_count, receipts=dispatcher.receipt_count,
+            dropped=dispatcher.dropped_count,
+            last_submit_age=None if last is None else now - last)
 
     def snapshot(self) -> dict:
         return {

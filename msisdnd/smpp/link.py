@@ -10,13 +10,13 @@ carrier goes down and when it is back, with how long it was down.
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timezone
 
 from twisted.internet import error
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from msisdnd.sms.status import timestamp
 from msisdnd.smpp.errors import CommandStatusError, ResponseTimeout, SessionClosed
 
 _CONNECT_ERRORS = (
@@ -63,14 +63,6 @@ def _tls_reason(value: BaseException) -> str:
         if isinstance(entry, tuple) and entry:
             reasons.append(str(entry[-1]))
     return "; ".join(reasons) or str(value)
-
-
-def timestamp(seconds: float | None) -> str | None:
-    """C{seconds} since the epoch as RFC 3339 (UTC), for the admin listener."""
-    if seconds is None:
-        return None
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds") \
-        .replace("+00:00", "Z")
 
 
 class LinkState(enum.Enum):

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 from msisdnd.sms.accounts import IBindPermits, IThroughputLeases
 from msisdnd.sms.interfaces import IMOReceiver, IReceiptReceiver
+from msisdnd.sms.status import CarriersStatus, UnknownCarrier
 from msisdnd.smpp.bind import SMPPBind
 from msisdnd.smpp.carrier import Carrier
 from msisdnd.smpp.config import CarrierConfig, SessionConfig
@@ -52,13 +53,6 @@ def endpoint_for(reactor: object, spec: SessionConfig) -> IStreamClientEndpoint:
     options = ssl.optionsForClientTLS(spec.tls_hostname, trustRoot=trust,
                                       clientCertificate=client_cert)
     return wrapClientTLS(options, tcp)
-
-
-class UnknownCarrier(KeyError):
-    """No carrier of that name is configured here."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class CarriersService(MultiService):
@@ -286,6 +280,15 @@ class CarriersService(MultiService):
                                       "queue_depth": b.listener.queue_depth}
                       for b in self.binds],
         }
+
+    def status(self) -> CarriersStatus:
+        """Every carrier and bind now, for the admin listener and the metrics."""
+        now = self.reactor.seconds()
+        parts = self.snapshot()
+        return CarriersStatus(carriers=parts["carriers"], binds=parts["binds"],
+                              readings=[c.reading(now) for c in self.carriers],
+                              unserved=self.router.unserved(),
+                              failovers=dict(self.router.failovers))
 
     def health(self) -> dict:
         """Each carrier's state and the destinations no live carrier takes
