@@ -182,7 +182,7 @@ async def measure(cluster: load.Cluster, bare: Bare, mix: str, args, *,
         "requests_per_flow": requests / max(flows, 1),
         "cpu_s": cpu, "cpu_ms_per_flow": 1000 * cpu / max(flows, 1),
         "cpu_ms_per_request": 1000 * cpu / max(requests, 1),
-        "driver_cpu_s": own, "other_cpu_pct": 100 * (busy - cpu - own) / args.duration,
+        "driver_cpu_s": own, "other_cpu_pct": 100 * max(0.0, busy - cpu - own) / args.duration,
         "latency_ms": {k: load.summarize_ms(v) for k, v in stats["latency"].items()},
         "accept_submit_ms": load.summarize_ms(stats["accept_submit"]),
     }
