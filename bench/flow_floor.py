@@ -59,6 +59,8 @@ from twisted.internet import defer, reactor, task  # noqa: E402
 FLOWS = ("device-jwt", "device-browserid", "backend")
 #: Goal of issue 16: the device flow (JWT) at most this many times the HTTP floor.
 TARGET_RATIO = 2.0
+#: The levels of the bare server: the floor, and the references beside it.
+FLOORS = ("bare", "bare-resource", "bare-lean")
 #: The bare route's answer.
 BARE_ANSWER = b'{"ok": true, "msisdn": "+33612345678"}'
 
@@ -67,9 +69,12 @@ BARE_ANSWER = b'{"ok": true, "msisdn": "+33612345678"}'
 
 
 def bare_main() -> int:
-    """C{--role bare}: serve C{POST /echo} on two free loopback ports, through a
-    Klein route on the first and a plain C{twisted.web} C{Resource} on the
-    second (what Klein's routing costs); print both ports on one line."""
+    """C{--role bare}: serve C{POST /echo} on three free loopback ports, through a
+    Klein route on the first, a plain C{twisted.web} C{Resource} on the second
+    (what Klein's routing costs), and the Klein route again on a C{Site} that
+    does not parse POST bodies as forms (C{parsePOSTFormSubmission=False}, as
+    the daemon's C{APISite}: what Twisted's default form parsing costs the
+    floor); print the ports on one line."""
     from klein import Klein
     from twisted.web.resource import Resource
     from twisted.web.server import Site
@@ -91,8 +96,8 @@ def bare_main() -> int:
     root = Resource()
     root.putChild(b"echo", Echo())
     ports = []
-    for resource in (app.resource(), root):
-        site = Site(resource)
+    for resource, forms in ((app.resource(), True), (root, True), (app.resource(), False)):
+        site = Site(resource, parsePOSTFormSubmission=forms)
         site.log = lambda request: None  # the floor writes no access line
         ports.append(reactor.listenTCP(0, site, interface="127.0.0.1").getHost().port)
     print(*ports, flush=True)
@@ -113,8 +118,9 @@ class Bare:
         while time.monotonic() < deadline:
             first = self.log.read_text().split("\n", 1)
             ports = first[0].split()
-            if len(first) == 2 and len(ports) == 2 and all(p.isdigit() for p in ports):
-                self.url, self.resource_url = (f"http://127.0.0.1:{p}" for p in ports)
+            if len(first) == 2 and len(ports) == 3 and all(p.isdigit() for p in ports):
+                self.url, self.resource_url, self.lean_url = (f"http://127.0.0.1:{p}"
+                                                              for p in ports)
                 return
             if self.proc.poll() is not None:
                 break
@@ -134,9 +140,10 @@ class Bare:
 async def measure(cluster: load.Cluster, bare: Bare, mix: str, args, *,
                   rate: float | None = None, profile: bool = False) -> dict:
     """One level of C{mix}: warm up, measure C{args.duration} s, return its figures."""
-    floor = mix in ("bare", "bare-resource")
+    floor = mix in FLOORS
     target = bare.proc.pid if floor else cluster.daemon_pids[0]
-    url = {"bare": bare.url, "bare-resource": bare.resource_url}.get(mix, cluster.api[0])
+    url = {"bare": bare.url, "bare-resource": bare.resource_url,
+           "bare-lean": bare.lean_url}.get(mix, cluster.api[0])
     if not floor:
         cluster.clear_messages()
     # Made once per cluster (a subprocess, seconds): before the level's clock starts.
@@ -175,7 +182,7 @@ async def measure(cluster: load.Cluster, bare: Bare, mix: str, args, *,
         "requests_per_flow": requests / max(flows, 1),
         "cpu_s": cpu, "cpu_ms_per_flow": 1000 * cpu / max(flows, 1),
         "cpu_ms_per_request": 1000 * cpu / max(requests, 1),
-        "driver_cpu_s": own, "other_cpu_pct": 100 * (busy - cpu - own) / args.duration,
+        "driver_cpu_s": own, "other_cpu_pct": 100 * max(0.0, busy - cpu - own) / args.duration,
         "latency_ms": {k: load.summarize_ms(v) for k, v in stats["latency"].items()},
         "accept_submit_ms": load.summarize_ms(stats["accept_submit"]),
     }
@@ -268,15 +275,15 @@ async def redis_per_flow(cluster: load.Cluster, mix: str, flows: int) -> dict:
 # -- reports ---------------------------------------------------------------------------------
 
 
-def ratios(rounds: list[dict[str, dict]]) -> dict[str, dict]:
-    """Per flow: each round's ratio to the floor and their median."""
+def ratios(rounds: list[dict[str, dict]], floor: str = "bare") -> dict[str, dict]:
+    """Per flow: each round's ratio to the floor (the level C{floor}) and their median."""
     out = {}
     for mix in rounds[0]:
-        if mix in ("bare", "bare-resource"):
+        if mix in FLOORS:
             continue
         per_round = []
         for levels in rounds:
-            bare, level = levels["bare"], levels[mix]
+            bare, level = levels[floor], levels[mix]
             floor_ms = bare["cpu_ms_per_request"] * level["requests_per_flow"]
             if not (floor_ms and level["flows"]):
                 continue  # reported as a problem
@@ -332,6 +339,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--klein", action="store_true",
                    help="also measure the bare route as a plain twisted.web Resource (what "
                         "Klein's routing costs per request)")
+    p.add_argument("--lean-floor", action="store_true",
+                   help="also measure the bare Klein route on a Site that does not parse POST "
+                        "bodies as forms (as the daemon's), and each flow's ratio to it")
     p.add_argument("--no-latency", action="store_true",
                    help="skip the device JWT flow at half its saturated flows/s")
     p.add_argument("--latency-rate", type=float, default=None, metavar="R",
@@ -385,7 +395,8 @@ def main(argv=None) -> int:
         print("\n| round | level | flows | errors | daemon requests/flow | CPU s | CPU ms/flow "
               "| CPU ms/request | flows/s | other CPU % |\n"
               "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
-        order = ["bare"] + (["bare-resource"] if args.klein else []) + args.flows
+        order = (["bare"] + (["bare-resource"] if args.klein else [])
+                 + (["bare-lean"] if args.lean_floor else []) + args.flows)
         for rnd in range(1, args.rounds + 1):
             levels = {}
             for mix in (order if rnd % 2 else order[::-1]):
@@ -414,6 +425,13 @@ def main(argv=None) -> int:
                   f"{', '.join(format(x['ratio'], '.2f') for x in figure['rounds'])}); "
                   f"{figure['cpu_ms_per_flow']:.3f} ms of daemon CPU per flow, floor "
                   f"{figure['floor_ms']:.3f} ms", flush=True)
+        if args.lean_floor:
+            document["lean_ratios"] = ratios(document["rounds"], "bare-lean")
+            for mix, figure in document["lean_ratios"].items():
+                print(f"{load.MIX_NAMES.get(mix, mix)}: {figure['median']:.2f}x the floor without "
+                      f"form parsing (median of {len(figure['rounds'])} rounds: "
+                      f"{', '.join(format(x['ratio'], '.2f') for x in figure['rounds'])}); floor "
+                      f"{figure['floor_ms']:.3f} ms", flush=True)
         for levels in document["rounds"][-1:]:
             for mix, r in levels.items():
                 if r.get("profile", {}).get("report"):

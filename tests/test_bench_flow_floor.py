@@ -19,7 +19,7 @@ FIGURE = r"[0-9][0-9,.]*"
 def test_the_flow_floor_benchmark_prints_its_figures(tmp_path):
     figures = tmp_path / "figures.json"
     out = run_bench("flow_floor.py", "--users", "2", "--duration", "1", "--warmup", "0.5",
-                    "--rounds", "1", "--klein", "--redis-flows", "2", "--json", str(figures),
+                    "--rounds", "1", "--klein", "--lean-floor", "--redis-flows", "2", "--json", str(figures),
                     timeout=120)
 
     assert re.search(r"^command: .*bench/flow_floor\.py --users 2", out, re.M), out
@@ -32,12 +32,15 @@ def test_the_flow_floor_benchmark_prints_its_figures(tmp_path):
         cells = [c.strip() for c in line.split("|")]
         if len(cells) > 3 and cells[1] == "1":
             levels[cells[2]] = cells
-    assert set(levels) == {"bare", "bare-resource", "device-jwt", "device-browserid", "backend"}
+    assert set(levels) == {"bare", "bare-resource", "bare-lean", "device-jwt", "device-browserid",
+                           "backend"}
     for name, cells in levels.items():
         assert int(cells[3].replace(",", "")) > 0 and cells[4] == "0", cells
     for name in ("device flow, JWT (EdDSA) certificate",
                  "device flow, BrowserID (RSA-2048) certificate", "backend (Verify API)"):
         assert re.search(rf"^{re.escape(name)}: {FIGURE}x the HTTP floor", out, re.M), name
+        assert re.search(rf"^{re.escape(name)}: {FIGURE}x the floor without form parsing", out,
+                         re.M), name
     assert re.search(rf"^bare Klein route / bare twisted.web Resource, CPU per request: {FIGURE}",
                      out, re.M), out
     assert re.search(rf"^mt/verify -> submit_sm p99 at half load: {FIGURE} ms", out, re.M), out
@@ -48,6 +51,7 @@ def test_the_flow_floor_benchmark_prints_its_figures(tmp_path):
     result = json.loads(figures.read_text())
     assert set(result["ratios"]) == {"device-jwt", "device-browserid", "backend"}
     assert all(r["median"] > 0 for r in result["ratios"].values())
+    assert set(result["lean_ratios"]) == set(result["ratios"])
     device = result["rounds"][0]["device-jwt"]
     assert round(device["requests_per_flow"]) == 5
     assert result["latency"]["half"]["flows"] > 0

@@ -26,6 +26,7 @@ from msisdnd.hawk import (
     nonce_key,
     nonce_ttl,
     parse_header,
+    payload_hash,
     verify_request,
 )
 
@@ -432,3 +433,28 @@ def test_checks_agree_with_mohawk(method, url, content, content_type, with_hash,
         assert ours is BadMAC
     elif tamper is None and abs(drift) <= 60:
         assert ours is None
+
+
+@given(
+    content=st.binary(max_size=2048),
+    content_type=st.one_of(
+        st.sampled_from(["", "application/json", " Application/JSON ; charset=utf-8",
+                         "text/plain;", ";", "a;b;c"]),
+        st.text(max_size=40)),
+    algorithm=st.sampled_from(["sha256", "sha1"]),
+)
+def test_payload_hash_is_mohawks(content, content_type, algorithm):
+    """Our payload hash (hashlib over mohawk's normalized parts) is byte for byte
+    mohawk's calculate_payload_hash, whatever the body and the content type."""
+    import mohawk.util
+
+    assert payload_hash(content, content_type, algorithm) == \
+        mohawk.util.calculate_payload_hash(content, algorithm, content_type)
+
+
+@given(content=st.binary(max_size=256), content_type=st.text(max_size=30))
+def test_payload_hash_is_what_mohawks_sender_declares(content, content_type):
+    """The hash mohawk's Sender puts in its header is payload_hash of what it sent."""
+    header = parse_header(authorization_header(
+        derive_session(TOKEN), "POST", URL, content, content_type, with_hash=True))
+    assert header.hash == payload_hash(content, content_type).decode("ascii")

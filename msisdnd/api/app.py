@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from msisdnd.api.backend import BackendRoutes
 from msisdnd.api.device import DeviceRoutes
+from msisdnd.api.direct import DirectResource
 from msisdnd.api.docs import DocsRoutes
 from msisdnd.api.discovery import Discovery
 from msisdnd.logs import WarningBudget
@@ -69,5 +70,6 @@ class GatewayAPI(DeviceRoutes, BackendRoutes, DocsRoutes):
         self.backend = backend
         self.environment = environment
 
-    def resource(self):
-        return self.app.resource()
+    def resource(self) -> DirectResource:
+        """The routes' resource: fixed paths found directly, the rest through Klein."""
+        return DirectResource(self.app, self.answerFailure)

@@ -75,6 +75,17 @@ _LIMIT_ERRORS: dict[Limit, tuple[int, int, str]] = {
 }
 
 
+#: Route failures by type, in order, and the L{Routes} method answering each.
+_FAILURE_HANDLERS: tuple[tuple[type, str], ...] = (
+    (APIError, "apiError"),
+    (refusals.VerificationError, "flowError"),
+    (refusals.Refused, "refused"),
+    (refusals.StoreUnavailable, "storeDown"),
+    (RequestRedirect, "redirected"),
+    (NotFound, "notFound"),
+    (MethodNotAllowed, "notAllowed"),
+)
+
 
 def shielded(step: Deferred) -> Deferred:
     """C{step}'s result, in a Deferred whose cancellation does not reach C{step}.
@@ -147,23 +158,33 @@ class Routes:
 
     # -- errors --------------------------------------------------------------
 
+    @app.handle_errors(Exception)
+    def answerFailure(self, request: IRequest, failure: Failure) -> bytes:
+        """The answer to a route's failure: the first of L{_FAILURE_HANDLERS}
+        for its type, else L{unexpected}.  The one error handler of the app,
+        Klein's and L{msisdnd.api.direct.DirectResource}'s."""
+        for kind, handler in _FAILURE_HANDLERS:
+            if isinstance(failure.value, kind):
+                try:
+                    return getattr(self, handler)(request, failure)
+                except Exception:
+                    return self.unexpected(request, Failure())
+        return self.unexpected(request, failure)
+
     def _error(self, request: IRequest, error: APIError) -> bytes:
         for name, value in error.headers.items():
             request.setHeader(name.encode(), value.encode())
         return self._json(request, error.body(), error.code)
 
-    @app.handle_errors(APIError)
     def apiError(self, request: IRequest, failure: Failure) -> bytes:
         return self._error(request, failure.value)
 
-    @app.handle_errors(refusals.VerificationError)
     def flowError(self, request: IRequest, failure: Failure) -> bytes:
         for kind, make in _FLOW_ERRORS.items():
             if isinstance(failure.value, kind):
                 return self._error(request, make(failure.value))
         return self.unexpected(request, failure)
 
-    @app.handle_errors(refusals.Refused)
     def refused(self, request: IRequest, failure: Failure) -> bytes:
         refusal = failure.value
         code, errno, message = _LIMIT_ERRORS[refusal.limit]
@@ -171,22 +192,18 @@ class Routes:
                    if refusal.retry_after is not None else {})
         return self._error(request, APIError(code, errno, message, headers))
 
-    @app.handle_errors(refusals.StoreUnavailable)
     def storeDown(self, request: IRequest, failure: Failure) -> bytes:
         self.store_warnings.warn("Redis unavailable: {why}", why=str(failure.value))
         return self._error(request, errors.unavailable("The storage backend is unavailable."))
 
-    @app.handle_errors(RequestRedirect)
     def redirected(self, request: IRequest, failure: Failure) -> bytes:
         """A path Werkzeug would redirect (C{//}, a slash too many): no such resource
         (a redirect built from the Host header would not be ours to give)."""
         return self.notFound(request, failure)
 
-    @app.handle_errors(NotFound)
     def notFound(self, request: IRequest, failure: Failure) -> bytes:
         return self._error(request, APIError(404, errors.INVALID_PARAMETERS, "No such resource."))
 
-    @app.handle_errors(MethodNotAllowed)
     def notAllowed(self, request: IRequest, failure: Failure) -> bytes:
         methods = set(failure.value.valid_methods or ())
         if methods <= {"OPTIONS"}:  # only the catch-all preflight route matched
@@ -195,7 +212,6 @@ class Routes:
         return self._error(request, APIError(405, errors.INVALID_PARAMETERS,
                                              "Method not allowed.", {"Allow": allowed}))
 
-    @app.handle_errors(Exception)
     def unexpected(self, request: IRequest, failure: Failure) -> bytes:
         self.log.failure("Unexpected error on {path}", failure,
                          path=request.path.decode("latin-1"))

@@ -223,9 +223,18 @@ class Metrics:
         Info("msisdnd_build", "The running msisdnd", registry=self.registry).info(
             {"version": __version__, "python": platform.python_version()})
         ProcessCollector(registry=self.registry)
+        #: The labelled children per (route, status), made on first use:
+        #: C{labels()} costs more than the increment and the observation.
+        #: Bounded: routes are L{ROUTES}, the templates and C{other}.
+        self._children: dict[tuple[str, int], tuple] = {}
 
     def requestDone(self, request: object, seconds: float) -> None:
         path = request.path.decode("latin-1") if isinstance(request.path, bytes) else "?"
         route = route_of(path)
-        self.http_requests.labels(route, str(request.code)).inc()
-        self.http_latency.labels(route).observe(seconds)
+        key = (route, request.code)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.http_requests.labels(route, str(request.code)),
+                                              self.http_latency.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)

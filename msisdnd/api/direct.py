@@ -1,0 +1,106 @@
+"""The API's resource: its fixed paths found in a dict, every other request through Klein.
+
+Klein costs each request about as much as the rest of C{twisted.web} does
+(binding a Werkzeug map adapter, matching, adapting the request to
+C{IKleinRequest}, two C{notifyFinish} Deferreds, two C{maybeDeferred},
+its error-handler chain): measured in bench/RESULTS.md ("Device flow: the
+per-request HTTP path").  L{DirectResource} answers a request whose method
+and raw path are those of a route without path arguments (C{POST
+/register}, C{POST /sms/verify_code}, ...) by calling that route's endpoint
+through the same bound Klein app (C{execute_endpoint}), and hands every
+other request to Klein's own resource unchanged: percent-encoded paths,
+slashes too many, wrong methods, CORS preflights below C{/}, the routes
+with path arguments.  The route table is read off the Klein app's
+Werkzeug map, so a route added with C{@app.route} is served either way
+with no second list to keep.
+
+What Klein does for a route, this does the same way: a route's failure is
+answered by the app's one error handler (C{answer_failure}, the same one
+Klein calls); a client that hangs up cancels the route's Deferred, and a
+failure after that is not answered (logged, unless it is that
+cancellation); the route's bytes are written and the request finished.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from klein import Klein
+from twisted.internet.defer import CancelledError, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+log = Logger()
+
+
+def fixed_routes(app: Klein) -> dict[tuple[bytes, bytes], str]:
+    """C{(method, path)} to endpoint, for every route of C{app} without path
+    arguments (a path two rules share is left to Klein)."""
+    routes: dict[tuple[bytes, bytes], str] = {}
+    shared: set[tuple[bytes, bytes]] = set()
+    for rule in app.url_map.iter_rules():
+        if rule.arguments or not rule.rule.isascii():
+            continue
+        for method in rule.methods or ():
+            key = (method.encode("ascii"), rule.rule.encode("ascii"))
+            if key in routes:
+                shared.add(key)
+            routes[key] = rule.endpoint
+    for key in shared:
+        del routes[key]
+    return routes
+
+
+class DirectResource(Resource):
+    """The API's root resource (see the module).
+
+    @param app: the Klein app bound to the routes' instance.
+    @param answer_failure: what Klein's error handler for C{Exception}
+        calls: writes the error's headers and returns its body.
+    """
+
+    isLeaf = True
+
+    def __init__(self, app: Klein, answer_failure: Callable[[IRequest, Failure], bytes]):
+        super().__init__()
+        self._app = app
+        self._klein = app.resource()
+        self._routes = fixed_routes(app)
+        self._answer_failure = answer_failure
+
+    def render(self, request: IRequest):
+        endpoint = self._routes.get((request.method, request.path))
+        if endpoint is None:
+            return self._klein.render(request)
+        finished = []
+        d = maybeDeferred(self._app.execute_endpoint, endpoint, request)
+
+        def gone(reason: Failure) -> None:
+            finished.append(True)
+            d.cancel()
+
+        request.notifyFinish().addCallbacks(finished.append, gone)
+
+        def failed(failure: Failure) -> bytes | None:
+            if finished:
+                if not failure.check(CancelledError):
+                    log.failure("Unhandled error after the client left", failure)
+                return None
+            return self._answer_failure(request, failure)
+
+        def write(body: bytes | None) -> None:
+            if body is not None:
+                request.write(body)
+            if not finished:
+                request.finish()
+
+        def broken(failure: Failure) -> None:
+            # The error handler itself failed: twisted.web's own 500.
+            if not finished:
+                request.processingFailed(failure)
+
+        d.addErrback(failed).addCallback(write).addErrback(broken)
+        return NOT_DONE_YET

@@ -1,0 +1,181 @@
+"""The API's resource answers every request as Klein's own resource does.
+
+L{msisdnd.api.direct.DirectResource} finds the fixed paths in a dict and
+hands the rest to Klein: each request here goes to the daemon's resource
+(C{GatewayAPI.resource()}) and to Klein's (C{api.app.resource()}) over the
+same C{APISite} on a StringTransport, and the two answers must be the same
+bytes (but for C{Date}), and the one expected.  The verifier is a double of
+our own interface, answering the way each case needs (no Redis is reached).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from twisted.internet import task
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from msisdnd import hawk
+from msisdnd.api.app import GatewayAPI
+from msisdnd.api.direct import DirectResource, fixed_routes
+from msisdnd.api.discovery import Discovery
+from msisdnd.api.request import APISite
+from msisdnd.verification.errors import Limit, Refused, StoreUnavailable
+from msisdnd.verification.settings import PublicURL, VerificationSettings
+
+ORIGIN = "https://app.example"
+
+
+class Verifier:
+    """What the routes under test call; C{admit} makes C{admitRegistration}'s answer."""
+
+    def __init__(self):
+        self.admit = lambda: succeed(None)
+        self.token = "ab" * 32
+
+    def admitRegistration(self, client):
+        return self.admit()
+
+    def register(self, client=None):
+        return succeed(self.token)
+
+    def storageUp(self):
+        return succeed(True)
+
+    def authenticate(self, authorization, **kwargs):
+        try:
+            hawk.parse_header(authorization)
+        except hawk.HawkError:
+            return fail()
+        return fail(hawk.UnknownSession("Unknown session."))
+
+
+def gateway(verifier: Verifier) -> GatewayAPI:
+    public = PublicURL("http://127.0.0.1:8000")
+    return GatewayAPI(verifier=verifier, signer=None, texts=None,
+                      discovery=Discovery([], public.url_for("/sms/mt/verify")),
+                      public_url=public, settings=VerificationSettings(), clock=task.Clock(),
+                      cors_origins=(ORIGIN,))
+
+
+def request(method: bytes, path: bytes, body: bytes = b"", headers: dict | None = None) -> bytes:
+    lines = [b"%s %s HTTP/1.1" % (method, path), b"Host: 127.0.0.1:8000",
+             b"Content-Length: %d" % len(body)]
+    lines += [b"%s: %s" % (k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def connect(resource):
+    site = APISite(resource, 25 * 1024, task.Clock())
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4000))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 4000))
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+def answer(resource, data: bytes) -> bytes:
+    channel, transport = connect(resource)
+    channel.dataReceived(data)
+    return b"\r\n".join(line for line in transport.value().split(b"\r\n")
+                        if not line.startswith(b"Date: "))
+
+
+def both(data: bytes, verifier: Verifier | None = None) -> bytes:
+    """The daemon's answer to C{data}, checked equal to Klein's."""
+    api = gateway(verifier or Verifier())
+    ours = answer(api.resource(), data)
+    assert ours == answer(api.app.resource(), data)
+    return ours
+
+
+def status(raw: bytes) -> int:
+    return int(raw.split(b" ", 2)[1])
+
+
+JSON = {"Content-Type": "application/json"}
+CASES = [
+    (request(b"GET", b"/"), 200),
+    (request(b"GET", b"/__lbheartbeat__"), 200),
+    (request(b"HEAD", b"/__lbheartbeat__"), 200),
+    (request(b"GET", b"/__heartbeat__"), 200),
+    (request(b"GET", b"/__version__", headers={"Origin": ORIGIN}), 200),
+    (request(b"POST", b"/discover", b'{"mcc": "208"}', JSON), 200),
+    (request(b"POST", b"/discover", b'{"mcc": "20"}', JSON), 400),
+    (request(b"POST", b"/discover", b"[1]", JSON), 400),
+    (request(b"POST", b"/discover", b"{not json", JSON), 400),
+    (request(b"POST", b"/discover?x=1", b"{}", JSON), 400),
+    (request(b"GET", b"/discover"), 405),
+    (request(b"PUT", b"/register"), 405),
+    (request(b"POST", b"/nowhere"), 404),
+    (request(b"POST", b"//register"), 200),
+    (request(b"POST", b"/register/"), 404),
+    (request(b"POST", b"/regi%73ter"), 200),
+    (request(b"POST", b"/%ff"), 400),
+    (request(b"OPTIONS", b"/register", headers={"Origin": ORIGIN}), 204),
+    (request(b"OPTIONS", b"/", headers={"Origin": ORIGIN}), 204),
+    (request(b"POST", b"/register", b"{}", {**JSON, "Origin": ORIGIN}), 200),
+    (request(b"POST", b"/register", b"[", JSON), 400),
+    (request(b"POST", b"/unregister"), 401),
+    (request(b"POST", b"/unregister", headers={"Authorization": "Hawk nonsense"}), 400),
+    (request(b"POST", b"/sms/verify_code", b'{"code": "1"}',
+             {**JSON, "Authorization": 'Hawk id="%s", ts="1", nonce="n", mac="m"' % ("a" * 64)}),
+     401),
+    (request(b"GET", b"/v2/verifications/abc"), 404),
+]
+
+
+@pytest.mark.parametrize("data, code", CASES, ids=[c[0].split(b"\r\n")[0].decode()
+                                                     for c in CASES])
+def test_same_answer_as_klein(data, code):
+    assert status(both(data)) == code
+
+
+@pytest.mark.parametrize("error, code, errno", [
+    (StoreUnavailable("down"), 503, 201),
+    (Refused(Limit.IP_RATE, 7), 429, None),
+    (RuntimeError("a bug"), 500, 999),
+])
+def test_a_route_failure_is_answered_as_klein_answers_it(error, code, errno):
+    verifier = Verifier()
+    verifier.admit = lambda: fail(error)
+    raw = both(request(b"POST", b"/register", b"{}", JSON), verifier)
+    assert status(raw) == code
+    body = json.loads(raw.split(b"\r\n\r\n", 1)[1].split(b"\r\n")[1])
+    if errno is not None:
+        assert body["errno"] == errno
+    if isinstance(error, Refused):
+        assert b"\r\nRetry-After: 7\r\n" in raw
+
+
+def test_the_fixed_routes_are_read_off_the_klein_map():
+    routes = fixed_routes(gateway(Verifier()).app)
+    for path in (b"/register", b"/unregister", b"/sms/mt/verify", b"/sms/verify_code",
+                 b"/certificate/sign", b"/v2/verifications", b"/v2/verifications/check"):
+        assert (b"POST", path) in routes
+    assert (b"GET", b"/__lbheartbeat__") in routes and (b"HEAD", b"/__lbheartbeat__") in routes
+    assert not any(b"<" in path for _, path in routes)  # routes with arguments go to Klein
+    assert (b"GET", b"/register") not in routes
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_a_client_that_hangs_up_cancels_the_route(direct):
+    """The route's Deferred is cancelled (the verifier's step with it, when not
+    shielded), and nothing is written once the client is gone."""
+    cancelled = []
+    verifier = Verifier()
+    step = Deferred(cancelled.append)
+    verifier.admit = lambda: step
+    api = gateway(verifier)
+    resource = api.resource() if direct else api.app.resource()
+    assert isinstance(api.resource(), DirectResource)
+    channel, transport = connect(resource)
+    channel.dataReceived(request(b"POST", b"/register", b"{}", JSON))
+    assert transport.value() == b"" and not cancelled
+    channel.connectionLost(Failure(ConnectionDone()))
+    assert len(cancelled) == 1
+    assert transport.value() == b""
