@@ -16,6 +16,7 @@ part is up; during a stop, never.
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 import signal
@@ -205,6 +206,21 @@ def _enough_descriptors(max_connections: int) -> None:
                  "{reserve} for Redis, the carriers, webhooks and refusals: raise it "
                  "(LimitNOFILE=, see systemd/README.md) or lower max_connections",
                  soft=soft, max=max_connections, reserve=FD_RESERVE)
+
+
+def _freeze_start_up_objects() -> None:
+    """Move every object alive once the daemon is up out of the cyclic
+    collector's sight (C{gc.freeze}).
+
+    Start-up leaves some 70,000 tracked objects behind (modules, phonenumbers'
+    metadata, the configuration) that never become garbage, and every full
+    collection walked them all: tens of milliseconds with the reactor stopped,
+    a few times a minute under load.  Once frozen, a full collection walks
+    only what requests made since.  The collection before the freeze clears
+    start-up's own garbage, so none of it is pinned.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _exit_with(status: int) -> None:
@@ -463,6 +479,7 @@ class Daemon(InOrder):
 
     def _up(self, _: object) -> None:
         self._ready = True
+        _freeze_start_up_objects()
         if self._reload_waiting:
             self._reload_waiting = False
             self._reloadOnSignal()
