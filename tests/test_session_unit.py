@@ -224,6 +224,45 @@ def test_response_for_no_pending_request_is_ignored():
     assert link.written() == [] and not link.closed
 
 
+@pytest.mark.parametrize("traced", [False, True], ids=["lean", "traced"])
+def test_submit_with_is_told_the_id_as_submit_is(traced):
+    """submitWith's answers are read in place, without a PDU (traced, through
+    the general decoder): the same id, whether it had its NUL, the same errors."""
+    link = Link().bound()
+    if traced:
+        link.session.enableTrace("t")
+    told, responses = [], link.session.responses
+
+    def accepted(message_id, terminated, context):
+        told.append((message_id, terminated, context))
+
+    def failed(error, context):
+        told.append((type(error), error.status, context))
+
+    bodies = [b"abc\0", b"\x41" * 70, b"", b"\0", b"7" * 80 + b"\0tail"]
+    for n, body in enumerate(bodies):
+        link.session.submitWith(submit_body("33612345678"), accepted, failed, n)
+        request = link.one("submit_sm")
+        link.session.dataReceived(codec.frame(codec.SUBMIT_SM_RESP, request.sequence, body))
+    link.session.submitWith(submit_body("33612345678"), accepted, failed, "refused")
+    request = link.one("submit_sm")
+    link.session.dataReceived(codec.frame(codec.SUBMIT_SM_RESP, request.sequence, b"",
+                                          codec.ESME_RTHROTTLED))
+    assert told == [("abc", True, 0), ("A" * 70, False, 1), ("", True, 2), ("", True, 3),
+                    ("7" * 80, True, 4),
+                    (CommandStatusError, codec.ESME_RTHROTTLED, "refused")]
+    assert link.session.in_flight == 0 and link.session.responses == responses + 6
+
+    # A deliver_sm_resp carrying a submit's sequence is not its answer.
+    link.session.submitWith(submit_body("33612345678"), accepted, failed, "waits")
+    request = link.one("submit_sm")
+    link.session.dataReceived(codec.frame(codec.DELIVER_SM_RESP, request.sequence, b"\0"))
+    link.session.dataReceived(codec.frame(codec.SUBMIT_SM_RESP, request.sequence + 1, b"x\0"))
+    assert told[6:] == [] and link.session.in_flight == 1
+    link.session.dataReceived(codec.frame(codec.SUBMIT_SM_RESP, request.sequence, b"ok\0"))
+    assert told[6:] == [("ok", True, "waits")] and not link.closed
+
+
 def test_an_ok_submit_sm_resp_is_an_acceptance_whatever_its_id():
     """An id with no NUL is kept as far as it goes (and flagged); one longer than
     SMPP's 65 octets is kept as given: an OK answer is never a reason to resubmit."""

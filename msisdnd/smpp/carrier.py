@@ -424,16 +424,14 @@ class Carrier:
 
     # -- outcomes ----------------------------------------------------------
 
-    def _accepted(self, pdu: codec.PDU, part: _Part) -> None:
+    def _accepted(self, message_id: str, terminated: bool, part: _Part) -> None:
         self.sent += 1
         self.last_submit_at = self.clock.seconds()
         self._throttle_streak = False
         message = part.message
         message.flying -= 1
         message.submitted = True
-        fields = pdu.fields
-        message_id = fields.get("message_id", "")
-        if not message_id or codec.UNTERMINATED_ID in fields:
+        if not message_id or not terminated:
             problem = "no message_id" if not message_id else "a message_id without its NUL"
             self.errors["id_empty" if not message_id else "id_unterminated"] += 1
             self._warnings.warn("{carrier}: the SMSC accepted a message with {problem}; "

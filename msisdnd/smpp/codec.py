@@ -268,24 +268,36 @@ def encode_submit_sm_body(
 UNTERMINATED_ID = "message_id_unterminated"
 
 
-def _decode_submit_sm_resp(command_length: int, status: int, sequence: int, data: bytes) -> PDU:
-    """The lean submit_sm_resp decoder: an OK response is an acceptance.
+def submit_sm_resp_id(data: bytes, start: int = 0, end: int | None = None) -> tuple[str, bool]:
+    """The message_id of the C{submit_sm_resp} frame C{data[start:end]}, and
+    whether it came with its NUL: the one reading of that body, which
+    L{decode} and the session's lean path share.
 
     Whatever its body, the header says whether the SMSC took the message, and
     resubmitting an accepted PIN is worse than not knowing its id: so a
-    NUL-terminated id longer than SMPP's 65 octets is kept as given, and an
-    id without its NUL is kept as far as it goes, with L{UNTERMINATED_ID}
-    set for the caller to log and count.  Nothing here raises.
+    NUL-terminated id longer than SMPP's 65 octets is kept as given, an id
+    without its NUL is kept as far as it goes (C{False}), and a bare header
+    is an empty id.  Nothing here raises.
     """
-    body = data[HEADER_LENGTH:]
-    if not body:
+    if end is None:
+        end = len(data)
+    body = start + HEADER_LENGTH
+    nul = data.find(b"\0", body, end)
+    if nul < 0:
+        return data[body:end].decode("latin-1"), body == end
+    return data[body:nul].decode("latin-1"), True
+
+
+def _decode_submit_sm_resp(status: int, sequence: int, data: bytes) -> PDU:
+    """The lean submit_sm_resp decoder (L{submit_sm_resp_id}): an id without
+    its NUL comes with L{UNTERMINATED_ID} set, for the caller to log and count."""
+    if len(data) == HEADER_LENGTH:
         return PDU(SUBMIT_SM_RESP, status, sequence)
-    end = body.find(b"\0")
-    if end < 0:
-        return PDU(SUBMIT_SM_RESP, status, sequence,
-                   {"message_id": body.decode("latin-1"), UNTERMINATED_ID: True})
+    message_id, terminated = submit_sm_resp_id(data)
+    if terminated:
+        return PDU(SUBMIT_SM_RESP, status, sequence, {"message_id": message_id})
     return PDU(SUBMIT_SM_RESP, status, sequence,
-               {"message_id": body[:end].decode("latin-1")})
+               {"message_id": message_id, UNTERMINATED_ID: True})
 
 
 # --- validation of everything else -------------------------------------------
@@ -428,7 +440,7 @@ def decode(data: bytes) -> PDU:
         raise DecodeError(ESME_RINVCMDLEN, "command_length does not match the frame",
                           command_id, sequence)
     if command_id == SUBMIT_SM_RESP:
-        return _decode_submit_sm_resp(command_length, status, sequence, data)
+        return _decode_submit_sm_resp(status, sequence, data)
     if command_id not in _LAYOUTS:
         raise DecodeError(ESME_RINVCMDID, f"unsupported command_id 0x{command_id:08X}",
                           command_id, sequence)
