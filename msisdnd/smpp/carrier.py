@@ -208,6 +208,7 @@ class Carrier:
         # GSM text's data_coding (0 stays 0 unless data_coding = 1; UCS-2 and
         # latin-1 keep theirs), and how validity_period is written.
         self._gsm_data_coding = config.data_coding
+        self._alphabet = config.alphabet
         self._validity = (self._absoluteValidity if config.validity_format == "absolute"
                           else codec.relative_validity)
         self._idle_waiters: list[Deferred] = []
@@ -315,17 +316,19 @@ class Carrier:
 
     def _encode(self, sms: OutboundSMS) -> list[bytes]:
         self._reference = reference = (self._reference + 1) & 0xFF
-        encoded = alphabet.encode_text(sms.text, self.config.alphabet, reference)
         template = self._templateFor(sms.sender)
         destination = sms.destination.lstrip("+")
         validity = self._validity(sms.validity) if sms.validity else ""
+        single = alphabet.single_part(sms.text, self._alphabet)
+        if single is not None:
+            data_coding, short_message = single
+            return [template.body(destination, short_message, 0,
+                                  data_coding or self._gsm_data_coding, validity)]
+        encoded = alphabet.encode_text(sms.text, self._alphabet, reference)
         esm_class = encoded.esm_class
         data_coding = encoded.data_coding or self._gsm_data_coding  # only GSM's 0 changes
-        return [
-            template.body(destination, part, esm_class=esm_class, data_coding=data_coding,
-                          validity_period=validity)
-            for part in encoded.parts
-        ]
+        return [template.body(destination, part, esm_class, data_coding, validity)
+                for part in encoded.parts]
 
     def _absoluteValidity(self, seconds: float) -> str:
         return codec.absolute_validity(seconds, self.clock.seconds())

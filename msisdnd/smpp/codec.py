@@ -182,7 +182,7 @@ class SubmitTemplate:
     @raise EncodeError: fields SMPP cannot carry (too long, out of range).
     """
 
-    __slots__ = ("_head", "_dest_ton_npi", "_flags")
+    __slots__ = ("_front", "_after_esm", "_before_coding", "_default_msg_id")
 
     def __init__(
         self,
@@ -201,14 +201,16 @@ class SubmitTemplate:
         schedule_delivery_time: str = "",
     ):
         try:
-            self._head = (_cstring(service_type, 6, "service_type")
-                          + bytes((source_addr_ton, source_addr_npi))
-                          + _cstring(source_addr, 21, "source_addr"))
-            self._dest_ton_npi = bytes((dest_addr_ton, dest_addr_npi))
-            self._flags = (bytes((protocol_id, priority_flag))
-                           + _cstring(schedule_delivery_time, 17, "schedule_delivery_time"),
-                           bytes((registered_delivery, replace_if_present_flag)),
-                           sm_default_msg_id)
+            # Everything before destination_addr; the flags between esm_class
+            # and validity_period, and between it and data_coding.
+            self._front = (_cstring(service_type, 6, "service_type")
+                           + bytes((source_addr_ton, source_addr_npi))
+                           + _cstring(source_addr, 21, "source_addr")
+                           + bytes((dest_addr_ton, dest_addr_npi)))
+            self._after_esm = (bytes((protocol_id, priority_flag))
+                               + _cstring(schedule_delivery_time, 17, "schedule_delivery_time"))
+            self._before_coding = bytes((registered_delivery, replace_if_present_flag))
+            self._default_msg_id = sm_default_msg_id
             if not 0 <= sm_default_msg_id <= 255:
                 raise EncodeError("sm_default_msg_id must be one octet")
         except EncodeError:
@@ -216,7 +218,7 @@ class SubmitTemplate:
         except ValueError as e:  # an octet out of range, a non-latin-1 character
             raise EncodeError(str(e)) from None
 
-    def body(self, destination_addr: str, short_message: bytes, *, esm_class: int = 0,
+    def body(self, destination_addr: str, short_message: bytes, esm_class: int = 0,
              data_coding: int = 0, validity_period: str = "") -> bytes:
         """One C{submit_sm} body (no header, no TLVs).
 
@@ -226,20 +228,18 @@ class SubmitTemplate:
         length = len(short_message)
         if length > 254:
             raise EncodeError("short_message must be at most 254 octets")
-        after_esm, before_coding, default_msg_id = self._flags
         try:
-            return b"".join((
-                self._head, self._dest_ton_npi,
-                _cstring(destination_addr, 21, "destination_addr"),
-                bytes((esm_class,)), after_esm,
-                _cstring(validity_period, 17, "validity_period") if validity_period else b"\0",
-                before_coding, bytes((data_coding, default_msg_id, length)),
-                short_message,
-            ))
-        except EncodeError:
-            raise
+            destination = destination_addr.encode("latin-1")
+            octets = bytes((esm_class, data_coding, self._default_msg_id, length))
         except ValueError as e:  # an octet out of range, a non-latin-1 character
             raise EncodeError(str(e)) from None
+        if len(destination) > 20 or b"\0" in destination:
+            raise EncodeError("destination_addr must be under 21 bytes with no NUL")
+        return b"".join((
+            self._front, destination, b"\0", octets[:1], self._after_esm,
+            _cstring(validity_period, 17, "validity_period") if validity_period else b"\0",
+            self._before_coding, octets[1:], short_message,
+        ))
 
 
 def encode_submit_sm_body(
