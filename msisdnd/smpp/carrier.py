@@ -89,14 +89,14 @@ class _Message:
     __slots__ = ("sms", "deferred", "message_ids", "remaining", "deadline", "expires", "done",
                  "started", "submitted", "flying")
 
-    def __init__(self, sms: OutboundSMS, parts: int):
+    def __init__(self, sms: OutboundSMS, parts: int, started: float, expires: float):
         self.sms = sms
         self.deferred: Deferred = Deferred()
         self.message_ids: list[str] = [""] * parts
         self.remaining = parts
         self.deadline: IDelayedCall | None = None
-        self.expires = 0.0
-        self.started = 0.0
+        self.started = started
+        self.expires = expires  # on the carrier's send_timeout; else 0 (deadline is its timer)
         self.done = False
         # The SMSC may hold a part (one was accepted, or went unanswered): the
         # message stays with this carrier.  A part refused with a status does not count.
@@ -233,7 +233,7 @@ class Carrier:
         """The carrier takes sends: bound (or reconnecting within its grace),
         neither tripped by a breaker nor suspended by an operator."""
         return (self.accepting and not self.tripped and not self.suspended
-                and (self.bound or self.reconnecting))
+                and (bool(self._sessions) or self._grace_timer is not None))
 
     @property
     def queue_depth(self) -> int:
@@ -269,14 +269,14 @@ class Carrier:
         if len(self._queue) + len(bodies) > self.config.queue_size:
             self.errors["queue_full"] += 1
             raise QueueFullError(f"{self.name}: the queue is full")
-        message = _Message(sms, len(bodies))
-        message.started = now = self.clock.seconds()
+        now = self.clock.seconds()
         if timeout is None or timeout == self.send_timeout:
-            message.expires = now + self.send_timeout
+            message = _Message(sms, len(bodies), now, now + self.send_timeout)
             self._deadlines.append(message)
             if self._deadline_timer is None:
                 self._deadline_timer = self.clock.callLater(self.send_timeout, self._expireDue)
         else:
+            message = _Message(sms, len(bodies), now, 0.0)
             message.deadline = self.clock.callLater(timeout, self._expire, message)
         queue = self._queue
         waiting = bool(queue)
@@ -316,7 +316,7 @@ class Carrier:
 
     def _encode(self, sms: OutboundSMS) -> list[bytes]:
         self._reference = reference = (self._reference + 1) & 0xFF
-        template = self._templateFor(sms.sender)
+        template = self._templates.get(sms.sender) or self._templateFor(sms.sender)
         destination = sms.destination.lstrip("+")
         validity = self._validity(sms.validity) if sms.validity else ""
         single = alphabet.single_part(sms.text, self._alphabet)
@@ -429,7 +429,7 @@ class Carrier:
 
     def _accepted(self, message_id: str, terminated: bool, part: _Part) -> None:
         self.sent += 1
-        self.last_submit_at = self.clock.seconds()
+        self.last_submit_at = now = self.clock.seconds()
         self._throttle_streak = False
         message = part.message
         message.flying -= 1
@@ -449,7 +449,7 @@ class Carrier:
             deadlines = self._deadlines
             while deadlines and deadlines[0].done:
                 deadlines.popleft()
-            elapsed = self.clock.seconds() - message.started
+            elapsed = now - message.started
             self.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
             self.latency_sum += elapsed
             message.deferred.callback(SendResult(self.name, tuple(message.message_ids)))

@@ -85,7 +85,10 @@ class PDUStream(Protocol):
         from_bytes, unpack = int.from_bytes, _HEADER_UNPACK
         lean = self.lean_command
         while end - pos >= 4:
-            length = from_bytes(buf[pos:pos + 4], "big")
+            if end - pos >= _HEADER_LENGTH:
+                length, command_id, status, sequence = unpack(buf, pos)
+            else:
+                length, command_id = from_bytes(buf[pos:pos + 4], "big"), None
             if length < _HEADER_LENGTH or length > self.max_length:
                 self._framingLost(buf[pos:pos + _HEADER_LENGTH], length)
                 return
@@ -93,7 +96,6 @@ class PDUStream(Protocol):
                 break
             start, pos = pos, pos + length
             try:
-                _, command_id, status, sequence = unpack(buf, start)
                 if command_id == lean:
                     self.leanReceived(status, sequence, buf, start, pos)
                 else:

@@ -58,20 +58,20 @@ class Router:
         self._prefix_length = max((len(p) for p, _ in self._by_prefix), default=0)
         self._routes: dict[tuple, tuple[Carrier, ...]] = {}
         for carrier in self.carriers:
-            carrier.reroute = self._send
+            carrier.reroute = self.send
 
     def candidates(self, sms: OutboundSMS) -> list[Carrier]:
         """The carriers that may take C{sms}, best first."""
-        return list(self._ranked(sms))
-
-    def _ranked(self, sms: OutboundSMS) -> tuple[Carrier, ...]:
         key = (sms.destination[:self._prefix_length], sms.mcc, sms.mnc, sms.carrier, sms.avoid)
         ranked = self._routes.get(key)
-        if ranked is None:
-            ranked = tuple(self._rank(sms))
-            if len(self._routes) >= ROUTES_CACHED:
-                self._routes.clear()
-            self._routes[key] = ranked
+        return list(self._keep(key, sms) if ranked is None else ranked)
+
+    def _keep(self, key: tuple, sms: OutboundSMS) -> tuple[Carrier, ...]:
+        """Rank C{sms}'s carriers, and keep the ranking under C{key}."""
+        ranked = tuple(self._rank(sms))
+        if len(self._routes) >= ROUTES_CACHED:
+            self._routes.clear()
+        self._routes[key] = ranked
         return ranked
 
     def _rank(self, sms: OutboundSMS) -> list[Carrier]:
@@ -106,18 +106,19 @@ class Router:
         stay down past its grace hands its stranded messages back
         (C{Carrier.reroute}), and they go to the next one with the time
         they have left."""
-        return self._send(sms, timeout)
-
-    def _send(self, sms: OutboundSMS, timeout: float | None) -> Deferred:
-        candidates = self._ranked(sms)
+        key = (sms.destination[:self._prefix_length], sms.mcc, sms.mnc, sms.carrier, sms.avoid)
+        candidates = self._routes.get(key)
+        if candidates is None:
+            candidates = self._keep(key, sms)
         if not candidates:
             return fail(NoRouteError("no carrier serves this destination"))
         first = candidates[0]
-        # A carrier that is bound before one that is reconnecting (within its grace).
-        for carrier in candidates:
-            if not carrier.bound:
-                candidates = sorted(candidates, key=lambda c: not c.bound)
-                break
+        if len(candidates) > 1:
+            # A carrier that is bound before one that is reconnecting (within its grace).
+            for carrier in candidates:
+                if not carrier.bound:
+                    candidates = sorted(candidates, key=lambda c: not c.bound)
+                    break
         for carrier in candidates:
             if carrier.available and carrier.queue_depth < carrier.config.queue_size:
                 try:

@@ -266,13 +266,6 @@ class ESMESession(PDUStream):
         """Bound for sending, with room in the window."""
         return self._submittable and len(self._pending) < self.window
 
-    def _nextSequence(self) -> int:
-        seq = self._sequence + 1
-        if seq > _MAX_SEQUENCE:
-            seq = 1
-        self._sequence = seq
-        return seq
-
     def _request(self, command_id: int, body: bytes, timeout: float) -> Deferred:
         d = Deferred()
         self._send(command_id, body, timeout, _fireCallback, _fireErrback, d)
@@ -281,7 +274,10 @@ class ESMESession(PDUStream):
     def _send(self, command_id: int, body: bytes, timeout: float,
               succeeded: Succeeded | Accepted, failed: Failed, context: object,
               lean: bool = False) -> None:
-        seq = self._nextSequence()
+        seq = self._sequence + 1
+        if seq > _MAX_SEQUENCE:
+            seq = 1
+        self._sequence = seq
         deadline = self.clock.seconds() + timeout
         self._pending[seq] = _Pending(succeeded, failed, context, deadline, command_id, lean)
         timer = self._expiry_timer
@@ -331,7 +327,7 @@ class ESMESession(PDUStream):
         C{failed(error, context)} with the L{SMPPError} that L{submit}'s
         Deferred would have failed with.
         """
-        if self.state is not SessionState.BOUND or self._closing:
+        if self._state is not SessionState.BOUND or self._closing:
             raise NotBound(f"session is {'closing' if self._closing else self.state.value}")
         self._send(codec.SUBMIT_SM, body, self.response_timeout, accepted, failed, context,
                    True)
@@ -562,7 +558,10 @@ class ESMESession(PDUStream):
                 entry.succeeded(message_id, terminated, entry.context)
             except Exception:
                 self.log.failure("A request's success handler failed")
-            self._freed()
+            if self._receiving:
+                self._freed_while_receiving = True  # what _freed does, without a call
+            else:
+                self._freed()
         if self._drain_waiters:
             self._fireDrained()
 
