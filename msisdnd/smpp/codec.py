@@ -182,7 +182,7 @@ class SubmitTemplate:
     @raise EncodeError: fields SMPP cannot carry (too long, out of range).
     """
 
-    __slots__ = ("_front", "_after_esm", "_before_coding", "_default_msg_id")
+    __slots__ = ("_front", "_after_esm", "_before_coding", "_plain_middle", "_default_msg_id")
 
     def __init__(
         self,
@@ -210,6 +210,9 @@ class SubmitTemplate:
             self._after_esm = (bytes((protocol_id, priority_flag))
                                + _cstring(schedule_delivery_time, 17, "schedule_delivery_time"))
             self._before_coding = bytes((registered_delivery, replace_if_present_flag))
+            # From destination_addr's NUL to data_coding, for esm_class 0 and
+            # no validity_period (most messages).
+            self._plain_middle = b"\0\0" + self._after_esm + b"\0" + self._before_coding
             self._default_msg_id = sm_default_msg_id
             if not 0 <= sm_default_msg_id <= 255:
                 raise EncodeError("sm_default_msg_id must be one octet")
@@ -230,16 +233,21 @@ class SubmitTemplate:
             raise EncodeError("short_message must be at most 254 octets")
         try:
             destination = destination_addr.encode("latin-1")
-            octets = bytes((esm_class, data_coding, self._default_msg_id, length))
+            coding = bytes((data_coding, self._default_msg_id, length))
+            if esm_class or validity_period:
+                middle = (b"\0" + bytes((esm_class,)) + self._after_esm
+                          + (_cstring(validity_period, 17, "validity_period")
+                             if validity_period else b"\0")
+                          + self._before_coding)
+            else:
+                middle = self._plain_middle
+        except EncodeError:
+            raise
         except ValueError as e:  # an octet out of range, a non-latin-1 character
             raise EncodeError(str(e)) from None
         if len(destination) > 20 or b"\0" in destination:
             raise EncodeError("destination_addr must be under 21 bytes with no NUL")
-        return b"".join((
-            self._front, destination, b"\0", octets[:1], self._after_esm,
-            _cstring(validity_period, 17, "validity_period") if validity_period else b"\0",
-            self._before_coding, octets[1:], short_message,
-        ))
+        return b"".join((self._front, destination, middle, coding, short_message))
 
 
 def encode_submit_sm_body(
