@@ -123,6 +123,10 @@ def single_part(text: str, alphabet: str) -> tuple[int, bytes] | None:
     would send C{text} as, for GSM 03.38 text on a C{"gsm7"} carrier (the
     common case, made cheap); C{None} otherwise (ask L{encode_text})."""
     if alphabet == "gsm7" and len(text) <= GSM_SINGLE:
+        if text.isascii():  # _gsm_septets's first step, inline on the hot path
+            octets = text.encode("ascii")
+            if not octets.translate(None, _ASCII_ONE_SEPTET):
+                return DATA_CODING_DEFAULT, octets.translate(_ASCII_TO_SEPTETS)
         septets = _gsm_septets(text)
         if septets is not None and len(septets) <= GSM_SINGLE:
             return DATA_CODING_DEFAULT, septets

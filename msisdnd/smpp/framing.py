@@ -83,7 +83,7 @@ class PDUStream(Protocol):
         buf = self._buffer + data if self._buffer else data
         pos, end = 0, len(buf)
         from_bytes, unpack = int.from_bytes, _HEADER_UNPACK
-        lean = self.lean_command
+        lean, lean_received = self.lean_command, self.leanReceived
         while end - pos >= 4:
             if end - pos >= _HEADER_LENGTH:
                 length, command_id, status, sequence = unpack(buf, pos)
@@ -97,7 +97,7 @@ class PDUStream(Protocol):
             start, pos = pos, pos + length
             try:
                 if command_id == lean:
-                    self.leanReceived(status, sequence, buf, start, pos)
+                    lean_received(status, sequence, buf, start, pos)
                 else:
                     self.frameReceived(buf[start:pos])
             except Exception:
