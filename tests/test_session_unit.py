@@ -529,3 +529,53 @@ def test_connection_lost_fails_everything_pending_and_cancels_timers():
     assert [type(d.value) for d in pending] == [SessionClosed, SessionClosed]
     assert link.clock.getDelayedCalls() == []
     assert closed.fired and Outcome(link.session.whenClosed()).fired
+
+
+# -- writes ------------------------------------------------------------------------
+
+
+def test_submits_the_window_freed_handler_makes_go_out_in_one_write():
+    """What the window-freed handler (the carrier's pump) sends is corked and
+    written as one piece, in order; a handler that closes the link flushes what
+    it registered first, unless it aborts."""
+    link = Link(window=3).bound()
+    writes = []
+    write = link.transport.write
+    link.transport.write = lambda data: (writes.append(data), write(data))
+    told = []
+
+    def refill():
+        while link.session.can_submit:
+            link.session.submitWith(submit_body("33612345678"),
+                                    lambda *a: told.append(a), lambda *a: None, None)
+
+    link.session.onWindowFreed = refill
+    refill()
+    assert len(writes) == 3  # outside the handler: one write each
+    first = link.written()
+    link.session.dataReceived(b"".join(
+        codec.frame(codec.SUBMIT_SM_RESP, p.sequence, b"id\0") for p in first))
+    assert len(told) == 3 and len(writes) == 4  # the refill: one write of three PDUs
+    refilled = link.written()
+    assert [p.command for p in refilled] == ["submit_sm"] * 3
+    assert [p.sequence for p in refilled] == [first[-1].sequence + n for n in (1, 2, 3)]
+
+    def refillAndClose(abort):
+        refill()
+        link.session.closeLink(abort=abort)
+
+    link.session.onWindowFreed = lambda: refillAndClose(False)
+    link.session.dataReceived(codec.frame(codec.SUBMIT_SM_RESP, refilled[0].sequence, b"a\0"))
+    assert [p.command for p in link.written()] == ["submit_sm"]
+    assert link.closed
+
+    aborting = Link(window=1).bound()
+    aborting.session.submitWith(submit_body("33612345678"), lambda *a: None,
+                                lambda *a: None, None)
+    (submit,) = aborting.written()
+    aborting.session.onWindowFreed = lambda: (
+        aborting.session.submitWith(submit_body("33612345678"), lambda *a: None,
+                                    lambda *a: None, None),
+        aborting.session.closeLink(abort=True))
+    aborting.session.dataReceived(codec.frame(codec.SUBMIT_SM_RESP, submit.sequence, b"a\0"))
+    assert aborting.written() == [] and aborting.closed

@@ -120,6 +120,8 @@ class ESMESession(PDUStream):
 
     trace_label: str | None = None
     lean_command = codec.SUBMIT_SM_RESP
+    #: PDUs written while the window-freed handler runs, written as one when it returns.
+    _corked: list[bytes] | None = None
     _receiving = False
     _freed_while_receiving = False
 
@@ -233,6 +235,10 @@ class ESMESession(PDUStream):
         again elsewhere, a duplicate.
         """
         self._submittable = False
+        if abort:
+            self._corked = None
+        else:
+            self._uncork()  # requests already registered go out before the close
         super().closeLink(abort)
 
     def whenClosed(self) -> Deferred:
@@ -285,7 +291,24 @@ class ESMESession(PDUStream):
             self._expiry_timer = self.clock.callLater(timeout, self._expireDue)
         elif timer.getTime() > deadline:
             timer.reset(timeout)  # a bind's longer timer outlived the bind
-        self.transport.write(_HEADER_PACK(16 + len(body), command_id, 0, seq) + body)
+        corked = self._corked
+        if corked is None:
+            self.transport.write(_HEADER_PACK(16 + len(body), command_id, 0, seq) + body)
+        else:
+            corked += (_HEADER_PACK(16 + len(body), command_id, 0, seq), body)
+
+    def send(self, data: bytes) -> None:
+        """Write one encoded PDU (after the requests corked before it, if any)."""
+        if self._corked is None:
+            self.transport.write(data)
+        else:
+            self._corked.append(data)
+
+    def _uncork(self) -> None:
+        """Write what was corked, in one piece."""
+        corked, self._corked = self._corked, None
+        if corked:
+            self.transport.write(b"".join(corked))
 
     def _fail(self, entry: _Pending, error: SMPPError) -> None:
         try:
@@ -300,10 +323,15 @@ class ESMESession(PDUStream):
             self._freed_while_receiving = True
         elif self.onWindowFreed is not None and self.state is not SessionState.CLOSED \
                 and not self._closing:
+            # The submits the handler makes go out in one write: the
+            # transport's per-write bookkeeping costs as much as a submit.
+            self._corked = []
             try:
                 self.onWindowFreed()
             except Exception:
                 self.log.failure("The window-freed handler failed")
+            finally:
+                self._uncork()
 
     def submit(self, body: bytes) -> Deferred:
         """Send one C{submit_sm} whose body L{codec.encode_submit_sm_body} made.
