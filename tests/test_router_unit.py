@@ -41,8 +41,8 @@ class FakeSession:
         return len(self.submitted)
 
     @property
-    def can_submit(self) -> bool:
-        return self.in_flight < self.window
+    def room(self) -> int:
+        return self.window - self.in_flight
 
     def submitWith(self, body, succeeded, failed, context) -> None:
         self.submitted.append((body, succeeded, failed, context))

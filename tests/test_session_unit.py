@@ -183,11 +183,16 @@ def test_window_is_full_at_w_outstanding_and_a_response_frees_a_slot():
     (submit() only checks the state); callers ask can_submit first.
     """
     link = Link().bound()
+    assert link.session.room == WINDOW
     sent = [link.submit() for _ in range(WINDOW)]
     assert link.session.in_flight == WINDOW and not link.session.can_submit
+    assert link.session.room == 0
     (_, first), *_ = sent
     link.feed("submit_sm_resp", first.sequence, message_id="1")
     assert link.session.in_flight == WINDOW - 1 and link.session.can_submit
+    assert link.session.room == 1
+    link.session.closeLink()
+    assert link.session.room == 0 and not link.session.can_submit
 
 
 def test_submit_past_the_window_is_still_written():

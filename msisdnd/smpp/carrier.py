@@ -352,7 +352,8 @@ class Carrier:
         for offset in range(count):
             session = sessions[(start + offset) % count]
             # Fill this session's window, then move on to the next session.
-            while queue and session.can_submit:
+            room = session.room
+            while queue and room > 0:
                 part = queue[0]
                 if part.message.done:
                     queue.popleft()
@@ -370,6 +371,7 @@ class Carrier:
                 if part.submits > 1:
                     self.resubmitted += 1
                 session.submitWith(part.body, accepted, failed, part)
+                room -= 1
             if not queue:
                 break
         self._notifyIdle()
