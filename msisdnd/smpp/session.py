@@ -38,7 +38,6 @@ _MAX_SEQUENCE = 0x7FFFFFFF
 #: opened, which an ESME never accepts: it is ignored, never nacked.
 _OUTBIND = codec.COMMANDS["outbind"]
 _HEADER_PACK = codec.HEADER.pack
-_SUBMIT_SM = codec.SUBMIT_SM
 #: Where PDU traces go (L{ESMESession.enableTrace}), at debug level.
 trace_log = Logger(namespace="msisdnd.smpp.trace")
 
@@ -181,13 +180,6 @@ class ESMESession(PDUStream):
             self._trace("sent", codec.describe_frame(
                 _HEADER_PACK(16 + len(body), command_id, 0, self._sequence) + body))
 
-        def tracedSubmitWith(body: bytes, accepted: Accepted, failed: Failed,
-                             context: object) -> None:
-            if self._state is not SessionState.BOUND or self._closing:
-                raise NotBound(f"session is {'closing' if self._closing else self.state.value}")
-            tracedRequest(codec.SUBMIT_SM, body, self.response_timeout, accepted, failed,
-                          context, True)
-
         def tracedWrite(data: bytes) -> None:
             self._trace("sent", codec.describe_frame(data))
             write(self, data)
@@ -201,7 +193,6 @@ class ESMESession(PDUStream):
             undecodable(self, error)
 
         self._send = tracedRequest
-        self.submitWith = tracedSubmitWith
         self.send = tracedWrite
         self.lean_command = None  # every frame through pduReceived, to be traced
         self.pduReceived = tracedReceived
@@ -373,24 +364,8 @@ class ESMESession(PDUStream):
         """
         if self._state is not SessionState.BOUND or self._closing:
             raise NotBound(f"session is {'closing' if self._closing else self.state.value}")
-        # _send, inline for the hot path (a traced session swaps in one that calls _send).
-        seq = self._sequence + 1
-        if seq > _MAX_SEQUENCE:
-            seq = 1
-        self._sequence = seq
-        timeout = self.response_timeout
-        deadline = self.clock.seconds() + timeout
-        self._pending[seq] = _Pending(accepted, failed, context, deadline, _SUBMIT_SM, True)
-        timer = self._expiry_timer
-        if timer is None:
-            self._expiry_timer = self.clock.callLater(timeout, self._expireDue)
-        elif timer.getTime() > deadline:
-            timer.reset(timeout)
-        corked = self._corked
-        if corked is None:
-            self.transport.write(_HEADER_PACK(16 + len(body), _SUBMIT_SM, 0, seq) + body)
-        else:
-            corked += (_HEADER_PACK(16 + len(body), _SUBMIT_SM, 0, seq), body)
+        self._send(codec.SUBMIT_SM, body, self.response_timeout, accepted, failed, context,
+                   True)
 
     def bind(
         self,
