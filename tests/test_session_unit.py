@@ -584,3 +584,25 @@ def test_submits_the_window_freed_handler_makes_go_out_in_one_write():
         aborting.session.closeLink(abort=True))
     aborting.session.dataReceived(codec.frame(codec.SUBMIT_SM_RESP, submit.sequence, b"a\0"))
     assert aborting.written() == [] and aborting.closed
+
+
+def test_a_window_freed_handler_run_again_inside_itself_keeps_the_outer_cork():
+    """Whatever frees a slot while the handler runs calls it again inside it:
+    what both send still goes out in order, in the one write at the end."""
+    link = Link(window=3).bound()
+    writes, depth = [], []
+    write = link.transport.write
+    link.transport.write = lambda data: (writes.append(data), write(data))
+
+    def handler():
+        depth.append(len(depth))
+        link.session.submitWith(submit_body(f"3361234567{len(depth)}"), lambda *a: None,
+                                lambda *a: None, None)
+        if len(depth) == 1:
+            link.session._freed()  # as a synchronous failure of a request would
+
+    link.session.onWindowFreed = handler
+    link.session._freed()
+    assert depth == [0, 1] and len(writes) == 1
+    assert [p.fields["destination_addr"] for p in link.written()] == [
+        "33612345671", "33612345672"]

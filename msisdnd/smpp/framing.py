@@ -88,7 +88,8 @@ class PDUStream(Protocol):
             if end - pos >= _HEADER_LENGTH:
                 length, command_id, status, sequence = unpack(buf, pos)
             else:
-                length, command_id = from_bytes(buf[pos:pos + 4], "big"), None
+                # Too short for a header: its length alone, to refuse a bad one early.
+                length, command_id = from_bytes(buf[pos:pos + 4], "big"), -1
             if length < _HEADER_LENGTH or length > self.max_length:
                 self._framingLost(buf[pos:pos + _HEADER_LENGTH], length)
                 return

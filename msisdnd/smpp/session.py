@@ -332,13 +332,16 @@ class ESMESession(PDUStream):
                 and not self._closing:
             # The submits the handler makes go out in one write: the
             # transport's per-write bookkeeping costs as much as a submit.
-            self._corked = []
+            outermost = self._corked is None
+            if outermost:
+                self._corked = []
             try:
                 self.onWindowFreed()
             except Exception:
                 self.log.failure("The window-freed handler failed")
             finally:
-                self._uncork()
+                if outermost:
+                    self._uncork()
 
     def submit(self, body: bytes) -> Deferred:
         """Send one C{submit_sm} whose body L{codec.encode_submit_sm_body} made.
