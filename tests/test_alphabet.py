@@ -343,3 +343,32 @@ def test_table_encoding_agrees_with_the_gsm0338_codec(text):
     except UnicodeEncodeError:
         expected = None
     assert _gsm_septets(text) == expected
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=200))
+def test_ascii_text_encodes_as_the_gsm0338_codec_does(text):
+    """ASCII text takes a bytes-table path of its own: the same septets as the
+    codec, and the same refusals (the backtick, control characters, bare escape)."""
+    from msisdnd.smpp.alphabet import _gsm_septets
+
+    try:
+        expected = None if "\x1b" in text else text.encode("gsm03.38")
+    except UnicodeEncodeError:
+        expected = None
+    assert _gsm_septets(text) == expected
+
+
+@given(st.one_of(gsm_texts, any_texts, st.text(alphabet=st.characters(max_codepoint=0x7F))),
+       st.sampled_from(["gsm7", "latin1", "ucs2", "ebcdic"]))
+def test_single_part_is_what_encode_text_sends_in_one_part(text, alphabet):
+    from msisdnd.smpp.alphabet import single_part
+
+    single = single_part(text, alphabet)
+    if alphabet != "gsm7":
+        assert single is None
+        return
+    encoded = encode_text(text, alphabet, 0)
+    if encoded.data_coding == 0 and len(encoded.parts) == 1:
+        assert EncodedText(*single[:1], 0, single[1:]) == encoded
+    else:
+        assert single is None

@@ -225,7 +225,7 @@ def test_a_success_handler_that_raises_still_frees_its_slot(clock):
     freed = []
     link.session.onWindowFreed = lambda: freed.append(True)
 
-    def broken(pdu, context):
+    def broken(message_id, terminated, context):
         raise RuntimeError("a bug in a handler")
 
     link.session.submitWith(c._encode(sms())[0], broken, lambda e, context: None, None)

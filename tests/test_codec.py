@@ -41,6 +41,17 @@ def test_golden_submit_sm_body():
     assert codec.encode_submit_sm_body(**GOLDEN_SUBMIT_FIELDS) == GOLDEN_SUBMIT_BODY
 
 
+def test_golden_submit_sm_body_without_validity_nor_esm_class():
+    """The common body (esm_class 0, no validity_period: its own precomputed
+    middle) is the golden one with an empty validity_period."""
+    fields = {**GOLDEN_SUBMIT_FIELDS, "validity_period": ""}
+    validity = bytes.fromhex("3030303030303030" "31" "303030303030" "52")
+    expected = GOLDEN_SUBMIT_BODY.replace(validity + b"\0", b"\0")
+    assert codec.encode_submit_sm_body(**fields) == expected
+    with_udhi = codec.encode_submit_sm_body(**{**fields, "esm_class": 0x40})
+    assert with_udhi == expected.replace(b"5678\0\0", b"5678\0\x40")
+
+
 def test_golden_submit_sm_frame():
     """frame() prepends length 81, command_id 4, status 0 and the sequence."""
     expected = bytes.fromhex("00000051" "00000004" "00000000" "00000007") + GOLDEN_SUBMIT_BODY

@@ -16,7 +16,6 @@ from twisted.logger import Logger, formatEvent
 from twisted.python.failure import Failure
 
 from msisdnd.sms.interfaces import NoRouteError, OutboundSMS, QueueFullError, SendResult
-from msisdnd.smpp import codec
 from msisdnd.smpp.carrier import Carrier
 from msisdnd.smpp.config import CarrierConfig
 from msisdnd.smpp.router import Router
@@ -42,8 +41,8 @@ class FakeSession:
         return len(self.submitted)
 
     @property
-    def can_submit(self) -> bool:
-        return self.in_flight < self.window
+    def room(self) -> int:
+        return self.window - self.in_flight
 
     def submitWith(self, body, succeeded, failed, context) -> None:
         self.submitted.append((body, succeeded, failed, context))
@@ -52,8 +51,7 @@ class FakeSession:
         """The SMSC answers every outstanding submit_sm with ESME_ROK."""
         submitted, self.submitted = self.submitted, []
         for index, (_, succeeded, _, context) in enumerate(submitted):
-            succeeded(codec.PDU(codec.SUBMIT_SM_RESP, 0, index, {"message_id": f"id{index}"}),
-                      context)
+            succeeded(f"id{index}", True, context)
 
 
 def carrier(name: str, clock: Clock, *, live: bool = True, window: int = 10,
@@ -330,5 +328,27 @@ def test_suspended_carrier_is_passed_over_as_if_down_and_drains_what_it_has(cloc
 def test_router_use_changes_the_carriers_it_ranks(clock):
     old, new = carrier("old", clock, default=True), carrier("new", clock, mcc=["208"])
     router = Router([old])
+    assert names(router, sms(mcc="208")) == ["old"]  # ranked, and the ranking kept
     router.use([old, new])
     assert names(router, sms(mcc="208")) == ["new", "old"]
+    router.use([new])
+    assert names(router, sms(mcc="208")) == ["new"]
+    assert router.send(sms(mcc="208", to="+33698765432")) is not None
+    assert old.queue_depth == 0 and len(session_of(new).submitted) == 1
+
+
+def test_kept_rankings_follow_the_destination_prefix_and_the_carriers_state(clock):
+    """A ranking is kept per prefix of the longest configured length: numbers that
+    share it share the ranking, others do not; whether a carrier is bound or has
+    room is looked at on every send."""
+    long, short = carrier("long", clock, prefixes=["+336"]), carrier("short", clock,
+                                                                        prefixes=["+33"])
+    router = Router([short, long])
+    assert names(router, sms(to="+33612345678")) == ["long", "short"]
+    assert names(router, sms(to="+33698765432")) == ["long", "short"]
+    assert names(router, sms(to="+33112345678")) == ["short"]
+    assert names(router, sms(to="+3")) == []
+    long.bindDown(None, session_of(long))
+    clock.advance(long.config.reconnect_grace)
+    router.send(sms(to="+33612345678"))
+    assert len(session_of(short).submitted) == 1 and router.failovers[("long", "short")] == 1

@@ -183,11 +183,16 @@ def test_window_is_full_at_w_outstanding_and_a_response_frees_a_slot():
     (submit() only checks the state); callers ask can_submit first.
     """
     link = Link().bound()
+    assert link.session.room == WINDOW
     sent = [link.submit() for _ in range(WINDOW)]
     assert link.session.in_flight == WINDOW and not link.session.can_submit
+    assert link.session.room == 0
     (_, first), *_ = sent
     link.feed("submit_sm_resp", first.sequence, message_id="1")
     assert link.session.in_flight == WINDOW - 1 and link.session.can_submit
+    assert link.session.room == 1
+    link.session.closeLink()
+    assert link.session.room == 0 and not link.session.can_submit
 
 
 def test_submit_past_the_window_is_still_written():
@@ -222,6 +227,45 @@ def test_response_for_no_pending_request_is_ignored():
     link.feed("submit_sm_resp", request.sequence + 100, message_id="stray")
     assert not d.fired and link.session.in_flight == 1
     assert link.written() == [] and not link.closed
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["lean", "traced"])
+def test_submit_with_is_told_the_id_as_submit_is(traced):
+    """submitWith's answers are read in place, without a PDU (traced, through
+    the general decoder): the same id, whether it had its NUL, the same errors."""
+    link = Link().bound()
+    if traced:
+        link.session.enableTrace("t")
+    told, responses = [], link.session.responses
+
+    def accepted(message_id, terminated, context):
+        told.append((message_id, terminated, context))
+
+    def failed(error, context):
+        told.append((type(error), error.status, context))
+
+    bodies = [b"abc\0", b"\x41" * 70, b"", b"\0", b"7" * 80 + b"\0tail"]
+    for n, body in enumerate(bodies):
+        link.session.submitWith(submit_body("33612345678"), accepted, failed, n)
+        request = link.one("submit_sm")
+        link.session.dataReceived(codec.frame(codec.SUBMIT_SM_RESP, request.sequence, body))
+    link.session.submitWith(submit_body("33612345678"), accepted, failed, "refused")
+    request = link.one("submit_sm")
+    link.session.dataReceived(codec.frame(codec.SUBMIT_SM_RESP, request.sequence, b"",
+                                          codec.ESME_RTHROTTLED))
+    assert told == [("abc", True, 0), ("A" * 70, False, 1), ("", True, 2), ("", True, 3),
+                    ("7" * 80, True, 4),
+                    (CommandStatusError, codec.ESME_RTHROTTLED, "refused")]
+    assert link.session.in_flight == 0 and link.session.responses == responses + 6
+
+    # A deliver_sm_resp carrying a submit's sequence is not its answer.
+    link.session.submitWith(submit_body("33612345678"), accepted, failed, "waits")
+    request = link.one("submit_sm")
+    link.session.dataReceived(codec.frame(codec.DELIVER_SM_RESP, request.sequence, b"\0"))
+    link.session.dataReceived(codec.frame(codec.SUBMIT_SM_RESP, request.sequence + 1, b"x\0"))
+    assert told[6:] == [] and link.session.in_flight == 1
+    link.session.dataReceived(codec.frame(codec.SUBMIT_SM_RESP, request.sequence, b"ok\0"))
+    assert told[6:] == [("ok", True, "waits")] and not link.closed
 
 
 def test_an_ok_submit_sm_resp_is_an_acceptance_whatever_its_id():
@@ -490,3 +534,75 @@ def test_connection_lost_fails_everything_pending_and_cancels_timers():
     assert [type(d.value) for d in pending] == [SessionClosed, SessionClosed]
     assert link.clock.getDelayedCalls() == []
     assert closed.fired and Outcome(link.session.whenClosed()).fired
+
+
+# -- writes ------------------------------------------------------------------------
+
+
+def test_submits_the_window_freed_handler_makes_go_out_in_one_write():
+    """What the window-freed handler (the carrier's pump) sends is corked and
+    written as one piece, in order; a handler that closes the link flushes what
+    it registered first, unless it aborts."""
+    link = Link(window=3).bound()
+    writes = []
+    write = link.transport.write
+    link.transport.write = lambda data: (writes.append(data), write(data))
+    told = []
+
+    def refill():
+        while link.session.can_submit:
+            link.session.submitWith(submit_body("33612345678"),
+                                    lambda *a: told.append(a), lambda *a: None, None)
+
+    link.session.onWindowFreed = refill
+    refill()
+    assert len(writes) == 3  # outside the handler: one write each
+    first = link.written()
+    link.session.dataReceived(b"".join(
+        codec.frame(codec.SUBMIT_SM_RESP, p.sequence, b"id\0") for p in first))
+    assert len(told) == 3 and len(writes) == 4  # the refill: one write of three PDUs
+    refilled = link.written()
+    assert [p.command for p in refilled] == ["submit_sm"] * 3
+    assert [p.sequence for p in refilled] == [first[-1].sequence + n for n in (1, 2, 3)]
+
+    def refillAndClose(abort):
+        refill()
+        link.session.closeLink(abort=abort)
+
+    link.session.onWindowFreed = lambda: refillAndClose(False)
+    link.session.dataReceived(codec.frame(codec.SUBMIT_SM_RESP, refilled[0].sequence, b"a\0"))
+    assert [p.command for p in link.written()] == ["submit_sm"]
+    assert link.closed
+
+    aborting = Link(window=1).bound()
+    aborting.session.submitWith(submit_body("33612345678"), lambda *a: None,
+                                lambda *a: None, None)
+    (submit,) = aborting.written()
+    aborting.session.onWindowFreed = lambda: (
+        aborting.session.submitWith(submit_body("33612345678"), lambda *a: None,
+                                    lambda *a: None, None),
+        aborting.session.closeLink(abort=True))
+    aborting.session.dataReceived(codec.frame(codec.SUBMIT_SM_RESP, submit.sequence, b"a\0"))
+    assert aborting.written() == [] and aborting.closed
+
+
+def test_a_window_freed_handler_run_again_inside_itself_keeps_the_outer_cork():
+    """Whatever frees a slot while the handler runs calls it again inside it:
+    what both send still goes out in order, in the one write at the end."""
+    link = Link(window=3).bound()
+    writes, depth = [], []
+    write = link.transport.write
+    link.transport.write = lambda data: (writes.append(data), write(data))
+
+    def handler():
+        depth.append(len(depth))
+        link.session.submitWith(submit_body(f"3361234567{len(depth)}"), lambda *a: None,
+                                lambda *a: None, None)
+        if len(depth) == 1:
+            link.session._freed()  # as a synchronous failure of a request would
+
+    link.session.onWindowFreed = handler
+    link.session._freed()
+    assert depth == [0, 1] and len(writes) == 1
+    assert [p.fields["destination_addr"] for p in link.written()] == [
+        "33612345671", "33612345672"]

@@ -89,14 +89,14 @@ class _Message:
     __slots__ = ("sms", "deferred", "message_ids", "remaining", "deadline", "expires", "done",
                  "started", "submitted", "flying")
 
-    def __init__(self, sms: OutboundSMS, parts: int):
+    def __init__(self, sms: OutboundSMS, parts: int, started: float, expires: float):
         self.sms = sms
         self.deferred: Deferred = Deferred()
         self.message_ids: list[str] = [""] * parts
         self.remaining = parts
         self.deadline: IDelayedCall | None = None
-        self.expires = 0.0
-        self.started = 0.0
+        self.started = started
+        self.expires = expires  # on the carrier's send_timeout; else 0 (deadline is its timer)
         self.done = False
         # The SMSC may hold a part (one was accepted, or went unanswered): the
         # message stays with this carrier.  A part refused with a status does not count.
@@ -208,6 +208,7 @@ class Carrier:
         # GSM text's data_coding (0 stays 0 unless data_coding = 1; UCS-2 and
         # latin-1 keep theirs), and how validity_period is written.
         self._gsm_data_coding = config.data_coding
+        self._alphabet = config.alphabet
         self._validity = (self._absoluteValidity if config.validity_format == "absolute"
                           else codec.relative_validity)
         self._idle_waiters: list[Deferred] = []
@@ -232,7 +233,7 @@ class Carrier:
         """The carrier takes sends: bound (or reconnecting within its grace),
         neither tripped by a breaker nor suspended by an operator."""
         return (self.accepting and not self.tripped and not self.suspended
-                and (self.bound or self.reconnecting))
+                and (bool(self._sessions) or self._grace_timer is not None))
 
     @property
     def queue_depth(self) -> int:
@@ -268,14 +269,14 @@ class Carrier:
         if len(self._queue) + len(bodies) > self.config.queue_size:
             self.errors["queue_full"] += 1
             raise QueueFullError(f"{self.name}: the queue is full")
-        message = _Message(sms, len(bodies))
-        message.started = now = self.clock.seconds()
+        now = self.clock.seconds()
         if timeout is None or timeout == self.send_timeout:
-            message.expires = now + self.send_timeout
+            message = _Message(sms, len(bodies), now, now + self.send_timeout)
             self._deadlines.append(message)
             if self._deadline_timer is None:
                 self._deadline_timer = self.clock.callLater(self.send_timeout, self._expireDue)
         else:
+            message = _Message(sms, len(bodies), now, 0.0)
             message.deadline = self.clock.callLater(timeout, self._expire, message)
         queue = self._queue
         waiting = bool(queue)
@@ -315,17 +316,19 @@ class Carrier:
 
     def _encode(self, sms: OutboundSMS) -> list[bytes]:
         self._reference = reference = (self._reference + 1) & 0xFF
-        encoded = alphabet.encode_text(sms.text, self.config.alphabet, reference)
-        template = self._templateFor(sms.sender)
+        template = self._templates.get(sms.sender) or self._templateFor(sms.sender)
         destination = sms.destination.lstrip("+")
         validity = self._validity(sms.validity) if sms.validity else ""
+        single = alphabet.single_part(sms.text, self._alphabet)
+        if single is not None:
+            data_coding, short_message = single
+            return [template.body(destination, short_message, 0,
+                                  data_coding or self._gsm_data_coding, validity)]
+        encoded = alphabet.encode_text(sms.text, self._alphabet, reference)
         esm_class = encoded.esm_class
         data_coding = encoded.data_coding or self._gsm_data_coding  # only GSM's 0 changes
-        return [
-            template.body(destination, part, esm_class=esm_class, data_coding=data_coding,
-                          validity_period=validity)
-            for part in encoded.parts
-        ]
+        return [template.body(destination, part, esm_class, data_coding, validity)
+                for part in encoded.parts]
 
     def _absoluteValidity(self, seconds: float) -> str:
         return codec.absolute_validity(seconds, self.clock.seconds())
@@ -349,7 +352,8 @@ class Carrier:
         for offset in range(count):
             session = sessions[(start + offset) % count]
             # Fill this session's window, then move on to the next session.
-            while queue and session.can_submit:
+            room = session.room
+            while queue and room > 0:
                 part = queue[0]
                 if part.message.done:
                     queue.popleft()
@@ -367,6 +371,7 @@ class Carrier:
                 if part.submits > 1:
                     self.resubmitted += 1
                 session.submitWith(part.body, accepted, failed, part)
+                room -= 1
             if not queue:
                 break
         self._notifyIdle()
@@ -424,16 +429,14 @@ class Carrier:
 
     # -- outcomes ----------------------------------------------------------
 
-    def _accepted(self, pdu: codec.PDU, part: _Part) -> None:
+    def _accepted(self, message_id: str, terminated: bool, part: _Part) -> None:
         self.sent += 1
-        self.last_submit_at = self.clock.seconds()
+        self.last_submit_at = now = self.clock.seconds()
         self._throttle_streak = False
         message = part.message
         message.flying -= 1
         message.submitted = True
-        fields = pdu.fields
-        message_id = fields.get("message_id", "")
-        if not message_id or codec.UNTERMINATED_ID in fields:
+        if not message_id or not terminated:
             problem = "no message_id" if not message_id else "a message_id without its NUL"
             self.errors["id_empty" if not message_id else "id_unterminated"] += 1
             self._warnings.warn("{carrier}: the SMSC accepted a message with {problem}; "
@@ -448,7 +451,7 @@ class Carrier:
             deadlines = self._deadlines
             while deadlines and deadlines[0].done:
                 deadlines.popleft()
-            elapsed = self.clock.seconds() - message.started
+            elapsed = now - message.started
             self.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
             self.latency_sum += elapsed
             message.deferred.callback(SendResult(self.name, tuple(message.message_ids)))

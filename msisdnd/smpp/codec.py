@@ -182,7 +182,7 @@ class SubmitTemplate:
     @raise EncodeError: fields SMPP cannot carry (too long, out of range).
     """
 
-    __slots__ = ("_head", "_dest_ton_npi", "_flags")
+    __slots__ = ("_front", "_after_esm", "_before_coding", "_plain_middle", "_default_msg_id")
 
     def __init__(
         self,
@@ -201,14 +201,19 @@ class SubmitTemplate:
         schedule_delivery_time: str = "",
     ):
         try:
-            self._head = (_cstring(service_type, 6, "service_type")
-                          + bytes((source_addr_ton, source_addr_npi))
-                          + _cstring(source_addr, 21, "source_addr"))
-            self._dest_ton_npi = bytes((dest_addr_ton, dest_addr_npi))
-            self._flags = (bytes((protocol_id, priority_flag))
-                           + _cstring(schedule_delivery_time, 17, "schedule_delivery_time"),
-                           bytes((registered_delivery, replace_if_present_flag)),
-                           sm_default_msg_id)
+            # Everything before destination_addr; the flags between esm_class
+            # and validity_period, and between it and data_coding.
+            self._front = (_cstring(service_type, 6, "service_type")
+                           + bytes((source_addr_ton, source_addr_npi))
+                           + _cstring(source_addr, 21, "source_addr")
+                           + bytes((dest_addr_ton, dest_addr_npi)))
+            self._after_esm = (bytes((protocol_id, priority_flag))
+                               + _cstring(schedule_delivery_time, 17, "schedule_delivery_time"))
+            self._before_coding = bytes((registered_delivery, replace_if_present_flag))
+            # From destination_addr's NUL to data_coding, for esm_class 0 and
+            # no validity_period (most messages).
+            self._plain_middle = b"\0\0" + self._after_esm + b"\0" + self._before_coding
+            self._default_msg_id = sm_default_msg_id
             if not 0 <= sm_default_msg_id <= 255:
                 raise EncodeError("sm_default_msg_id must be one octet")
         except EncodeError:
@@ -216,7 +221,7 @@ class SubmitTemplate:
         except ValueError as e:  # an octet out of range, a non-latin-1 character
             raise EncodeError(str(e)) from None
 
-    def body(self, destination_addr: str, short_message: bytes, *, esm_class: int = 0,
+    def body(self, destination_addr: str, short_message: bytes, esm_class: int = 0,
              data_coding: int = 0, validity_period: str = "") -> bytes:
         """One C{submit_sm} body (no header, no TLVs).
 
@@ -226,20 +231,23 @@ class SubmitTemplate:
         length = len(short_message)
         if length > 254:
             raise EncodeError("short_message must be at most 254 octets")
-        after_esm, before_coding, default_msg_id = self._flags
         try:
-            return b"".join((
-                self._head, self._dest_ton_npi,
-                _cstring(destination_addr, 21, "destination_addr"),
-                bytes((esm_class,)), after_esm,
-                _cstring(validity_period, 17, "validity_period") if validity_period else b"\0",
-                before_coding, bytes((data_coding, default_msg_id, length)),
-                short_message,
-            ))
+            destination = destination_addr.encode("latin-1")
+            coding = bytes((data_coding, self._default_msg_id, length))
+            if esm_class or validity_period:
+                middle = (b"\0" + bytes((esm_class,)) + self._after_esm
+                          + (_cstring(validity_period, 17, "validity_period")
+                             if validity_period else b"\0")
+                          + self._before_coding)
+            else:
+                middle = self._plain_middle
         except EncodeError:
             raise
         except ValueError as e:  # an octet out of range, a non-latin-1 character
             raise EncodeError(str(e)) from None
+        if len(destination) > 20 or b"\0" in destination:
+            raise EncodeError("destination_addr must be under 21 bytes with no NUL")
+        return b"".join((self._front, destination, middle, coding, short_message))
 
 
 def encode_submit_sm_body(
@@ -268,24 +276,36 @@ def encode_submit_sm_body(
 UNTERMINATED_ID = "message_id_unterminated"
 
 
-def _decode_submit_sm_resp(command_length: int, status: int, sequence: int, data: bytes) -> PDU:
-    """The lean submit_sm_resp decoder: an OK response is an acceptance.
+def submit_sm_resp_id(data: bytes, start: int = 0, end: int | None = None) -> tuple[str, bool]:
+    """The message_id of the C{submit_sm_resp} frame C{data[start:end]}, and
+    whether it came with its NUL: the one reading of that body, which
+    L{decode} and the session's lean path share.
 
     Whatever its body, the header says whether the SMSC took the message, and
     resubmitting an accepted PIN is worse than not knowing its id: so a
-    NUL-terminated id longer than SMPP's 65 octets is kept as given, and an
-    id without its NUL is kept as far as it goes, with L{UNTERMINATED_ID}
-    set for the caller to log and count.  Nothing here raises.
+    NUL-terminated id longer than SMPP's 65 octets is kept as given, an id
+    without its NUL is kept as far as it goes (C{False}), and a bare header
+    is an empty id.  Nothing here raises.
     """
-    body = data[HEADER_LENGTH:]
-    if not body:
+    if end is None:
+        end = len(data)
+    body = start + HEADER_LENGTH
+    nul = data.find(b"\0", body, end)
+    if nul < 0:
+        return data[body:end].decode("latin-1"), body == end
+    return data[body:nul].decode("latin-1"), True
+
+
+def _decode_submit_sm_resp(status: int, sequence: int, data: bytes) -> PDU:
+    """The lean submit_sm_resp decoder (L{submit_sm_resp_id}): an id without
+    its NUL comes with L{UNTERMINATED_ID} set, for the caller to log and count."""
+    if len(data) == HEADER_LENGTH:
         return PDU(SUBMIT_SM_RESP, status, sequence)
-    end = body.find(b"\0")
-    if end < 0:
-        return PDU(SUBMIT_SM_RESP, status, sequence,
-                   {"message_id": body.decode("latin-1"), UNTERMINATED_ID: True})
+    message_id, terminated = submit_sm_resp_id(data)
+    if terminated:
+        return PDU(SUBMIT_SM_RESP, status, sequence, {"message_id": message_id})
     return PDU(SUBMIT_SM_RESP, status, sequence,
-               {"message_id": body[:end].decode("latin-1")})
+               {"message_id": message_id, UNTERMINATED_ID: True})
 
 
 # --- validation of everything else -------------------------------------------
@@ -428,7 +448,7 @@ def decode(data: bytes) -> PDU:
         raise DecodeError(ESME_RINVCMDLEN, "command_length does not match the frame",
                           command_id, sequence)
     if command_id == SUBMIT_SM_RESP:
-        return _decode_submit_sm_resp(command_length, status, sequence, data)
+        return _decode_submit_sm_resp(status, sequence, data)
     if command_id not in _LAYOUTS:
         raise DecodeError(ESME_RINVCMDID, f"unsupported command_id 0x{command_id:08X}",
                           command_id, sequence)

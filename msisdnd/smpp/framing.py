@@ -17,6 +17,9 @@ from twisted.logger import Logger
 from msisdnd.logs import WarningBudget
 from msisdnd.smpp import codec
 
+_HEADER_UNPACK = codec.HEADER.unpack_from
+_HEADER_LENGTH = codec.HEADER_LENGTH
+
 
 class PDUStream(Protocol):
     """A byte stream of SMPP PDUs.
@@ -31,6 +34,10 @@ class PDUStream(Protocol):
 
     log = Logger()
     max_length = codec.MAX_PDU_LENGTH
+    #: The command_id whose frames go to L{leanReceived}, read in place from
+    #: the buffer (no slice, no L{codec.PDU}), or C{None}: the hot response
+    #: of a subclass.  Every other frame goes to L{frameReceived}.
+    lean_command: int | None = None
     _buffer = b""
     _closing = False
     _budget: WarningBudget | None = None
@@ -75,18 +82,25 @@ class PDUStream(Protocol):
             return
         buf = self._buffer + data if self._buffer else data
         pos, end = 0, len(buf)
-        from_bytes = int.from_bytes
+        from_bytes, unpack = int.from_bytes, _HEADER_UNPACK
+        lean, lean_received = self.lean_command, self.leanReceived
         while end - pos >= 4:
-            length = from_bytes(buf[pos:pos + 4], "big")
-            if length < codec.HEADER_LENGTH or length > self.max_length:
-                self._framingLost(buf[pos:pos + codec.HEADER_LENGTH], length)
+            if end - pos >= _HEADER_LENGTH:
+                length, command_id, status, sequence = unpack(buf, pos)
+            else:
+                # Too short for a header: its length alone, to refuse a bad one early.
+                length, command_id = from_bytes(buf[pos:pos + 4], "big"), -1
+            if length < _HEADER_LENGTH or length > self.max_length:
+                self._framingLost(buf[pos:pos + _HEADER_LENGTH], length)
                 return
             if end - pos < length:
                 break
-            frame = buf[pos:pos + length]
-            pos += length
+            start, pos = pos, pos + length
             try:
-                self.frameReceived(frame)
+                if command_id == lean:
+                    lean_received(status, sequence, buf, start, pos)
+                else:
+                    self.frameReceived(buf[start:pos])
             except Exception:
                 self.log.failure("Handling a PDU failed; the session goes on")
             if self._closing:
@@ -100,6 +114,12 @@ class PDUStream(Protocol):
             self.undecodable(e)
         else:
             self.pduReceived(pdu)
+
+    def leanReceived(self, status: int, sequence: int, data: bytes, start: int,
+                     end: int) -> None:
+        """A frame of L{lean_command}: C{data[start:end]}, whose header says
+        C{status} and C{sequence}.  By default, as any other frame."""
+        self.frameReceived(data[start:end])
 
     def pduReceived(self, pdu: codec.PDU) -> None:
         raise NotImplementedError

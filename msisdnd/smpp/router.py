@@ -13,6 +13,9 @@ from msisdnd.sms.interfaces import ISMSSender, NoRouteError, OutboundSMS, QueueF
 from msisdnd.sms.regions import mcc_calling_codes
 from msisdnd.smpp.carrier import Carrier
 
+#: Route rankings kept (L{Router.candidates}); the cache starts over when full.
+ROUTES_CACHED = 4096
+
 
 @implementer(ISMSSender)
 class Router:
@@ -20,7 +23,11 @@ class Router:
 
     Carriers are ranked for a message by: MCC+MNC match, then MCC match, then
     the longest matching destination prefix, then the default carrier, with
-    the carrier the message should avoid moved last.  The message goes to the
+    the carrier the message should avoid moved last.  That ranking is a
+    function of the configuration and of the message's C{carrier}, C{mcc},
+    C{mnc}, C{avoid} and destination prefix (as long as the longest configured
+    prefix) alone: it is kept per such key until the carriers change
+    (L{use}).  The message goes to the
     first ranked carrier that has a live transmitting bind and room in its
     queue, or failing that to one whose binds are reconnecting (within its
     C{reconnect_grace}).  A message with C{carrier} set goes to that
@@ -48,11 +55,26 @@ class Router:
             key=lambda pair: -len(pair[0]),
         )
         self._defaults = [c for c in self.carriers if c.config.default]
+        self._prefix_length = max((len(p) for p, _ in self._by_prefix), default=0)
+        self._routes: dict[tuple, tuple[Carrier, ...]] = {}
         for carrier in self.carriers:
-            carrier.reroute = self._send
+            carrier.reroute = self.send
 
     def candidates(self, sms: OutboundSMS) -> list[Carrier]:
         """The carriers that may take C{sms}, best first."""
+        key = (sms.destination[:self._prefix_length], sms.mcc, sms.mnc, sms.carrier, sms.avoid)
+        ranked = self._routes.get(key)
+        return list(self._keep(key, sms) if ranked is None else ranked)
+
+    def _keep(self, key: tuple, sms: OutboundSMS) -> tuple[Carrier, ...]:
+        """Rank C{sms}'s carriers, and keep the ranking under C{key}."""
+        ranked = tuple(self._rank(sms))
+        if len(self._routes) >= ROUTES_CACHED:
+            self._routes.clear()
+        self._routes[key] = ranked
+        return ranked
+
+    def _rank(self, sms: OutboundSMS) -> list[Carrier]:
         if sms.carrier is not None:
             carrier = self._by_name.get(sms.carrier)
             return [carrier] if carrier is not None else []
@@ -84,23 +106,27 @@ class Router:
         stay down past its grace hands its stranded messages back
         (C{Carrier.reroute}), and they go to the next one with the time
         they have left."""
-        return self._send(sms, timeout)
-
-    def _send(self, sms: OutboundSMS, timeout: float | None) -> Deferred:
-        candidates = self.candidates(sms)
+        key = (sms.destination[:self._prefix_length], sms.mcc, sms.mnc, sms.carrier, sms.avoid)
+        candidates = self._routes.get(key)
+        if candidates is None:
+            candidates = self._keep(key, sms)
         if not candidates:
             return fail(NoRouteError("no carrier serves this destination"))
         first = candidates[0]
-        # A carrier that is bound before one that is reconnecting (within its grace).
-        if not all(c.bound for c in candidates):
-            candidates = sorted(candidates, key=lambda c: not c.bound)
+        if len(candidates) > 1:
+            # A carrier that is bound before one that is reconnecting (within its grace).
+            for carrier in candidates:
+                if not carrier.bound:
+                    candidates = sorted(candidates, key=lambda c: not c.bound)
+                    break
         for carrier in candidates:
             if carrier.available and carrier.queue_depth < carrier.config.queue_size:
                 try:
                     d = carrier.send(sms, timeout)
                 except QueueFullError:
                     continue  # room, but not for every part of this message: try the next one
-                self._taken(first, carrier)
+                if carrier is not first or self._away:
+                    self._taken(first, carrier)
                 return d
         if any(c.available for c in candidates):
             return fail(QueueFullError("every eligible carrier's queue is full"))

@@ -58,21 +58,30 @@ class SessionState(enum.Enum):
 
 
 Succeeded = Callable[[codec.PDU, object], object]
+#: What L{ESMESession.submitWith} calls on acceptance: (message_id, whether
+#: it came with its NUL, context).
+Accepted = Callable[[str, bool, object], object]
 Failed = Callable[[SMPPError, object], object]
+_submit_sm_resp_id = codec.submit_sm_resp_id
 
 
 class _Pending:
-    """One request awaiting its response: whom to tell, and by when."""
+    """One request awaiting its response: whom to tell, and by when.
 
-    __slots__ = ("succeeded", "failed", "context", "deadline", "command_id")
+    A C{lean} one (L{ESMESession.submitWith}'s) is told of its acceptance
+    with the message_id alone (an L{Accepted}), not a L{codec.PDU}.
+    """
 
-    def __init__(self, succeeded: Succeeded, failed: Failed, context: object,
-                 deadline: float, command_id: int):
+    __slots__ = ("succeeded", "failed", "context", "deadline", "command_id", "lean")
+
+    def __init__(self, succeeded: Succeeded | Accepted, failed: Failed, context: object,
+                 deadline: float, command_id: int, lean: bool = False):
         self.succeeded = succeeded
         self.failed = failed
         self.context = context
         self.deadline = deadline
         self.command_id = command_id
+        self.lean = lean
 
 
 def _fireCallback(pdu: codec.PDU, d: Deferred) -> None:
@@ -110,6 +119,9 @@ class ESMESession(PDUStream):
     """
 
     trace_label: str | None = None
+    lean_command = codec.SUBMIT_SM_RESP
+    #: PDUs written while the window-freed handler runs, written as one when it returns.
+    _corked: list[bytes] | None = None
     _receiving = False
     _freed_while_receiving = False
 
@@ -162,8 +174,9 @@ class ESMESession(PDUStream):
         received, undecodable = cls.pduReceived, cls.undecodable
 
         def tracedRequest(command_id: int, body: bytes, timeout: float,
-                          succeeded: Succeeded, failed: Failed, context: object) -> None:
-            send_request(self, command_id, body, timeout, succeeded, failed, context)
+                          succeeded: Succeeded | Accepted, failed: Failed, context: object,
+                          lean: bool = False) -> None:
+            send_request(self, command_id, body, timeout, succeeded, failed, context, lean)
             self._trace("sent", codec.describe_frame(
                 _HEADER_PACK(16 + len(body), command_id, 0, self._sequence) + body))
 
@@ -181,6 +194,7 @@ class ESMESession(PDUStream):
 
         self._send = tracedRequest
         self.send = tracedWrite
+        self.lean_command = None  # every frame through pduReceived, to be traced
         self.pduReceived = tracedReceived
         self.undecodable = tracedUndecodable
 
@@ -221,6 +235,10 @@ class ESMESession(PDUStream):
         again elsewhere, a duplicate.
         """
         self._submittable = False
+        if abort:
+            self._corked = None
+        else:
+            self._uncork()  # requests already registered go out before the close
         super().closeLink(abort)
 
     def whenClosed(self) -> Deferred:
@@ -254,12 +272,12 @@ class ESMESession(PDUStream):
         """Bound for sending, with room in the window."""
         return self._submittable and len(self._pending) < self.window
 
-    def _nextSequence(self) -> int:
-        seq = self._sequence + 1
-        if seq > _MAX_SEQUENCE:
-            seq = 1
-        self._sequence = seq
-        return seq
+    @property
+    def room(self) -> int:
+        """How many more requests may go now: the window's free slots while
+        bound for sending, else 0.  (Only a response, a timeout or the link's
+        loss frees a slot: never a request sent meanwhile.)"""
+        return self.window - len(self._pending) if self._submittable else 0
 
     def _request(self, command_id: int, body: bytes, timeout: float) -> Deferred:
         d = Deferred()
@@ -267,16 +285,37 @@ class ESMESession(PDUStream):
         return d
 
     def _send(self, command_id: int, body: bytes, timeout: float,
-              succeeded: Succeeded, failed: Failed, context: object) -> None:
-        seq = self._nextSequence()
+              succeeded: Succeeded | Accepted, failed: Failed, context: object,
+              lean: bool = False) -> None:
+        seq = self._sequence + 1
+        if seq > _MAX_SEQUENCE:
+            seq = 1
+        self._sequence = seq
         deadline = self.clock.seconds() + timeout
-        self._pending[seq] = _Pending(succeeded, failed, context, deadline, command_id)
+        self._pending[seq] = _Pending(succeeded, failed, context, deadline, command_id, lean)
         timer = self._expiry_timer
         if timer is None:
             self._expiry_timer = self.clock.callLater(timeout, self._expireDue)
         elif timer.getTime() > deadline:
             timer.reset(timeout)  # a bind's longer timer outlived the bind
-        self.transport.write(_HEADER_PACK(16 + len(body), command_id, 0, seq) + body)
+        corked = self._corked
+        if corked is None:
+            self.transport.write(_HEADER_PACK(16 + len(body), command_id, 0, seq) + body)
+        else:
+            corked += (_HEADER_PACK(16 + len(body), command_id, 0, seq), body)
+
+    def send(self, data: bytes) -> None:
+        """Write one encoded PDU (after the requests corked before it, if any)."""
+        if self._corked is None:
+            self.transport.write(data)
+        else:
+            self._corked.append(data)
+
+    def _uncork(self) -> None:
+        """Write what was corked, in one piece."""
+        corked, self._corked = self._corked, None
+        if corked:
+            self.transport.write(b"".join(corked))
 
     def _fail(self, entry: _Pending, error: SMPPError) -> None:
         try:
@@ -291,10 +330,18 @@ class ESMESession(PDUStream):
             self._freed_while_receiving = True
         elif self.onWindowFreed is not None and self.state is not SessionState.CLOSED \
                 and not self._closing:
+            # The submits the handler makes go out in one write: the
+            # transport's per-write bookkeeping costs as much as a submit.
+            outermost = self._corked is None
+            if outermost:
+                self._corked = []
             try:
                 self.onWindowFreed()
             except Exception:
                 self.log.failure("The window-freed handler failed")
+            finally:
+                if outermost:
+                    self._uncork()
 
     def submit(self, body: bytes) -> Deferred:
         """Send one C{submit_sm} whose body L{codec.encode_submit_sm_body} made.
@@ -308,17 +355,20 @@ class ESMESession(PDUStream):
             raise NotBound(f"session is {self.state.value}")
         return self._request(codec.SUBMIT_SM, body, self.response_timeout)
 
-    def submitWith(self, body: bytes, succeeded: Succeeded, failed: Failed,
+    def submitWith(self, body: bytes, accepted: Accepted, failed: Failed,
                    context: object) -> None:
-        """L{submit} without a Deferred, for the carrier's hot path.
+        """L{submit} without a Deferred or a L{codec.PDU}, for the carrier's hot path.
 
-        Calls C{succeeded(pdu, context)} with the C{submit_sm_resp}, or
+        Calls C{accepted(message_id, terminated, context)} when the
+        C{submit_sm_resp} says ESME_ROK (L{codec.submit_sm_resp_id}: the id,
+        and whether it came with its NUL; a bare header is an empty id), or
         C{failed(error, context)} with the L{SMPPError} that L{submit}'s
         Deferred would have failed with.
         """
-        if self.state is not SessionState.BOUND or self._closing:
+        if self._state is not SessionState.BOUND or self._closing:
             raise NotBound(f"session is {'closing' if self._closing else self.state.value}")
-        self._send(codec.SUBMIT_SM, body, self.response_timeout, succeeded, failed, context)
+        self._send(codec.SUBMIT_SM, body, self.response_timeout, accepted, failed, context,
+                   True)
 
     def bind(
         self,
@@ -527,6 +577,32 @@ class ESMESession(PDUStream):
         else:
             super().undecodable(error)
 
+    def leanReceived(self, status: int, sequence: int, data: bytes, start: int,
+                     end: int) -> None:
+        """A C{submit_sm_resp}, read in place: a L{submitWith}'s answer is
+        matched and told without a L{codec.PDU}; anything else (no such
+        request, one that wants a PDU) goes the general way."""
+        entry = self._pending.get(sequence)
+        if entry is None or not entry.lean:
+            self.frameReceived(data[start:end])
+            return
+        del self._pending[sequence]
+        self.responses += 1
+        if status:
+            self._fail(entry, CommandStatusError(status, "submit_sm_resp"))
+        else:
+            message_id, terminated = _submit_sm_resp_id(data, start, end)
+            try:
+                entry.succeeded(message_id, terminated, entry.context)
+            except Exception:
+                self.log.failure("A request's success handler failed")
+            if self._receiving:
+                self._freed_while_receiving = True  # what _freed does, without a call
+            else:
+                self._freed()
+        if self._drain_waiters:
+            self._fireDrained()
+
     def _response(self, pdu: codec.PDU) -> None:
         entry = self._pending.get(pdu.sequence)
         if entry is None:
@@ -546,7 +622,12 @@ class ESMESession(PDUStream):
             self._fail(entry, CommandStatusError(pdu.status, pdu.command))
         else:
             try:
-                entry.succeeded(pdu, entry.context)
+                if entry.lean:
+                    fields = pdu.fields
+                    entry.succeeded(fields.get("message_id", ""),
+                                    codec.UNTERMINATED_ID not in fields, entry.context)
+                else:
+                    entry.succeeded(pdu, entry.context)
             except Exception:
                 self.log.failure("A request's success handler failed")
             self._freed()
