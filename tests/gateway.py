@@ -14,7 +14,9 @@ from pathlib import Path
 
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
 
 from msisdnd import hawk
 from msisdnd.verification import certs
@@ -49,6 +51,27 @@ def signing_keys(directory: Path) -> tuple[certs.SigningKey, certs.SigningKey]:
         _KEYS["rsa"] = certs.generate_rsa_key(str(directory / "browserid.pem"))
         _KEYS["ed"] = certs.generate_ed25519_key(str(directory / "jwt.pem"))
     return _KEYS["rsa"], _KEYS["ed"]
+
+
+class _Collect(Protocol):
+    """Whatever arrives, until the connection closes."""
+
+    def __init__(self):
+        self.data = b""
+        self.done: Deferred = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason=None) -> None:
+        self.done.callback(self.data)
+
+
+def raw_request(method: bytes, target: bytes, body: bytes = b"", *headers: bytes) -> bytes:
+    """An HTTP/1.1 request as bytes, with C{Host}, C{Content-Length} and C{Connection: close}."""
+    lines = [b"%s %s HTTP/1.1" % (method, target), b"Host: 127.0.0.1",
+             b"Content-Length: %d" % len(body), b"Connection: close", *headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 @dataclass
@@ -95,6 +118,17 @@ class Gateway:
             parsed = content
         flat = {k.decode().lower(): v[0].decode() for k, v in response.headers.getAllRawHeaders()}
         return Response(response.code, flat, parsed)
+
+    @inlineCallbacks
+    def raw(self, data: bytes):
+        """The bytes answered to C{data}, sent as is on a new connection, until
+        the gateway closes it (send C{Connection: close})."""
+        collector = _Collect()
+        port = int(self.url.rsplit(":", 1)[1])
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), collector)
+        collector.transport.write(data)
+        answer = yield collector.done
+        return answer
 
     @inlineCallbacks
     def register(self):
