@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import pytest_twisted
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
@@ -27,6 +28,8 @@ from msisdnd.api.discovery import Discovery
 from msisdnd.api.request import APISite
 from msisdnd.verification.errors import Limit, Refused, StoreUnavailable
 from msisdnd.verification.settings import PublicURL, VerificationSettings
+
+from gateway import raw_request
 
 ORIGIN = "https://app.example"
 
@@ -115,7 +118,6 @@ CASES = [
     (request(b"POST", b"//register"), 200),
     (request(b"POST", b"/register/"), 404),
     (request(b"POST", b"/regi%73ter"), 200),
-    (request(b"POST", b"/%ff"), 400),
     (request(b"OPTIONS", b"/register", headers={"Origin": ORIGIN}), 204),
     (request(b"OPTIONS", b"/", headers={"Origin": ORIGIN}), 204),
     (request(b"POST", b"/register", b"{}", {**JSON, "Origin": ORIGIN}), 200),
@@ -179,3 +181,35 @@ def test_a_client_that_hangs_up_cancels_the_route(direct):
     channel.connectionLost(Failure(ConnectionDone()))
     assert len(cancelled) == 1
     assert transport.value() == b""
+
+
+@pytest.mark.parametrize("target, host", [
+    (b"/%ff", b"127.0.0.1"),
+    (b"/v2/verifications/VE%ff", b"127.0.0.1"),
+    (b"/v2/verifications/VE" + b"0" * 32, b"\xff\xfe"),
+    (b"/nowhere", b"caf\xe9.example"),
+])
+@pytest_twisted.inlineCallbacks
+def test_a_path_or_host_klein_cannot_decode_is_a_json_400_and_logs_nothing(gateway, target,
+                                                                          host):
+    """Klein answers a path or Host that is not UTF-8 with a text 400 and logs a
+    traceback at critical level: a stranger's line in the log per request.
+    Here: the API's JSON error, and no log line above info."""
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        raw = yield gateway.raw(raw_request(b"GET", target).replace(
+            b"Host: 127.0.0.1", b"Host: " + host))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), raw
+    assert b"Content-Type: application/json" in head, raw
+    if b"Transfer-Encoding: chunked" in head:
+        body = body.split(b"\r\n")[1]
+    assert json.loads(body)["errno"] == 107
+    loud = [e for e in events if e.get("log_level") is not None
+            and e["log_level"].name not in ("debug", "info")]
+    assert not loud, loud

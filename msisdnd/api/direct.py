@@ -10,7 +10,10 @@ and raw path are those of a route without path arguments (C{POST
 through the same bound Klein app (C{execute_endpoint}), and hands every
 other request to Klein's own resource unchanged: percent-encoded paths,
 slashes too many, wrong methods, CORS preflights below C{/}, the routes
-with path arguments.  The route table is read off the Klein app's
+with path arguments.  A request Klein cannot route because its path or
+its C{Host} is not UTF-8 (Klein answers a text 400 and logs a traceback,
+a line in the log per stranger's request) gets the API's JSON 400 here
+instead.  The route table is read off the Klein app's
 Werkzeug map, so a route added with C{@app.route} is served either way
 with no second list to keep.
 
@@ -24,6 +27,7 @@ cancellation); the route's bytes are written and the request finished.
 from __future__ import annotations
 
 from typing import Callable
+from urllib.parse import unquote_to_bytes
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, maybeDeferred
@@ -33,7 +37,21 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from msisdnd.api import errors
+from msisdnd.api.errors import APIError
+
 log = Logger()
+
+
+def undecodable(request: IRequest) -> APIError | None:
+    """The error for a request whose path (percent-decoded) or C{Host} is not
+    UTF-8, which Klein cannot route; else C{None}."""
+    try:
+        unquote_to_bytes(request.path).decode("utf-8")
+        request.getRequestHostname().decode("utf-8")
+    except UnicodeDecodeError:
+        return errors.invalid("The path and the Host header must be UTF-8.")
+    return None
 
 
 def fixed_routes(app: Klein) -> dict[tuple[bytes, bytes], str]:
@@ -74,6 +92,9 @@ class DirectResource(Resource):
     def render(self, request: IRequest):
         endpoint = self._routes.get((request.method, request.path))
         if endpoint is None:
+            error = undecodable(request)
+            if error is not None:
+                return self._answer_failure(request, Failure(error))
             return self._klein.render(request)
         finished = []
         d = maybeDeferred(self._app.execute_endpoint, endpoint, request)
