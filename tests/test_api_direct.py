@@ -213,3 +213,26 @@ def test_a_path_or_host_klein_cannot_decode_is_a_json_400_and_logs_nothing(gatew
     loud = [e for e in events if e.get("log_level") is not None
             and e["log_level"].name not in ("debug", "info")]
     assert not loud, loud
+
+
+@pytest.mark.parametrize("method, target", [
+    (b"post", b"/register"), (b"Post", b"/unregister"), (b"get", b"/__version__"),
+    (b"head", b"/__lbheartbeat__"), (b"options", b"/register"),
+    (b"get", b"/v2/verifications/VE" + b"0" * 32),
+])
+@pytest_twisted.inlineCallbacks
+def test_a_method_not_in_upper_case_runs_no_route(gateway, method, target):
+    """Methods are case-sensitive: C{post} is not C{POST} (Werkzeug would upper-case
+    it, and a front proxy's rule on POST would not have seen it).  501, as JSON, and
+    the route never runs."""
+    ran = []
+    register = gateway.verifier.register
+    gateway.verifier.register = lambda *a, **kw: ran.append(a) or register(*a, **kw)
+    raw = yield gateway.raw(raw_request(method, target, b"", b"Origin: " + ORIGIN.encode()))
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 501 "), raw
+    assert b"Content-Type: application/json" in head, raw
+    if b"Transfer-Encoding: chunked" in head:
+        body = body.split(b"\r\n")[1]
+    assert json.loads(body)["errno"] == 107
+    assert not ran

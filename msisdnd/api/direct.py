@@ -10,12 +10,13 @@ and raw path are those of a route without path arguments (C{POST
 through the same bound Klein app (C{execute_endpoint}), and hands every
 other request to Klein's own resource unchanged: percent-encoded paths,
 slashes too many, wrong methods, CORS preflights below C{/}, the routes
-with path arguments.  A request Klein cannot route because its path or
-its C{Host} is not UTF-8 (Klein answers a text 400 and logs a traceback,
-a line in the log per stranger's request) gets the API's JSON 400 here
-instead.  The route table is read off the Klein app's
-Werkzeug map, so a route added with C{@app.route} is served either way
-with no second list to keep.
+with path arguments.  Two kinds of request are kept from Klein and get
+the API's JSON error (L{unroutable}): a method not in upper case (Werkzeug
+upper-cases it, so C{post} would run as C{POST}), and a path or C{Host}
+that is not UTF-8 (Klein answers a text 400 and logs a traceback: a line
+in the log per stranger's request).  The route table is read off the
+Klein app's Werkzeug map, so a route added with C{@app.route} is served
+either way with no second list to keep.
 
 What Klein does for a route, this does the same way: a route's failure is
 answered by the app's one error handler (C{answer_failure}, the same one
@@ -43,9 +44,17 @@ from msisdnd.api.errors import APIError
 log = Logger()
 
 
-def undecodable(request: IRequest) -> APIError | None:
-    """The error for a request whose path (percent-decoded) or C{Host} is not
-    UTF-8, which Klein cannot route; else C{None}."""
+def unroutable(request: IRequest) -> APIError | None:
+    """The error for a request Klein must not route; else C{None}.
+
+    A method not in upper case is 501: methods are case-sensitive (RFC 9110
+    9.1), and Werkzeug would run C{post} as C{POST} (past a front proxy's
+    rule on C{POST}) and C{head} as C{GET} with its body.  A path
+    (percent-decoded) or C{Host} that is not UTF-8 is 400.
+    """
+    if not request.method.isupper():
+        return APIError(501, errors.INVALID_PARAMETERS,
+                        "No such method (methods are case-sensitive).")
     try:
         unquote_to_bytes(request.path).decode("utf-8")
         request.getRequestHostname().decode("utf-8")
@@ -92,7 +101,7 @@ class DirectResource(Resource):
     def render(self, request: IRequest):
         endpoint = self._routes.get((request.method, request.path))
         if endpoint is None:
-            error = undecodable(request)
+            error = unroutable(request)
             if error is not None:
                 return self._answer_failure(request, Failure(error))
             return self._klein.render(request)

@@ -54,6 +54,7 @@ _ERRORS = {
     413: ("The body is larger than the limit (113)", ()),
     422: ("This Idempotency-Key was used with another body (124)", ()),
     429: ("A rate or budget is spent (114-118, 121-123)", ("Retry-After",)),
+    501: ("No such method: methods are case-sensitive (107)", ()),
     503: ("Redis or every carrier is unavailable (201)", ("Retry-After",)),
 }
 
