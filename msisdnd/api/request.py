@@ -96,6 +96,8 @@ class LimitedRequest(Request):
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.max_body:
             self._refuse()
+            # Else the channel answers the Expect with 100 Continue after the 413.
+            self.requestHeaders.removeHeader(b"Expect")
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
