@@ -236,3 +236,35 @@ def test_a_method_not_in_upper_case_runs_no_route(gateway, method, target):
         body = body.split(b"\r\n")[1]
     assert json.loads(body)["errno"] == 107
     assert not ran
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_client_that_hangs_up_mid_route_over_tcp(gateway):
+    """Over real TCP, on a fixed route: the client leaves while the route waits; the
+    route's step is cancelled, the request ends, and nothing is logged above info."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+    from twisted.internet.protocol import Protocol
+    from twisted.logger import globalLogPublisher
+
+    from conftest import wait_until
+
+    calls, cancelled = [], []
+    step = Deferred(cancelled.append)
+    gateway.verifier.admitRegistration = lambda client: calls.append(client) or step
+    site = gateway.port.factory
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        client = yield connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", gateway.port.getHost().port), Protocol())
+        client.transport.write(raw_request(b"POST", b"/register", b"{}",
+                                           b"Content-Type: application/json"))
+        yield wait_until(lambda: calls and site.active == 1)
+        client.transport.loseConnection()
+        yield wait_until(lambda: cancelled and site.active == 0)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    loud = [e for e in events if e.get("log_level") is not None
+            and e["log_level"].name not in ("debug", "info")]
+    assert not loud, loud
