@@ -268,3 +268,27 @@ def test_a_client_that_hangs_up_mid_route_over_tcp(gateway):
     loud = [e for e in events if e.get("log_level") is not None
             and e["log_level"].name not in ("debug", "info")]
     assert not loud, loud
+
+
+@pytest.mark.parametrize("method, target", [
+    (b"POST", b"xregister"), (b"GET", b"x__version__"), (b"GET", b"?"),
+    (b"POST", b"xv2/verifications"), (b"OPTIONS", b"xv2/verifications"),
+    (b"CONNECT", b"example.com:443"),
+])
+@pytest_twisted.inlineCallbacks
+def test_a_target_that_is_not_a_path_runs_no_route(gateway, method, target):
+    """A request target neither a path (/...) nor absolute (http://...): Twisted drops
+    its first byte before Klein routes it, so C{xregister} ran /register, and
+    C{xv2/verifications} a backend route with CORS headers.  400 JSON, no route run."""
+    ran = []
+    register = gateway.verifier.register
+    gateway.verifier.register = lambda *a, **kw: ran.append(a) or register(*a, **kw)
+    raw = yield gateway.raw(raw_request(method, target, b"", b"Origin: " + ORIGIN.encode(),
+                                        b"Access-Control-Request-Method: POST"))
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), raw
+    if b"Transfer-Encoding: chunked" in head:
+        body = body.split(b"\r\n")[1]
+    assert json.loads(body)["errno"] == 107
+    assert b"Access-Control-Allow-Methods" not in head
+    assert not ran

@@ -12,9 +12,10 @@ other request to Klein's own resource unchanged: percent-encoded paths,
 slashes too many, wrong methods, CORS preflights below C{/}, the routes
 with path arguments.  Two kinds of request are kept from Klein and get
 the API's JSON error (L{unroutable}): a method not in upper case (Werkzeug
-upper-cases it, so C{post} would run as C{POST}), and a path or C{Host}
-that is not UTF-8 (Klein answers a text 400 and logs a traceback: a line
-in the log per stranger's request).  The route table is read off the
+upper-cases it, so C{post} would run as C{POST}), a target that is not a
+path (Twisted drops its first byte, so C{xregister} would run
+C{/register}), and a path or C{Host} that is not UTF-8 (Klein answers a
+text 400 and logs a traceback: a line in the log per stranger's request).  The route table is read off the
 Klein app's Werkzeug map, so a route added with C{@app.route} is served
 either way with no second list to keep.
 
@@ -49,12 +50,17 @@ def unroutable(request: IRequest) -> APIError | None:
 
     A method not in upper case is 501: methods are case-sensitive (RFC 9110
     9.1), and Werkzeug would run C{post} as C{POST} (past a front proxy's
-    rule on C{POST}) and C{head} as C{GET} with its body.  A path
-    (percent-decoded) or C{Host} that is not UTF-8 is 400.
+    rule on C{POST}) and C{head} as C{GET} with its body.  A target that
+    is not a path (C{xregister}; an absolute one was made a path by
+    L{msisdnd.api.request.LimitedRequest}) is 400: Twisted drops its first
+    byte and Klein would route the rest.  So is a path (percent-decoded) or
+    C{Host} that is not UTF-8.
     """
     if not request.method.isupper():
         return APIError(501, errors.INVALID_PARAMETERS,
                         "No such method (methods are case-sensitive).")
+    if not request.path.startswith(b"/"):
+        return errors.invalid("The request target must be a path (/...).")
     try:
         unquote_to_bytes(request.path).decode("utf-8")
         request.getRequestHostname().decode("utf-8")
