@@ -1098,3 +1098,33 @@ def test_redis_going_away_and_back_is_one_warning_each(private_redis):
     assert len(warnings) == 2, warnings
     assert warnings[0].startswith(f"Redis at {address} is unreachable")
     assert warnings[1].startswith(f"Redis at {address} is back after ")
+
+
+@pytest.mark.parametrize("content_type, body, code, errno", [
+    ("Application/JSON ; charset=UTF-8", b'{"code": "000000"}', 410, 111),
+    ("application/json;charset=utf-8", b'{"code": "000000"}', 410, 111),
+    ('text/plain; a="b;c"', b'{"code": "000000"}', 410, 111),
+    ("application/json", b"\xff\xfe{", 400, 106),
+    ("", b"", 400, 108),
+])
+@pytest_twisted.inlineCallbacks
+def test_payload_hash_over_real_http_as_mohawks_sender_signs_it(gateway, content_type, body,
+                                                                code, errno):
+    """mohawk's Sender signs a body and a Content-Type with parameters, odd case, a
+    body not UTF-8, or none at all: the hash checks out (no 401), and the route
+    judges the body (this verified session's code is used up: 410)."""
+    token, _ = yield verified_session(gateway, NUMBER)
+    header = hawk.authorization_header(credentials(token), "POST",
+                                       gateway.url + "/sms/verify_code", body, content_type,
+                                       with_hash=True)
+    headers = {"Authorization": header}
+    if content_type:
+        headers["Content-Type"] = content_type
+    r = yield send(gateway.url + "/sms/verify_code", "POST", body, headers)
+    assert_error(r, code, errno)
+    tampered = hawk.authorization_header(credentials(token), "POST",
+                                         gateway.url + "/sms/verify_code", body + b" ",
+                                         content_type, with_hash=True)
+    r = yield send(gateway.url + "/sms/verify_code", "POST", body,
+                   {**headers, "Authorization": tampered})
+    assert_error(r, 401, 110)
