@@ -14,11 +14,14 @@ import json
 
 import pytest
 import pytest_twisted
-from twisted.internet import task
+from twisted.internet import reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from msisdnd import hawk
@@ -29,6 +32,7 @@ from msisdnd.api.request import APISite
 from msisdnd.verification.errors import Limit, Refused, StoreUnavailable
 from msisdnd.verification.settings import PublicURL, VerificationSettings
 
+from conftest import wait_until
 from gateway import raw_request
 
 ORIGIN = "https://app.example"
@@ -183,6 +187,32 @@ def test_a_client_that_hangs_up_cancels_the_route(direct):
     assert transport.value() == b""
 
 
+# -- over real HTTP, against the gateway -------------------------------------------
+
+
+def json_error(raw: bytes) -> tuple[int, bytes, int]:
+    """The status, the head and the errno of an answer that must be a JSON error."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"Content-Type: application/json" in head, raw
+    if b"Transfer-Encoding: chunked" in head:
+        body = body.split(b"\r\n")[1]
+    return status(head), head, json.loads(body)["errno"]
+
+
+def loud(events: list[dict]) -> list[dict]:
+    """The log events above info."""
+    return [e for e in events if e.get("log_level") is not None
+            and e["log_level"].name not in ("debug", "info")]
+
+
+def registrations(gateway) -> list:
+    """Each call of the verifier's register from now on."""
+    calls: list = []
+    register = gateway.verifier.register
+    gateway.verifier.register = lambda *a, **kw: calls.append(a) or register(*a, **kw)
+    return calls
+
+
 @pytest.mark.parametrize("target, host", [
     (b"/%ff", b"127.0.0.1"),
     (b"/v2/verifications/VE%ff", b"127.0.0.1"),
@@ -195,8 +225,6 @@ def test_a_path_or_host_klein_cannot_decode_is_a_json_400_and_logs_nothing(gatew
     """Klein answers a path or Host that is not UTF-8 with a text 400 and logs a
     traceback at critical level: a stranger's line in the log per request.
     Here: the API's JSON error, and no log line above info."""
-    from twisted.logger import globalLogPublisher
-
     events: list[dict] = []
     globalLogPublisher.addObserver(events.append)
     try:
@@ -204,15 +232,8 @@ def test_a_path_or_host_klein_cannot_decode_is_a_json_400_and_logs_nothing(gatew
             b"Host: 127.0.0.1", b"Host: " + host))
     finally:
         globalLogPublisher.removeObserver(events.append)
-    head, _, body = raw.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 400 "), raw
-    assert b"Content-Type: application/json" in head, raw
-    if b"Transfer-Encoding: chunked" in head:
-        body = body.split(b"\r\n")[1]
-    assert json.loads(body)["errno"] == 107
-    loud = [e for e in events if e.get("log_level") is not None
-            and e["log_level"].name not in ("debug", "info")]
-    assert not loud, loud
+    assert json_error(raw)[::2] == (400, 107), raw
+    assert not loud(events)
 
 
 @pytest.mark.parametrize("method, target", [
@@ -225,16 +246,9 @@ def test_a_method_not_in_upper_case_runs_no_route(gateway, method, target):
     """Methods are case-sensitive: C{post} is not C{POST} (Werkzeug would upper-case
     it, and a front proxy's rule on POST would not have seen it).  501, as JSON, and
     the route never runs."""
-    ran = []
-    register = gateway.verifier.register
-    gateway.verifier.register = lambda *a, **kw: ran.append(a) or register(*a, **kw)
+    ran = registrations(gateway)
     raw = yield gateway.raw(raw_request(method, target, b"", b"Origin: " + ORIGIN.encode()))
-    head, _, body = raw.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 501 "), raw
-    assert b"Content-Type: application/json" in head, raw
-    if b"Transfer-Encoding: chunked" in head:
-        body = body.split(b"\r\n")[1]
-    assert json.loads(body)["errno"] == 107
+    assert json_error(raw)[::2] == (501, 107), raw
     assert not ran
 
 
@@ -242,13 +256,6 @@ def test_a_method_not_in_upper_case_runs_no_route(gateway, method, target):
 def test_a_client_that_hangs_up_mid_route_over_tcp(gateway):
     """Over real TCP, on a fixed route: the client leaves while the route waits; the
     route's step is cancelled, the request ends, and nothing is logged above info."""
-    from twisted.internet import reactor
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-    from twisted.internet.protocol import Protocol
-    from twisted.logger import globalLogPublisher
-
-    from conftest import wait_until
-
     calls, cancelled = [], []
     step = Deferred(cancelled.append)
     gateway.verifier.admitRegistration = lambda client: calls.append(client) or step
@@ -265,9 +272,7 @@ def test_a_client_that_hangs_up_mid_route_over_tcp(gateway):
         yield wait_until(lambda: cancelled and site.active == 0)
     finally:
         globalLogPublisher.removeObserver(events.append)
-    loud = [e for e in events if e.get("log_level") is not None
-            and e["log_level"].name not in ("debug", "info")]
-    assert not loud, loud
+    assert not loud(events)
 
 
 @pytest.mark.parametrize("method, target", [
@@ -280,15 +285,10 @@ def test_a_target_that_is_not_a_path_runs_no_route(gateway, method, target):
     """A request target neither a path (/...) nor absolute (http://...): Twisted drops
     its first byte before Klein routes it, so C{xregister} ran /register, and
     C{xv2/verifications} a backend route with CORS headers.  400 JSON, no route run."""
-    ran = []
-    register = gateway.verifier.register
-    gateway.verifier.register = lambda *a, **kw: ran.append(a) or register(*a, **kw)
+    ran = registrations(gateway)
     raw = yield gateway.raw(raw_request(method, target, b"", b"Origin: " + ORIGIN.encode(),
                                         b"Access-Control-Request-Method: POST"))
-    head, _, body = raw.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 400 "), raw
-    if b"Transfer-Encoding: chunked" in head:
-        body = body.split(b"\r\n")[1]
-    assert json.loads(body)["errno"] == 107
+    code, head, errno = json_error(raw)
+    assert (code, errno) == (400, 107), raw
     assert b"Access-Control-Allow-Methods" not in head
     assert not ran
