@@ -67,6 +67,16 @@ class _Collect(Protocol):
         self.done.callback(self.data)
 
 
+@inlineCallbacks
+def raw_answer(port: int, data: bytes):
+    """The bytes a loopback listener on C{port} answers to C{data}, until it closes."""
+    collector = _Collect()
+    yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), collector)
+    collector.transport.write(data)
+    answer = yield collector.done
+    return answer
+
+
 def raw_request(method: bytes, target: bytes, body: bytes = b"", *headers: bytes) -> bytes:
     """An HTTP/1.1 request as bytes, with C{Host}, C{Content-Length} and C{Connection: close}."""
     lines = [b"%s %s HTTP/1.1" % (method, target), b"Host: 127.0.0.1",
@@ -119,16 +129,10 @@ class Gateway:
         flat = {k.decode().lower(): v[0].decode() for k, v in response.headers.getAllRawHeaders()}
         return Response(response.code, flat, parsed)
 
-    @inlineCallbacks
     def raw(self, data: bytes):
         """The bytes answered to C{data}, sent as is on a new connection, until
         the gateway closes it (send C{Connection: close})."""
-        collector = _Collect()
-        port = int(self.url.rsplit(":", 1)[1])
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), collector)
-        collector.transport.write(data)
-        answer = yield collector.done
-        return answer
+        return raw_answer(int(self.url.rsplit(":", 1)[1]), data)
 
     @inlineCallbacks
     def register(self):

@@ -11,6 +11,7 @@ our own interface, answering the way each case needs (no Redis is reached).
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import pytest_twisted
@@ -33,7 +34,7 @@ from msisdnd.verification.errors import Limit, Refused, StoreUnavailable
 from msisdnd.verification.settings import PublicURL, VerificationSettings
 
 from conftest import wait_until
-from gateway import raw_request
+from gateway import raw_answer, raw_request
 
 ORIGIN = "https://app.example"
 
@@ -292,3 +293,24 @@ def test_a_target_that_is_not_a_path_runs_no_route(gateway, method, target):
     assert (code, errno) == (400, 107), raw
     assert b"Access-Control-Allow-Methods" not in head
     assert not ran
+
+
+@pytest_twisted.inlineCallbacks
+def test_every_fixed_route_over_tcp_answers_as_klein_does(gateway):
+    """Every (method, path) the dict serves, with and without a body, from an allowed
+    origin: the same status, headers and body as Klein's own resource gives on a
+    second listener (but for the date, the clock and a new session's token)."""
+    klein = APISite(gateway.api.app.resource(), 25 * 1024, reactor)
+    port = reactor.listenTCP(0, klein, interface="127.0.0.1")
+    varying = re.compile(rb"(Date|Timestamp): [^\r]*|\"msisdnSessionToken\": \"[0-9a-f]+\"")
+    try:
+        for method, path in sorted(fixed_routes(gateway.api.app)):
+            for body in (b"", b"{}"):
+                request = raw_request(method, path, body, b"Origin: " + ORIGIN.encode(),
+                                      b"Content-Type: application/json")
+                ours = yield gateway.raw(request)
+                theirs = yield raw_answer(port.getHost().port, request)
+                assert ours.startswith(b"HTTP/1.1 "), ours
+                assert varying.sub(b"", ours) == varying.sub(b"", theirs), (method, path, body)
+    finally:
+        yield port.stopListening()
