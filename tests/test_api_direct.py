@@ -314,3 +314,25 @@ def test_every_fixed_route_over_tcp_answers_as_klein_does(gateway):
                 assert varying.sub(b"", ours) == varying.sub(b"", theirs), (method, path, body)
     finally:
         yield port.stopListening()
+
+
+@pytest.mark.parametrize("host", [b"a..b", b"\xc3\xa4" * 70, b"\xe2\x80\x8b", b"." * 70,
+                                  b"x" * 64 + b".example"])
+@pytest_twisted.inlineCallbacks
+def test_a_host_werkzeug_refuses_is_a_json_400_and_logs_nothing(gateway, host):
+    """A Host that is UTF-8 but no host name IDNA can encode (an empty label, one
+    over 63 octets): Werkzeug raises BadHost inside Klein's render, which Twisted
+    answered with a text 500 and a traceback at critical, per request.  Here: the
+    API's JSON 400 on a Klein route, the answer as ever on a fixed one."""
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        klein = yield gateway.raw(raw_request(b"GET", b"/v2/verifications/VE" + b"0" * 32)
+                                  .replace(b"Host: 127.0.0.1", b"Host: " + host))
+        direct = yield gateway.raw(raw_request(b"GET", b"/__version__")
+                                   .replace(b"Host: 127.0.0.1", b"Host: " + host))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert json_error(klein)[::2] == (400, 107), klein
+    assert direct.startswith(b"HTTP/1.1 200 "), direct
+    assert not loud(events)

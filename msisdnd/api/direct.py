@@ -15,7 +15,9 @@ the API's JSON error (L{unroutable}): a method not in upper case (Werkzeug
 upper-cases it, so C{post} would run as C{POST}), a target that is not a
 path (Twisted drops its first byte, so C{xregister} would run
 C{/register}), and a path or C{Host} that is not UTF-8 (Klein answers a
-text 400 and logs a traceback: a line in the log per stranger's request).  The route table is read off the
+text 400 and logs a traceback: a line in the log per stranger's request);
+and a C{Host} Werkzeug refuses (C{BadHost}, raised inside Klein's render,
+which Twisted answers with a text 500 and a traceback) is the API's 400.  The route table is read off the
 Klein app's Werkzeug map, so a route added with C{@app.route} is served
 either way with no second list to keep.
 
@@ -38,6 +40,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from werkzeug.exceptions import BadHost
 
 from msisdnd.api import errors
 from msisdnd.api.errors import APIError
@@ -108,9 +111,12 @@ class DirectResource(Resource):
         endpoint = self._routes.get((request.method, request.path))
         if endpoint is None:
             error = unroutable(request)
-            if error is not None:
-                return self._answer_failure(request, Failure(error))
-            return self._klein.render(request)
+            if error is None:
+                try:
+                    return self._klein.render(request)
+                except BadHost:  # before Klein set anything up: the request is ours
+                    error = errors.invalid("The Host header is not a host name.")
+            return self._answer_failure(request, Failure(error))
         finished = []
         d = maybeDeferred(self._app.execute_endpoint, endpoint, request)
 
