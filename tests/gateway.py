@@ -135,6 +135,24 @@ class Gateway:
         return raw_answer(int(self.url.rsplit(":", 1)[1]), data)
 
     @inlineCallbacks
+    def hangUpWhileRegistering(self):
+        """A client sends C{POST /register} and hangs up while the verifier's
+        admission step waits; fires with the step's cancellations once the
+        request ended."""
+        calls, cancelled = [], []
+        step = Deferred(cancelled.append)
+        self.verifier.admitRegistration = lambda client: calls.append(client) or step
+        site = self.port.factory
+        client = yield connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port), Protocol())
+        client.transport.write(raw_request(b"POST", b"/register", b"{}",
+                                           b"Content-Type: application/json"))
+        yield wait_until(lambda: calls and site.active == 1)
+        client.transport.loseConnection()
+        yield wait_until(lambda: site.active == 0)
+        return cancelled
+
+    @inlineCallbacks
     def register(self):
         response = yield self.call("POST", "/register")
         assert response.code == 200, response

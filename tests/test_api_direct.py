@@ -18,9 +18,7 @@ import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
@@ -33,7 +31,6 @@ from msisdnd.api.request import APISite
 from msisdnd.verification.errors import Limit, Refused, StoreUnavailable
 from msisdnd.verification.settings import PublicURL, VerificationSettings
 
-from conftest import wait_until
 from gateway import raw_answer, raw_request
 
 ORIGIN = "https://app.example"
@@ -257,22 +254,13 @@ def test_a_method_not_in_upper_case_runs_no_route(gateway, method, target):
 def test_a_client_that_hangs_up_mid_route_over_tcp(gateway):
     """Over real TCP, on a fixed route: the client leaves while the route waits; the
     route's step is cancelled, the request ends, and nothing is logged above info."""
-    calls, cancelled = [], []
-    step = Deferred(cancelled.append)
-    gateway.verifier.admitRegistration = lambda client: calls.append(client) or step
-    site = gateway.port.factory
     events: list[dict] = []
     globalLogPublisher.addObserver(events.append)
     try:
-        client = yield connectProtocol(
-            TCP4ClientEndpoint(reactor, "127.0.0.1", gateway.port.getHost().port), Protocol())
-        client.transport.write(raw_request(b"POST", b"/register", b"{}",
-                                           b"Content-Type: application/json"))
-        yield wait_until(lambda: calls and site.active == 1)
-        client.transport.loseConnection()
-        yield wait_until(lambda: cancelled and site.active == 0)
+        cancelled = yield gateway.hangUpWhileRegistering()
     finally:
         globalLogPublisher.removeObserver(events.append)
+    assert len(cancelled) == 1
     assert not loud(events)
 
 

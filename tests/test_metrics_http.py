@@ -5,10 +5,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
 
 from msisdnd.api.metrics import ROUTES, Metrics
 from msisdnd.api.status import Snapshot
@@ -72,17 +68,8 @@ def test_a_client_that_left_before_the_answer_is_not_counted_a_success(gateway):
     """A client hangs up while /register waits: the request is counted with status 499
     (nginx's "client closed request"), not as the 200 Twisted's request starts with."""
     metrics = Metrics(_snapshot)
-    site = gateway.port.factory
-    site.onDone = metrics.requestDone
-    calls = []
-    gateway.verifier.admitRegistration = lambda client: calls.append(client) or Deferred()
-    client = yield connectProtocol(
-        TCP4ClientEndpoint(reactor, "127.0.0.1", gateway.port.getHost().port), Protocol())
-    client.transport.write(raw_request(b"POST", b"/register", b"{}",
-                                       b"Content-Type: application/json"))
-    yield wait_until(lambda: calls and site.active == 1)
-    client.transport.loseConnection()
-    yield wait_until(lambda: site.active == 0)
+    gateway.port.factory.onDone = metrics.requestDone
+    yield gateway.hangUpWhileRegistering()
     value = metrics.registry.get_sample_value
     assert value("msisdnd_http_requests_total", {"route": "/register", "status": "200"}) is None
     assert value("msisdnd_http_requests_total", {"route": "/register", "status": "499"}) == 1

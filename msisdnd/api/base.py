@@ -41,6 +41,7 @@ def backend_path(path: bytes) -> bool:
     return path.startswith(BACKEND_PREFIX) or \
         unquote_to_bytes(path).lstrip(b"/").startswith(BACKEND_PREFIX[1:])
 
+
 _FLOW_ERRORS: dict[type, Callable[[Exception], APIError]] = {
     refusals.NoSession: lambda e: APIError(401, errors.INVALID_AUTH, "Unknown session."),
     refusals.AlreadyVerified: lambda e: APIError(

@@ -10,16 +10,18 @@ and raw path are those of a route without path arguments (C{POST
 through the same bound Klein app (C{execute_endpoint}), and hands every
 other request to Klein's own resource unchanged: percent-encoded paths,
 slashes too many, wrong methods, CORS preflights below C{/}, the routes
-with path arguments.  Two kinds of request are kept from Klein and get
-the API's JSON error (L{unroutable}): a method not in upper case (Werkzeug
-upper-cases it, so C{post} would run as C{POST}), a target that is not a
-path (Twisted drops its first byte, so C{xregister} would run
-C{/register}), and a path or C{Host} that is not UTF-8 (Klein answers a
-text 400 and logs a traceback: a line in the log per stranger's request);
-and a C{Host} Werkzeug refuses (C{BadHost}, raised inside Klein's render,
-which Twisted answers with a text 500 and a traceback) is the API's 400.  The route table is read off the
-Klein app's Werkzeug map, so a route added with C{@app.route} is served
-either way with no second list to keep.
+with path arguments.  The route table is read off the Klein app's
+Werkzeug map, so a route added with C{@app.route} is served either way
+with no second list to keep.
+
+What Klein would route wrongly, or fail on, gets the API's JSON error
+instead (L{unroutable}): a method not in upper case (Werkzeug upper-cases
+it, so C{post} would run as C{POST}), a target that is not a path (Twisted
+drops its first byte, so C{xregister} would run C{/register}), a path or
+C{Host} that is not UTF-8 (Klein answers a text 400 and logs a traceback:
+a line in the log per stranger's request), and a C{Host} Werkzeug refuses
+(its C{BadHost}, raised inside Klein's render, was Twisted's text 500 with
+a traceback).
 
 What Klein does for a route, this does the same way: a route's failure is
 answered by the app's one error handler (C{answer_failure}, the same one
