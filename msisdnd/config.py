@@ -190,7 +190,8 @@ class HTTPConfig:
         (lowercase, default port dropped): C{"https://app.example"}.
     @ivar max_body: the largest request body accepted, in bytes.
     @ivar trusted_proxies: peers whose C{X-Forwarded-For} is believed.
-    @ivar show_version: whether C{/__version__} and C{/} give our version.
+    @ivar show_version: whether C{/__version__}, C{/} and C{/api-specs} give our
+        version, and the API's and admin's answers Twisted's C{Server} header.
     @ivar hawk_require_payload_hash: refuse a Hawk request with a body and no
         payload hash (C{False} only for legacy clients: a warning at start).
     @ivar request_deadline: seconds for a request's head and body to arrive

@@ -392,7 +392,8 @@ class Daemon(InOrder):
                             request_deadline=config.http.request_deadline,
                             max_connections=config.http.max_connections,
                             max_connections_per_client=config.http.max_connections_per_client,
-                            trusted_proxies=config.http.trusted_proxies)
+                            trusted_proxies=config.http.trusted_proxies,
+                            show_version=config.http.show_version)
         self.site.noisy = False
         _enough_descriptors(config.http.max_connections)
         self.http = DrainingListeners(self.reactor, self.site, config.http.listen,
@@ -400,7 +401,8 @@ class Daemon(InOrder):
         self.admin = (Listener(self.reactor, config.admin.listen,
                                admin_site(self.metrics.registry, self.board, self._health,
                                           actions=self.control,
-                                          tokens=lambda: self.config.admin.tokens),
+                                          tokens=lambda: self.config.admin.tokens,
+                                          show_version=config.http.show_version),
                                "[admin].listen")
                       if config.admin.listen else None)
 

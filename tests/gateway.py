@@ -14,7 +14,9 @@ from pathlib import Path
 
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
 
 from msisdnd import hawk
 from msisdnd.verification import certs
@@ -49,6 +51,37 @@ def signing_keys(directory: Path) -> tuple[certs.SigningKey, certs.SigningKey]:
         _KEYS["rsa"] = certs.generate_rsa_key(str(directory / "browserid.pem"))
         _KEYS["ed"] = certs.generate_ed25519_key(str(directory / "jwt.pem"))
     return _KEYS["rsa"], _KEYS["ed"]
+
+
+class _Collect(Protocol):
+    """Whatever arrives, until the connection closes."""
+
+    def __init__(self):
+        self.data = b""
+        self.done: Deferred = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason=None) -> None:
+        self.done.callback(self.data)
+
+
+@inlineCallbacks
+def raw_answer(port: int, data: bytes):
+    """The bytes a loopback listener on C{port} answers to C{data}, until it closes."""
+    collector = _Collect()
+    yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), collector)
+    collector.transport.write(data)
+    answer = yield collector.done
+    return answer
+
+
+def raw_request(method: bytes, target: bytes, body: bytes = b"", *headers: bytes) -> bytes:
+    """An HTTP/1.1 request as bytes, with C{Host}, C{Content-Length} and C{Connection: close}."""
+    lines = [b"%s %s HTTP/1.1" % (method, target), b"Host: 127.0.0.1",
+             b"Content-Length: %d" % len(body), b"Connection: close", *headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 @dataclass
@@ -95,6 +128,29 @@ class Gateway:
             parsed = content
         flat = {k.decode().lower(): v[0].decode() for k, v in response.headers.getAllRawHeaders()}
         return Response(response.code, flat, parsed)
+
+    def raw(self, data: bytes):
+        """The bytes answered to C{data}, sent as is on a new connection, until
+        the gateway closes it (send C{Connection: close})."""
+        return raw_answer(int(self.url.rsplit(":", 1)[1]), data)
+
+    @inlineCallbacks
+    def hangUpWhileRegistering(self):
+        """A client sends C{POST /register} and hangs up while the verifier's
+        admission step waits; fires with the step's cancellations once the
+        request ended."""
+        calls, cancelled = [], []
+        step = Deferred(cancelled.append)
+        self.verifier.admitRegistration = lambda client: calls.append(client) or step
+        site = self.port.factory
+        client = yield connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port), Protocol())
+        client.transport.write(raw_request(b"POST", b"/register", b"{}",
+                                           b"Content-Type: application/json"))
+        yield wait_until(lambda: calls and site.active == 1)
+        client.transport.loseConnection()
+        yield wait_until(lambda: site.active == 0)
+        return cancelled
 
     @inlineCallbacks
     def register(self):

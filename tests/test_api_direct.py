@@ -11,13 +11,16 @@ our own interface, answering the way each case needs (no Redis is reached).
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
-from twisted.internet import task
+import pytest_twisted
+from twisted.internet import reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from msisdnd import hawk
@@ -27,6 +30,8 @@ from msisdnd.api.discovery import Discovery
 from msisdnd.api.request import APISite
 from msisdnd.verification.errors import Limit, Refused, StoreUnavailable
 from msisdnd.verification.settings import PublicURL, VerificationSettings
+
+from gateway import raw_answer, raw_request
 
 ORIGIN = "https://app.example"
 
@@ -115,7 +120,6 @@ CASES = [
     (request(b"POST", b"//register"), 200),
     (request(b"POST", b"/register/"), 404),
     (request(b"POST", b"/regi%73ter"), 200),
-    (request(b"POST", b"/%ff"), 400),
     (request(b"OPTIONS", b"/register", headers={"Origin": ORIGIN}), 204),
     (request(b"OPTIONS", b"/", headers={"Origin": ORIGIN}), 204),
     (request(b"POST", b"/register", b"{}", {**JSON, "Origin": ORIGIN}), 200),
@@ -179,3 +183,144 @@ def test_a_client_that_hangs_up_cancels_the_route(direct):
     channel.connectionLost(Failure(ConnectionDone()))
     assert len(cancelled) == 1
     assert transport.value() == b""
+
+
+# -- over real HTTP, against the gateway -------------------------------------------
+
+
+def json_error(raw: bytes) -> tuple[int, bytes, int]:
+    """The status, the head and the errno of an answer that must be a JSON error."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"Content-Type: application/json" in head, raw
+    if b"Transfer-Encoding: chunked" in head:
+        body = body.split(b"\r\n")[1]
+    return status(head), head, json.loads(body)["errno"]
+
+
+def loud(events: list[dict]) -> list[dict]:
+    """The log events above info."""
+    return [e for e in events if e.get("log_level") is not None
+            and e["log_level"].name not in ("debug", "info")]
+
+
+def registrations(gateway) -> list:
+    """Each call of the verifier's register from now on."""
+    calls: list = []
+    register = gateway.verifier.register
+    gateway.verifier.register = lambda *a, **kw: calls.append(a) or register(*a, **kw)
+    return calls
+
+
+@pytest.mark.parametrize("target, host", [
+    (b"/%ff", b"127.0.0.1"),
+    (b"/v2/verifications/VE%ff", b"127.0.0.1"),
+    (b"/v2/verifications/VE" + b"0" * 32, b"\xff\xfe"),
+    (b"/nowhere", b"caf\xe9.example"),
+])
+@pytest_twisted.inlineCallbacks
+def test_a_path_or_host_klein_cannot_decode_is_a_json_400_and_logs_nothing(gateway, target,
+                                                                          host):
+    """Klein answers a path or Host that is not UTF-8 with a text 400 and logs a
+    traceback at critical level: a stranger's line in the log per request.
+    Here: the API's JSON error, and no log line above info."""
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        raw = yield gateway.raw(raw_request(b"GET", target).replace(
+            b"Host: 127.0.0.1", b"Host: " + host))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert json_error(raw)[::2] == (400, 107), raw
+    assert not loud(events)
+
+
+@pytest.mark.parametrize("method, target", [
+    (b"post", b"/register"), (b"Post", b"/unregister"), (b"get", b"/__version__"),
+    (b"head", b"/__lbheartbeat__"), (b"options", b"/register"),
+    (b"get", b"/v2/verifications/VE" + b"0" * 32),
+])
+@pytest_twisted.inlineCallbacks
+def test_a_method_not_in_upper_case_runs_no_route(gateway, method, target):
+    """Methods are case-sensitive: C{post} is not C{POST} (Werkzeug would upper-case
+    it, and a front proxy's rule on POST would not have seen it).  501, as JSON, and
+    the route never runs."""
+    ran = registrations(gateway)
+    raw = yield gateway.raw(raw_request(method, target, b"", b"Origin: " + ORIGIN.encode()))
+    assert json_error(raw)[::2] == (501, 107), raw
+    assert not ran
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_client_that_hangs_up_mid_route_over_tcp(gateway):
+    """Over real TCP, on a fixed route: the client leaves while the route waits; the
+    route's step is cancelled, the request ends, and nothing is logged above info."""
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        cancelled = yield gateway.hangUpWhileRegistering()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert len(cancelled) == 1
+    assert not loud(events)
+
+
+@pytest.mark.parametrize("method, target", [
+    (b"POST", b"xregister"), (b"GET", b"x__version__"), (b"GET", b"?"),
+    (b"POST", b"xv2/verifications"), (b"OPTIONS", b"xv2/verifications"),
+    (b"CONNECT", b"example.com:443"),
+])
+@pytest_twisted.inlineCallbacks
+def test_a_target_that_is_not_a_path_runs_no_route(gateway, method, target):
+    """A request target neither a path (/...) nor absolute (http://...): Twisted drops
+    its first byte before Klein routes it, so C{xregister} ran /register, and
+    C{xv2/verifications} a backend route with CORS headers.  400 JSON, no route run."""
+    ran = registrations(gateway)
+    raw = yield gateway.raw(raw_request(method, target, b"", b"Origin: " + ORIGIN.encode(),
+                                        b"Access-Control-Request-Method: POST"))
+    code, head, errno = json_error(raw)
+    assert (code, errno) == (400, 107), raw
+    assert b"Access-Control-Allow-Methods" not in head
+    assert not ran
+
+
+@pytest_twisted.inlineCallbacks
+def test_every_fixed_route_over_tcp_answers_as_klein_does(gateway):
+    """Every (method, path) the dict serves, with and without a body, from an allowed
+    origin: the same status, headers and body as Klein's own resource gives on a
+    second listener (but for the date, the clock and a new session's token)."""
+    klein = APISite(gateway.api.app.resource(), 25 * 1024, reactor)
+    port = reactor.listenTCP(0, klein, interface="127.0.0.1")
+    varying = re.compile(rb"(Date|Timestamp): [^\r]*|\"msisdnSessionToken\": \"[0-9a-f]+\"")
+    try:
+        for method, path in sorted(fixed_routes(gateway.api.app)):
+            for body in (b"", b"{}"):
+                request = raw_request(method, path, body, b"Origin: " + ORIGIN.encode(),
+                                      b"Content-Type: application/json")
+                ours = yield gateway.raw(request)
+                theirs = yield raw_answer(port.getHost().port, request)
+                assert ours.startswith(b"HTTP/1.1 "), ours
+                assert varying.sub(b"", ours) == varying.sub(b"", theirs), (method, path, body)
+    finally:
+        yield port.stopListening()
+
+
+@pytest.mark.parametrize("host", [b"a..b", b"\xc3\xa4" * 70, b"\xe2\x80\x8b", b"." * 70,
+                                  b"x" * 64 + b".example"])
+@pytest_twisted.inlineCallbacks
+def test_a_host_werkzeug_refuses_is_a_json_400_and_logs_nothing(gateway, host):
+    """A Host that is UTF-8 but no host name IDNA can encode (an empty label, one
+    over 63 octets): Werkzeug raises BadHost inside Klein's render, which Twisted
+    answered with a text 500 and a traceback at critical, per request.  Here: the
+    API's JSON 400 on a Klein route, the answer as ever on a fixed one."""
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        klein = yield gateway.raw(raw_request(b"GET", b"/v2/verifications/VE" + b"0" * 32)
+                                  .replace(b"Host: 127.0.0.1", b"Host: " + host))
+        direct = yield gateway.raw(raw_request(b"GET", b"/__version__")
+                                   .replace(b"Host: 127.0.0.1", b"Host: " + host))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert json_error(klein)[::2] == (400, 107), klein
+    assert direct.startswith(b"HTTP/1.1 200 "), direct
+    assert not loud(events)

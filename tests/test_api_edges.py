@@ -25,8 +25,8 @@ import pytest
 import pytest_twisted
 import treq
 import txredisapi
-from twisted.internet import protocol, reactor, task
-from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet import reactor, task
+from twisted.internet.defer import gatherResults, inlineCallbacks
 
 from msisdnd import __version__, hawk
 from msisdnd.api import errors
@@ -453,34 +453,16 @@ def test_mac_uses_the_configured_url_not_the_host_header(gateway):
     assert (yield gateway.call("POST", "/unregister", token=other)).code == 204
 
 
-class _Collect(protocol.Protocol):
-    def __init__(self):
-        self.data = b""
-        self.done: Deferred = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-
-    def connectionLost(self, reason=None) -> None:
-        self.done.callback(self.data)
-
-
 @pytest_twisted.inlineCallbacks
 def test_absolute_form_request_target_is_macd_against_the_configured_url(gateway):
     """An absolute-form request line (as sent to a proxy) naming another host: the MAC is
     still over the configured URL and the request's path, so the request passes."""
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-
     token = yield gateway.register()
     header = hawk.authorization_header(credentials(token), "POST", gateway.url + "/unregister")
-    port = int(gateway.url.rsplit(":", 1)[1])
-    collector = _Collect()
-    yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), collector)
-    collector.transport.write(
+    answer = yield gateway.raw(
         b"POST http://evil.example/unregister HTTP/1.1\r\nHost: evil.example\r\n"
         b"Authorization: " + header.encode() + b"\r\nContent-Length: 0\r\n"
         b"Connection: close\r\n\r\n")
-    answer = yield collector.done
     assert answer.startswith(b"HTTP/1.1 204"), answer[:200]
 
 
@@ -1098,3 +1080,33 @@ def test_redis_going_away_and_back_is_one_warning_each(private_redis):
     assert len(warnings) == 2, warnings
     assert warnings[0].startswith(f"Redis at {address} is unreachable")
     assert warnings[1].startswith(f"Redis at {address} is back after ")
+
+
+@pytest.mark.parametrize("content_type, body, code, errno", [
+    ("Application/JSON ; charset=UTF-8", b'{"code": "000000"}', 410, 111),
+    ("application/json;charset=utf-8", b'{"code": "000000"}', 410, 111),
+    ('text/plain; a="b;c"', b'{"code": "000000"}', 410, 111),
+    ("application/json", b"\xff\xfe{", 400, 106),
+    ("", b"", 400, 108),
+])
+@pytest_twisted.inlineCallbacks
+def test_payload_hash_over_real_http_as_mohawks_sender_signs_it(gateway, content_type, body,
+                                                                code, errno):
+    """mohawk's Sender signs a body and a Content-Type with parameters, odd case, a
+    body not UTF-8, or none at all: the hash checks out (no 401), and the route
+    judges the body (this verified session's code is used up: 410)."""
+    token, _ = yield verified_session(gateway, NUMBER)
+    header = hawk.authorization_header(credentials(token), "POST",
+                                       gateway.url + "/sms/verify_code", body, content_type,
+                                       with_hash=True)
+    headers = {"Authorization": header}
+    if content_type:
+        headers["Content-Type"] = content_type
+    r = yield send(gateway.url + "/sms/verify_code", "POST", body, headers)
+    assert_error(r, code, errno)
+    tampered = hawk.authorization_header(credentials(token), "POST",
+                                         gateway.url + "/sms/verify_code", body + b" ",
+                                         content_type, with_hash=True)
+    r = yield send(gateway.url + "/sms/verify_code", "POST", body,
+                   {**headers, "Authorization": tampered})
+    assert_error(r, 401, 110)

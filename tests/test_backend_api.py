@@ -32,7 +32,7 @@ from msisdnd.verification.settings import Secrets, VerificationSettings
 from msisdnd.verification.texts import SMSTexts
 
 from conftest import wait_until
-from gateway import Response, start_gateway
+from gateway import Response, raw_request, start_gateway
 from test_api_edges import dump_redis
 from test_flows_clock import Outbox
 
@@ -602,3 +602,23 @@ def test_wrong_codes_lock_one_key_out_of_the_number_not_the_others(redis_pool, t
     finally:
         yield gw.stop()
         yield gw.smsc.stop()
+
+
+@pytest.mark.parametrize("path", [b"//v2/verifications", b"/%762/verifications",
+                                  b"/v2%2Fverifications", b"/%76%32/verifications"])
+@pytest_twisted.inlineCallbacks
+def test_no_cors_headers_for_the_backend_under_another_spelling(gateway, path):
+    """A path Klein routes to a backend route, spelt with a slash too many or
+    percent-encoded, gets no CORS header either: not on the preflight, not on
+    the answer."""
+    origin = b"Origin: https://app.example"
+    preflight = yield gateway.raw(raw_request(b"OPTIONS", path, b"", origin,
+                                              b"Access-Control-Request-Method: POST"))
+    answer = yield gateway.raw(raw_request(b"POST", path, b"{}", origin,
+                                           b"Content-Type: application/json",
+                                           b"Authorization: Bearer nope.nope"))
+    assert preflight.startswith(b"HTTP/1.1 204 ") and answer.startswith(b"HTTP/1.1 401 "), \
+        (preflight, answer)  # routed as the backend's
+    assert b"WWW-Authenticate: Bearer" in answer
+    for raw in (preflight, answer):
+        assert b"\r\naccess-control-" not in raw.split(b"\r\n\r\n")[0].lower(), raw

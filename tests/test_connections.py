@@ -415,3 +415,19 @@ def test_total_cap_on_a_real_listener():
         yield wait_until(lambda: site.connections == 0)
     finally:
         yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_body_refused_for_its_length_is_not_then_asked_for_with_100_continue(gateway):
+    """C{Expect: 100-continue} with a C{Content-Length} past the limit: the 413 is the
+    whole answer (Twisted would write C{100 Continue} after it, inviting the body)."""
+    answered = yield gateway.raw(
+        b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\n"
+        b"Expect: 100-continue\r\nContent-Type: application/json\r\n\r\n")
+    status, body = answer(answered)
+    assert (status, body["errno"]) == (413, errors.TOO_LARGE)
+    assert b"100 Continue" not in answered, answered
+    welcome = yield gateway.raw(
+        b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n"
+        b"Content-Type: application/json\r\nConnection: close\r\n\r\n{}")
+    assert welcome.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), welcome

@@ -42,9 +42,10 @@ class Running:
 
 def write_config(tmp_path, smsc_port: int, redis_port: int, api_port: int, admin_port: int,
                  *, redis_db: int = 0, limits: str = "", tables: str = "",
-                 redis_credentials: str = "", admin: str = "", carrier: str = "") -> str:
+                 redis_credentials: str = "", admin: str = "", carrier: str = "",
+                 http: str = "") -> str:
     """A daemon's configuration under C{tmp_path}, with its keys and master
-    secret; C{limits} adds lines to C{[limits]}, C{admin} to C{[admin]},
+    secret; C{limits} adds lines to C{[limits]}, C{http} to C{[http]}, C{admin} to C{[admin]},
     C{tables} more tables, C{carrier} more keys to the carrier C{fake}."""
     with open(os.devnull, "w") as quiet:
         keygen(str(tmp_path / "keys"), str(tmp_path / "master"), quiet)
@@ -53,6 +54,7 @@ def write_config(tmp_path, smsc_port: int, redis_port: int, api_port: int, admin
         [http]
         listen = "tcp:{api_port}:interface=127.0.0.1"
         public_url = "http://127.0.0.1:{api_port}"
+        {http}
         [admin]
         listen = "tcp:{admin_port}:interface=127.0.0.1"
         {admin}
@@ -653,3 +655,46 @@ def _admin_port(config: str) -> int:
     import re
 
     return int(re.search(r'\[admin\]\nlisten = "tcp:(\d+):', open(config).read()).group(1))
+
+
+def _raw_answer(base: str, request: bytes) -> bytes:
+    """The whole answer to C{request} (sent as is, with C{Connection: close}) from C{base}."""
+    import socket
+
+    host, port = base.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(request)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.fixture
+def versionless(smsc_factory, redis_server, tmp_path):
+    yield from run_daemon(tmp_path, smsc_factory(), redis_server, http="show_version = false")
+
+
+def test_show_version_off_tells_no_version_on_any_listener(versionless):
+    """With [http] show_version = false, no answer of the API or the admin listener has a
+    Server header (Twisted's names its version), and none of the API's names ours."""
+    from twisted import version as twisted_version
+
+    from msisdnd import __version__
+
+    def ask(base, method, target):
+        return _raw_answer(base, b"%s %s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                                 b"Connection: close\r\n\r\n" % (method, target))
+
+    api = [ask(versionless.api, m, t) for m, t in (
+        (b"GET", b"/"), (b"GET", b"/__version__"), (b"GET", b"/api-specs"),
+        (b"GET", b"/docs"), (b"POST", b"/register"), (b"HEAD", b"/__lbheartbeat__"),
+        (b"GET", b"/nowhere"), (b"OPTIONS", b"/register"), (b"OPTIONS", b"*"))]
+    admin = [ask(versionless.admin, b"GET", t) for t in (b"/", b"/metrics", b"/nowhere")]
+    assert all(answer.startswith(b"HTTP/1.1 ") for answer in api + admin), api + admin
+    for answer in api + admin:
+        head = answer.split(b"\r\n\r\n", 1)[0].lower()
+        assert b"\r\nserver:" not in head, head
+        assert twisted_version.public().encode() not in head, head
+    for answer in api:
+        assert __version__.encode() not in answer, answer[:300]

@@ -74,12 +74,14 @@ class UnloggedSite(Site):
 def admin_site(registry: CollectorRegistry, board: StatusBoard,
                health: Callable[[], object] | None = None,
                actions: AdminActions | None = None,
-               tokens: Callable[[], Sequence[Token]] = tuple) -> Site:
+               tokens: Callable[[], Sequence[Token]] = tuple,
+               show_version: bool = True) -> Site:
     """The admin site: the status page and C{/binds} from the C{board}'s
     snapshots, the metrics C{registry} (whose collector reads the same
     board), and the C{health} detail the public heartbeat keeps to two
     booleans; with C{actions}, the actions too, for the bearer C{tokens}
-    (read each time: a reload may change them)."""
+    (read each time: a reload may change them); without a C{Server} header
+    unless C{show_version} (C{[http] show_version})."""
     root = Resource()
     root.putChild(b"", _StatusPage(board))
     if actions is not None:
@@ -90,4 +92,5 @@ def admin_site(registry: CollectorRegistry, board: StatusBoard,
     root.putChild(b"binds", _JSONResource(lambda: board.take().binds_json()))
     if health is not None:
         root.putChild(b"health", _JSONResource(health))
-    return UnloggedSite(root, requestFactory=limited(MAX_BODY))  # no body buffered past it
+    # No body is buffered past MAX_BODY.
+    return UnloggedSite(root, requestFactory=limited(MAX_BODY, show_version))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from http import HTTPStatus
 from typing import Callable
+from urllib.parse import unquote_to_bytes
 
 from klein import Klein
 from twisted.internet.defer import Deferred
@@ -28,6 +29,18 @@ from msisdnd.verification.errors import Limit
 
 #: The backend API's paths: served to servers, never with CORS headers.
 BACKEND_PREFIX = b"/v2/"
+
+
+def backend_path(path: bytes) -> bool:
+    """Whether C{path} (raw, as requested) may be routed to a backend route.
+
+    Klein routes the percent-decoded path, and one slash too many at its
+    start still matches (C{//v2/...}, C{/%762/...}, C{/v2%2F...}): every
+    such spelling counts, not only C{/v2/}.
+    """
+    return path.startswith(BACKEND_PREFIX) or \
+        unquote_to_bytes(path).lstrip(b"/").startswith(BACKEND_PREFIX[1:])
+
 
 _FLOW_ERRORS: dict[type, Callable[[Exception], APIError]] = {
     refusals.NoSession: lambda e: APIError(401, errors.INVALID_AUTH, "Unknown session."),
@@ -119,7 +132,7 @@ class Routes:
         request.setHeader(b"Cache-Control", b"no-store")
         origin = request.getHeader(b"Origin")
         if origin is not None and origin.decode("latin-1") in self.cors_origins \
-                and not request.path.startswith(BACKEND_PREFIX):
+                and not backend_path(request.path):
             request.setHeader(b"Access-Control-Allow-Origin", origin)
             request.setHeader(b"Access-Control-Allow-Credentials", b"true")
             request.setHeader(b"Access-Control-Expose-Headers",

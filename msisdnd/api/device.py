@@ -17,7 +17,7 @@ from msisdnd.api import errors, fields
 from msisdnd.api.base import Routes, shielded
 from msisdnd.api.discovery import Discovery
 from msisdnd.api.errors import APIError
-from msisdnd.api.openapi import spec
+from msisdnd.api.openapi import UNPUBLISHED, spec
 from msisdnd.verification import certs
 from msisdnd.verification.flows import Verifier
 from msisdnd.verification.settings import PublicURL, VerificationSettings
@@ -127,7 +127,8 @@ class DeviceRoutes(Routes):
 
     @app.route("/api-specs", methods=["GET"])
     def apiSpecs(self, request: IRequest) -> bytes:
-        return self._json(request, spec(self.public_url.base))
+        return self._json(request, spec(self.public_url.base,
+                                        __version__ if self.show_version else UNPUBLISHED))
 
     @app.route("/.well-known/msisdnd-configuration", methods=["GET"])
     def msisdndConfiguration(self, request: IRequest) -> bytes:

@@ -14,6 +14,15 @@ with path arguments.  The route table is read off the Klein app's
 Werkzeug map, so a route added with C{@app.route} is served either way
 with no second list to keep.
 
+What Klein would route wrongly, or fail on, gets the API's JSON error
+instead (L{unroutable}): a method not in upper case (Werkzeug upper-cases
+it, so C{post} would run as C{POST}), a target that is not a path (Twisted
+drops its first byte, so C{xregister} would run C{/register}), a path or
+C{Host} that is not UTF-8 (Klein answers a text 400 and logs a traceback:
+a line in the log per stranger's request), and a C{Host} Werkzeug refuses
+(its C{BadHost}, raised inside Klein's render, was Twisted's text 500 with
+a traceback).
+
 What Klein does for a route, this does the same way: a route's failure is
 answered by the app's one error handler (C{answer_failure}, the same one
 Klein calls); a client that hangs up cancels the route's Deferred, and a
@@ -24,6 +33,7 @@ cancellation); the route's bytes are written and the request finished.
 from __future__ import annotations
 
 from typing import Callable
+from urllib.parse import unquote_to_bytes
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, maybeDeferred
@@ -32,8 +42,36 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from werkzeug.exceptions import BadHost
+
+from msisdnd.api import errors
+from msisdnd.api.errors import APIError
 
 log = Logger()
+
+
+def unroutable(request: IRequest) -> APIError | None:
+    """The error for a request Klein must not route; else C{None}.
+
+    A method not in upper case is 501: methods are case-sensitive (RFC 9110
+    9.1), and Werkzeug would run C{post} as C{POST} (past a front proxy's
+    rule on C{POST}) and C{head} as C{GET} with its body.  A target that
+    is not a path (C{xregister}; an absolute one was made a path by
+    L{msisdnd.api.request.LimitedRequest}) is 400: Twisted drops its first
+    byte and Klein would route the rest.  So is a path (percent-decoded) or
+    C{Host} that is not UTF-8.
+    """
+    if not request.method.isupper():
+        return APIError(501, errors.INVALID_PARAMETERS,
+                        "No such method (methods are case-sensitive).")
+    if not request.path.startswith(b"/"):
+        return errors.invalid("The request target must be a path (/...).")
+    try:
+        unquote_to_bytes(request.path).decode("utf-8")
+        request.getRequestHostname().decode("utf-8")
+    except UnicodeDecodeError:
+        return errors.invalid("The path and the Host header must be UTF-8.")
+    return None
 
 
 def fixed_routes(app: Klein) -> dict[tuple[bytes, bytes], str]:
@@ -74,7 +112,13 @@ class DirectResource(Resource):
     def render(self, request: IRequest):
         endpoint = self._routes.get((request.method, request.path))
         if endpoint is None:
-            return self._klein.render(request)
+            error = unroutable(request)
+            if error is None:
+                try:
+                    return self._klein.render(request)
+                except BadHost:  # before Klein set anything up: the request is ours
+                    error = errors.invalid("The Host header is not a host name.")
+            return self._answer_failure(request, Failure(error))
         finished = []
         d = maybeDeferred(self._app.execute_endpoint, endpoint, request)
 

@@ -32,6 +32,9 @@ ROUTES = frozenset({
     "/.well-known/msisdnd-configuration", "/docs", "/v2/verifications",
     "/v2/verifications/check",
 })
+#: The status a request is counted with when its client left before the
+#: answer (nginx's "client closed request").
+CLIENT_LEFT = 499
 #: Routes with an id in their path, labelled by their template.
 _TEMPLATES = ((re.compile(r"/v2/verifications/[^/]+/cancel"), "/v2/verifications/{id}/cancel"),
               (re.compile(r"/v2/verifications/[^/]+"), "/v2/verifications/{id}"))
@@ -229,12 +232,16 @@ class Metrics:
         self._children: dict[tuple[str, int], tuple] = {}
 
     def requestDone(self, request: object, seconds: float) -> None:
+        """Count and time a request that ended: answered, or its client gone
+        before the answer (status L{CLIENT_LEFT}; Twisted's code would still
+        say 200)."""
         path = request.path.decode("latin-1") if isinstance(request.path, bytes) else "?"
         route = route_of(path)
-        key = (route, request.code)
+        code = request.code if getattr(request, "finished", True) else CLIENT_LEFT
+        key = (route, code)
         children = self._children.get(key)
         if children is None:
-            children = self._children[key] = (self.http_requests.labels(route, str(request.code)),
+            children = self._children[key] = (self.http_requests.labels(route, str(code)),
                                               self.http_latency.labels(route))
         children[0].inc()
         children[1].observe(seconds)

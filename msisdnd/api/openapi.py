@@ -54,6 +54,7 @@ _ERRORS = {
     413: ("The body is larger than the limit (113)", ()),
     422: ("This Idempotency-Key was used with another body (124)", ()),
     429: ("A rate or budget is spent (114-118, 121-123)", ("Retry-After",)),
+    501: ("No such method: methods are case-sensitive (107)", ()),
     503: ("Redis or every carrier is unavailable (201)", ("Retry-After",)),
 }
 
@@ -256,14 +257,14 @@ _CONFIGURATION_EXAMPLE = {
 }
 
 
-def _service_paths() -> dict:
+def _service_paths(version: str) -> dict:
     html = {"200": {"description": "HTML", "content": {"text/html": {"schema": _STRING}}}}
     paths = {
         "/": _get("Service description", {"200": _json(_object(
             ("name", "description", "endpoint"), name=_STRING, description=_STRING,
             version=_STRING, homepage=_STRING, endpoint=_STRING), "About the service", {
                 "name": "msisdnd", "description": "Verifies that a device controls a phone "
-                "number (MSISDN).", "version": __version__, "endpoint": "https://verify.example"})}),
+                "number (MSISDN).", "version": version, "endpoint": "https://verify.example"})}),
         "/__heartbeat__": _get("Health of Redis and the carriers", {
             "200": _json(_object(("storage",), storage=_BOOLEAN, carriers=_BOOLEAN),
                          "Every dependency is up", {"storage": True, "carriers": True}),
@@ -272,7 +273,7 @@ def _service_paths() -> dict:
         "/__lbheartbeat__": _get("Liveness", {"200": _json(_object(), "Alive", {})}),
         "/__version__": _get("Version", {"200": _json(
             _object(("name",), name=_STRING, version=_STRING), "The version",
-            {"name": "msisdnd", "version": __version__})}),
+            {"name": "msisdnd", "version": version})}),
         "/api-specs": _get("This document", {"200": _json(_object(), "OpenAPI 3", {})}),
         "/.well-known/browserid": _get("BrowserID support document", {"200": _json(_object(
             ("public-key", "authentication", "provisioning"),
@@ -303,8 +304,13 @@ def _service_paths() -> dict:
     return paths
 
 
-def spec(server_url: str) -> dict:
-    """The document, with C{server_url} (the configured public URL) as its server."""
+#: The document's version when the daemon's is not told (C{[http] show_version = false}).
+UNPUBLISHED = "unpublished"
+
+
+def spec(server_url: str, version: str = __version__) -> dict:
+    """The document, with C{server_url} (the configured public URL) as its
+    server and C{version} as its version and in its examples."""
     error_schema = _object(
         ("code", "errno", "error", "message"),
         code=_INTEGER, errno={"type": "integer", "enum": sorted(ERRNOS)},
@@ -318,7 +324,7 @@ def spec(server_url: str) -> dict:
         "openapi": "3.0.3",
         "info": {
             "title": "msisdnd API",
-            "version": __version__,
+            "version": version,
             "description": "Phone-number verification. The device API (tag device) is "
                            "wire-compatible with msisdn-gateway 0.6 and authenticated with Hawk; "
                            "the backend API (tag backend) is for relying services' servers, "
@@ -358,5 +364,5 @@ def spec(server_url: str) -> dict:
                             "unknown"]})}),
             },
         },
-        "paths": {**_service_paths(), **_device_paths(), **_backend_paths()},
+        "paths": {**_service_paths(version), **_device_paths(), **_backend_paths()},
     }

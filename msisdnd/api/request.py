@@ -76,9 +76,14 @@ def closing_answer(error: APIError) -> bytes:
 
 
 class LimitedRequest(Request):
-    """L{Request} with a body limit; set C{max_body} on the class (or a subclass)."""
+    """L{Request} with a body limit; set C{max_body} on the class (or a subclass).
+
+    With C{show_version} false, the answer has no C{Server} header (Twisted
+    sets C{Server: TwistedWeb/<version>} on every request it processes).
+    """
 
     max_body = 25 * 1024
+    show_version = True
     _received = 0
     _refused = False
 
@@ -91,6 +96,8 @@ class LimitedRequest(Request):
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.max_body:
             self._refuse()
+            # Else the channel answers the Expect with 100 Continue after the 413.
+            self.requestHeaders.removeHeader(b"Expect")
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -109,6 +116,12 @@ class LimitedRequest(Request):
                 starting(self)
             super().process()
 
+    def write(self, data: bytes) -> None:
+        # Twisted writes the headers with the first write, finish's included.
+        if not self.startedWriting and not self.show_version:
+            self.responseHeaders.removeHeader(b"Server")
+        super().write(data)
+
     def _refuse(self) -> None:
         if self._refused:
             return
@@ -118,9 +131,11 @@ class LimitedRequest(Request):
         self.channel.transport.loseConnection()
 
 
-def limited(max_body: int) -> type[LimitedRequest]:
-    """A L{LimitedRequest} class with C{max_body} bytes, for C{Site(requestFactory=...)}."""
-    return type("LimitedRequest", (LimitedRequest,), {"max_body": max_body})
+def limited(max_body: int, show_version: bool = True) -> type[LimitedRequest]:
+    """A L{LimitedRequest} class with C{max_body} bytes, for C{Site(requestFactory=...)};
+    without a C{Server} header unless C{show_version}."""
+    return type("LimitedRequest", (LimitedRequest,),
+                {"max_body": max_body, "show_version": show_version})
 
 
 @dataclass
@@ -305,6 +320,8 @@ class APISite(Site):
     @ivar trustedProxies: networks exempt from the per-client cap.
     @ivar accessLog: which requests write an access line: C{"off"}, none;
         C{"errors"}, those answered with a status of 400 or more; C{"all"}.
+    @param show_version: whether answers carry Twisted's C{Server} header
+        (C{[http] show_version}).
     @ivar connections: connections open now.
     @ivar counters: the L{ConnectionCounters}.
     """
@@ -314,10 +331,11 @@ class APISite(Site):
     def __init__(self, resource, max_body: int, clock, onDone=None, *,
                  request_deadline: float | None = None, max_connections: int | None = None,
                  max_connections_per_client: int | None = None,
-                 trusted_proxies: Sequence[Network] = (), access_log: str = "all", **kwargs):
+                 trusted_proxies: Sequence[Network] = (), access_log: str = "all",
+                 show_version: bool = True, **kwargs):
         # The API takes JSON only: no form parsing (which runs the email
         # package on every POST's Content-Type).
-        super().__init__(resource, requestFactory=limited(max_body),
+        super().__init__(resource, requestFactory=limited(max_body, show_version),
                          parsePOSTFormSubmission=False, **kwargs)
         self.clock = clock
         self.onDone = onDone
