@@ -756,7 +756,9 @@ def test_too_many_sends_error_body(redis_pool, tmp_path):
 @pytest_twisted.inlineCallbacks
 def test_timestamp_header_on_200_204_and_401(gateway):
     """Every answer carries Timestamp (the server's clock, integer seconds), which Hawk
-    clients use to correct their clock: on 200, 204 and 401 alike."""
+    clients use to correct their clock, and C{X-Content-Type-Options: nosniff} (a
+    browser never reads an answer as anything but its declared type): on 200, 204
+    and 401 alike."""
     token = yield gateway.register()
     replies = [
         (yield call(gateway, "GET", "/")),
@@ -770,6 +772,7 @@ def test_timestamp_header_on_200_204_and_401(gateway):
     for r in replies:
         assert re.fullmatch(r"[0-9]+", r.headers.get("timestamp", "")), r
         assert abs(int(r.headers["timestamp"]) - time.time()) <= 2
+        assert r.headers.get("x-content-type-options") == "nosniff", r
 
 
 # -- 9. validation ---------------------------------------------------------------------

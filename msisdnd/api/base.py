@@ -130,6 +130,7 @@ class Routes:
         request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
         request.setHeader(b"Timestamp", str(int(self.clock.seconds())).encode())
         request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
         origin = request.getHeader(b"Origin")
         if origin is not None and origin.decode("latin-1") in self.cors_origins \
                 and not backend_path(request.path):
