@@ -1085,6 +1085,58 @@ def test_redis_going_away_and_back_is_one_warning_each(private_redis):
     assert warnings[1].startswith(f"Redis at {address} is back after ")
 
 
+def test_a_policy_check_redis_did_not_answer_is_silent_and_made_again():
+    """Redis gone while its maxmemory-policy is being read: no warning for the
+    check (the outage is told once, as DOWN), and the policy is read once
+    Redis is found up again."""
+    from twisted.internet.defer import Deferred, fail, succeed
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    from msisdnd.state.connection import Reachability, RedisWatch
+    from msisdnd.state.redis import StoreUnavailable
+
+    class Redis:
+        """Answers pings while C{up}; the policy reads wait on C{pending}."""
+        up = True
+
+        def __init__(self):
+            self.pending: list[Deferred] = []
+
+        def ping(self):
+            return succeed(b"PONG") if self.up else fail(StoreUnavailable("gone"))
+
+        def call(self, method, *args):
+            self.pending.append(Deferred())
+            return self.pending[-1]
+
+    clock, redis = task.Clock(), Redis()
+    watch = RedisWatch(redis, "r:1", clock, interval=1.0)
+    seen = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        watch.startService()
+        assert watch.state is Reachability.UP and len(redis.pending) == 1
+        redis.up = False
+        redis.pending[0].errback(txredisapi.ConnectionError("Lost connection"))
+        clock.advance(1.0)
+        assert watch.state is Reachability.DOWN
+        redis.up = True
+        clock.advance(1.0)
+        assert watch.state is Reachability.UP and len(redis.pending) == 2
+        redis.pending[1].callback([b"maxmemory-policy", b"allkeys-lru"])
+        clock.advance(1.0)
+        assert len(redis.pending) == 2  # read once per time up
+        watch.stopService()
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    warnings = [formatEvent(e) for e in seen
+                if e.get("log_level") is LogLevel.warn and "r:1" in formatEvent(e)]
+    assert len(warnings) == 3, warnings
+    assert warnings[0].startswith("Redis at r:1 is unreachable")
+    assert warnings[1].startswith("Redis at r:1 is back after ")
+    assert "has maxmemory-policy allkeys-lru" in warnings[2]
+
+
 @pytest.mark.parametrize("content_type, body, code, errno", [
     ("Application/JSON ; charset=UTF-8", b'{"code": "000000"}', 410, 111),
     ("application/json;charset=utf-8", b'{"code": "000000"}', 410, 111),

@@ -303,7 +303,9 @@ class RedisWatch(Service):
     Each time Redis is found UP (at first, and after each outage: a failover
     may have brought another server), its C{maxmemory-policy} is checked:
     anything but C{noeviction} is a warning, since eviction would silently
-    drop nonces and limit counters.
+    drop nonces and limit counters.  A check that Redis did not answer (it
+    went away meanwhile) says nothing and is made again at the next look that
+    finds Redis up: the outage is told once, as DOWN.
 
     @param address: what log lines call Redis, or a callable giving it now.
     @ivar since: when the current state began (the clock's seconds).
@@ -318,6 +320,9 @@ class RedisWatch(Service):
         self.state = Reachability.UNKNOWN
         self.since = clock.seconds()
         self._loop: LoopingCall | None = None
+        #: Whether the policy of the Redis found UP was read (or refused).
+        self._policy_known = False
+        self._checking = False
 
     def startService(self) -> None:
         super().startService()
@@ -340,6 +345,8 @@ class RedisWatch(Service):
             self._become(Reachability.DOWN, str(e) or type(e).__name__)
         else:
             self._become(Reachability.UP, "")
+            if not (self._policy_known or self._checking):
+                self.checkPolicy()
 
     @property
     def address(self) -> str:
@@ -349,8 +356,7 @@ class RedisWatch(Service):
         if state is self.state:
             return
         now = self.clock.seconds()
-        if state is Reachability.UP:
-            self.checkPolicy()
+        self._policy_known = False
         if state is Reachability.DOWN:
             _log.warn("Redis at {address} is unreachable ({why}); retrying",
                       address=self.address, why=why)
@@ -362,14 +368,22 @@ class RedisWatch(Service):
     @inlineCallbacks
     def checkPolicy(self):
         """Warn unless Redis's C{maxmemory-policy} is C{noeviction} (or say
-        that it could not be read: C{CONFIG} is often refused to an ACL user)."""
+        that it could not be read: C{CONFIG} is often refused to an ACL user).
+        A Redis that does not answer is no finding: the check is left to do."""
+        self._checking = True
         try:
             reply = yield self.redis.call("execute_command", "CONFIG", "GET", "maxmemory-policy")
             policy = text(reply[1]) if reply and len(reply) > 1 else None
+        except (StoreUnavailable, txredisapi.ConnectionError):
+            return
         except Exception as e:
+            self._policy_known = True
             _log.warn("Could not check the maxmemory-policy of Redis at {address} ({why}); "
                       "it must be noeviction", address=self.address, why=str(e) or type(e).__name__)
             return
+        finally:
+            self._checking = False
+        self._policy_known = True
         if policy != "noeviction":
             _log.warn("Redis at {address} has maxmemory-policy {policy}, not noeviction: "
                       "at maxmemory it would silently drop nonces, codes and limit "
