@@ -25,7 +25,10 @@ holds a receipt that came before its id was recorded (under every alias of
 the receipt's id).
 
 Every check-and-update is one Lua script, so that concurrent requests on
-several daemons cannot interleave.  Every call has our own timeout
+several daemons cannot interleave.  A device request's Hawk nonce (a
+L{Nonce}) is claimed by the first script its step runs, before it reads or
+changes anything (L{msisdnd.state.lua}): a replay changes nothing and fails
+with L{NonceReplayed}.  Every call has our own timeout
 (L{TimedRedis}): a Redis that is down becomes L{StoreUnavailable} within
 C{timeout} seconds.  The keys are in L{msisdnd.state.keys}.
 """
@@ -41,11 +44,11 @@ from twisted.internet.interfaces import IReactorTime
 
 from msisdnd.state import keys
 from msisdnd.state.limits import AttemptGuard
-from msisdnd.state.lua import Script
+from msisdnd.state.lua import NonceReplayed, Script
 from msisdnd.state.redis import StoreUnavailable, TimedRedis, text
 
-__all__ = ["CheckOutcome", "CodeCheck", "SendOutcome", "SendStart", "SessionStore",
-           "StoreUnavailable"]
+__all__ = ["CheckOutcome", "CodeCheck", "Nonce", "NonceReplayed", "SendOutcome", "SendStart",
+           "SessionStore", "StoreUnavailable"]
 
 #: Receipt states that say a message is on its way, not where it ended.
 INTERMEDIATE = frozenset({"ENROUTE", "ACCEPTD"})
@@ -73,6 +76,25 @@ class CheckOutcome(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Nonce:
+    """A Hawk nonce for a step's first script to claim.
+
+    @ivar name: its key name (L{msisdnd.hawk.nonce_key}), without the prefix.
+    @ivar ttl: seconds it stays claimed (L{msisdnd.hawk.nonce_ttl}).
+    """
+
+    name: bytes
+    ttl: int
+
+
+def _nonce(nonce: Nonce | None) -> dict:
+    """A nonce-claiming script's C{nonce} and C{nonce_ttl} (a TTL of 0 claims nothing)."""
+    if nonce is None:
+        return {"nonce": keys.NONCE, "nonce_ttl": 0}
+    return {"nonce": keys.nonce(nonce.name), "nonce_ttl": nonce.ttl}
+
+
+@dataclass(frozen=True, slots=True)
 class SendStart:
     outcome: SendOutcome
     sends: int = 0
@@ -94,6 +116,10 @@ class CodeCheck:
     sealed_number: bytes = b""
 
 
+_READ = Script(keys=("session",), args=(), nonce=True, body="""
+return redis.call('HGETALL', KEY.session)
+""")
+
 _CREATE = Script(keys=("session",), args=("hawk_key", "ttl_ms", "format"), body="""
 redis.call('HSET', KEY.session, 'k', ARG.hawk_key, 'fv', ARG.format)
 redis.call('PEXPIRE', KEY.session, ARG.ttl_ms)
@@ -107,7 +133,7 @@ _START_SEND = Script(
     keys=("session",),
     args=("number_ref", "sealed_number", "code_mac", "now:n", "code_ttl_ms:n", "cooldown_ms:n",
           "max_sends:n", "session_ttl_ms", "method", "network", "max_tries:n"),
-    body="""
+    nonce=True, body="""
 local s = KEY.session
 if redis.call('EXISTS', s) == 0 then return {'no_session'} end
 if redis.call('HEXISTS', s, 'v') == 1 then return {'verified'} end
@@ -163,7 +189,7 @@ _BEGIN_CHECK = Script(
     args=("now:n", "max_tries:n", "guard", "lock_prefix", "failures_prefix", "day_suffix",
           "failures_limit:n", "failures_ttl_ms", "lock_ms:n", "lock_max_ms:n", "client",
           "client_limit:n", "client_lock_ms"),
-    helpers=("lock",),
+    helpers=("lock",), nonce=True,
     body="""
 local s = KEY.session
 if redis.call('EXISTS', s) == 0 then return {'no_session'} end
@@ -231,7 +257,8 @@ return redis.call('HGET', s, 'n')
 """)
 
 # Only a verified device session's end is an event.
-_DELETE = Script(keys=("session",), args=("stream", "sealed", "now"), helpers=("emit",), body="""
+_DELETE = Script(keys=("session",), args=("stream", "sealed", "now"), helpers=("emit",),
+                 nonce=True, body="""
 local s = KEY.session
 if redis.call('HEXISTS', s, 'v') == 1 and redis.call('HEXISTS', s, 'o') == 0 then
   emit(ARG.stream, 'device.unregistered', ARG.now, s, {'n', ARG.sealed})
@@ -341,26 +368,33 @@ class SessionStore(TimedRedis):
         """Fires with the session's raw Hawk key, or C{None}."""
         return self.call("hget", keys.session(ref), "k")
 
-    def session(self, ref: bytes) -> Deferred:
+    def session(self, ref: bytes, nonce: Nonce | None = None) -> Deferred:
         """Fires with the session's fields (C{dict} of bytes), empty when there is none.
 
-        Any format's session reads the same (fields are only ever added; see
-        L{keys.FORMAT}): those of a format before a field existed lack it."""
+        With a C{nonce}, it is claimed in the same round trip (a script),
+        and a replay fails with L{NonceReplayed}.  Any format's session
+        reads the same (fields are only ever added; see L{keys.FORMAT}):
+        those of a format before a field existed lack it."""
+        if nonce is not None:
+            return _READ.run(self, session=keys.session(ref), **_nonce(nonce)).addCallback(
+                lambda flat: {text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)})
         return self.call("hgetall", keys.session(ref)).addCallback(
             lambda fields: {text(k): v for k, v in (fields or {}).items()})
 
-    def deleteSession(self, ref: bytes, sealed_for_events: bytes = b"", now_ms: int = 0) -> Deferred:
-        """Drop a session; a verified device session's end is an event, which
-        carries C{sealed_for_events} (its number sealed for events)."""
+    def deleteSession(self, ref: bytes, sealed_for_events: bytes = b"", now_ms: int = 0,
+                      nonce: Nonce | None = None) -> Deferred:
+        """Drop a session (claiming C{nonce} first); a verified device
+        session's end is an event, which carries C{sealed_for_events} (its
+        number sealed for events)."""
         return _DELETE.run(self, session=keys.session(ref), stream=self.events_stream,
-                           sealed=sealed_for_events, now=now_ms)
+                           sealed=sealed_for_events, now=now_ms, **_nonce(nonce))
 
     # -- sending codes -----------------------------------------------------
 
     def startSend(self, ref: bytes, *, number_ref: bytes, sealed_number: bytes, code_mac: bytes,
                   now_ms: int, code_ttl_ms: int, cooldown_ms: int, max_sends: int,
                   session_ttl_ms: int, method: str = "", network: str = "",
-                  max_tries: int = 3) -> Deferred:
+                  max_tries: int = 3, nonce: Nonce | None = None) -> Deferred:
         """Record a new code for the session's number, within its limits.
 
         Fires with a L{SendStart}: C{STARTED} (the code is stored), or why
@@ -368,13 +402,13 @@ class SessionStore(TimedRedis):
         a second number, within the cooldown (C{wait_ms}),
         or out of sends (including a session whose tries are spent: a code
         it could never check is not worth an SMS).  An empty C{method} or
-        C{network} keeps the session's own.
+        C{network} keeps the session's own.  C{nonce} is claimed first.
         """
         d = _START_SEND.run(
             self, session=keys.session(ref), number_ref=number_ref, sealed_number=sealed_number,
             code_mac=code_mac, now=now_ms, code_ttl_ms=code_ttl_ms, cooldown_ms=cooldown_ms,
             max_sends=max_sends, session_ttl_ms=session_ttl_ms, method=method, network=network,
-            max_tries=max_tries)
+            max_tries=max_tries, **_nonce(nonce))
 
         def parsed(reply: list) -> SendStart:
             outcome = SendOutcome(text(reply[0]))
@@ -397,11 +431,12 @@ class SessionStore(TimedRedis):
     # -- checking codes ----------------------------------------------------
 
     def beginCheck(self, ref: bytes, now_ms: int, max_tries: int,
-                   guard: AttemptGuard | None = None) -> Deferred:
+                   guard: AttemptGuard | None = None, nonce: Nonce | None = None) -> Deferred:
         """Spend one try and fetch the code's MAC; fires with a L{CodeCheck}.
 
         With an L{AttemptGuard}, one of the number's daily failures is
         reserved too, and a locked number gets no try (C{LOCKED}).
+        C{nonce} is claimed first.
         """
         d = _BEGIN_CHECK.run(
             self, session=keys.session(ref), now=now_ms, max_tries=max_tries,
@@ -415,7 +450,7 @@ class SessionStore(TimedRedis):
             lock_max_ms=guard.lock_max_ms if guard else 0,
             client=guard.client if guard else b"",
             client_limit=guard.client_limit if guard else 0,
-            client_lock_ms=guard.client_lock_ms if guard else 0)
+            client_lock_ms=guard.client_lock_ms if guard else 0, **_nonce(nonce))
 
         def parsed(reply: list) -> CodeCheck:
             outcome = CheckOutcome(text(reply[0]))
@@ -439,14 +474,6 @@ class SessionStore(TimedRedis):
         return _VERIFIED.run(self, session=keys.session(ref), code_mac=code_mac, now=now_ms,
                              ttl_ms=ttl_ms, stream=self.events_stream, sealed=sealed_for_events,
                              proof=proof)
-
-    # -- Hawk nonces -------------------------------------------------------
-
-    def claimNonce(self, name: bytes, ttl: int) -> Deferred:
-        """Fires with C{True} the first time C{name} is claimed within C{ttl} seconds."""
-        return self.call("set", keys.nonce(name), b"1", expire=ttl,
-                         only_if_not_exists=True).addCallback(
-            lambda reply: reply is not None and text(reply) == "OK")
 
     # -- delivery receipts -------------------------------------------------
 
