@@ -129,18 +129,22 @@ def prefix_of(msisdn: str) -> str:
 # Every script checks everything first and only then spends, so a refusal
 # costs nothing.  Counters are fixed windows; client addresses have token
 # buckets (see msisdnd.state.lua).
-_CHECK_SEND = Script(
-    keys=("lock", "number_10min", "number_day", "prefix_day", "country_day", "network_day",
-          "client_minute", "client_day", "client56_minute", "client56_day", "client48_minute",
-          "client48_day", "prefix_block", "network_block",
-          "prefix_sent", "prefix_verified", "network_sent", "network_verified"),
-    args=("now:n", "number_10min_limit:n", "number_day_limit:n", "prefix_limit:n",
-          "country_limit:n", "network_limit:n", "client_minute_burst:n", "client_day_burst:n",
-          "to_day_end:n", "to_window_end:n", "guard_buckets:n", "guard_floor:n",
-          "guard_min_conversion:n", "block_ms:n", "guard_bucket_ms:n", "guard_bucket:n",
-          "grace_buckets:n", "network_known", "by_client", "ipv6", "mult56:n", "mult48:n"),
-    helpers=("ttl", "incr", "bucket", "clients", "series"),
-    body="""
+
+#: The keys, arguments and helpers of a send's limits, in Lua: L{SEND_CHECK}
+#: returns the refusal of the first limit that stops the send (only a new
+#: pumping-guard block writes), L{SEND_SPEND} then spends.  The session store
+#: runs both inside its send start (L{SendCheck}); L{Limits.checkSend}, alone.
+SEND_KEYS = ("lock", "number_10min", "number_day", "prefix_day", "country_day", "network_day",
+             "client_minute", "client_day", "client56_minute", "client56_day", "client48_minute",
+             "client48_day", "prefix_block", "network_block",
+             "prefix_sent", "prefix_verified", "network_sent", "network_verified")
+SEND_ARGS = ("now:n", "number_10min_limit:n", "number_day_limit:n", "prefix_limit:n",
+             "country_limit:n", "network_limit:n", "client_minute_burst:n", "client_day_burst:n",
+             "to_day_end:n", "to_window_end:n", "guard_buckets:n", "guard_floor:n",
+             "guard_min_conversion:n", "block_ms:n", "guard_bucket_ms:n", "guard_bucket:n",
+             "grace_buckets:n", "network_known", "by_client", "ipv6", "mult56:n", "mult48:n")
+SEND_HELPERS = ("ttl", "incr", "bucket", "clients", "series")
+SEND_CHECK = """
 local with_network, by_client = ARG.network_known == '1', ARG.by_client == '1'
 -- The locks, blocks and counters in one read (a missing key is false).
 local v = redis.call('MGET', KEY.lock, KEY.prefix_block, KEY.network_block, KEY.number_10min,
@@ -179,6 +183,8 @@ if with_network and pumped(KEY.network_sent, KEY.network_verified) then
   redis.call('SET', KEY.network_block, ARG.now, 'PX', ARG.block_ms)
   return {'pumping_block', ARG.block_ms, 'network', 'new'}
 end
+"""
+SEND_SPEND = """
 incr(KEY.number_10min, ARG.to_window_end)
 incr(KEY.number_day, ARG.to_day_end)
 incr(KEY.prefix_day, ARG.to_day_end)
@@ -188,8 +194,9 @@ client_spend(spent, ARG.now)
 local span = g * ARG.guard_bucket_ms
 series_add(KEY.prefix_sent, current, g, span)
 if with_network then series_add(KEY.network_sent, current, g, span) end
-return {'ok'}
-""")
+"""
+_CHECK_SEND = Script(keys=SEND_KEYS, args=SEND_ARGS, helpers=SEND_HELPERS,
+                     body=SEND_CHECK + SEND_SPEND + "return {'ok'}")
 
 _CHECK_REGISTER = Script(
     keys=("client_minute", "client_day", "client56_minute", "client56_day", "client48_minute",
@@ -274,6 +281,25 @@ if ARG.network_known == '1' then
 end
 return 1
 """)
+
+
+@dataclass(frozen=True, slots=True)
+class SendCheck:
+    """One SMS's limits, ready for a script (L{Limits.sendCheck}).
+
+    @ivar values: the named keys and arguments of L{SEND_KEYS} and L{SEND_ARGS}.
+    """
+
+    limits: "Limits"
+    msisdn: str
+    prefix: str
+    network: str
+    values: dict
+
+    def refusal(self, reply: list) -> Refused:
+        """The L{Refused} of a refusal L{SEND_CHECK} returned (counted; a new
+        pumping-guard block is logged)."""
+        return self.limits._sendRefusal(reply, self.msisdn, self.prefix, self.network)
 
 
 @dataclass
@@ -400,7 +426,18 @@ class Limits:
         """Account one SMS to C{msisdn}, or raise L{Refused} saying which limit stops it.
 
         Everything is checked before anything is spent; a refusal costs nothing.
+        (A code's send runs the same checks inside the session store's send
+        start: L{sendCheck}.)
         """
+        check = self.sendCheck(msisdn, client, mcc, mnc, number_ref)
+        reply = yield _CHECK_SEND.run(self.store, **check.values)
+        if text(reply[0]) != "ok":
+            raise check.refusal(reply)
+
+    def sendCheck(self, msisdn: str, client: str | None, mcc: str | None, mnc: str | None,
+                  number_ref: bytes) -> "SendCheck":
+        """The limits of one SMS to C{msisdn}, for a script to check and spend
+        (L{SEND_CHECK}, L{SEND_SPEND}): see L{checkSend}."""
         settings = self.settings
         now = self._now_ms()
         day, to_day_end = self._day(now)
@@ -413,8 +450,7 @@ class Limits:
         # watches real networks only (a region's would block a whole country
         # for one prefix's pumping, which the prefix guard already catches).
         budgeted = network or "region-" + (phonenumbers.region_code_for_number(parsed) or country)
-        reply = yield _CHECK_SEND.run(
-            self.store,
+        return SendCheck(self, msisdn, prefix, network, dict(
             lock=keys.number_lock(number_ref),
             number_10min=keys.number_sends_10min(number_ref, now // 600_000),
             number_day=keys.number_sends_day(number_ref, day),
@@ -438,9 +474,9 @@ class Limits:
             block_ms=int(settings.guard_block * 1000),
             guard_bucket_ms=int(self._guard_span * 1000), guard_bucket=self._bucket(now),
             grace_buckets=self._grace_buckets, network_known=1 if network else 0,
-            by_client=1 if client else 0)
-        if text(reply[0]) == "ok":
-            return
+            by_client=1 if client else 0))
+
+    def _sendRefusal(self, reply: list, msisdn: str, prefix: str, network: str) -> Refused:
         refusal = self._refusal(reply)
         if len(reply) > 3:
             kind = text(reply[2])
@@ -448,8 +484,8 @@ class Limits:
             log.warn("Pumping guard: {kind} {what} blocked for {hours:.1f} h "
                      "(sends without verifications; last to {to})",
                      kind=kind, what=prefix if kind == "prefix" else network,
-                     hours=settings.guard_block / 3600, to=mask_number(msisdn))
-        raise refusal
+                     hours=self.settings.guard_block / 3600, to=mask_number(msisdn))
+        return refusal
 
     # -- outcomes ------------------------------------------------------------
 

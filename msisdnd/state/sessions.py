@@ -42,8 +42,8 @@ from typing import Any, Iterable
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from msisdnd.state import keys
-from msisdnd.state.limits import AttemptGuard
+from msisdnd.state import keys, limits
+from msisdnd.state.limits import AttemptGuard, SendCheck
 from msisdnd.state.lua import NonceReplayed, Script
 from msisdnd.state.redis import StoreUnavailable, TimedRedis, text
 
@@ -128,12 +128,15 @@ return 1
 
 # An empty method or network keeps the session's own (a resend).  Returns
 # what it replaced (code, expiry, method, network), so that an abort can put
-# the code the user already has back.
-_START_SEND = Script(
-    keys=("session",),
-    args=("number_ref", "sealed_number", "code_mac", "now:n", "code_ttl_ms:n", "cooldown_ms:n",
-          "max_sends:n", "session_ttl_ms", "method", "network", "max_tries:n"),
-    nonce=True, body="""
+# the code the user already has back.  With the abuse limits, the send's
+# limits are checked after the session's (a client's retry within the
+# cooldown spends nothing) and before anything is written, so a refusal
+# leaves the session as it was; then both are spent.
+_START_KEYS = ("session",)
+_START_ARGS = ("number_ref", "sealed_number", "code_mac", "now:n", "code_ttl_ms:n",
+               "cooldown_ms:n", "max_sends:n", "session_ttl_ms", "method", "network",
+               "max_tries:n")
+_START_CHECK = """
 local s = KEY.session
 if redis.call('EXISTS', s) == 0 then return {'no_session'} end
 if redis.call('HEXISTS', s, 'v') == 1 then return {'verified'} end
@@ -148,6 +151,8 @@ if sends >= ARG.max_sends then return {'capped', sends, 0} end
 if tonumber(redis.call('HGET', s, 't') or '0') >= ARG.max_tries then
   return {'capped', sends, 0}
 end
+"""
+_START_WRITE = """
 local old = redis.call('HMGET', s, 'c', 'x', 'm', 'g')
 local method = ARG.method ~= '' and ARG.method or (old[3] or 't')
 local network = ARG.network ~= '' and ARG.network or (old[4] or '')
@@ -156,7 +161,15 @@ redis.call('HSET', s, 'h', ARG.number_ref, 'n', ARG.sealed_number, 'c', ARG.code
            'g', network)
 if redis.call('HEXISTS', s, 'v') == 0 then redis.call('PEXPIRE', s, ARG.session_ttl_ms) end
 return {'started', sends + 1, 0, last, old[1] or '', old[2] or '', old[3] or '', old[4] or ''}
-""")
+"""
+_START_SEND = Script(keys=_START_KEYS, args=_START_ARGS, nonce=True,
+                     body=_START_CHECK + _START_WRITE)
+_START_SEND_LIMITED = Script(
+    keys=_START_KEYS + limits.SEND_KEYS,
+    args=_START_ARGS + tuple(a for a in limits.SEND_ARGS if a != "now:n"),
+    helpers=limits.SEND_HELPERS, nonce=True,
+    body=_START_CHECK + limits.SEND_CHECK + limits.SEND_SPEND + _START_WRITE)
+_SEND_OUTCOMES = frozenset(outcome.value for outcome in SendOutcome)
 
 # The previous code, expiry, method and network are empty when there was none.
 _ABORT_SEND = Script(
@@ -394,7 +407,8 @@ class SessionStore(TimedRedis):
     def startSend(self, ref: bytes, *, number_ref: bytes, sealed_number: bytes, code_mac: bytes,
                   now_ms: int, code_ttl_ms: int, cooldown_ms: int, max_sends: int,
                   session_ttl_ms: int, method: str = "", network: str = "",
-                  max_tries: int = 3, nonce: Nonce | None = None) -> Deferred:
+                  max_tries: int = 3, nonce: Nonce | None = None,
+                  limit_check: SendCheck | None = None) -> Deferred:
         """Record a new code for the session's number, within its limits.
 
         Fires with a L{SendStart}: C{STARTED} (the code is stored), or why
@@ -403,14 +417,25 @@ class SessionStore(TimedRedis):
         or out of sends (including a session whose tries are spent: a code
         it could never check is not worth an SMS).  An empty C{method} or
         C{network} keeps the session's own.  C{nonce} is claimed first.
+
+        With a C{limit_check}, the send's abuse limits are checked after the
+        session's, and spent with it, in the same script: a limit that stops
+        the send fails it with L{Refused<msisdnd.state.limits.Refused>}, the
+        session as it was.
         """
-        d = _START_SEND.run(
-            self, session=keys.session(ref), number_ref=number_ref, sealed_number=sealed_number,
-            code_mac=code_mac, now=now_ms, code_ttl_ms=code_ttl_ms, cooldown_ms=cooldown_ms,
-            max_sends=max_sends, session_ttl_ms=session_ttl_ms, method=method, network=network,
-            max_tries=max_tries, **_nonce(nonce))
+        values = dict(session=keys.session(ref), number_ref=number_ref,
+                      sealed_number=sealed_number, code_mac=code_mac, now=now_ms,
+                      code_ttl_ms=code_ttl_ms, cooldown_ms=cooldown_ms, max_sends=max_sends,
+                      session_ttl_ms=session_ttl_ms, method=method, network=network,
+                      max_tries=max_tries, **_nonce(nonce))
+        if limit_check is None:
+            d = _START_SEND.run(self, **values)
+        else:
+            d = _START_SEND_LIMITED.run(self, **{**limit_check.values, **values})
 
         def parsed(reply: list) -> SendStart:
+            if limit_check is not None and text(reply[0]) not in _SEND_OUTCOMES:
+                raise limit_check.refusal(reply)
             outcome = SendOutcome(text(reply[0]))
             numbers = [int(v) for v in reply[1:4]] + [0, 0, 0]
             previous = tuple(v if isinstance(v, bytes) else str(v).encode() for v in reply[4:8])

@@ -357,14 +357,20 @@ class Verifier:
         number_ref = codes.number_ref(self.secrets.number, msisdn)
         code = self._newCode(request.kind, request.digits)
         mac = codes.code_mac(self.secrets.code, ref, code)
-        start = yield self.store.startSend(
-            ref, number_ref=number_ref, sealed_number=request.sealed_number, code_mac=mac,
-            now_ms=_ms(self.now()), code_ttl_ms=_ms(settings.code_ttl),
-            cooldown_ms=_ms(settings.resend_cooldown), max_sends=settings.max_sends,
-            session_ttl_ms=request.keep_ms or _ms(settings.unverified_session_ttl),
-            method="" if request.resend else request.kind.session_method,
-            network=request.network, max_tries=settings.max_tries,
-            nonce=request.nonce).addErrback(_replayRefused)
+        try:
+            start = yield self.store.startSend(
+                ref, number_ref=number_ref, sealed_number=request.sealed_number, code_mac=mac,
+                now_ms=_ms(self.now()), code_ttl_ms=_ms(settings.code_ttl),
+                cooldown_ms=_ms(settings.resend_cooldown), max_sends=settings.max_sends,
+                session_ttl_ms=request.keep_ms or _ms(settings.unverified_session_ttl),
+                method="" if request.resend else request.kind.session_method,
+                network=request.network, max_tries=settings.max_tries, nonce=request.nonce,
+                limit_check=limits.sendCheck(msisdn, request.client, request.mcc, request.mnc,
+                                             number_ref) if limits is not None else None,
+            ).addErrback(_replayRefused)
+        except Refused as refusal:
+            self._refused(msisdn, refusal)
+            raise
         outcome = start.outcome
         if outcome is SendOutcome.NO_SESSION:
             raise NoSession()
@@ -378,17 +384,11 @@ class Verifier:
             return False
         if outcome is SendOutcome.CAPPED:
             raise TooManySends()
-        # From here on, any failure before the SMSC accepted the SMS puts the
-        # session back as it was: the code the user already had stays valid,
-        # and the send neither counts nor starts a cooldown.
+        # The limits were checked and spent with the session's send (one
+        # script).  From here on, any failure before the SMSC accepted the SMS
+        # puts the session back as it was: the code the user already had
+        # stays valid, and the send neither counts nor starts a cooldown.
         try:
-            if limits is not None:
-                try:
-                    yield limits.checkSend(msisdn, request.client, request.mcc, request.mnc,
-                                           number_ref)
-                except Refused as refusal:
-                    self._refused(msisdn, refusal)
-                    raise
             mo = request.mo
             sms = OutboundSMS(destination=msisdn,
                               text=self._text(request.kind, code, request.locale, request.app_hash),
