@@ -35,6 +35,7 @@ from msisdnd.state.sessions import CheckOutcome, SessionStore
 
 from conftest import wait_until
 from gateway import MO_NUMBER, start_gateway
+from test_api_edges import browserid_key
 
 #: A realistic epoch: 40,000 s into a UTC day, 400 s into a 10-minute window,
 #: 100 s into a 300-s guard bucket.
@@ -1204,3 +1205,32 @@ def test_non_geographic_numbers_are_served_only_under_allowed_prefixes(redis_poo
     allowed.checkNumber("+881712345678")
     with pytest.raises(Refused):
         allowed.checkNumber("+881612345678")
+
+
+
+@pytest_twisted.inlineCallbacks
+def test_api_a_verification_the_guard_cannot_count_is_still_verified(redis_pool, tmp_path):
+    """The pumping guard counts a verification in the script that marks the
+    session verified; if counting fails there (here: its series key holds a
+    string), the number is verified all the same and a warning is logged."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    from msisdnd.state import keys
+
+    gw = yield start_gateway(redis_pool, tmp_path, limits=LimitSettings())
+    seen = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        yield redis_pool.set(keys.guard_series("v", "p", prefix_of(NUMBER)), b"not a hash")
+        token = yield new_session(gw, 1)
+        assert (yield mt_verify(gw, token, 1)).code == 204
+        r = yield gw.call("POST", "/sms/verify_code", {"code": pins(gw, NUMBER)[-1]},
+                          token=token, headers=xff(1))
+        assert (r.code, r.body) == (200, {"msisdn": NUMBER})
+        r = yield gw.call("POST", "/certificate/sign", {"publicKey": browserid_key(),
+                                                        "duration": 60}, token=token)
+        assert r.code == 200
+        assert any("pumping guard missed a verification" in formatEvent(e) for e in seen)
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+        yield stop(gw)

@@ -265,12 +265,12 @@ class AttemptGuard:
 
 # A right code starts the number's failures over, gives the client the one
 # its check reserved, and counts in the guard's series (prefix, and the
-# network when there is one).
-_VERIFIED = Script(
-    keys=("failures", "client_failures", "prefix_verified", "network_verified"),
-    args=("span_ms:n", "guard_bucket:n", "guard_buckets:n", "give_back", "network_known"),
-    helpers=("count", "series"),
-    body="""
+# network when there is one).  The session store runs VERIFIED_COUNT in the
+# script that marks the session verified (Limits.verifiedCount).
+VERIFIED_KEYS = ("failures", "client_failures", "prefix_verified", "network_verified")
+VERIFIED_ARGS = ("span_ms:n", "guard_bucket:n", "guard_buckets:n", "give_back", "network_known")
+VERIFIED_HELPERS = ("count", "series")
+VERIFIED_COUNT = """
 if ARG.give_back == '1' then
   redis.call('DEL', KEY.failures)
   if count(KEY.client_failures) > 0 then redis.call('DECR', KEY.client_failures) end
@@ -279,8 +279,9 @@ series_add(KEY.prefix_verified, ARG.guard_bucket, ARG.guard_buckets, ARG.span_ms
 if ARG.network_known == '1' then
   series_add(KEY.network_verified, ARG.guard_bucket, ARG.guard_buckets, ARG.span_ms)
 end
-return 1
-""")
+"""
+_VERIFIED = Script(keys=VERIFIED_KEYS, args=VERIFIED_ARGS, helpers=VERIFIED_HELPERS,
+                   body=VERIFIED_COUNT + "return 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,12 +494,19 @@ class Limits:
                  number_ref: bytes | None = None, client: str | None = None):
         """A code was entered right: the conversion the pumping guard watches,
         and (with C{number_ref}) the number's failures start over and the
-        C{client}'s reserved failure is given back."""
+        C{client}'s reserved failure is given back.  (A code check counts
+        it in the session store's script that marks the session verified:
+        L{verifiedCount}.)"""
+        return _VERIFIED.run(self.store, **self.verifiedCount(msisdn, mcc, mnc, number_ref,
+                                                              client))
+
+    def verifiedCount(self, msisdn: str, mcc: str | None, mnc: str | None,
+                      number_ref: bytes | None = None, client: str | None = None) -> dict:
+        """The named keys and arguments of L{VERIFIED_COUNT} (see L{verified})."""
         now = self._now_ms()
         day, _ = self._day(now)
         network = f"{mcc}{mnc}" if mcc and mnc else ""
-        return _VERIFIED.run(
-            self.store,
+        return dict(
             failures=keys.number_failures(number_ref or b"", day),
             client_failures=keys.number_failures(
                 (number_ref or b"") + b":" + self._checker(client), day),

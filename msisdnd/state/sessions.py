@@ -41,6 +41,7 @@ from typing import Any, Iterable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from msisdnd.state import keys, limits
 from msisdnd.state.limits import AttemptGuard, SendCheck
@@ -49,6 +50,8 @@ from msisdnd.state.redis import StoreUnavailable, TimedRedis, text
 
 __all__ = ["CheckOutcome", "CodeCheck", "Nonce", "NonceReplayed", "SendOutcome", "SendStart",
            "SessionStore", "StoreUnavailable"]
+
+log = Logger()
 
 #: Receipt states that say a message is on its way, not where it ended.
 INTERMEDIATE = frozenset({"ENROUTE", "ACCEPTD"})
@@ -251,10 +254,12 @@ return {'check', c, t, redis.call('HGET', s, 'm') or '', h, redis.call('HGET', s
 
 # The proof binds the verified state to a server secret (codes.verified_mac).
 # A device session's event carries its number sealed for events (`sealed`);
-# a backend verification's carries its snapshot.
-_VERIFIED = Script(
-    keys=("session",), args=("code_mac", "now", "ttl_ms", "stream", "sealed", "proof"),
-    helpers=("emit",), body="""
+# a backend verification's carries its snapshot.  With the abuse limits, the
+# verification is counted for them too (limits.VERIFIED_COUNT), in a pcall:
+# counting must not turn a verified number into an error.
+_VERIFIED_KEYS = ("session",)
+_VERIFIED_ARGS = ("code_mac", "now", "ttl_ms", "stream", "sealed", "proof")
+_MARK_VERIFIED = """
 local s = KEY.session
 if redis.call('HGET', s, 'c') ~= ARG.code_mac then return false end
 local method = redis.call('HGET', s, 'm') or 't'
@@ -266,8 +271,14 @@ if redis.call('HEXISTS', s, 'o') == 1 then
 else
   emit(ARG.stream, 'device.verified', ARG.now, s, {'n', ARG.sealed, 'm', method})
 end
-return redis.call('HGET', s, 'n')
-""")
+"""
+_VERIFIED = Script(keys=_VERIFIED_KEYS, args=_VERIFIED_ARGS, helpers=("emit",),
+                   body=_MARK_VERIFIED + "return redis.call('HGET', s, 'n')")
+_VERIFIED_COUNTED = Script(
+    keys=_VERIFIED_KEYS + limits.VERIFIED_KEYS, args=_VERIFIED_ARGS + limits.VERIFIED_ARGS,
+    helpers=("emit", *limits.VERIFIED_HELPERS),
+    body=_MARK_VERIFIED + "local counted = pcall(function()\n" + limits.VERIFIED_COUNT
+    + "end)\nreturn {redis.call('HGET', s, 'n'), counted and 1 or 0}")
 
 # Only a verified device session's end is an event.
 _DELETE = Script(keys=("session",), args=("stream", "sealed", "now"), helpers=("emit",),
@@ -489,16 +500,30 @@ class SessionStore(TimedRedis):
         return d.addCallback(parsed)
 
     def markVerified(self, ref: bytes, code_mac: bytes, now_ms: int, ttl_ms: int,
-                     proof: bytes = b"", sealed_for_events: bytes = b"") -> Deferred:
+                     proof: bytes = b"", sealed_for_events: bytes = b"",
+                     count: dict | None = None) -> Deferred:
         """The code matched: drop the volatile state, keep the session as
         verified (at C{now_ms}, with its C{proof}).
 
         Fires with the sealed number, or C{None} if the code changed meanwhile.
-        A device session's event carries C{sealed_for_events}.
+        A device session's event carries C{sealed_for_events}.  With C{count}
+        (L{Limits.verifiedCount<msisdnd.state.limits.Limits.verifiedCount>}),
+        the abuse limits count the verification in the same script; if that
+        fails, the session is verified all the same (and a warning logged).
         """
-        return _VERIFIED.run(self, session=keys.session(ref), code_mac=code_mac, now=now_ms,
-                             ttl_ms=ttl_ms, stream=self.events_stream, sealed=sealed_for_events,
-                             proof=proof)
+        values = dict(session=keys.session(ref), code_mac=code_mac, now=now_ms, ttl_ms=ttl_ms,
+                      stream=self.events_stream, sealed=sealed_for_events, proof=proof)
+        if count is None:
+            return _VERIFIED.run(self, **values)
+
+        def counted(reply: list | None) -> bytes | None:
+            if reply is None:
+                return None
+            if int(reply[1]) != 1:
+                log.warn("The pumping guard missed a verification (its count failed in Redis)")
+            return reply[0]
+
+        return _VERIFIED_COUNTED.run(self, **count, **values).addCallback(counted)
 
     # -- delivery receipts -------------------------------------------------
 

@@ -573,17 +573,14 @@ class Verifier:
                       if self.store.events_stream and check.method != "b" else b"")
         proof = codes.verified_mac(self.secrets.verified, ref, check.number_ref, _ms(now),
                                    check.method or "t")
+        network = check.network
+        count = (self.limits.verifiedCount(msisdn, network[:3] or None, network[3:] or None,
+                                           check.number_ref, client)
+                 if self.limits is not None else None)
         if (yield self.store.markVerified(ref, check.code_mac, _ms(now), verified_ttl_ms,
-                                          proof, for_events)) is None:
+                                          proof, for_events, count)) is None:
             raise CodeGone("replaced")
         self.outcomes[(method, "succeeded")] += 1
-        if self.limits is not None:
-            network = check.network
-            try:  # the number is verified: accounting must not turn that into an error
-                yield self.limits.verified(msisdn, network[:3] or None, network[3:] or None,
-                                           check.number_ref, client)
-            except Exception:
-                self.log.failure("The pumping guard missed a verification")
         return msisdn
 
     def verifyCode(self, hawk_id: str, code: str, client: str | None = None,
