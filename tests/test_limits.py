@@ -31,7 +31,7 @@ from msisdnd.state.limits import Limit, Limits, LimitSettings, Refused, prefix_o
 from msisdnd.sms.interfaces import MOMessage
 from msisdnd.smpp.carrier import Carrier
 from msisdnd.smpp.config import CarrierConfig
-from msisdnd.state.sessions import CheckOutcome, SessionStore
+from msisdnd.state.sessions import CheckOutcome, SendOutcome, SessionStore
 
 from conftest import wait_until
 from gateway import MO_NUMBER, start_gateway
@@ -85,9 +85,26 @@ def outcome(d):
     return d.addCallbacks(lambda _: None, lambda f: f.trap(Refused) and f.value)
 
 
+@inlineCallbacks
 def send(limits: Limits, msisdn: str, client: str | None = CLIENT, mcc: str | None = None,
          mnc: str | None = None):
-    return outcome(limits.checkSend(msisdn, client, mcc, mnc, ref(msisdn)))
+    """One SMS to C{msisdn}, its limits checked and spent as a code's send does
+    (in the session store's send start, here on a new session); fires with
+    C{None}, or the L{Refused} (the session then has no code)."""
+    store = limits.store
+    session = os.urandom(16)
+    yield store.createSession(session, b"k" * 32, 60_000)
+    try:
+        start = yield store.startSend(
+            session, number_ref=ref(msisdn), sealed_number=b"sealed", code_mac=b"c" * 16,
+            now_ms=int(limits.clock.seconds() * 1000), code_ttl_ms=600_000, cooldown_ms=0,
+            max_sends=10, session_ttl_ms=60_000,
+            limit_check=limits.sendCheck(msisdn, client, mcc, mnc, ref(msisdn)))
+    except Refused as refusal:
+        assert "c" not in (yield store.session(session))
+        return refusal
+    assert start.outcome is SendOutcome.STARTED
+    return None
 
 
 @inlineCallbacks
@@ -117,8 +134,18 @@ def begin_check(limits: Limits, msisdn: str, client: str | None = None):
     return (yield store.beginCheck(session, now, 3, limits.attemptGuard(client)))
 
 
+@inlineCallbacks
 def register(limits: Limits, client: str):
-    return outcome(limits.checkRegister(client))
+    """A registration from C{client}, as the flows make it (its buckets spent in
+    the script that creates the session); fires with C{None}, or the
+    L{Refused} (no session was created)."""
+    session = os.urandom(16)
+    try:
+        yield limits.store.createSession(session, b"k" * 32, 60_000, (limits, client))
+    except Refused as refusal:
+        assert (yield limits.store.session(session)) == {}
+        return refusal
+    return None
 
 
 def number(prefix: str, i: int) -> str:

@@ -217,9 +217,8 @@ class DeviceRoutes(Routes):
     @app.route("/register", methods=["POST"])
     @inlineCallbacks
     def register(self, request: IRequest):
-        yield self.verifier.admitRegistration(self._client(request))  # before any parsing
-        self._body(request)
-        token = yield shielded(self.verifier.register())
+        self._body(request)  # a bad body is refused before anything is spent or written
+        token = yield shielded(self.verifier.register(self._client(request)))
         return self._json(request, {"msisdnSessionToken": token})
 
     # -- Hawk routes ---------------------------------------------------------

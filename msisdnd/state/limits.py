@@ -1,7 +1,10 @@
 """Abuse limits: what a stranger may make us send, and how often a number may be guessed.
 
 Sessions are free, so limits per session are not enough.  Every decision
-here is one Lua call against the Redis every daemon shares:
+here is made in Lua against the Redis every daemon shares, most of them in
+the session store's script of the step they guard (a registration's in the
+one creating the session, a send's in its send start, a right code's in the
+one marking the session verified), so that they cost no round trip:
 
   - per number: sends per 10 minutes and per day, failed checks per day
     (then the number is locked for a while);
@@ -133,7 +136,7 @@ def prefix_of(msisdn: str) -> str:
 #: The keys, arguments and helpers of a send's limits, in Lua: L{SEND_CHECK}
 #: returns the refusal of the first limit that stops the send (only a new
 #: pumping-guard block writes), L{SEND_SPEND} then spends.  The session store
-#: runs both inside its send start (L{SendCheck}); L{Limits.checkSend}, alone.
+#: runs both inside its send start (L{SendCheck}).
 SEND_KEYS = ("lock", "number_10min", "number_day", "prefix_day", "country_day", "network_day",
              "client_minute", "client_day", "client56_minute", "client56_day", "client48_minute",
              "client48_day", "prefix_block", "network_block",
@@ -195,15 +198,15 @@ local span = g * ARG.guard_bucket_ms
 series_add(KEY.prefix_sent, current, g, span)
 if with_network then series_add(KEY.network_sent, current, g, span) end
 """
-_CHECK_SEND = Script(keys=SEND_KEYS, args=SEND_ARGS, helpers=SEND_HELPERS,
-                     body=SEND_CHECK + SEND_SPEND + "return {'ok'}")
 
-_CHECK_REGISTER = Script(
-    keys=("client_minute", "client_day", "client56_minute", "client56_day", "client48_minute",
-          "client48_day"),
-    args=("now:n", "minute_burst:n", "day_burst:n", "ipv6", "mult56:n", "mult48:n"),
-    helpers=("bucket", "clients"),
-    body="""
+#: A registration's client buckets, in Lua: L{REGISTER_ADMIT} returns the
+#: refusal when they are empty, else spends one.  The session store runs it
+#: in the script that creates the session (L{Limits.registration}).
+REGISTER_KEYS = ("client_minute", "client_day", "client56_minute", "client56_day",
+                 "client48_minute", "client48_day")
+REGISTER_ARGS = ("now:n", "minute_burst:n", "day_burst:n", "ipv6", "mult56:n", "mult48:n")
+REGISTER_HELPERS = ("bucket", "clients")
+REGISTER_ADMIT = """
 local levels = {{KEY.client_minute, KEY.client_day, 1}}
 if ARG.ipv6 == '1' then
   levels[2] = {KEY.client56_minute, KEY.client56_day, ARG.mult56}
@@ -212,8 +215,7 @@ end
 local spent, refusal = client_admit(levels, ARG.minute_burst, ARG.day_burst, ARG.now)
 if not spent then return refusal end
 client_spend(spent, ARG.now)
-return {'ok'}
-""")
+"""
 
 # The attempt was already counted when it was reserved (see AttemptGuard); a
 # wrong code that used the number's last allowed failure locks the number
@@ -376,7 +378,8 @@ class Limits:
     def _bucket(self, now_ms: int) -> int:
         return now_ms // int(self._guard_span * 1000)
 
-    def _refusal(self, reply: list) -> Refused:
+    def refusal(self, reply: list) -> Refused:
+        """The L{Refused} of a limit script's refusal (counted)."""
         limit = Limit(text(reply[0]))
         retry = int(reply[1]) / 1000 if len(reply) > 1 else None
         self.counters.refused[limit.value] += 1
@@ -410,35 +413,23 @@ class Limits:
             self.counters.refused[Limit.NUMBER_TYPE.value] += 1
             raise Refused(Limit.NUMBER_TYPE)
 
-    @inlineCallbacks
-    def checkRegister(self, client: str):
-        """Spend one registration from C{client}'s buckets; raise L{Refused} when empty."""
+    def registration(self, client: str) -> dict:
+        """The named keys and arguments of L{REGISTER_ADMIT} for C{client}: one
+        registration from its buckets, spent by the script that creates the
+        session, which fails with L{Refused} (creating nothing) when they are empty."""
         settings = self.settings
-        reply = yield _CHECK_REGISTER.run(
-            self.store, **self._client_buckets(client, "rm", "rd"), now=self._now_ms(),
-            minute_burst=settings.ip_registrations_minute,
-            day_burst=settings.ip_registrations_day)
-        if text(reply[0]) != "ok":
-            raise self._refusal(reply)
-
-    @inlineCallbacks
-    def checkSend(self, msisdn: str, client: str | None, mcc: str | None, mnc: str | None,
-                  number_ref: bytes):
-        """Account one SMS to C{msisdn}, or raise L{Refused} saying which limit stops it.
-
-        Everything is checked before anything is spent; a refusal costs nothing.
-        (A code's send runs the same checks inside the session store's send
-        start: L{sendCheck}.)
-        """
-        check = self.sendCheck(msisdn, client, mcc, mnc, number_ref)
-        reply = yield _CHECK_SEND.run(self.store, **check.values)
-        if text(reply[0]) != "ok":
-            raise check.refusal(reply)
+        return dict(**self._client_buckets(client, "rm", "rd"), now=self._now_ms(),
+                    minute_burst=settings.ip_registrations_minute,
+                    day_burst=settings.ip_registrations_day)
 
     def sendCheck(self, msisdn: str, client: str | None, mcc: str | None, mnc: str | None,
                   number_ref: bytes) -> "SendCheck":
-        """The limits of one SMS to C{msisdn}, for a script to check and spend
-        (L{SEND_CHECK}, L{SEND_SPEND}): see L{checkSend}."""
+        """The limits of one SMS to C{msisdn} from C{client}, for the session
+        store's send start to check and spend (L{SEND_CHECK}, L{SEND_SPEND}).
+
+        Everything is checked before anything is spent; a refusal costs
+        nothing, and fails the send with L{Refused} saying which limit stopped it.
+        """
         settings = self.settings
         now = self._now_ms()
         day, to_day_end = self._day(now)
@@ -478,7 +469,7 @@ class Limits:
             by_client=1 if client else 0))
 
     def _sendRefusal(self, reply: list, msisdn: str, prefix: str, network: str) -> Refused:
-        refusal = self._refusal(reply)
+        refusal = self.refusal(reply)
         if len(reply) > 3:
             kind = text(reply[2])
             self.counters.blocks[kind] += 1

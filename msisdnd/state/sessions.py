@@ -44,7 +44,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from msisdnd.state import keys, limits
-from msisdnd.state.limits import AttemptGuard, SendCheck
+from msisdnd.state.limits import AttemptGuard, Limits, SendCheck
 from msisdnd.state.lua import NonceReplayed, Script
 from msisdnd.state.redis import StoreUnavailable, TimedRedis, text
 
@@ -123,11 +123,19 @@ _READ = Script(keys=("session",), args=(), nonce=True, body="""
 return redis.call('HGETALL', KEY.session)
 """)
 
-_CREATE = Script(keys=("session",), args=("hawk_key", "ttl_ms", "format"), body="""
+_CREATE_KEYS = ("session",)
+_CREATE_ARGS = ("hawk_key", "ttl_ms", "format")
+_CREATE_SESSION = """
 redis.call('HSET', KEY.session, 'k', ARG.hawk_key, 'fv', ARG.format)
 redis.call('PEXPIRE', KEY.session, ARG.ttl_ms)
-return 1
-""")
+return {'ok'}
+"""
+_CREATE = Script(keys=_CREATE_KEYS, args=_CREATE_ARGS, body=_CREATE_SESSION)
+# With the abuse limits: the client's registration buckets first (a refusal
+# creates nothing).
+_CREATE_ADMITTED = Script(
+    keys=_CREATE_KEYS + limits.REGISTER_KEYS, args=_CREATE_ARGS + limits.REGISTER_ARGS,
+    helpers=limits.REGISTER_HELPERS, body=limits.REGISTER_ADMIT + _CREATE_SESSION)
 
 # An empty method or network keeps the session's own (a resend).  Returns
 # what it replaced (code, expiry, method, network), so that an abort can put
@@ -384,9 +392,27 @@ class SessionStore(TimedRedis):
 
     # -- sessions ----------------------------------------------------------
 
-    def createSession(self, ref: bytes, hawk_key: bytes, ttl_ms: int) -> Deferred:
-        return _CREATE.run(self, session=keys.session(ref), hawk_key=hawk_key, ttl_ms=ttl_ms,
-                           format=keys.FORMAT)
+    def createSession(self, ref: bytes, hawk_key: bytes, ttl_ms: int,
+                      admission: tuple[Limits, str] | None = None) -> Deferred:
+        """Create a session with its Hawk key, for C{ttl_ms}.
+
+        With an C{admission} (the abuse limits and the client's address), one
+        of the client's registrations is spent in the same script; when its
+        buckets are empty nothing is created and the Deferred fails with
+        L{Refused<msisdnd.state.limits.Refused>}.
+        """
+        values = dict(session=keys.session(ref), hawk_key=hawk_key, ttl_ms=ttl_ms,
+                      format=keys.FORMAT)
+        if admission is None:
+            return _CREATE.run(self, **values)
+        limiter, client = admission
+
+        def admitted(reply: list) -> None:
+            if text(reply[0]) != "ok":
+                raise limiter.refusal(reply)
+
+        return _CREATE_ADMITTED.run(self, **limiter.registration(client), **values).addCallback(
+            admitted)
 
     def hawkKey(self, ref: bytes) -> Deferred:
         """Fires with the session's raw Hawk key, or C{None}."""

@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -275,26 +275,20 @@ class Verifier:
 
     # -- register / Hawk -----------------------------------------------------
 
-    def admitRegistration(self, client: str) -> Deferred:
-        """Spend one of C{client}'s registrations; fails with L{Refused} when
-        its buckets are empty (before anything else is done for it)."""
-        if self.limits is None:
-            return succeed(None)
-        return self.limits.checkRegister(client)
-
     @inlineCallbacks
     def register(self, client: str | None = None):
         """Create a session; fires with the token (64 hex) the client keeps.
 
-        @param client: the client's address, when its registrations are not
-            yet counted (L{admitRegistration}).
+        @param client: the client's address, whose registrations the abuse
+            limits count: one is spent in the script that creates the
+            session, and none is created when the client's buckets are empty
+            (L{Refused}).
         """
-        if client is not None:
-            yield self.admitRegistration(client)
         token = hawk.new_session_token()
         credentials = hawk.derive_session(token)
+        admission = (self.limits, client) if client is not None and self.limits else None
         yield self.store.createSession(self._ref(credentials.id), bytes.fromhex(credentials.key),
-                                       _ms(self.settings.unverified_session_ttl))
+                                       _ms(self.settings.unverified_session_ttl), admission)
         return token.hex()
 
     def authenticate(self, authorization: str | None, *, method: str, url: str, content: bytes,
