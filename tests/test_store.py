@@ -173,3 +173,14 @@ def test_a_repeated_receipt_tells_nothing_new(redis_pool):
         yield store.setDelivery(ref, state, attempt=1, now_ms=1000)
     assert int((yield redis_pool.execute_command("XLEN", "test:events"))) == 1
     yield redis_pool.delete("test:events")
+
+
+@pytest_twisted.inlineCallbacks
+def test_scripts_run_again_after_redis_forgot_them(store, redis_server):
+    """Scripts go by EVALSHA; a Redis whose script cache was emptied (a restart)
+    gets the script whole, once, and that is no error."""
+    yield store.createSession(REF, b"k" * 32, 1_800_000)
+    redis_server.command("SCRIPT", "FLUSH")
+    assert (yield start(store, 1000)).outcome is SendOutcome.STARTED
+    assert (yield store.deleteSession(REF)) == 1
+    assert store.errors == 0

@@ -184,6 +184,8 @@ class Script:
     helpers: tuple[str, ...] = ()
     nonce: bool = False
     source: str = field(init=False, repr=False)
+    _names: frozenset = field(init=False, repr=False, compare=False)
+    _arg_names: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.nonce:
@@ -198,6 +200,8 @@ class Script:
         if self.nonce:
             prelude.append(_CLAIM_NONCE)
         object.__setattr__(self, "source", "\n".join(prelude) + "\n" + self.body.strip() + "\n")
+        object.__setattr__(self, "_arg_names", tuple(map(_name, self.args)))
+        object.__setattr__(self, "_names", frozenset(self.keys + self._arg_names))
 
     def run(self, redis: TimedRedis, **values: Any) -> Deferred:
         """Run the script with its keys and arguments given by name.
@@ -207,13 +211,12 @@ class Script:
 
         @raise TypeError: a name is missing or unknown (before anything is sent).
         """
-        names = [*self.keys, *map(_name, self.args)]
-        missing = [n for n in names if n not in values]
-        unknown = sorted(set(values) - set(names))
-        if missing or unknown:
+        if values.keys() != self._names:
+            missing = sorted(self._names - values.keys())
+            unknown = sorted(values.keys() - self._names)
             raise TypeError(f"script arguments: missing {missing}, unknown {unknown}")
         d = redis.script(self.source, [values[k] for k in self.keys],
-                         [values[_name(a)] for a in self.args])
+                         [values[a] for a in self._arg_names])
         if self.nonce:
             d.addCallback(_unless_replayed)
         return d
