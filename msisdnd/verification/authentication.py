@@ -104,13 +104,19 @@ class HawkAuthenticator:
             if not raw:
                 return None
             key = raw.hex()
-            if len(self._keys) >= KEY_CACHE_SIZE:
-                self._keys.pop(next(iter(self._keys)))
-            self._keys[hawk_id] = (key, now + KEY_CACHE_SECONDS)
+            self.remember(hawk_id, key)
             return key
 
         ref = codes.session_ref(self.session_secret, hawk_id)
         return self.sessions.hawkKey(ref).addCallback(found)
+
+    def remember(self, hawk_id: str, key: str) -> None:
+        """Cache a session's Hawk key (hex) for L{KEY_CACHE_SECONDS}: one it
+        fetched, or one this daemon just registered (so the session's first
+        request here fetches nothing)."""
+        if len(self._keys) >= KEY_CACHE_SIZE:
+            self._keys.pop(next(iter(self._keys)))
+        self._keys[hawk_id] = (key, self.clock.seconds() + KEY_CACHE_SECONDS)
 
     def forget(self, hawk_id: str) -> None:
         """Drop a session's cached key (it was unregistered here)."""

@@ -289,6 +289,7 @@ class Verifier:
         admission = (self.limits, client) if client is not None and self.limits else None
         yield self.store.createSession(self._ref(credentials.id), bytes.fromhex(credentials.key),
                                        _ms(self.settings.unverified_session_ttl), admission)
+        self.hawk.remember(credentials.id, credentials.key)
         return token.hex()
 
     def authenticate(self, authorization: str | None, *, method: str, url: str, content: bytes,
@@ -305,17 +306,22 @@ class Verifier:
 
     @inlineCallbacks
     def unregister(self, hawk_id: str, nonce: Nonce | None = None):
-        """Drop the session and everything in it (a verified one's end is an event)."""
+        """Drop the session and everything in it (a verified one's end is an event).
+
+        @raise NoSession: there was no such session (a key cached here may
+            outlive it)."""
         self.hawk.forget(hawk_id)
         ref = self._ref(hawk_id)
         if self.store.events_stream:
             fields = yield self.store.session(ref, nonce).addErrback(_replayRefused)
+            if not fields:
+                raise NoSession()
             msisdn = codes.open_number(hawk_id, fields["n"]) if "v" in fields else None
             sealed = self._sealForEvents(msisdn) if msisdn else b""
             yield self.store.deleteSession(ref, sealed, _ms(self.now()))
-        else:
-            yield self.store.deleteSession(ref, b"", _ms(self.now()), nonce).addErrback(
-                _replayRefused)
+        elif not (yield self.store.deleteSession(ref, b"", _ms(self.now()), nonce).addErrback(
+                _replayRefused)):
+            raise NoSession()
 
     def _sealForEvents(self, msisdn: str) -> bytes:
         return codes.seal(self.secrets.events, msisdn.encode())
