@@ -137,11 +137,11 @@ class Gateway:
     @inlineCallbacks
     def hangUpWhileRegistering(self):
         """A client sends C{POST /register} and hangs up while the verifier's
-        admission step waits; fires with the step's cancellations once the
-        request ended."""
+        registration step (its admission included) waits; fires with the
+        step's cancellations once the request ended."""
         calls, cancelled = [], []
         step = Deferred(cancelled.append)
-        self.verifier.admitRegistration = lambda client: calls.append(client) or step
+        self.verifier.register = lambda client=None: calls.append(client) or step
         site = self.port.factory
         client = yield connectProtocol(
             TCP4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port), Protocol())

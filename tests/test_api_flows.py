@@ -191,3 +191,26 @@ def test_unknown_route_is_json_404(gateway):
 def test_heartbeat_reports_storage_and_carriers(gateway):
     r = yield gateway.call("GET", "/__heartbeat__")
     assert (r.code, r.body) == (200, {"storage": True, "carriers": True})
+
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_registering_daemon_does_not_fetch_the_new_sessions_key(gateway):
+    """The daemon that registered a session keeps its Hawk key: the session's
+    first request there reads no key from Redis (one round trip fewer), as a
+    session whose key field is gone from Redis shows; a daemon that did not
+    register it (here: its key cache emptied) reads it, and finds none."""
+    from msisdnd import hawk
+    from msisdnd.state import keys
+    from msisdnd.verification import codes
+
+    token = yield gateway.register()
+    hawk_id = hawk.derive_session(bytes.fromhex(token)).id
+    session = keys.session(codes.session_ref(gateway.verifier.secrets.session, hawk_id))
+    assert (yield gateway.store.redis.hdel(session, "k")) == 1
+    r = yield gateway.call("POST", "/sms/mt/verify", {"msisdn": NUMBER, "mcc": "208"},
+                           token=token)
+    assert r.code == 204
+    gateway.verifier.hawk._keys.clear()
+    r = yield gateway.call("POST", "/sms/verify_code", {"code": "0" * 32}, token=token)
+    assert (r.code, r.body["errno"]) == (401, 110)

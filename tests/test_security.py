@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import pytest_twisted
 import treq
+from test_api_edges import browserid_key
 
 from msisdnd import hawk
 
@@ -191,3 +193,68 @@ def test_the_client_mcc_counts_only_when_it_is_the_numbers_regions(gateway):
     fields = yield gateway.store.session(gateway.verifier._ref(
         hawk.derive_session(bytes.fromhex(token)).id))
     assert fields["g"] == b""  # no network recorded for the budgets and the guard
+
+
+@pytest.mark.parametrize("other_daemon", [False, True], ids=["same-daemon", "other-daemon"])
+@pytest_twisted.inlineCallbacks
+def test_a_replay_of_each_hawk_route_is_refused_and_changes_nothing(gateway, other_daemon):
+    """Every Hawk route's request sent again as it was (same header, same body)
+    is refused 401 (errno 110, Invalid nonce) and changes nothing: no second
+    SMS, no second try spent, no second certificate, no second unregister.
+    The daemon that served it refuses it from memory; another daemon (here:
+    the same one, its memory of nonces emptied) through the nonce the step's
+    first script claimed in Redis."""
+    from msisdnd.verification import codes
+
+    number = "+33612345674"
+    token = yield gateway.register()
+    ref = codes.session_ref(gateway.verifier.secrets.session,
+                            hawk.derive_session(bytes.fromhex(token)).id)
+
+    @pytest_twisted.inlineCallbacks
+    def twice(path, payload, refusal="Invalid nonce"):
+        body = json.dumps(payload).encode()
+        headers = {"Content-Type": ["application/json"],
+                   "Authorization": [authorization(gateway, token, path, body)]}
+        first = yield treq.post(gateway.url + path, data=body, headers=headers)
+        yield first.content()
+        before = yield gateway.store.session(ref)
+        if other_daemon:
+            gateway.verifier.hawk._nonces.clear()
+        replay = yield treq.post(gateway.url + path, data=body, headers=headers)
+        answer = yield replay.json()
+        assert (replay.code, answer["errno"]) == (401, 110), (path, answer)
+        assert replay.headers.getRawHeaders("WWW-Authenticate") == [f'Hawk error="{refusal}"']
+        assert (yield gateway.store.session(ref)) == before, path
+        return first.code
+
+    assert (yield twice("/sms/mt/verify", {"msisdn": number, "mcc": "208",
+                                           "shortVerificationCode": True})) == 204
+    assert len(gateway.smsc.smsc.received(number)) == 1
+    assert (yield twice("/sms/resend_code", {})) == 429  # within the cooldown
+    pin = yield gateway.pin(number)
+    wrong = str((int(pin) + 1) % 10 ** len(pin)).zfill(len(pin))
+    assert (yield twice("/sms/verify_code", {"code": wrong})) == 400
+    assert int((yield gateway.store.session(ref))["t"]) == 1  # one try spent, not two
+    assert (yield twice("/sms/verify_code", {"code": pin})) == 200
+    assert len(gateway.smsc.smsc.received(number)) == 1
+    assert (yield twice("/certificate/sign", {"publicKey": browserid_key(), "duration": 60,
+                                              "format": "jwt"})) == 200
+    # The session is gone: its key is unknown before the nonce is looked at.
+    assert (yield twice("/unregister", {}, "Unknown credentials")) == 204
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_replay_with_an_invalid_body_is_answered_the_body_error(gateway):
+    """A request whose body is refused never reaches its step, whose first
+    script claims the nonce: its replay is answered the same 400 (nothing
+    changed either time)."""
+    token = yield gateway.register()
+    body = json.dumps({"msisdn": "+331", "mcc": "208"}).encode()
+    headers = {"Content-Type": ["application/json"],
+               "Authorization": [authorization(gateway, token, "/sms/mt/verify", body)]}
+    for _ in range(2):
+        r = yield treq.post(gateway.url + "/sms/mt/verify", data=body, headers=headers)
+        payload = yield r.json()
+        assert (r.code, payload["errno"]) == (400, 107)
+        gateway.verifier.hawk._nonces.clear()

@@ -6,7 +6,14 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from msisdnd.state.sessions import CheckOutcome, SessionStore, SendOutcome, StoreUnavailable
+from msisdnd.state.sessions import (
+    CheckOutcome,
+    Nonce,
+    NonceReplayed,
+    SendOutcome,
+    SessionStore,
+    StoreUnavailable,
+)
 
 REF = b"r" * 16
 NUMBER = b"n" * 16
@@ -93,10 +100,34 @@ def test_verification_keeps_only_what_a_verified_session_needs(store, redis_serv
 
 
 @pytest_twisted.inlineCallbacks
-def test_nonce_is_claimed_once(store):
-    assert (yield store.claimNonce(b"abc", 120)) is True
-    assert (yield store.claimNonce(b"abc", 120)) is False
-    assert (yield store.claimNonce(b"abd", 120)) is True
+def test_a_nonce_is_claimed_once_by_the_first_script_and_a_replay_changes_nothing(
+        store, redis_pool):
+    """Each step's first script claims the request's nonce (with its TTL)
+    before anything else; a nonce claimed already fails the step with
+    NonceReplayed and the session is as it was."""
+    yield store.createSession(REF, b"k" * 32, 1_800_000)
+    nonce = Nonce(b"abc", 122)
+    started = yield store.startSend(
+        REF, number_ref=NUMBER, sealed_number=b"sealed", code_mac=b"c" * 16, now_ms=1000,
+        code_ttl_ms=600_000, cooldown_ms=0, max_sends=4, session_ttl_ms=1_800_000, nonce=nonce)
+    assert started.sends == 1
+    assert 120 <= (yield redis_pool.ttl(b"ms:n:abc")) <= 122
+    before = yield store.session(REF)
+    with pytest.raises(NonceReplayed):
+        yield store.startSend(
+            REF, number_ref=NUMBER, sealed_number=b"sealed", code_mac=b"d" * 16, now_ms=5000,
+            code_ttl_ms=600_000, cooldown_ms=0, max_sends=4, session_ttl_ms=1_800_000,
+            nonce=nonce)
+    for step in (lambda: store.beginCheck(REF, 6000, 3, nonce=nonce),
+                 lambda: store.session(REF, nonce),
+                 lambda: store.deleteSession(REF, nonce=nonce)):
+        with pytest.raises(NonceReplayed):
+            yield step()
+    assert (yield store.session(REF)) == before
+    fields = yield store.session(REF, Nonce(b"abd", 122))  # another nonce: read, claimed
+    assert fields == before and (yield redis_pool.exists(b"ms:n:abd"))
+    assert (yield store.deleteSession(REF, nonce=Nonce(b"abe", 122))) == 1
+    assert (yield store.session(REF)) == {}
 
 
 @pytest_twisted.inlineCallbacks
@@ -142,3 +173,14 @@ def test_a_repeated_receipt_tells_nothing_new(redis_pool):
         yield store.setDelivery(ref, state, attempt=1, now_ms=1000)
     assert int((yield redis_pool.execute_command("XLEN", "test:events"))) == 1
     yield redis_pool.delete("test:events")
+
+
+@pytest_twisted.inlineCallbacks
+def test_scripts_run_again_after_redis_forgot_them(store, redis_server):
+    """Scripts go by EVALSHA; a Redis whose script cache was emptied (a restart)
+    gets the script whole, once, and that is no error."""
+    yield store.createSession(REF, b"k" * 32, 1_800_000)
+    redis_server.command("SCRIPT", "FLUSH")
+    assert (yield start(store, 1000)).outcome is SendOutcome.STARTED
+    assert (yield store.deleteSession(REF)) == 1
+    assert store.errors == 0

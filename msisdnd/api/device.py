@@ -2,14 +2,18 @@
 
 Routes only translate: JSON in, a verification step, JSON out.  Hawk is
 checked by the verifier (the MAC against the configured public URL, never
-the Host header; the nonce in Redis after the MAC passed).
+the Host header); the request's nonce is claimed in Redis by the first
+script of the step the route asks for, once the body is valid (L{_step}).
+So a replayed request is refused 401 and changes nothing, but a replay
+whose body is invalid is answered the body's 400, as the first was.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from msisdnd import __version__, hawk
@@ -61,6 +65,14 @@ DEVICE_ENDPOINTS = (
 )
 
 
+def _unauthorized(failure: Failure) -> None:
+    """A Hawk refusal, as the device API answers it (errno 110, C{WWW-Authenticate})."""
+    failure.trap(hawk.HawkError)
+    e = failure.value
+    headers = {"WWW-Authenticate": e.www_authenticate} if e.www_authenticate else {}
+    raise APIError(e.status, errors.INVALID_AUTH, e.reason, headers)
+
+
 class DeviceRoutes(Routes):
     """The routes of msisdn-gateway's device API, and the service's own."""
 
@@ -79,18 +91,21 @@ class DeviceRoutes(Routes):
 
     @inlineCallbacks
     def _authenticate(self, request: IRequest):
-        """The request's Hawk id, once the MAC, the clock and the nonce check out."""
+        """The request's C{Authenticated} (Hawk id and nonce, for the step to
+        claim), once the MAC, the payload hash and the clock check out."""
         header = self._authorization(request)
         path, _, query = request.uri.decode("latin-1").partition("?")
-        try:
-            hawk_id = yield self.verifier.authenticate(
-                header, method=request.method.decode("ascii"), url=self.public_url.url_for(path, query),
-                content=self._raw(request),
-                content_type=(request.getHeader(b"Content-Type") or b"").decode("latin-1"))
-        except hawk.HawkError as e:
-            headers = {"WWW-Authenticate": e.www_authenticate} if e.www_authenticate else {}
-            raise APIError(e.status, errors.INVALID_AUTH, e.reason, headers) from None
-        return hawk_id
+        return (yield self.verifier.authenticate(
+            header, method=request.method.decode("ascii"), url=self.public_url.url_for(path, query),
+            content=self._raw(request),
+            content_type=(request.getHeader(b"Content-Type") or b"").decode("latin-1"),
+        ).addErrback(_unauthorized))
+
+    @staticmethod
+    def _step(step: Deferred) -> Deferred:
+        """A Hawk request's verification step (shielded), its replayed nonce
+        answered as authentication failures are."""
+        return shielded(step).addErrback(_unauthorized)
 
     # -- public routes -------------------------------------------------------
 
@@ -202,9 +217,8 @@ class DeviceRoutes(Routes):
     @app.route("/register", methods=["POST"])
     @inlineCallbacks
     def register(self, request: IRequest):
-        yield self.verifier.admitRegistration(self._client(request))  # before any parsing
-        self._body(request)
-        token = yield shielded(self.verifier.register())
+        self._body(request)  # a bad body is refused before anything is spent or written
+        token = yield shielded(self.verifier.register(self._client(request)))
         return self._json(request, {"msisdnSessionToken": token})
 
     # -- Hawk routes ---------------------------------------------------------
@@ -212,14 +226,14 @@ class DeviceRoutes(Routes):
     @app.route("/unregister", methods=["POST"])
     @inlineCallbacks
     def unregister(self, request: IRequest):
-        hawk_id = yield self._authenticate(request)
-        yield shielded(self.verifier.unregister(hawk_id))
+        caller = yield self._authenticate(request)
+        yield self._step(self.verifier.unregister(caller.id, caller.nonce))
         return self._empty(request)
 
     @app.route("/sms/mt/verify", methods=["POST"])
     @inlineCallbacks
     def mtVerify(self, request: IRequest):
-        hawk_id = yield self._authenticate(request)
+        caller = yield self._authenticate(request)
         body = self._body(request)
         for name in ("msisdn", "mcc"):
             if name not in body:
@@ -230,25 +244,26 @@ class DeviceRoutes(Routes):
         if mnc is not None:
             mnc = fields.digits(mnc, "MNC", (2, 3))
         app_hash = self._appHash(body.get("appHash"))
-        yield shielded(self.verifier.sendCode(
-            hawk_id, msisdn, mcc=mcc, mnc=mnc, short=body.get("shortVerificationCode") is True,
-            locale=self._locale(request), app_hash=app_hash, client=self._client(request)))
+        yield self._step(self.verifier.sendCode(
+            caller.id, msisdn, mcc=mcc, mnc=mnc, short=body.get("shortVerificationCode") is True,
+            locale=self._locale(request), app_hash=app_hash, client=self._client(request),
+            nonce=caller.nonce))
         return self._empty(request)
 
     @app.route("/sms/resend_code", methods=["POST"])
     @inlineCallbacks
     def resendCode(self, request: IRequest):
-        hawk_id = yield self._authenticate(request)
+        caller = yield self._authenticate(request)
         body = self._body(request)
-        yield shielded(self.verifier.resendCode(
-            hawk_id, locale=self._locale(request), app_hash=self._appHash(body.get("appHash")),
-            client=self._client(request)))
+        yield self._step(self.verifier.resendCode(
+            caller.id, locale=self._locale(request), app_hash=self._appHash(body.get("appHash")),
+            client=self._client(request), nonce=caller.nonce))
         return self._empty(request)
 
     @app.route("/sms/verify_code", methods=["POST"])
     @inlineCallbacks
     def verifyCode(self, request: IRequest):
-        hawk_id = yield self._authenticate(request)
+        caller = yield self._authenticate(request)
         body = self._body(request)
         if "code" not in body:
             raise errors.missing("code")
@@ -262,13 +277,14 @@ class DeviceRoutes(Routes):
             and all(c in "0123456789abcdef" for c in code)
         if not (short or long_):
             raise errors.invalid("Invalid code.")
-        msisdn = yield shielded(self.verifier.verifyCode(hawk_id, code, self._client(request)))
+        msisdn = yield self._step(self.verifier.verifyCode(caller.id, code, self._client(request),
+                                                           caller.nonce))
         return self._json(request, {"msisdn": msisdn})
 
     @app.route("/certificate/sign", methods=["POST"])
     @inlineCallbacks
     def sign(self, request: IRequest):
-        hawk_id = yield self._authenticate(request)
+        caller = yield self._authenticate(request)
         body = self._body(request)
         for name in ("publicKey", "duration"):
             if name not in body:
@@ -286,7 +302,7 @@ class DeviceRoutes(Routes):
             duration = certs.parse_duration(body["duration"], self.settings.certificate_max_duration)
         except certs.CertificateError as e:
             raise errors.invalid(str(e)) from None
-        number = yield self.verifier.verifiedNumber(hawk_id)
+        number = yield self._step(self.verifier.verifiedNumber(caller.id, caller.nonce))
         now = self.clock.seconds()
         if fmt == "jwt":
             cert = self.signer.jwt_certificate(public_key=public_key, msisdn=number.msisdn,

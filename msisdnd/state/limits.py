@@ -1,7 +1,10 @@
 """Abuse limits: what a stranger may make us send, and how often a number may be guessed.
 
 Sessions are free, so limits per session are not enough.  Every decision
-here is one Lua call against the Redis every daemon shares:
+here is made in Lua against the Redis every daemon shares, most of them in
+the session store's script of the step they guard (a registration's in the
+one creating the session, a send's in its send start, a right code's in the
+one marking the session verified), so that they cost no round trip:
 
   - per number: sends per 10 minutes and per day, failed checks per day
     (then the number is locked for a while);
@@ -129,18 +132,22 @@ def prefix_of(msisdn: str) -> str:
 # Every script checks everything first and only then spends, so a refusal
 # costs nothing.  Counters are fixed windows; client addresses have token
 # buckets (see msisdnd.state.lua).
-_CHECK_SEND = Script(
-    keys=("lock", "number_10min", "number_day", "prefix_day", "country_day", "network_day",
-          "client_minute", "client_day", "client56_minute", "client56_day", "client48_minute",
-          "client48_day", "prefix_block", "network_block",
-          "prefix_sent", "prefix_verified", "network_sent", "network_verified"),
-    args=("now:n", "number_10min_limit:n", "number_day_limit:n", "prefix_limit:n",
-          "country_limit:n", "network_limit:n", "client_minute_burst:n", "client_day_burst:n",
-          "to_day_end:n", "to_window_end:n", "guard_buckets:n", "guard_floor:n",
-          "guard_min_conversion:n", "block_ms:n", "guard_bucket_ms:n", "guard_bucket:n",
-          "grace_buckets:n", "network_known", "by_client", "ipv6", "mult56:n", "mult48:n"),
-    helpers=("ttl", "incr", "bucket", "clients", "series"),
-    body="""
+
+#: The keys, arguments and helpers of a send's limits, in Lua: L{SEND_CHECK}
+#: returns the refusal of the first limit that stops the send (only a new
+#: pumping-guard block writes), L{SEND_SPEND} then spends.  The session store
+#: runs both inside its send start (L{SendCheck}).
+SEND_KEYS = ("lock", "number_10min", "number_day", "prefix_day", "country_day", "network_day",
+             "client_minute", "client_day", "client56_minute", "client56_day", "client48_minute",
+             "client48_day", "prefix_block", "network_block",
+             "prefix_sent", "prefix_verified", "network_sent", "network_verified")
+SEND_ARGS = ("now:n", "number_10min_limit:n", "number_day_limit:n", "prefix_limit:n",
+             "country_limit:n", "network_limit:n", "client_minute_burst:n", "client_day_burst:n",
+             "to_day_end:n", "to_window_end:n", "guard_buckets:n", "guard_floor:n",
+             "guard_min_conversion:n", "block_ms:n", "guard_bucket_ms:n", "guard_bucket:n",
+             "grace_buckets:n", "network_known", "by_client", "ipv6", "mult56:n", "mult48:n")
+SEND_HELPERS = ("ttl", "incr", "bucket", "clients", "series")
+SEND_CHECK = """
 local with_network, by_client = ARG.network_known == '1', ARG.by_client == '1'
 -- The locks, blocks and counters in one read (a missing key is false).
 local v = redis.call('MGET', KEY.lock, KEY.prefix_block, KEY.network_block, KEY.number_10min,
@@ -179,6 +186,8 @@ if with_network and pumped(KEY.network_sent, KEY.network_verified) then
   redis.call('SET', KEY.network_block, ARG.now, 'PX', ARG.block_ms)
   return {'pumping_block', ARG.block_ms, 'network', 'new'}
 end
+"""
+SEND_SPEND = """
 incr(KEY.number_10min, ARG.to_window_end)
 incr(KEY.number_day, ARG.to_day_end)
 incr(KEY.prefix_day, ARG.to_day_end)
@@ -188,15 +197,16 @@ client_spend(spent, ARG.now)
 local span = g * ARG.guard_bucket_ms
 series_add(KEY.prefix_sent, current, g, span)
 if with_network then series_add(KEY.network_sent, current, g, span) end
-return {'ok'}
-""")
+"""
 
-_CHECK_REGISTER = Script(
-    keys=("client_minute", "client_day", "client56_minute", "client56_day", "client48_minute",
-          "client48_day"),
-    args=("now:n", "minute_burst:n", "day_burst:n", "ipv6", "mult56:n", "mult48:n"),
-    helpers=("bucket", "clients"),
-    body="""
+#: A registration's client buckets, in Lua: L{REGISTER_ADMIT} returns the
+#: refusal when they are empty, else spends one.  The session store runs it
+#: in the script that creates the session (L{Limits.registration}).
+REGISTER_KEYS = ("client_minute", "client_day", "client56_minute", "client56_day",
+                 "client48_minute", "client48_day")
+REGISTER_ARGS = ("now:n", "minute_burst:n", "day_burst:n", "ipv6", "mult56:n", "mult48:n")
+REGISTER_HELPERS = ("bucket", "clients")
+REGISTER_ADMIT = """
 local levels = {{KEY.client_minute, KEY.client_day, 1}}
 if ARG.ipv6 == '1' then
   levels[2] = {KEY.client56_minute, KEY.client56_day, ARG.mult56}
@@ -205,8 +215,7 @@ end
 local spent, refusal = client_admit(levels, ARG.minute_burst, ARG.day_burst, ARG.now)
 if not spent then return refusal end
 client_spend(spent, ARG.now)
-return {'ok'}
-""")
+"""
 
 # The attempt was already counted when it was reserved (see AttemptGuard); a
 # wrong code that used the number's last allowed failure locks the number
@@ -258,12 +267,12 @@ class AttemptGuard:
 
 # A right code starts the number's failures over, gives the client the one
 # its check reserved, and counts in the guard's series (prefix, and the
-# network when there is one).
-_VERIFIED = Script(
-    keys=("failures", "client_failures", "prefix_verified", "network_verified"),
-    args=("span_ms:n", "guard_bucket:n", "guard_buckets:n", "give_back", "network_known"),
-    helpers=("count", "series"),
-    body="""
+# network when there is one).  The session store runs VERIFIED_COUNT in the
+# script that marks the session verified (Limits.verifiedCount).
+VERIFIED_KEYS = ("failures", "client_failures", "prefix_verified", "network_verified")
+VERIFIED_ARGS = ("span_ms:n", "guard_bucket:n", "guard_buckets:n", "give_back", "network_known")
+VERIFIED_HELPERS = ("count", "series")
+VERIFIED_COUNT = """
 if ARG.give_back == '1' then
   redis.call('DEL', KEY.failures)
   if count(KEY.client_failures) > 0 then redis.call('DECR', KEY.client_failures) end
@@ -272,8 +281,28 @@ series_add(KEY.prefix_verified, ARG.guard_bucket, ARG.guard_buckets, ARG.span_ms
 if ARG.network_known == '1' then
   series_add(KEY.network_verified, ARG.guard_bucket, ARG.guard_buckets, ARG.span_ms)
 end
-return 1
-""")
+"""
+_VERIFIED = Script(keys=VERIFIED_KEYS, args=VERIFIED_ARGS, helpers=VERIFIED_HELPERS,
+                   body=VERIFIED_COUNT + "return 1")
+
+
+@dataclass(frozen=True, slots=True)
+class SendCheck:
+    """One SMS's limits, ready for a script (L{Limits.sendCheck}).
+
+    @ivar values: the named keys and arguments of L{SEND_KEYS} and L{SEND_ARGS}.
+    """
+
+    limits: "Limits"
+    msisdn: str
+    prefix: str
+    network: str
+    values: dict
+
+    def refusal(self, reply: list) -> Refused:
+        """The L{Refused} of a refusal L{SEND_CHECK} returned (counted; a new
+        pumping-guard block is logged)."""
+        return self.limits._sendRefusal(reply, self.msisdn, self.prefix, self.network)
 
 
 @dataclass
@@ -349,7 +378,8 @@ class Limits:
     def _bucket(self, now_ms: int) -> int:
         return now_ms // int(self._guard_span * 1000)
 
-    def _refusal(self, reply: list) -> Refused:
+    def refusal(self, reply: list) -> Refused:
+        """The L{Refused} of a limit script's refusal (counted)."""
         limit = Limit(text(reply[0]))
         retry = int(reply[1]) / 1000 if len(reply) > 1 else None
         self.counters.refused[limit.value] += 1
@@ -383,23 +413,22 @@ class Limits:
             self.counters.refused[Limit.NUMBER_TYPE.value] += 1
             raise Refused(Limit.NUMBER_TYPE)
 
-    @inlineCallbacks
-    def checkRegister(self, client: str):
-        """Spend one registration from C{client}'s buckets; raise L{Refused} when empty."""
+    def registration(self, client: str) -> dict:
+        """The named keys and arguments of L{REGISTER_ADMIT} for C{client}: one
+        registration from its buckets, spent by the script that creates the
+        session, which fails with L{Refused} (creating nothing) when they are empty."""
         settings = self.settings
-        reply = yield _CHECK_REGISTER.run(
-            self.store, **self._client_buckets(client, "rm", "rd"), now=self._now_ms(),
-            minute_burst=settings.ip_registrations_minute,
-            day_burst=settings.ip_registrations_day)
-        if text(reply[0]) != "ok":
-            raise self._refusal(reply)
+        return dict(**self._client_buckets(client, "rm", "rd"), now=self._now_ms(),
+                    minute_burst=settings.ip_registrations_minute,
+                    day_burst=settings.ip_registrations_day)
 
-    @inlineCallbacks
-    def checkSend(self, msisdn: str, client: str | None, mcc: str | None, mnc: str | None,
-                  number_ref: bytes):
-        """Account one SMS to C{msisdn}, or raise L{Refused} saying which limit stops it.
+    def sendCheck(self, msisdn: str, client: str | None, mcc: str | None, mnc: str | None,
+                  number_ref: bytes) -> "SendCheck":
+        """The limits of one SMS to C{msisdn} from C{client}, for the session
+        store's send start to check and spend (L{SEND_CHECK}, L{SEND_SPEND}).
 
-        Everything is checked before anything is spent; a refusal costs nothing.
+        Everything is checked before anything is spent; a refusal costs
+        nothing, and fails the send with L{Refused} saying which limit stopped it.
         """
         settings = self.settings
         now = self._now_ms()
@@ -413,8 +442,7 @@ class Limits:
         # watches real networks only (a region's would block a whole country
         # for one prefix's pumping, which the prefix guard already catches).
         budgeted = network or "region-" + (phonenumbers.region_code_for_number(parsed) or country)
-        reply = yield _CHECK_SEND.run(
-            self.store,
+        return SendCheck(self, msisdn, prefix, network, dict(
             lock=keys.number_lock(number_ref),
             number_10min=keys.number_sends_10min(number_ref, now // 600_000),
             number_day=keys.number_sends_day(number_ref, day),
@@ -438,18 +466,18 @@ class Limits:
             block_ms=int(settings.guard_block * 1000),
             guard_bucket_ms=int(self._guard_span * 1000), guard_bucket=self._bucket(now),
             grace_buckets=self._grace_buckets, network_known=1 if network else 0,
-            by_client=1 if client else 0)
-        if text(reply[0]) == "ok":
-            return
-        refusal = self._refusal(reply)
+            by_client=1 if client else 0))
+
+    def _sendRefusal(self, reply: list, msisdn: str, prefix: str, network: str) -> Refused:
+        refusal = self.refusal(reply)
         if len(reply) > 3:
             kind = text(reply[2])
             self.counters.blocks[kind] += 1
             log.warn("Pumping guard: {kind} {what} blocked for {hours:.1f} h "
                      "(sends without verifications; last to {to})",
                      kind=kind, what=prefix if kind == "prefix" else network,
-                     hours=settings.guard_block / 3600, to=mask_number(msisdn))
-        raise refusal
+                     hours=self.settings.guard_block / 3600, to=mask_number(msisdn))
+        return refusal
 
     # -- outcomes ------------------------------------------------------------
 
@@ -457,12 +485,19 @@ class Limits:
                  number_ref: bytes | None = None, client: str | None = None):
         """A code was entered right: the conversion the pumping guard watches,
         and (with C{number_ref}) the number's failures start over and the
-        C{client}'s reserved failure is given back."""
+        C{client}'s reserved failure is given back.  (A code check counts
+        it in the session store's script that marks the session verified:
+        L{verifiedCount}.)"""
+        return _VERIFIED.run(self.store, **self.verifiedCount(msisdn, mcc, mnc, number_ref,
+                                                              client))
+
+    def verifiedCount(self, msisdn: str, mcc: str | None, mnc: str | None,
+                      number_ref: bytes | None = None, client: str | None = None) -> dict:
+        """The named keys and arguments of L{VERIFIED_COUNT} (see L{verified})."""
         now = self._now_ms()
         day, _ = self._day(now)
         network = f"{mcc}{mnc}" if mcc and mnc else ""
-        return _VERIFIED.run(
-            self.store,
+        return dict(
             failures=keys.number_failures(number_ref or b"", day),
             client_failures=keys.number_failures(
                 (number_ref or b"") + b":" + self._checker(client), day),

@@ -8,6 +8,13 @@ converted with C{tonumber} once, in the prelude.
 
 Functions that several scripts need are written once, in L{HELPERS}, and a
 script names the ones it uses.
+
+A script made with C{nonce=True} claims a Hawk nonce before anything else:
+it takes a key C{nonce} and an argument C{nonce_ttl} (seconds; 0 claims
+nothing, for a step no device request made), runs C{SET nonce 1 NX EX
+nonce_ttl} first, and when the nonce was already claimed returns at once,
+having changed nothing; L{Script.run} then fails with L{NonceReplayed}.
+So a device request's nonce costs no round trip of its own.
 """
 
 from __future__ import annotations
@@ -19,6 +26,17 @@ from twisted.internet.defer import Deferred
 
 from msisdnd.state import keys
 from msisdnd.state.redis import TimedRedis
+
+#: What a nonce-claiming script answers when its nonce was already claimed.
+_REPLAYED = b"nonce_replayed"
+_CLAIM_NONCE = (
+    "if ARG.nonce_ttl > 0 and not redis.call('SET', KEY.nonce, 1, 'NX', 'EX', ARG.nonce_ttl)"
+    f" then return {{'{_REPLAYED.decode()}'}} end")
+
+
+class NonceReplayed(Exception):
+    """The Hawk nonce a script was to claim had been claimed already: the
+    script changed nothing."""
 
 #: Lua functions shared by scripts, by name.
 HELPERS: dict[str, str] = {
@@ -156,32 +174,55 @@ class Script:
         the argument as a number.
     @ivar body: the Lua, reading C{KEY.<name>} and C{ARG.<name>}.
     @ivar helpers: names in L{HELPERS} the body calls.
+    @ivar nonce: claim a Hawk nonce first (see the module's docstring): the
+        key C{nonce} and the argument C{nonce_ttl} are added.
     """
 
     keys: tuple[str, ...]
     args: tuple[str, ...]
     body: str
     helpers: tuple[str, ...] = ()
+    nonce: bool = False
     source: str = field(init=False, repr=False)
+    _names: frozenset = field(init=False, repr=False, compare=False)
+    _arg_names: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.nonce:
+            object.__setattr__(self, "keys", ("nonce", *self.keys))
+            object.__setattr__(self, "args", ("nonce_ttl:n", *self.args))
         key_table = ", ".join(f"{k} = KEYS[{i}]" for i, k in enumerate(self.keys, 1))
         arg_table = ", ".join(
             f"{_name(a)} = tonumber(ARGV[{i}])" if a.endswith(":n") else f"{a} = ARGV[{i}]"
             for i, a in enumerate(self.args, 1))
         prelude = [f"local KEY = {{{key_table}}}", f"local ARG = {{{arg_table}}}"]
         prelude += [HELPERS[name].strip() for name in self.helpers]
+        if self.nonce:
+            prelude.append(_CLAIM_NONCE)
         object.__setattr__(self, "source", "\n".join(prelude) + "\n" + self.body.strip() + "\n")
+        object.__setattr__(self, "_arg_names", tuple(map(_name, self.args)))
+        object.__setattr__(self, "_names", frozenset(self.keys + self._arg_names))
 
     def run(self, redis: TimedRedis, **values: Any) -> Deferred:
         """Run the script with its keys and arguments given by name.
 
+        The Deferred fails with L{NonceReplayed} when the script claims a
+        nonce and it had been claimed.
+
         @raise TypeError: a name is missing or unknown (before anything is sent).
         """
-        names = [*self.keys, *map(_name, self.args)]
-        missing = [n for n in names if n not in values]
-        unknown = sorted(set(values) - set(names))
-        if missing or unknown:
+        if values.keys() != self._names:
+            missing = sorted(self._names - values.keys())
+            unknown = sorted(values.keys() - self._names)
             raise TypeError(f"script arguments: missing {missing}, unknown {unknown}")
-        return redis.script(self.source, [values[k] for k in self.keys],
-                            [values[_name(a)] for a in self.args])
+        d = redis.script(self.source, [values[k] for k in self.keys],
+                         [values[a] for a in self._arg_names])
+        if self.nonce:
+            d.addCallback(_unless_replayed)
+        return d
+
+
+def _unless_replayed(reply: Any) -> Any:
+    if isinstance(reply, list) and len(reply) == 1 and reply[0] == _REPLAYED:
+        raise NonceReplayed()
+    return reply

@@ -10,6 +10,7 @@ through one L{TimedRedis}.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import txredisapi
@@ -70,6 +71,9 @@ class TimedRedis:
             if result.called:
                 return
             if isinstance(value, Failure):
+                if value.check(txredisapi.ScriptDoesNotExist):  # L{script} sends it whole
+                    result.errback(value)
+                    return
                 self.errors += 1
                 if value.check(*_CONNECTION_ERRORS):
                     result.errback(StoreUnavailable(str(value.value)))
@@ -95,12 +99,32 @@ class TimedRedis:
         return result
 
     def script(self, source: str, keys: list[bytes], args: list[Any]) -> Deferred:
-        """Run a Lua script (by EVALSHA, with txredisapi's EVAL fallback after a
-        Redis restart emptied its script cache), bounded by C{timeout}."""
-        return self.call("eval", source, keys, [a if isinstance(a, bytes) else str(a) for a in args])
+        """Run a Lua script by C{EVALSHA}, bounded by C{timeout}; when Redis
+        does not have it (a first run, or its script cache was emptied by a
+        restart), by C{EVAL}, bounded again.
+
+        The script's SHA-1 is computed once per source (L{_sha1}), not per call.
+        """
+        sha = _SHAS.get(source) or _sha1(source)
+        args = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+
+        def unknown(failure: Failure) -> Deferred:
+            failure.trap(txredisapi.ScriptDoesNotExist)
+            return self.call("eval", source, keys, args)
+
+        return self.call("evalsha", sha, keys, args).addErrback(unknown)
 
     def ping(self) -> Deferred:
         return self.call("ping")
+
+
+#: Every script source run, and its SHA-1 (hex): a daemon runs a few dozen.
+_SHAS: dict[str, str] = {}
+
+
+def _sha1(source: str) -> str:
+    sha = _SHAS[source] = hashlib.sha1(source.encode()).hexdigest()
+    return sha
 
 
 def _refusal(error: Exception) -> str | None:

@@ -25,7 +25,10 @@ holds a receipt that came before its id was recorded (under every alias of
 the receipt's id).
 
 Every check-and-update is one Lua script, so that concurrent requests on
-several daemons cannot interleave.  Every call has our own timeout
+several daemons cannot interleave.  A device request's Hawk nonce (a
+L{Nonce}) is claimed by the first script its step runs, before it reads or
+changes anything (L{msisdnd.state.lua}): a replay changes nothing and fails
+with L{NonceReplayed}.  Every call has our own timeout
 (L{TimedRedis}): a Redis that is down becomes L{StoreUnavailable} within
 C{timeout} seconds.  The keys are in L{msisdnd.state.keys}.
 """
@@ -38,14 +41,17 @@ from typing import Any, Iterable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
-from msisdnd.state import keys
-from msisdnd.state.limits import AttemptGuard
-from msisdnd.state.lua import Script
+from msisdnd.state import keys, limits
+from msisdnd.state.limits import AttemptGuard, Limits, SendCheck
+from msisdnd.state.lua import NonceReplayed, Script
 from msisdnd.state.redis import StoreUnavailable, TimedRedis, text
 
-__all__ = ["CheckOutcome", "CodeCheck", "SendOutcome", "SendStart", "SessionStore",
-           "StoreUnavailable"]
+__all__ = ["CheckOutcome", "CodeCheck", "Nonce", "NonceReplayed", "SendOutcome", "SendStart",
+           "SessionStore", "StoreUnavailable"]
+
+log = Logger()
 
 #: Receipt states that say a message is on its way, not where it ended.
 INTERMEDIATE = frozenset({"ENROUTE", "ACCEPTD"})
@@ -73,6 +79,25 @@ class CheckOutcome(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Nonce:
+    """A Hawk nonce for a step's first script to claim.
+
+    @ivar name: its key name (L{msisdnd.hawk.nonce_key}), without the prefix.
+    @ivar ttl: seconds it stays claimed (L{msisdnd.hawk.nonce_ttl}).
+    """
+
+    name: bytes
+    ttl: int
+
+
+def _nonce(nonce: Nonce | None) -> dict:
+    """A nonce-claiming script's C{nonce} and C{nonce_ttl} (a TTL of 0 claims nothing)."""
+    if nonce is None:
+        return {"nonce": keys.NONCE, "nonce_ttl": 0}
+    return {"nonce": keys.nonce(nonce.name), "nonce_ttl": nonce.ttl}
+
+
+@dataclass(frozen=True, slots=True)
 class SendStart:
     outcome: SendOutcome
     sends: int = 0
@@ -94,20 +119,35 @@ class CodeCheck:
     sealed_number: bytes = b""
 
 
-_CREATE = Script(keys=("session",), args=("hawk_key", "ttl_ms", "format"), body="""
+_READ = Script(keys=("session",), args=(), nonce=True, body="""
+return redis.call('HGETALL', KEY.session)
+""")
+
+_CREATE_KEYS = ("session",)
+_CREATE_ARGS = ("hawk_key", "ttl_ms", "format")
+_CREATE_SESSION = """
 redis.call('HSET', KEY.session, 'k', ARG.hawk_key, 'fv', ARG.format)
 redis.call('PEXPIRE', KEY.session, ARG.ttl_ms)
-return 1
-""")
+return {'ok'}
+"""
+_CREATE = Script(keys=_CREATE_KEYS, args=_CREATE_ARGS, body=_CREATE_SESSION)
+# With the abuse limits: the client's registration buckets first (a refusal
+# creates nothing).
+_CREATE_ADMITTED = Script(
+    keys=_CREATE_KEYS + limits.REGISTER_KEYS, args=_CREATE_ARGS + limits.REGISTER_ARGS,
+    helpers=limits.REGISTER_HELPERS, body=limits.REGISTER_ADMIT + _CREATE_SESSION)
 
 # An empty method or network keeps the session's own (a resend).  Returns
 # what it replaced (code, expiry, method, network), so that an abort can put
-# the code the user already has back.
-_START_SEND = Script(
-    keys=("session",),
-    args=("number_ref", "sealed_number", "code_mac", "now:n", "code_ttl_ms:n", "cooldown_ms:n",
-          "max_sends:n", "session_ttl_ms", "method", "network", "max_tries:n"),
-    body="""
+# the code the user already has back.  With the abuse limits, the send's
+# limits are checked after the session's (a client's retry within the
+# cooldown spends nothing) and before anything is written, so a refusal
+# leaves the session as it was; then both are spent.
+_START_KEYS = ("session",)
+_START_ARGS = ("number_ref", "sealed_number", "code_mac", "now:n", "code_ttl_ms:n",
+               "cooldown_ms:n", "max_sends:n", "session_ttl_ms", "method", "network",
+               "max_tries:n")
+_START_CHECK = """
 local s = KEY.session
 if redis.call('EXISTS', s) == 0 then return {'no_session'} end
 if redis.call('HEXISTS', s, 'v') == 1 then return {'verified'} end
@@ -122,6 +162,8 @@ if sends >= ARG.max_sends then return {'capped', sends, 0} end
 if tonumber(redis.call('HGET', s, 't') or '0') >= ARG.max_tries then
   return {'capped', sends, 0}
 end
+"""
+_START_WRITE = """
 local old = redis.call('HMGET', s, 'c', 'x', 'm', 'g')
 local method = ARG.method ~= '' and ARG.method or (old[3] or 't')
 local network = ARG.network ~= '' and ARG.network or (old[4] or '')
@@ -130,7 +172,15 @@ redis.call('HSET', s, 'h', ARG.number_ref, 'n', ARG.sealed_number, 'c', ARG.code
            'g', network)
 if redis.call('HEXISTS', s, 'v') == 0 then redis.call('PEXPIRE', s, ARG.session_ttl_ms) end
 return {'started', sends + 1, 0, last, old[1] or '', old[2] or '', old[3] or '', old[4] or ''}
-""")
+"""
+_START_SEND = Script(keys=_START_KEYS, args=_START_ARGS, nonce=True,
+                     body=_START_CHECK + _START_WRITE)
+_START_SEND_LIMITED = Script(
+    keys=_START_KEYS + limits.SEND_KEYS,
+    args=_START_ARGS + tuple(a for a in limits.SEND_ARGS if a != "now:n"),
+    helpers=limits.SEND_HELPERS, nonce=True,
+    body=_START_CHECK + limits.SEND_CHECK + limits.SEND_SPEND + _START_WRITE)
+_SEND_OUTCOMES = frozenset(outcome.value for outcome in SendOutcome)
 
 # The previous code, expiry, method and network are empty when there was none.
 _ABORT_SEND = Script(
@@ -163,7 +213,7 @@ _BEGIN_CHECK = Script(
     args=("now:n", "max_tries:n", "guard", "lock_prefix", "failures_prefix", "day_suffix",
           "failures_limit:n", "failures_ttl_ms", "lock_ms:n", "lock_max_ms:n", "client",
           "client_limit:n", "client_lock_ms"),
-    helpers=("lock",),
+    helpers=("lock",), nonce=True,
     body="""
 local s = KEY.session
 if redis.call('EXISTS', s) == 0 then return {'no_session'} end
@@ -212,10 +262,12 @@ return {'check', c, t, redis.call('HGET', s, 'm') or '', h, redis.call('HGET', s
 
 # The proof binds the verified state to a server secret (codes.verified_mac).
 # A device session's event carries its number sealed for events (`sealed`);
-# a backend verification's carries its snapshot.
-_VERIFIED = Script(
-    keys=("session",), args=("code_mac", "now", "ttl_ms", "stream", "sealed", "proof"),
-    helpers=("emit",), body="""
+# a backend verification's carries its snapshot.  With the abuse limits, the
+# verification is counted for them too (limits.VERIFIED_COUNT), in a pcall:
+# counting must not turn a verified number into an error.
+_VERIFIED_KEYS = ("session",)
+_VERIFIED_ARGS = ("code_mac", "now", "ttl_ms", "stream", "sealed", "proof")
+_MARK_VERIFIED = """
 local s = KEY.session
 if redis.call('HGET', s, 'c') ~= ARG.code_mac then return false end
 local method = redis.call('HGET', s, 'm') or 't'
@@ -227,11 +279,18 @@ if redis.call('HEXISTS', s, 'o') == 1 then
 else
   emit(ARG.stream, 'device.verified', ARG.now, s, {'n', ARG.sealed, 'm', method})
 end
-return redis.call('HGET', s, 'n')
-""")
+"""
+_VERIFIED = Script(keys=_VERIFIED_KEYS, args=_VERIFIED_ARGS, helpers=("emit",),
+                   body=_MARK_VERIFIED + "return redis.call('HGET', s, 'n')")
+_VERIFIED_COUNTED = Script(
+    keys=_VERIFIED_KEYS + limits.VERIFIED_KEYS, args=_VERIFIED_ARGS + limits.VERIFIED_ARGS,
+    helpers=("emit", *limits.VERIFIED_HELPERS),
+    body=_MARK_VERIFIED + "local counted = pcall(function()\n" + limits.VERIFIED_COUNT
+    + "end)\nreturn {redis.call('HGET', s, 'n'), counted and 1 or 0}")
 
 # Only a verified device session's end is an event.
-_DELETE = Script(keys=("session",), args=("stream", "sealed", "now"), helpers=("emit",), body="""
+_DELETE = Script(keys=("session",), args=("stream", "sealed", "now"), helpers=("emit",),
+                 nonce=True, body="""
 local s = KEY.session
 if redis.call('HEXISTS', s, 'v') == 1 and redis.call('HEXISTS', s, 'o') == 0 then
   emit(ARG.stream, 'device.unregistered', ARG.now, s, {'n', ARG.sealed})
@@ -333,34 +392,60 @@ class SessionStore(TimedRedis):
 
     # -- sessions ----------------------------------------------------------
 
-    def createSession(self, ref: bytes, hawk_key: bytes, ttl_ms: int) -> Deferred:
-        return _CREATE.run(self, session=keys.session(ref), hawk_key=hawk_key, ttl_ms=ttl_ms,
-                           format=keys.FORMAT)
+    def createSession(self, ref: bytes, hawk_key: bytes, ttl_ms: int,
+                      admission: tuple[Limits, str] | None = None) -> Deferred:
+        """Create a session with its Hawk key, for C{ttl_ms}.
+
+        With an C{admission} (the abuse limits and the client's address), one
+        of the client's registrations is spent in the same script; when its
+        buckets are empty nothing is created and the Deferred fails with
+        L{Refused<msisdnd.state.limits.Refused>}.
+        """
+        values = dict(session=keys.session(ref), hawk_key=hawk_key, ttl_ms=ttl_ms,
+                      format=keys.FORMAT)
+        if admission is None:
+            return _CREATE.run(self, **values)
+        limiter, client = admission
+
+        def admitted(reply: list) -> None:
+            if text(reply[0]) != "ok":
+                raise limiter.refusal(reply)
+
+        return _CREATE_ADMITTED.run(self, **limiter.registration(client), **values).addCallback(
+            admitted)
 
     def hawkKey(self, ref: bytes) -> Deferred:
         """Fires with the session's raw Hawk key, or C{None}."""
         return self.call("hget", keys.session(ref), "k")
 
-    def session(self, ref: bytes) -> Deferred:
+    def session(self, ref: bytes, nonce: Nonce | None = None) -> Deferred:
         """Fires with the session's fields (C{dict} of bytes), empty when there is none.
 
-        Any format's session reads the same (fields are only ever added; see
-        L{keys.FORMAT}): those of a format before a field existed lack it."""
+        With a C{nonce}, it is claimed in the same round trip (a script),
+        and a replay fails with L{NonceReplayed}.  Any format's session
+        reads the same (fields are only ever added; see L{keys.FORMAT}):
+        those of a format before a field existed lack it."""
+        if nonce is not None:
+            return _READ.run(self, session=keys.session(ref), **_nonce(nonce)).addCallback(
+                lambda flat: {text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)})
         return self.call("hgetall", keys.session(ref)).addCallback(
             lambda fields: {text(k): v for k, v in (fields or {}).items()})
 
-    def deleteSession(self, ref: bytes, sealed_for_events: bytes = b"", now_ms: int = 0) -> Deferred:
-        """Drop a session; a verified device session's end is an event, which
-        carries C{sealed_for_events} (its number sealed for events)."""
+    def deleteSession(self, ref: bytes, sealed_for_events: bytes = b"", now_ms: int = 0,
+                      nonce: Nonce | None = None) -> Deferred:
+        """Drop a session (claiming C{nonce} first); a verified device
+        session's end is an event, which carries C{sealed_for_events} (its
+        number sealed for events)."""
         return _DELETE.run(self, session=keys.session(ref), stream=self.events_stream,
-                           sealed=sealed_for_events, now=now_ms)
+                           sealed=sealed_for_events, now=now_ms, **_nonce(nonce))
 
     # -- sending codes -----------------------------------------------------
 
     def startSend(self, ref: bytes, *, number_ref: bytes, sealed_number: bytes, code_mac: bytes,
                   now_ms: int, code_ttl_ms: int, cooldown_ms: int, max_sends: int,
                   session_ttl_ms: int, method: str = "", network: str = "",
-                  max_tries: int = 3) -> Deferred:
+                  max_tries: int = 3, nonce: Nonce | None = None,
+                  limit_check: SendCheck | None = None) -> Deferred:
         """Record a new code for the session's number, within its limits.
 
         Fires with a L{SendStart}: C{STARTED} (the code is stored), or why
@@ -368,15 +453,26 @@ class SessionStore(TimedRedis):
         a second number, within the cooldown (C{wait_ms}),
         or out of sends (including a session whose tries are spent: a code
         it could never check is not worth an SMS).  An empty C{method} or
-        C{network} keeps the session's own.
+        C{network} keeps the session's own.  C{nonce} is claimed first.
+
+        With a C{limit_check}, the send's abuse limits are checked after the
+        session's, and spent with it, in the same script: a limit that stops
+        the send fails it with L{Refused<msisdnd.state.limits.Refused>}, the
+        session as it was.
         """
-        d = _START_SEND.run(
-            self, session=keys.session(ref), number_ref=number_ref, sealed_number=sealed_number,
-            code_mac=code_mac, now=now_ms, code_ttl_ms=code_ttl_ms, cooldown_ms=cooldown_ms,
-            max_sends=max_sends, session_ttl_ms=session_ttl_ms, method=method, network=network,
-            max_tries=max_tries)
+        values = dict(session=keys.session(ref), number_ref=number_ref,
+                      sealed_number=sealed_number, code_mac=code_mac, now=now_ms,
+                      code_ttl_ms=code_ttl_ms, cooldown_ms=cooldown_ms, max_sends=max_sends,
+                      session_ttl_ms=session_ttl_ms, method=method, network=network,
+                      max_tries=max_tries, **_nonce(nonce))
+        if limit_check is None:
+            d = _START_SEND.run(self, **values)
+        else:
+            d = _START_SEND_LIMITED.run(self, **{**limit_check.values, **values})
 
         def parsed(reply: list) -> SendStart:
+            if limit_check is not None and text(reply[0]) not in _SEND_OUTCOMES:
+                raise limit_check.refusal(reply)
             outcome = SendOutcome(text(reply[0]))
             numbers = [int(v) for v in reply[1:4]] + [0, 0, 0]
             previous = tuple(v if isinstance(v, bytes) else str(v).encode() for v in reply[4:8])
@@ -397,11 +493,12 @@ class SessionStore(TimedRedis):
     # -- checking codes ----------------------------------------------------
 
     def beginCheck(self, ref: bytes, now_ms: int, max_tries: int,
-                   guard: AttemptGuard | None = None) -> Deferred:
+                   guard: AttemptGuard | None = None, nonce: Nonce | None = None) -> Deferred:
         """Spend one try and fetch the code's MAC; fires with a L{CodeCheck}.
 
         With an L{AttemptGuard}, one of the number's daily failures is
         reserved too, and a locked number gets no try (C{LOCKED}).
+        C{nonce} is claimed first.
         """
         d = _BEGIN_CHECK.run(
             self, session=keys.session(ref), now=now_ms, max_tries=max_tries,
@@ -415,7 +512,7 @@ class SessionStore(TimedRedis):
             lock_max_ms=guard.lock_max_ms if guard else 0,
             client=guard.client if guard else b"",
             client_limit=guard.client_limit if guard else 0,
-            client_lock_ms=guard.client_lock_ms if guard else 0)
+            client_lock_ms=guard.client_lock_ms if guard else 0, **_nonce(nonce))
 
         def parsed(reply: list) -> CodeCheck:
             outcome = CheckOutcome(text(reply[0]))
@@ -429,24 +526,30 @@ class SessionStore(TimedRedis):
         return d.addCallback(parsed)
 
     def markVerified(self, ref: bytes, code_mac: bytes, now_ms: int, ttl_ms: int,
-                     proof: bytes = b"", sealed_for_events: bytes = b"") -> Deferred:
+                     proof: bytes = b"", sealed_for_events: bytes = b"",
+                     count: dict | None = None) -> Deferred:
         """The code matched: drop the volatile state, keep the session as
         verified (at C{now_ms}, with its C{proof}).
 
         Fires with the sealed number, or C{None} if the code changed meanwhile.
-        A device session's event carries C{sealed_for_events}.
+        A device session's event carries C{sealed_for_events}.  With C{count}
+        (L{Limits.verifiedCount<msisdnd.state.limits.Limits.verifiedCount>}),
+        the abuse limits count the verification in the same script; if that
+        fails, the session is verified all the same (and a warning logged).
         """
-        return _VERIFIED.run(self, session=keys.session(ref), code_mac=code_mac, now=now_ms,
-                             ttl_ms=ttl_ms, stream=self.events_stream, sealed=sealed_for_events,
-                             proof=proof)
+        values = dict(session=keys.session(ref), code_mac=code_mac, now=now_ms, ttl_ms=ttl_ms,
+                      stream=self.events_stream, sealed=sealed_for_events, proof=proof)
+        if count is None:
+            return _VERIFIED.run(self, **values)
 
-    # -- Hawk nonces -------------------------------------------------------
+        def counted(reply: list | None) -> bytes | None:
+            if reply is None:
+                return None
+            if int(reply[1]) != 1:
+                log.warn("The pumping guard missed a verification (its count failed in Redis)")
+            return reply[0]
 
-    def claimNonce(self, name: bytes, ttl: int) -> Deferred:
-        """Fires with C{True} the first time C{name} is claimed within C{ttl} seconds."""
-        return self.call("set", keys.nonce(name), b"1", expire=ttl,
-                         only_if_not_exists=True).addCallback(
-            lambda reply: reply is not None and text(reply) == "OK")
+        return _VERIFIED_COUNTED.run(self, **count, **values).addCallback(counted)
 
     # -- delivery receipts -------------------------------------------------
 

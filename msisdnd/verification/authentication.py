@@ -2,8 +2,11 @@
 
 L{HawkAuthenticator.authenticate} runs the steps L{msisdnd.hawk} lays out:
 parse the header (no I/O), fetch the session's Hawk key (cached for a
-while), check the MAC, the payload hash and the clock, and only then claim
-the nonce in Redis, so a stranger's junk never costs a write.
+while), check the MAC, the payload hash and the clock, and only then hand
+the request's nonce on, so a stranger's junk never costs a write.  The
+nonce is claimed in Redis by the first script of the request's step (the
+L{Authenticated} request carries it there; L{msisdnd.state.lua}), not in a
+round trip of its own; this daemon also remembers the nonces it accepted.
 
 L{ApiKeyAuthenticator.authenticate} reads C{Authorization: Bearer <key id>.<secret>},
 fetches the key's record (never cached: a revocation takes effect at once
@@ -18,6 +21,7 @@ import hmac
 import re
 import secrets
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -25,7 +29,7 @@ from twisted.internet.interfaces import IReactorTime
 from msisdnd import hawk
 from msisdnd.state.api_keys import Admission, ApiKeyRecord, ApiKeys
 from msisdnd.state.limits import Limit, Refused
-from msisdnd.state.sessions import SessionStore
+from msisdnd.state.sessions import Nonce, SessionStore
 from msisdnd.verification import codes
 from msisdnd.verification.errors import InvalidApiKey
 
@@ -34,6 +38,20 @@ KEY_CACHE_SECONDS = 60.0
 KEY_CACHE_SIZE = 50_000
 #: How many nonces a daemon remembers itself (besides Redis), at most.
 NONCE_CACHE_SIZE = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """A device request whose Hawk header checked out.
+
+    @ivar id: the session's Hawk id.
+    @ivar nonce: the request's nonce, not yet claimed in Redis: the step the
+        request asks for claims it in its first script, and fails with
+        L{hawk.ReplayedNonce} if it was claimed already.
+    """
+
+    id: str
+    nonce: Nonce
 
 
 class HawkAuthenticator:
@@ -86,13 +104,19 @@ class HawkAuthenticator:
             if not raw:
                 return None
             key = raw.hex()
-            if len(self._keys) >= KEY_CACHE_SIZE:
-                self._keys.pop(next(iter(self._keys)))
-            self._keys[hawk_id] = (key, now + KEY_CACHE_SECONDS)
+            self.remember(hawk_id, key)
             return key
 
         ref = codes.session_ref(self.session_secret, hawk_id)
         return self.sessions.hawkKey(ref).addCallback(found)
+
+    def remember(self, hawk_id: str, key: str) -> None:
+        """Cache a session's Hawk key (hex) for L{KEY_CACHE_SECONDS}: one it
+        fetched, or one this daemon just registered (so the session's first
+        request here fetches nothing)."""
+        if len(self._keys) >= KEY_CACHE_SIZE:
+            self._keys.pop(next(iter(self._keys)))
+        self._keys[hawk_id] = (key, self.clock.seconds() + KEY_CACHE_SECONDS)
 
     def forget(self, hawk_id: str) -> None:
         """Drop a session's cached key (it was unregistered here)."""
@@ -101,7 +125,11 @@ class HawkAuthenticator:
     @inlineCallbacks
     def authenticate(self, authorization: str | None, *, method: str, url: str, content: bytes,
                      content_type: str):
-        """Fires with the request's Hawk id once the MAC, the clock and the nonce check out.
+        """Fires with the L{Authenticated} request once the MAC, the payload
+        hash and the clock check out, and this daemon has not seen its nonce.
+
+        The nonce is not claimed in Redis here: the request's step does it in
+        its first script (see L{Authenticated}).
 
         @param url: the URL the client signed, rebuilt from the configured
             public URL (never from the Host header).
@@ -116,10 +144,9 @@ class HawkAuthenticator:
                             now=self.clock.seconds(), skew=self.skew,
                             require_hash=self.require_payload_hash)
         nonce = hawk.nonce_key(parsed)
-        if self._seen(nonce) or not (yield self.sessions.claimNonce(nonce.encode(),
-                                                                    hawk.nonce_ttl(self.skew))):
+        if self._seen(nonce):
             raise hawk.ReplayedNonce("Replayed nonce.")
-        return parsed.id
+        return Authenticated(parsed.id, Nonce(nonce.encode(), hawk.nonce_ttl(self.skew)))
 
 
 _API_KEY = re.compile(r"([0-9a-f]{16})\.([A-Za-z0-9_-]{43})")

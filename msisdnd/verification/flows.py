@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -43,7 +43,14 @@ from msisdnd.sms.interfaces import (
 )
 from msisdnd.sms.message_ids import normalize_message_id
 from msisdnd.state.limits import Limit, Limits, Refused
-from msisdnd.state.sessions import CheckOutcome, SendOutcome, SessionStore, StoreUnavailable
+from msisdnd.state.sessions import (
+    CheckOutcome,
+    Nonce,
+    NonceReplayed,
+    SendOutcome,
+    SessionStore,
+    StoreUnavailable,
+)
 from msisdnd.state.verifications import VerificationStore
 from msisdnd.verification import codes, networks
 from msisdnd.verification.authentication import HawkAuthenticator
@@ -109,6 +116,8 @@ class SendRequest:
     @ivar keep_ms: how long the session lives unverified (C{None}: the
         configured unverified-session lifetime).
     @ivar attempts: record each send attempt and its receipts (backend).
+    @ivar nonce: the device request's Hawk nonce, claimed by the first
+        script (a replay changes nothing: L{hawk.ReplayedNonce}).
     """
 
     ref: bytes
@@ -125,6 +134,7 @@ class SendRequest:
     digits: int | None = None
     keep_ms: int | None = None
     attempts: bool = False
+    nonce: Nonce | None = None
 
     @property
     def network(self) -> str:
@@ -189,6 +199,12 @@ class MOVerifier:
 
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
+
+
+def _replayRefused(failure):
+    """A step's first script found its Hawk nonce claimed: the request is a replay."""
+    failure.trap(NonceReplayed)
+    raise hawk.ReplayedNonce("Replayed nonce.")
 
 
 @implementer(IMOReceiver, IReceiptReceiver)
@@ -259,46 +275,53 @@ class Verifier:
 
     # -- register / Hawk -----------------------------------------------------
 
-    def admitRegistration(self, client: str) -> Deferred:
-        """Spend one of C{client}'s registrations; fails with L{Refused} when
-        its buckets are empty (before anything else is done for it)."""
-        if self.limits is None:
-            return succeed(None)
-        return self.limits.checkRegister(client)
-
     @inlineCallbacks
     def register(self, client: str | None = None):
         """Create a session; fires with the token (64 hex) the client keeps.
 
-        @param client: the client's address, when its registrations are not
-            yet counted (L{admitRegistration}).
+        @param client: the client's address, whose registrations the abuse
+            limits count: one is spent in the script that creates the
+            session, and none is created when the client's buckets are empty
+            (L{Refused}).
         """
-        if client is not None:
-            yield self.admitRegistration(client)
         token = hawk.new_session_token()
         credentials = hawk.derive_session(token)
+        admission = (self.limits, client) if client is not None and self.limits else None
         yield self.store.createSession(self._ref(credentials.id), bytes.fromhex(credentials.key),
-                                       _ms(self.settings.unverified_session_ttl))
+                                       _ms(self.settings.unverified_session_ttl), admission)
+        self.hawk.remember(credentials.id, credentials.key)
         return token.hex()
 
     def authenticate(self, authorization: str | None, *, method: str, url: str, content: bytes,
                      content_type: str) -> Deferred:
-        """Fires with the Hawk id of a request whose Hawk header checks out
-        (see L{HawkAuthenticator.authenticate}); fails with a L{hawk.HawkError}."""
+        """Fires with the L{Authenticated<msisdnd.verification.authentication.Authenticated>} request (its Hawk id and nonce) whose
+        Hawk header checks out (see L{HawkAuthenticator.authenticate}); fails
+        with a L{hawk.HawkError}.
+
+        The nonce is the request's step's to claim: every device step below
+        takes it as C{nonce} and claims it in its first script, so a replay
+        fails with L{hawk.ReplayedNonce} having changed nothing."""
         return self.hawk.authenticate(authorization, method=method, url=url, content=content,
                                       content_type=content_type)
 
     @inlineCallbacks
-    def unregister(self, hawk_id: str):
-        """Drop the session and everything in it (a verified one's end is an event)."""
+    def unregister(self, hawk_id: str, nonce: Nonce | None = None):
+        """Drop the session and everything in it (a verified one's end is an event).
+
+        @raise NoSession: there was no such session (a key cached here may
+            outlive it)."""
         self.hawk.forget(hawk_id)
         ref = self._ref(hawk_id)
-        sealed = b""
         if self.store.events_stream:
-            fields = yield self.store.session(ref)
+            fields = yield self.store.session(ref, nonce).addErrback(_replayRefused)
+            if not fields:
+                raise NoSession()
             msisdn = codes.open_number(hawk_id, fields["n"]) if "v" in fields else None
             sealed = self._sealForEvents(msisdn) if msisdn else b""
-        yield self.store.deleteSession(ref, sealed, _ms(self.now()))
+            yield self.store.deleteSession(ref, sealed, _ms(self.now()))
+        elif not (yield self.store.deleteSession(ref, b"", _ms(self.now()), nonce).addErrback(
+                _replayRefused)):
+            raise NoSession()
 
     def _sealForEvents(self, msisdn: str) -> bytes:
         return codes.seal(self.secrets.events, msisdn.encode())
@@ -334,13 +357,20 @@ class Verifier:
         number_ref = codes.number_ref(self.secrets.number, msisdn)
         code = self._newCode(request.kind, request.digits)
         mac = codes.code_mac(self.secrets.code, ref, code)
-        start = yield self.store.startSend(
-            ref, number_ref=number_ref, sealed_number=request.sealed_number, code_mac=mac,
-            now_ms=_ms(self.now()), code_ttl_ms=_ms(settings.code_ttl),
-            cooldown_ms=_ms(settings.resend_cooldown), max_sends=settings.max_sends,
-            session_ttl_ms=request.keep_ms or _ms(settings.unverified_session_ttl),
-            method="" if request.resend else request.kind.session_method,
-            network=request.network, max_tries=settings.max_tries)
+        try:
+            start = yield self.store.startSend(
+                ref, number_ref=number_ref, sealed_number=request.sealed_number, code_mac=mac,
+                now_ms=_ms(self.now()), code_ttl_ms=_ms(settings.code_ttl),
+                cooldown_ms=_ms(settings.resend_cooldown), max_sends=settings.max_sends,
+                session_ttl_ms=request.keep_ms or _ms(settings.unverified_session_ttl),
+                method="" if request.resend else request.kind.session_method,
+                network=request.network, max_tries=settings.max_tries, nonce=request.nonce,
+                limit_check=limits.sendCheck(msisdn, request.client, request.mcc, request.mnc,
+                                             number_ref) if limits is not None else None,
+            ).addErrback(_replayRefused)
+        except Refused as refusal:
+            self._refused(msisdn, refusal)
+            raise
         outcome = start.outcome
         if outcome is SendOutcome.NO_SESSION:
             raise NoSession()
@@ -354,17 +384,11 @@ class Verifier:
             return False
         if outcome is SendOutcome.CAPPED:
             raise TooManySends()
-        # From here on, any failure before the SMSC accepted the SMS puts the
-        # session back as it was: the code the user already had stays valid,
-        # and the send neither counts nor starts a cooldown.
+        # The limits were checked and spent with the session's send (one
+        # script).  From here on, any failure before the SMSC accepted the SMS
+        # puts the session back as it was: the code the user already had
+        # stays valid, and the send neither counts nor starts a cooldown.
         try:
-            if limits is not None:
-                try:
-                    yield limits.checkSend(msisdn, request.client, request.mcc, request.mnc,
-                                           number_ref)
-                except Refused as refusal:
-                    self._refused(msisdn, refusal)
-                    raise
             mo = request.mo
             sms = OutboundSMS(destination=msisdn,
                               text=self._text(request.kind, code, request.locale, request.app_hash),
@@ -470,7 +494,7 @@ class Verifier:
 
     def sendCode(self, hawk_id: str, msisdn: str, *, mcc: str | None, mnc: str | None,
                  short: bool, locale: str, app_hash: str | None = None,
-                 client: str | None = None) -> Deferred:
+                 client: str | None = None, nonce: Nonce | None = None) -> Deferred:
         """The MT flow: store a new code for C{msisdn} and send it.
 
         Fires with C{True} once the SMSC accepted it, or C{False} when the
@@ -487,13 +511,13 @@ class Verifier:
         return self.send(SendRequest(
             self._ref(hawk_id), codes.seal_number(hawk_id, msisdn), msisdn,
             CodeKind.SHORT_MT if short else CodeKind.LONG_MT, mcc=mcc, mnc=mnc, locale=locale,
-            app_hash=app_hash, client=client))
+            app_hash=app_hash, client=client, nonce=nonce))
 
     @inlineCallbacks
     def resendCode(self, hawk_id: str, *, locale: str, app_hash: str | None = None,
-                   client: str | None = None):
+                   client: str | None = None, nonce: Nonce | None = None):
         """A new short code for the session's number; the old one stops working."""
-        fields = yield self.store.session(self._ref(hawk_id))
+        fields = yield self.store.session(self._ref(hawk_id), nonce).addErrback(_replayRefused)
         if not fields:
             raise NoSession()
         sealed = fields.get("n")
@@ -507,12 +531,14 @@ class Verifier:
 
     @inlineCallbacks
     def check(self, ref: bytes, code: str, verified_ttl_ms: int,
-              open_number: Callable[[bytes], str | None], client: str | None = None):
+              open_number: Callable[[bytes], str | None], client: str | None = None,
+              nonce: Nonce | None = None):
         """Check C{code} against the session C{ref}; fires with the verified
         number (E.164), which C{open_number} unseals from what the session keeps.
 
         C{client} (an address, or an API key's name) is who checks: wrong
-        codes count per client and number as well as per number.
+        codes count per client and number as well as per number.  A device
+        request's C{nonce} is claimed first.
 
         @raise NoSession: no such session.
         @raise Refused: the number is locked (for everyone, or for C{client})
@@ -526,7 +552,8 @@ class Verifier:
         now = self.now()
         check = yield self.store.beginCheck(
             ref, _ms(now), settings.max_tries,
-            self.limits.attemptGuard(client) if self.limits is not None else None)
+            self.limits.attemptGuard(client) if self.limits is not None else None,
+            nonce).addErrback(_replayRefused)
         if check.outcome is CheckOutcome.NO_SESSION:
             raise NoSession()
         if check.outcome is CheckOutcome.LOCKED:
@@ -546,29 +573,27 @@ class Verifier:
                       if self.store.events_stream and check.method != "b" else b"")
         proof = codes.verified_mac(self.secrets.verified, ref, check.number_ref, _ms(now),
                                    check.method or "t")
+        network = check.network
+        count = (self.limits.verifiedCount(msisdn, network[:3] or None, network[3:] or None,
+                                           check.number_ref, client)
+                 if self.limits is not None else None)
         if (yield self.store.markVerified(ref, check.code_mac, _ms(now), verified_ttl_ms,
-                                          proof, for_events)) is None:
+                                          proof, for_events, count)) is None:
             raise CodeGone("replaced")
         self.outcomes[(method, "succeeded")] += 1
-        if self.limits is not None:
-            network = check.network
-            try:  # the number is verified: accounting must not turn that into an error
-                yield self.limits.verified(msisdn, network[:3] or None, network[3:] or None,
-                                           check.number_ref, client)
-            except Exception:
-                self.log.failure("The pumping guard missed a verification")
         return msisdn
 
-    def verifyCode(self, hawk_id: str, code: str, client: str | None = None) -> Deferred:
+    def verifyCode(self, hawk_id: str, code: str, client: str | None = None,
+                   nonce: Nonce | None = None) -> Deferred:
         """Check a device session's C{code} sent from address C{client}; fires
         with the verified number (E.164)."""
         return self.check(self._ref(hawk_id), code, _ms(self.settings.verified_session_ttl),
-                          lambda sealed: codes.open_number(hawk_id, sealed), client)
+                          lambda sealed: codes.open_number(hawk_id, sealed), client, nonce)
 
     @inlineCallbacks
-    def verifiedNumber(self, hawk_id: str):
+    def verifiedNumber(self, hawk_id: str, nonce: Nonce | None = None):
         """Fires with the session's L{VerifiedNumber}; fails with L{NotVerified}."""
-        fields = yield self.store.session(self._ref(hawk_id))
+        fields = yield self.store.session(self._ref(hawk_id), nonce).addErrback(_replayRefused)
         if not fields:
             raise NoSession()
         if "v" not in fields:
