@@ -19,7 +19,8 @@ Checking a request is split around the caller's Redis round trips::
                                                         # absent: UnknownSession
     verify_request(parsed, credentials, method=..., url=..., content=...,
                    content_type=..., now=...)           # MAC, hash, clock
-    SET nonce_key(parsed) 1 NX EX nonce_ttl(skew)       # not set: ReplayedNonce
+    <the step's first script: SET nonce_key(parsed) 1 NX EX nonce_ttl(skew),
+     and nothing else if it was set>                    # set: ReplayedNonce
 
 This module does no I/O and imports nothing from Twisted.
 """
@@ -362,7 +363,7 @@ def verify_request(
 
     The MAC is checked before the timestamp, so only a holder of the key
     learns the server time from L{StaleTimestamp}.  Nonces are not checked
-    here: the caller stores L{nonce_key} in Redis after this returns.
+    here: the caller claims L{nonce_key} in Redis after this returns.
 
     @param now: the current time (seconds since the epoch); tests pin it.
     @param skew: the largest accepted difference between C{ts} and C{now}.
@@ -399,9 +400,10 @@ def verify_request(
 def nonce_key(parsed: ParsedHeader) -> str:
     """The Redis key recording the use of C{parsed}'s (id, ts, nonce).
 
-    After L{verify_request} passed, the caller runs
-    C{SET <key> 1 NX EX <nonce_ttl(skew)>} and raises L{ReplayedNonce} when
-    the key already existed.  The key is C{"hn:"} and 22 base64url
+    After L{verify_request} passed, the caller's first Lua script for the
+    request runs C{SET <key> 1 NX EX <nonce_ttl(skew)>} before anything
+    else, and does nothing more when the key already existed (the caller
+    then raises L{ReplayedNonce}).  The key is C{"hn:"} and 22 base64url
     characters: a 128-bit truncated SHA-256 of the triple.
     """
     triple = f"{parsed.id}\n{parsed.ts}\n{parsed.nonce}".encode("ascii")
