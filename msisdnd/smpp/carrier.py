@@ -83,13 +83,40 @@ class CarrierDown(NoRouteError):
     message (the SMSC held no part of it) had nowhere else to go."""
 
 
+class _Part:
+    """One submit_sm of a message after its first (the message itself);
+    C{order} is its place in send order."""
+
+    __slots__ = ("message", "index", "body", "order", "submits", "unanswered")
+
+    def __init__(self, message: _Message, index: int, body: bytes, order: int):
+        self.message = message
+        self.index = index
+        self.body = body
+        self.order = order
+        self.submits = 0
+        self.unanswered = 0  # submits in doubt: no answer came (a throttle is an answer)
+
+
 class _Message:
-    """One OutboundSMS on its way: its parts, their ids, its deadline."""
+    """One OutboundSMS on its way: its parts, their ids, its deadline.
 
-    __slots__ = ("sms", "deferred", "message_ids", "remaining", "deadline", "expires", "done",
+    A message is its own first part (it has a L{_Part}'s attributes, its
+    C{message} is itself and its C{index} 0), so that a one-part message,
+    every PIN, is one object; its other parts are L{_Part}s.
+    """
+
+    __slots__ = ("body", "order", "submits", "unanswered",
+                 "sms", "deferred", "message_ids", "remaining", "deadline", "expires", "done",
                  "started", "submitted", "flying")
+    index = 0
 
-    def __init__(self, sms: OutboundSMS, parts: int, started: float, expires: float):
+    def __init__(self, sms: OutboundSMS, parts: int, started: float, expires: float,
+                 body: bytes, order: int):
+        self.body = body
+        self.order = order
+        self.submits = 0
+        self.unanswered = 0
         self.sms = sms
         self.deferred: Deferred = Deferred()
         self.message_ids: list[str] = [""] * parts
@@ -103,19 +130,9 @@ class _Message:
         self.submitted = False
         self.flying = 0  # parts awaiting their answer
 
-
-class _Part:
-    """One submit_sm of a message; C{order} is its place in send order."""
-
-    __slots__ = ("message", "index", "body", "order", "submits", "unanswered")
-
-    def __init__(self, message: _Message, index: int, body: bytes, order: int):
-        self.message = message
-        self.index = index
-        self.body = body
-        self.order = order
-        self.submits = 0
-        self.unanswered = 0  # submits in doubt: no answer came (a throttle is an answer)
+    @property
+    def message(self) -> _Message:
+        return self  # a property, not an attribute: no reference cycle to collect
 
 
 class Carrier:
@@ -174,9 +191,9 @@ class Carrier:
         #: Set by an operator (L{msisdnd.state.suspensions}): takes no new sends
         #: while set, drains what it has, keeps its binds for receipts and MO.
         self.suspended = False
-        self._queue: deque[_Part] = deque()
+        self._queue: deque[_Part | _Message] = deque()
         # Parts waiting out a pause before they go back in the queue, and their timers.
-        self._later: dict[_Part, IDelayedCall] = {}
+        self._later: dict[_Part | _Message, IDelayedCall] = {}
         self._sessions: list[ESMESession] = []
         self._next_session = 0
         self._wakeup: IDelayedCall | None = None
@@ -270,22 +287,21 @@ class Carrier:
             self.errors["queue_full"] += 1
             raise QueueFullError(f"{self.name}: the queue is full")
         now = self.clock.seconds()
-        if timeout is None or timeout == self.send_timeout:
-            message = _Message(sms, len(bodies), now, now + self.send_timeout)
-            self._deadlines.append(message)
-            if self._deadline_timer is None:
-                self._deadline_timer = self.clock.callLater(self.send_timeout, self._expireDue)
-        else:
-            message = _Message(sms, len(bodies), now, 0.0)
-            message.deadline = self.clock.callLater(timeout, self._expire, message)
         queue = self._queue
         waiting = bool(queue)
         order = self._order
         self._order = order + len(bodies)
-        if len(bodies) == 1:
-            queue.append(_Part(message, 0, bodies[0], order))
+        if timeout is None or timeout == self.send_timeout:
+            message = _Message(sms, len(bodies), now, now + self.send_timeout, bodies[0], order)
+            self._deadlines.append(message)
+            if self._deadline_timer is None:
+                self._deadline_timer = self.clock.callLater(self.send_timeout, self._expireDue)
         else:
-            queue.extend(_Part(message, i, body, order + i) for i, body in enumerate(bodies))
+            message = _Message(sms, len(bodies), now, 0.0, bodies[0], order)
+            message.deadline = self.clock.callLater(timeout, self._expire, message)
+        queue.append(message)
+        if len(bodies) > 1:
+            queue.extend(_Part(message, i, bodies[i], order + i) for i in range(1, len(bodies)))
         if not waiting:
             # A queue that already held parts is waiting on a response, a
             # timer or a bind, each of which pumps it: no need to look now.
@@ -355,7 +371,8 @@ class Carrier:
             room = session.room
             while queue and room > 0:
                 part = queue[0]
-                if part.message.done:
+                message = part.message
+                if message.done:
                     queue.popleft()
                     continue
                 if rate:
@@ -367,7 +384,7 @@ class Carrier:
                     recent.append(now)
                 queue.popleft()
                 part.submits += 1
-                part.message.flying += 1
+                message.flying += 1
                 if part.submits > 1:
                     self.resubmitted += 1
                 session.submitWith(part.body, accepted, failed, part)
