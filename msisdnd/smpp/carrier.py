@@ -371,7 +371,7 @@ class Carrier:
             room = session.room
             while queue and room > 0:
                 part = queue[0]
-                message = part.message
+                message = part.message if part.index else part  # a message is its own first part
                 if message.done:
                     queue.popleft()
                     continue
@@ -450,7 +450,8 @@ class Carrier:
         self.sent += 1
         self.last_submit_at = now = self.clock.seconds()
         self._throttle_streak = False
-        message = part.message
+        index = part.index
+        message = part.message if index else part  # a message is its own first part
         message.flying -= 1
         message.submitted = True
         if not message_id or not terminated:
@@ -459,7 +460,7 @@ class Carrier:
             self._warnings.warn("{carrier}: the SMSC accepted a message with {problem}; "
                                 "kept as {id!r}, not resubmitted (its receipt may not match)",
                                 carrier=self.name, problem=problem, id=message_id)
-        message.message_ids[part.index] = message_id
+        message.message_ids[index] = message_id
         message.remaining -= 1
         if message.remaining == 0 and not message.done:
             message.done = True
