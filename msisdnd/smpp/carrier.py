@@ -257,6 +257,14 @@ class Carrier:
         return len(self._queue)
 
     @property
+    def has_room(self) -> bool:
+        """L{available}, with room in the queue for one part more (the
+        router's check before it offers a message)."""
+        return (self.accepting and not self.tripped and not self.suspended
+                and (bool(self._sessions) or self._grace_timer is not None)
+                and len(self._queue) < self.config.queue_size)
+
+    @property
     def in_flight(self) -> int:
         return sum(s.in_flight for s in self._sessions)
 
