@@ -76,6 +76,8 @@ from msisdnd.smpp.session import ESMESession
 MAX_SUBMITS = 5
 #: The pause before a part whose submit had no answer goes again (doubling).
 RESUBMIT_PAUSE = 0.25
+#: A L{SendResult} from a (carrier, message_ids) tuple, without a Python C{__new__} call.
+_new_result = SendResult._make
 
 
 class CarrierDown(NoRouteError):
@@ -480,7 +482,7 @@ class Carrier:
             elapsed = now - message.started
             self.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
             self.latency_sum += elapsed
-            message.deferred.callback(SendResult(self.name, tuple(message.message_ids)))
+            message.deferred.callback(_new_result((self.name, tuple(message.message_ids))))
         # The session calls _pump (onWindowFreed) once it has read its whole chunk.
 
     def _failed(self, error: SMPPError, part: _Part) -> None:
