@@ -9,7 +9,7 @@ fails, for whatever reason, fails its Deferred and the caller decides.
 from __future__ import annotations
 
 import enum
-from typing import Callable, NamedTuple
+from typing import Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -65,23 +65,23 @@ Failed = Callable[[SMPPError, object], object]
 _submit_sm_resp_id = codec.submit_sm_resp_id
 
 
-class _Pending(NamedTuple):
+class _Pending:
     """One request awaiting its response: whom to tell, and by when.
 
     A C{lean} one (L{ESMESession.submitWith}'s) is told of its acceptance
-    with the message_id alone (an L{Accepted}), not a L{codec.PDU}.  A named
-    tuple, made with C{_make} (one per request: no Python C{__init__} to run).
+    with the message_id alone (an L{Accepted}), not a L{codec.PDU}.
     """
 
-    succeeded: Succeeded | Accepted
-    failed: Failed
-    context: object
-    deadline: float
-    command_id: int
-    lean: bool
+    __slots__ = ("succeeded", "failed", "context", "deadline", "command_id", "lean")
 
-
-_new_pending = _Pending._make
+    def __init__(self, succeeded: Succeeded | Accepted, failed: Failed, context: object,
+                 deadline: float, command_id: int, lean: bool = False):
+        self.succeeded = succeeded
+        self.failed = failed
+        self.context = context
+        self.deadline = deadline
+        self.command_id = command_id
+        self.lean = lean
 
 
 def _fireCallback(pdu: codec.PDU, d: Deferred) -> None:
@@ -293,7 +293,7 @@ class ESMESession(PDUStream):
             seq = 1
         self._sequence = seq
         deadline = self.clock.seconds() + timeout
-        self._pending[seq] = _new_pending((succeeded, failed, context, deadline, command_id, lean))
+        self._pending[seq] = _Pending(succeeded, failed, context, deadline, command_id, lean)
         timer = self._expiry_timer
         if timer is None:
             self._expiry_timer = self.clock.callLater(timeout, self._expireDue)
