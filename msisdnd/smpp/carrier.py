@@ -368,8 +368,8 @@ class Carrier:
         if now < self._paused_until:
             self._wakeAt(self._paused_until)
             return
-        rate = self._rate
-        recent, window = self._recent, self._window
+        rate, leases = self._rate, self._leases
+        recent, window, per_window = self._recent, self._window, self._per_window
         accepted, failed = self._accepted, self._failed
         sessions = self._sessions
         count = len(sessions)
@@ -386,10 +386,10 @@ class Carrier:
                     queue.popleft()
                     continue
                 if rate:
-                    if len(recent) == recent.maxlen and now - recent[0] < window:
+                    if len(recent) == per_window and now - recent[0] < window:
                         self._wakeAt(recent[0] + window)
                         return
-                    if self._leases is not None and not self._token(now):
+                    if leases is not None and not self._token(now):
                         return
                     recent.append(now)
                 queue.popleft()
