@@ -76,6 +76,8 @@ from msisdnd.smpp.session import ESMESession
 MAX_SUBMITS = 5
 #: The pause before a part whose submit had no answer goes again (doubling).
 RESUBMIT_PAUSE = 0.25
+#: A L{SendResult} from a (carrier, message_ids) tuple, without a Python C{__new__} call.
+_new_result = SendResult._make
 
 
 class CarrierDown(NoRouteError):
@@ -83,13 +85,40 @@ class CarrierDown(NoRouteError):
     message (the SMSC held no part of it) had nowhere else to go."""
 
 
+class _Part:
+    """One submit_sm of a message after its first (the message itself);
+    C{order} is its place in send order."""
+
+    __slots__ = ("message", "index", "body", "order", "submits", "unanswered")
+
+    def __init__(self, message: _Message, index: int, body: bytes, order: int):
+        self.message = message
+        self.index = index
+        self.body = body
+        self.order = order
+        self.submits = 0
+        self.unanswered = 0  # submits in doubt: no answer came (a throttle is an answer)
+
+
 class _Message:
-    """One OutboundSMS on its way: its parts, their ids, its deadline."""
+    """One OutboundSMS on its way: its parts, their ids, its deadline.
 
-    __slots__ = ("sms", "deferred", "message_ids", "remaining", "deadline", "expires", "done",
+    A message is its own first part (it has a L{_Part}'s attributes, its
+    C{message} is itself and its C{index} 0), so that a one-part message,
+    every PIN, is one object; its other parts are L{_Part}s.
+    """
+
+    __slots__ = ("body", "order", "submits", "unanswered",
+                 "sms", "deferred", "message_ids", "remaining", "deadline", "expires", "done",
                  "started", "submitted", "flying")
+    index = 0
 
-    def __init__(self, sms: OutboundSMS, parts: int, started: float, expires: float):
+    def __init__(self, sms: OutboundSMS, parts: int, started: float, expires: float,
+                 body: bytes, order: int):
+        self.body = body
+        self.order = order
+        self.submits = 0
+        self.unanswered = 0
         self.sms = sms
         self.deferred: Deferred = Deferred()
         self.message_ids: list[str] = [""] * parts
@@ -103,19 +132,9 @@ class _Message:
         self.submitted = False
         self.flying = 0  # parts awaiting their answer
 
-
-class _Part:
-    """One submit_sm of a message; C{order} is its place in send order."""
-
-    __slots__ = ("message", "index", "body", "order", "submits", "unanswered")
-
-    def __init__(self, message: _Message, index: int, body: bytes, order: int):
-        self.message = message
-        self.index = index
-        self.body = body
-        self.order = order
-        self.submits = 0
-        self.unanswered = 0  # submits in doubt: no answer came (a throttle is an answer)
+    @property
+    def message(self) -> _Message:
+        return self  # a property, not an attribute: no reference cycle to collect
 
 
 class Carrier:
@@ -174,9 +193,9 @@ class Carrier:
         #: Set by an operator (L{msisdnd.state.suspensions}): takes no new sends
         #: while set, drains what it has, keeps its binds for receipts and MO.
         self.suspended = False
-        self._queue: deque[_Part] = deque()
+        self._queue: deque[_Part | _Message] = deque()
         # Parts waiting out a pause before they go back in the queue, and their timers.
-        self._later: dict[_Part, IDelayedCall] = {}
+        self._later: dict[_Part | _Message, IDelayedCall] = {}
         self._sessions: list[ESMESession] = []
         self._next_session = 0
         self._wakeup: IDelayedCall | None = None
@@ -239,6 +258,14 @@ class Carrier:
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    def takes(self) -> bool:
+        """L{available}, with room in the queue for one part more: the
+        router's check before it offers a message.  (A method: on the hot
+        path, a call costs less than a property.)"""
+        return (self.accepting and not self.tripped and not self.suspended
+                and (bool(self._sessions) or self._grace_timer is not None)
+                and len(self._queue) < self.config.queue_size)
+
     @property
     def in_flight(self) -> int:
         return sum(s.in_flight for s in self._sessions)
@@ -270,22 +297,21 @@ class Carrier:
             self.errors["queue_full"] += 1
             raise QueueFullError(f"{self.name}: the queue is full")
         now = self.clock.seconds()
-        if timeout is None or timeout == self.send_timeout:
-            message = _Message(sms, len(bodies), now, now + self.send_timeout)
-            self._deadlines.append(message)
-            if self._deadline_timer is None:
-                self._deadline_timer = self.clock.callLater(self.send_timeout, self._expireDue)
-        else:
-            message = _Message(sms, len(bodies), now, 0.0)
-            message.deadline = self.clock.callLater(timeout, self._expire, message)
         queue = self._queue
         waiting = bool(queue)
         order = self._order
         self._order = order + len(bodies)
-        if len(bodies) == 1:
-            queue.append(_Part(message, 0, bodies[0], order))
+        if timeout is None or timeout == self.send_timeout:
+            message = _Message(sms, len(bodies), now, now + self.send_timeout, bodies[0], order)
+            self._deadlines.append(message)
+            if self._deadline_timer is None:
+                self._deadline_timer = self.clock.callLater(self.send_timeout, self._expireDue)
         else:
-            queue.extend(_Part(message, i, body, order + i) for i, body in enumerate(bodies))
+            message = _Message(sms, len(bodies), now, 0.0, bodies[0], order)
+            message.deadline = self.clock.callLater(timeout, self._expire, message)
+        queue.append(message)
+        if len(bodies) > 1:
+            queue.extend(_Part(message, i, bodies[i], order + i) for i in range(1, len(bodies)))
         if not waiting:
             # A queue that already held parts is waiting on a response, a
             # timer or a bind, each of which pumps it: no need to look now.
@@ -342,8 +368,8 @@ class Carrier:
         if now < self._paused_until:
             self._wakeAt(self._paused_until)
             return
-        rate = self._rate
-        recent, window = self._recent, self._window
+        rate, leases = self._rate, self._leases
+        recent, window, per_window = self._recent, self._window, self._per_window
         accepted, failed = self._accepted, self._failed
         sessions = self._sessions
         count = len(sessions)
@@ -355,19 +381,20 @@ class Carrier:
             room = session.room
             while queue and room > 0:
                 part = queue[0]
-                if part.message.done:
+                message = part.message if part.index else part  # a message is its own first part
+                if message.done:
                     queue.popleft()
                     continue
                 if rate:
-                    if len(recent) == recent.maxlen and now - recent[0] < window:
+                    if len(recent) == per_window and now - recent[0] < window:
                         self._wakeAt(recent[0] + window)
                         return
-                    if self._leases is not None and not self._token(now):
+                    if leases is not None and not self._token(now):
                         return
                     recent.append(now)
                 queue.popleft()
                 part.submits += 1
-                part.message.flying += 1
+                message.flying += 1
                 if part.submits > 1:
                     self.resubmitted += 1
                 session.submitWith(part.body, accepted, failed, part)
@@ -433,7 +460,8 @@ class Carrier:
         self.sent += 1
         self.last_submit_at = now = self.clock.seconds()
         self._throttle_streak = False
-        message = part.message
+        index = part.index
+        message = part.message if index else part  # a message is its own first part
         message.flying -= 1
         message.submitted = True
         if not message_id or not terminated:
@@ -442,7 +470,7 @@ class Carrier:
             self._warnings.warn("{carrier}: the SMSC accepted a message with {problem}; "
                                 "kept as {id!r}, not resubmitted (its receipt may not match)",
                                 carrier=self.name, problem=problem, id=message_id)
-        message.message_ids[part.index] = message_id
+        message.message_ids[index] = message_id
         message.remaining -= 1
         if message.remaining == 0 and not message.done:
             message.done = True
@@ -454,7 +482,7 @@ class Carrier:
             elapsed = now - message.started
             self.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
             self.latency_sum += elapsed
-            message.deferred.callback(SendResult(self.name, tuple(message.message_ids)))
+            message.deferred.callback(_new_result((self.name, tuple(message.message_ids))))
         # The session calls _pump (onWindowFreed) once it has read its whole chunk.
 
     def _failed(self, error: SMPPError, part: _Part) -> None:

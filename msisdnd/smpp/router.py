@@ -120,7 +120,7 @@ class Router:
                     candidates = sorted(candidates, key=lambda c: not c.bound)
                     break
         for carrier in candidates:
-            if carrier.available and carrier.queue_depth < carrier.config.queue_size:
+            if carrier.takes():
                 try:
                     d = carrier.send(sms, timeout)
                 except QueueFullError:

@@ -150,6 +150,7 @@ class ESMESession(PDUStream):
         self._last_received = 0.0
         self._idle_timer: IDelayedCall | None = None
         self._expiry_timer: IDelayedCall | None = None
+        self._expiry_at = 0.0  # when _expiry_timer fires (read per request: no getTime call)
         self._enquiring = False
         self._closed_waiters: list[Deferred] = []
         self._drain_waiters: list[Deferred] = []
@@ -296,8 +297,10 @@ class ESMESession(PDUStream):
         timer = self._expiry_timer
         if timer is None:
             self._expiry_timer = self.clock.callLater(timeout, self._expireDue)
-        elif timer.getTime() > deadline:
+            self._expiry_at = deadline
+        elif self._expiry_at > deadline:
             timer.reset(timeout)  # a bind's longer timer outlived the bind
+            self._expiry_at = deadline
         corked = self._corked
         if corked is None:
             self.transport.write(_HEADER_PACK(16 + len(body), command_id, 0, seq) + body)
@@ -472,6 +475,7 @@ class ESMESession(PDUStream):
         for seq, entry in self._pending.items():
             if entry.deadline > now:
                 self._expiry_timer = self.clock.callLater(entry.deadline - now, self._expireDue)
+                self._expiry_at = entry.deadline
                 break
             due.append(seq)
         for seq in due:

@@ -8,6 +8,7 @@ receivers.  Neither side imports the other.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from zope.interface import Interface
 
@@ -39,9 +40,12 @@ class OutboundSMS:
     avoid: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    """An SMS the SMSC accepted: which carrier, and its message ids (one per part)."""
+class SendResult(NamedTuple):
+    """An SMS the SMSC accepted: which carrier, and its message ids (one per part).
+
+    Immutable, like the seam's other types; a named tuple rather than a
+    frozen dataclass because one is made per message on the send path.
+    """
 
     carrier: str
     message_ids: tuple[str, ...]
