@@ -56,6 +56,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:
@@ -534,6 +535,21 @@ def format_profiles(profiles: dict[str, tuple[Path, dict]]) -> str:
     return "\n".join(lines)
 
 
+def verdicts(summary: dict, key: str, describe: Callable[[str, dict], tuple[str, str]]
+             ) -> list[str]:
+    """One line per window and capped contender: its ratio C{key} against the target."""
+    lines = []
+    for window, per in summary.items():
+        for c, s in per.items():
+            ratio = s.get(key)
+            if ratio is not None and ":nocap" not in c:
+                what, how = describe(c, s)
+                verdict = "MET" if ratio >= TARGET_RATIO else "NOT MET"
+                lines.append(f"window {window}: {what} = {ratio:.3f} ({how}; target >= "
+                             f"{TARGET_RATIO}) -> {verdict}")
+    return lines
+
+
 def parent(args: argparse.Namespace) -> int:
     sources: dict[str, tuple[Path, str]] = {}
     for c in args.contenders:
@@ -612,20 +628,12 @@ def parent(args: argparse.Namespace) -> int:
         print(format_callgrind(grind_summary, list(args.contenders), args.callgrind_messages))
     failed = sum(r["failed"] for r in runs + grind)
     print()
-    for window, per in summary.items():
-        for c, s in per.items():
-            ratio = s.get("median_ratio_to_bare")
-            if ratio is not None and ":nocap" not in c:
-                verdict = "MET" if ratio >= TARGET_RATIO else "NOT MET"
-                print(f"window {window}: {c} / bare = {ratio:.3f} (median of {len(s['ratios_to_bare'])} "
-                      f"rounds; target >= {TARGET_RATIO}) -> {verdict}")
-    for window, per in grind_summary.items():
-        for c, s in per.items():
-            ratio = s.get("ratio_bare_over_contender")
-            if ratio is not None and ":nocap" not in c:
-                verdict = "MET" if ratio >= TARGET_RATIO else "NOT MET"
-                print(f"window {window}: bare / {c} instructions per submit = {ratio:.3f} "
-                      f"(callgrind; target >= {TARGET_RATIO}) -> {verdict}")
+    for line in verdicts(summary, "median_ratio_to_bare", lambda c, s: (
+            f"{c} / bare", f"median of {len(s['ratios_to_bare'])} rounds")):
+        print(line)
+    for line in verdicts(grind_summary, "ratio_bare_over_contender", lambda c, s: (
+            f"bare / {c} instructions per submit", "callgrind")):
+        print(line)
     print(f"failed submits: {failed}")
     if profiles:
         print()
