@@ -4,6 +4,7 @@
                                         [--rounds 5] [--messages 50000] [--warmup 2000]
                                         [--throughput 100000] [--profile] [--json FILE]
     .venv/bin/python bench/smpp_bare.py --contenders bare,msisdnd@HEAD,msisdnd@HEAD~1
+    .venv/bin/python bench/smpp_bare.py --windows 100 --callgrind [--callgrind-messages 1000,4000]
 
 The bare ESME (L{BareESME}) is the ceiling for Twisted on CPython: a
 Protocol that binds, keeps W C{submit_sm} outstanding with one
@@ -29,6 +30,17 @@ revision exported with C{git archive}: the same run can compare commits);
 C{msisdnd=DIR} (a tree holding C{msisdnd/}: an experiment); any msisdnd
 with C{:nocap} (the throughput cap off).  The exit status
 is 1 if any submit failed.
+
+C{--callgrind} counts instructions instead of CPU seconds, which on a
+shared machine move 2-3x between runs: each contender's worker runs under
+C{valgrind --tool=callgrind} (same SMSC process) twice per window, with
+N1 and N2 measured submits, and the figure is (instructions(N2) -
+instructions(N1)) / (N2 - N1) per submit: start-up, bind and warm-up
+cancel out.  The ratio is the bare ESME's instructions per submit over the
+contender's (the same sense as the CPU ratio: msisdnd's fraction of
+bare).  It replaces the timed rounds (under valgrind a worker's CPU time
+says nothing).  The worker turns instrumentation on (C{callgrind_control})
+only where its measured phase starts, so that start-up is not 50x slower.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -44,6 +57,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:
@@ -63,6 +77,9 @@ BIND_TRANSCEIVER, BIND_TRANSCEIVER_RESP = 0x00000009, 0x80000009
 HEADER = struct.Struct(">IIII")
 RESPONSE_TIMEOUT = 10.0
 PYSPY = Path(sys.executable).with_name("py-spy")
+# callgrind's summary on stderr: "==PID== Collected : 123456789" (instructions executed).
+CALLGRIND_COLLECTED = re.compile(r"^==\d+== Collected : (\d+)\s*$", re.M)
+CALLGRIND_SLOWDOWN = 100  # a worker under valgrind is some 50x slower: its timeout, generously
 
 
 # -- the bare ESME ----------------------------------------------------------------
@@ -214,6 +231,12 @@ def worker(args: argparse.Namespace) -> int:
     result: dict = {"contender": args.worker, "window": args.window}
     profile = Profile(args.profile_out)
 
+    def start_measuring() -> None:
+        if args.callgrind_worker:  # valgrind started with --instr-atstart=no: count from here
+            subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())],
+                           capture_output=True, check=True)
+        profile.start()
+
     @inlineCallbacks
     def measure_bare(reactor):
         from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -223,7 +246,7 @@ def worker(args: argparse.Namespace) -> int:
         yield esme.bound
         if args.warmup:
             yield BareDriver(esme, args.warmup, args.window).run()
-        profile.start()
+        start_measuring()
         smsc0, cpu0, wall0, busy0 = (_smpp.process_cpu_seconds(args.smsc_pid),
                                      time.process_time(), time.perf_counter(),
                                      _smpp.machine_busy_seconds())
@@ -253,7 +276,7 @@ def worker(args: argparse.Namespace) -> int:
                 yield st.drive(service.router, args.warmup, outstanding)
             carrier = service.carriers[0]
             requeued0 = carrier.requeued
-            profile.start()
+            start_measuring()
             smsc0, cpu0, wall0, busy0 = (_smpp.process_cpu_seconds(args.smsc_pid),
                                          time.process_time(), time.perf_counter(),
                                          _smpp.machine_busy_seconds())
@@ -294,28 +317,44 @@ def parse_contender(text: str) -> tuple[str, str | None, bool]:
 
 
 def run_worker(args: argparse.Namespace, contender: str, window: int, port: int, smsc_pid: int,
-               sources: dict, profile_out: Path | None) -> dict:
+               sources: dict, profile_out: Path | None, messages: int | None = None,
+               callgrind: bool = False) -> dict:
+    """One worker process: C{messages} (else C{--messages}, or C{--profile-messages} when
+    profiled) measured submits; under callgrind when asked, its instruction count in
+    C{instructions}."""
     kind, rev, nocap = parse_contender(contender)
-    messages = args.profile_messages if profile_out is not None else args.messages
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind,
-               "--port", str(port), "--smsc-pid", str(smsc_pid), "--window", str(window),
-               "--messages", str(messages), "--warmup", str(args.warmup),
-               "--throughput", "0" if nocap else str(args.throughput)]
+    if messages is None:
+        messages = args.profile_messages if profile_out is not None else args.messages
+    # Instrumented from the measured phase on (the worker turns it on with callgrind_control):
+    # start-up runs some 5x slower under valgrind rather than 50x.
+    valgrind = (["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                 "--callgrind-out-file=/dev/null"] if callgrind else [])
+    command = valgrind + [
+        sys.executable, str(Path(__file__).resolve()), "--worker", kind,
+        "--port", str(port), "--smsc-pid", str(smsc_pid), "--window", str(window),
+        "--messages", str(messages), "--warmup", str(args.warmup),
+        "--throughput", "0" if nocap else str(args.throughput)]
     if profile_out is not None:
         command += ["--profile-out", str(profile_out)]
+    if callgrind:
+        command += ["--callgrind-worker"]
     env = dict(os.environ)
     env.pop("MSISDND_BENCH_SOURCE", None)
     if rev is not None:
         env["MSISDND_BENCH_SOURCE"] = str(sources[rev][0])
         env["PYTHONPATH"] = _smpp.pythonpath(sources[rev][0])
     done = subprocess.run(command, cwd=_smpp.REPO, env=env, capture_output=True, text=True,
-                          timeout=max(120, messages / 500))
+                          timeout=max(120, messages / 500) * (CALLGRIND_SLOWDOWN if callgrind else 1))
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode or not lines:
+    collected = CALLGRIND_COLLECTED.findall(done.stderr) if callgrind else [None]
+    if done.returncode or not lines or not collected:
         raise RuntimeError(f"worker {contender} at window {window} failed "
                            f"(exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
     result = json.loads(lines[-1])
+    if callgrind:
+        result["instructions"] = int(collected[-1])
     result["contender"] = contender
+    result["messages"] = messages
     result["per_cpu_second"] = result["accepted"] / result["cpu"] if result["cpu"] else 0.0
     result["cpu_us_per_submit"] = 1e6 * result["cpu"] / max(1, result["accepted"])
     return result
@@ -387,6 +426,57 @@ def format_summary(summary: dict, contenders: list[str]) -> str:
     return "\n".join(lines)
 
 
+def callgrind_runs(args: argparse.Namespace, port: int, smsc_pid: int, sources: dict) -> list[dict]:
+    """Every contender's worker under callgrind at N1 and N2 submits, per window."""
+    runs = []
+    for window in args.windows:
+        for contender in args.contenders:
+            for messages in args.callgrind_messages:
+                r = run_worker(args, contender, window, port, smsc_pid, sources, None,
+                               messages=messages, callgrind=True)
+                runs.append(r)
+                print(f"callgrind window {window} {contender} {messages:,} submits: "
+                      f"{r['instructions']:,} instructions", file=sys.stderr, flush=True)
+    return runs
+
+
+def summarize_callgrind(runs: list[dict], contenders: list[str], windows: list[int],
+                        counts: tuple[int, int]) -> dict:
+    """Instructions per submit, (I(N2) - I(N1)) / (N2 - N1), per window and contender,
+    and the bare ESME's over each contender's (same run)."""
+    n1, n2 = counts
+    summary: dict = {}
+    for window in windows:
+        per: dict = {}
+        for c in contenders:
+            by_count = {r["messages"]: r["instructions"] for r in runs
+                        if r["window"] == window and r["contender"] == c}
+            per[c] = {"instructions": {str(n): by_count[n] for n in counts},
+                      "instructions_per_submit": (by_count[n2] - by_count[n1]) / (n2 - n1)}
+        if "bare" in per:
+            for c in contenders:
+                if c != "bare":
+                    per[c]["ratio_bare_over_contender"] = (
+                        per["bare"]["instructions_per_submit"] / per[c]["instructions_per_submit"])
+        summary[window] = per
+    return summary
+
+
+def format_callgrind(summary: dict, contenders: list[str], counts: tuple[int, int]) -> str:
+    n1, n2 = counts
+    lines = [f"| window | contender | instructions, {n1:,} submits | instructions, {n2:,} submits "
+             "| instructions per submit | bare / contender |",
+             "|---:|---|---:|---:|---:|---:|"]
+    for window, per in summary.items():
+        for c in contenders:
+            s = per[c]
+            ratio = s.get("ratio_bare_over_contender")
+            lines.append(f"| {window} | {c} | {s['instructions'][str(n1)]:,} | "
+                         f"{s['instructions'][str(n2)]:,} | {s['instructions_per_submit']:,.0f} | "
+                         f"{'' if ratio is None else f'{ratio:.3f}'} |")
+    return "\n".join(lines)
+
+
 # py-spy's collapsed stacks: where the CPU of a run went.
 PROFILE_BUCKETS = (
     ("the driver (bench)", ("bench/smpp_throughput.py", "bench/smpp_bare.py")),
@@ -447,6 +537,21 @@ def format_profiles(profiles: dict[str, tuple[Path, dict]]) -> str:
     return "\n".join(lines)
 
 
+def verdicts(summary: dict, key: str, describe: Callable[[str, dict], tuple[str, str]]
+             ) -> list[str]:
+    """One line per window and capped contender: its ratio C{key} against the target."""
+    lines = []
+    for window, per in summary.items():
+        for c, s in per.items():
+            ratio = s.get(key)
+            if ratio is not None and ":nocap" not in c:
+                what, how = describe(c, s)
+                verdict = "MET" if ratio >= TARGET_RATIO else "NOT MET"
+                lines.append(f"window {window}: {what} = {ratio:.3f} ({how}; target >= "
+                             f"{TARGET_RATIO}) -> {verdict}")
+    return lines
+
+
 def parent(args: argparse.Namespace) -> int:
     sources: dict[str, tuple[Path, str]] = {}
     for c in args.contenders:
@@ -464,17 +569,28 @@ def parent(args: argparse.Namespace) -> int:
         for rev, (_, commit) in sources.items()))
     print(f"machine: {env['date']}, {env['nproc']} CPUs, {env['cpu_model']}, "
           f"Python {env['python']}")
-    print(f"settings: {args.messages:,} measured submits per run after {args.warmup:,} "
-          f"warm-up; rounds {args.rounds}; windows {args.windows}; msisdnd throughput cap "
-          f"{args.throughput:g}/s (never reached) unless :nocap; one SMSC process for all runs",
-          flush=True)
+    if args.callgrind:
+        n1, n2 = args.callgrind_messages
+        print(f"settings: callgrind (instructions, not CPU time): each worker twice per window, "
+              f"{n1:,} and {n2:,} measured submits after {args.warmup:,} warm-up; windows "
+              f"{args.windows}; msisdnd throughput cap {args.throughput:g}/s (never reached) "
+              f"unless :nocap; one SMSC process for all runs", flush=True)
+    else:
+        print(f"settings: {args.messages:,} measured submits per run after {args.warmup:,} "
+              f"warm-up; rounds {args.rounds}; windows {args.windows}; msisdnd throughput cap "
+              f"{args.throughput:g}/s (never reached) unless :nocap; one SMSC process for all "
+              f"runs", flush=True)
 
     port = _smpp.free_port()
     smsc = _smpp.start_smsc(port)
     runs: list[dict] = []
+    grind: list[dict] = []
     profiles: dict[str, tuple[Path, dict]] = {}
     try:
-        for n in range(1, args.rounds + 1):
+        if args.callgrind:
+            grind = callgrind_runs(args, port, smsc.pid, sources)
+        timed_rounds = 0 if args.callgrind else args.rounds
+        for n in range(1, timed_rounds + 1):
             for window in args.windows:
                 for contender in rotated(list(args.contenders), n - 1):
                     r = run_worker(args, contender, window, port, smsc.pid, sources, None)
@@ -500,20 +616,27 @@ def parent(args: argparse.Namespace) -> int:
     finally:
         _smpp.stop_smsc(smsc)
 
-    summary = summarize(runs, list(args.contenders), args.windows)
+    summary = summarize(runs, list(args.contenders), args.windows) if runs else {}
+    grind_summary = (summarize_callgrind(grind, list(args.contenders), args.windows,
+                                         args.callgrind_messages) if grind else {})
+    if runs:
+        print()
+        print(format_runs(runs))
+        print()
+        print(format_summary(summary, list(args.contenders)))
+    if grind:
+        print()
+        print(f"callgrind: instructions per submit = (I({args.callgrind_messages[1]:,}) - "
+              f"I({args.callgrind_messages[0]:,})) / {args.callgrind_messages[1] - args.callgrind_messages[0]:,}")
+        print(format_callgrind(grind_summary, list(args.contenders), args.callgrind_messages))
+    failed = sum(r["failed"] for r in runs + grind)
     print()
-    print(format_runs(runs))
-    print()
-    print(format_summary(summary, list(args.contenders)))
-    failed = sum(r["failed"] for r in runs)
-    print()
-    for window, per in summary.items():
-        for c, s in per.items():
-            ratio = s.get("median_ratio_to_bare")
-            if ratio is not None and ":nocap" not in c:
-                verdict = "MET" if ratio >= TARGET_RATIO else "NOT MET"
-                print(f"window {window}: {c} / bare = {ratio:.3f} (median of {len(s['ratios_to_bare'])} "
-                      f"rounds; target >= {TARGET_RATIO}) -> {verdict}")
+    for line in verdicts(summary, "median_ratio_to_bare", lambda c, s: (
+            f"{c} / bare", f"median of {len(s['ratios_to_bare'])} rounds")):
+        print(line)
+    for line in verdicts(grind_summary, "ratio_bare_over_contender", lambda c, s: (
+            f"bare / {c} instructions per submit", "callgrind")):
+        print(line)
     print(f"failed submits: {failed}")
     if profiles:
         print()
@@ -525,6 +648,9 @@ def parent(args: argparse.Namespace) -> int:
             "environment": env | {"code": state, "sources": {k: v[1] for k, v in sources.items()}},
             "settings": {k: v for k, v in vars(args).items() if k != "json"},
             "runs": runs, "summary": {str(k): v for k, v in summary.items()},
+            "callgrind": {"messages": list(args.callgrind_messages), "runs": grind,
+                          "summary": {str(k): v for k, v in grind_summary.items()}}
+            if args.callgrind else None,
             "profiles": {c: {"file": str(p), "buckets": dict(profile_buckets(p)[1])}
                          for c, (p, _) in profiles.items()},
             "target_ratio": TARGET_RATIO,
@@ -540,6 +666,16 @@ def parse_windows(value: str) -> list[int]:
     if not windows or any(not 1 <= w <= 1000 for w in windows):
         raise argparse.ArgumentTypeError("windows must be between 1 and 1000")
     return windows
+
+
+def parse_counts(value: str) -> tuple[int, int]:
+    try:
+        counts = tuple(int(n) for n in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not two comma-separated integers: {value!r}")
+    if len(counts) != 2 or not 1 <= counts[0] < counts[1]:
+        raise argparse.ArgumentTypeError(f"want N1,N2 with 1 <= N1 < N2: {value!r}")
+    return counts
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -563,6 +699,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "under py-spy (the measured phase only); own time per submit by part")
     p.add_argument("--profile-messages", type=int, default=200_000,
                    help="measured submits in each profiled run (default: %(default)s)")
+    p.add_argument("--callgrind", action="store_true",
+                   help="instead of the timed rounds, each contender's worker under valgrind's "
+                        "callgrind at two message counts per window: instructions per submit "
+                        "and the bare ESME's over each contender's (repeatable on a noisy machine)")
+    p.add_argument("--callgrind-messages", metavar="N1,N2", type=parse_counts,
+                   default=(1000, 4000),
+                   help="the two measured submit counts of --callgrind (default: 1000,4000)")
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     # A worker's own options (the parent passes them).
     p.add_argument("--worker", choices=("bare", "msisdnd"), help=argparse.SUPPRESS)
@@ -570,11 +713,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smsc-pid", type=int, help=argparse.SUPPRESS)
     p.add_argument("--window", type=int, default=100, help=argparse.SUPPRESS)
     p.add_argument("--profile-out", help=argparse.SUPPRESS)
+    p.add_argument("--callgrind-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.rounds < 1 or args.messages < 1 or args.warmup < 0 or args.throughput < 0:
         p.error("--rounds and --messages must be positive, --warmup and --throughput not negative")
     if not args.worker and not args.contenders:
         p.error("--contenders names none")
+    if args.callgrind and not args.worker and not (shutil.which("valgrind")
+                                                   and shutil.which("callgrind_control")):
+        p.error("--callgrind: no valgrind (with callgrind_control) on PATH "
+                "(apt-get install valgrind)")
     return args
 
 

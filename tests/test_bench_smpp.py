@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,43 @@ def test_smpp_bare_compares_msisdnd_with_the_bare_esme(tmp_path):
         assert r["accepted"] == 300 and r["failed"] == 0 and r["cpu"] > 0, r
     msisdnd = result["summary"]["10"]["msisdnd"]
     assert len(msisdnd["ratios_to_bare"]) == 2 and msisdnd["median_ratio_to_bare"] > 0
+
+
+def test_smpp_bare_callgrind_prints_instructions_per_submit(tmp_path):
+    """--callgrind: each contender's worker under valgrind at two message counts, one SMSC."""
+    if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        pytest.skip("no valgrind on PATH (.ci/run installs it)")
+    figures = tmp_path / "callgrind.json"
+    out = run("smpp_bare.py", "--callgrind", "--callgrind-messages", "30,90", "--warmup", "10",
+              "--windows", "10", "--json", str(figures), timeout=300)
+    assert re.search(r"^settings: callgrind .* 30 and 90 measured submits", out, re.M), out
+    for contender in ("bare", "msisdnd"):
+        assert re.search(rf"^\| 10 \| {contender} \| {FIGURE} \| {FIGURE} \| {FIGURE} \|", out,
+                         re.M), out
+    assert re.search(rf"^window 10: bare / msisdnd instructions per submit = {FIGURE} "
+                     r"\(callgrind", out, re.M), out
+    assert re.search(r"^failed submits: 0$", out, re.M), out
+    result = json.loads(figures.read_text())
+    assert result["runs"] == []  # --callgrind replaces the timed rounds
+    grind = result["callgrind"]
+    assert grind["messages"] == [30, 90]
+    assert sorted((r["contender"], r["messages"]) for r in grind["runs"]) == [
+        ("bare", 30), ("bare", 90), ("msisdnd", 30), ("msisdnd", 90)]
+    for r in grind["runs"]:
+        assert r["accepted"] == r["messages"] and r["failed"] == 0 and r["instructions"] > 0, r
+    per = grind["summary"]["10"]
+    assert per["bare"]["instructions_per_submit"] > 0
+    assert per["msisdnd"]["instructions_per_submit"] > 0
+    assert per["msisdnd"]["ratio_bare_over_contender"] == pytest.approx(
+        per["bare"]["instructions_per_submit"] / per["msisdnd"]["instructions_per_submit"])
+
+
+def test_smpp_bare_callgrind_refuses_bad_message_counts():
+    done = subprocess.run([sys.executable, str(BENCH / "smpp_bare.py"), "--callgrind",
+                           "--callgrind-messages", "90,30"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--callgrind-messages: want N1,N2 with 1 <= N1 < N2: '90,30'" in done.stderr
 
 
 def test_smpp_soak_loses_nothing_and_prints_its_table(tmp_path):
