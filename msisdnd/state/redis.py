@@ -37,6 +37,8 @@ class TimedRedis:
 
     @param redis: a txredisapi connection or pool made with C{charset=None}
         (values are bytes); it may be set on C{redis} later, once connected.
+    @param timeout: seconds each call may take; fixed for the connection's
+        life (the pending calls' deadlines are then in the order they were made).
     @ivar errors: how many calls failed or timed out, for metrics.
     """
 
