@@ -1261,3 +1261,18 @@ def test_api_a_verification_the_guard_cannot_count_is_still_verified(redis_pool,
     finally:
         globalLogPublisher.removeObserver(seen.append)
         yield stop(gw)
+
+
+def test_number_facts_are_phonenumbers_own():
+    """facts() tells the region, calling code and type phonenumbers gives, the
+    same whether worked out or remembered."""
+    from msisdnd.numbers import facts
+
+    for _ in range(2):
+        for e164 in ("+447911123456", "+881612345678", "+33123456789", "+14155550123"):
+            number = phonenumbers.parse(e164, None)
+            got = facts(e164)
+            assert got.region == (phonenumbers.region_code_for_number(number) or "")
+            assert got.country_code == number.country_code
+            assert getattr(PhoneNumberType, got.kind) == phonenumbers.number_type(number)
+    assert (facts("+881612345678").region, facts("+33123456789").kind) == ("001", "FIXED_LINE")

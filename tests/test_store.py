@@ -184,3 +184,43 @@ def test_scripts_run_again_after_redis_forgot_them(store, redis_server):
     assert (yield start(store, 1000)).outcome is SendOutcome.STARTED
     assert (yield store.deleteSession(REF)) == 1
     assert store.errors == 0
+
+
+def test_each_redis_call_fails_at_its_own_deadline():
+    """Calls sent at different times each fail with StoreUnavailable at their
+    own start plus the timeout (one timer serves them all); one answered in
+    time is not failed later, and no timer is left once none waits."""
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import Clock
+
+    from msisdnd.state.redis import TimedRedis
+
+    class Redis:
+        def __init__(self):
+            self.sent: list[Deferred] = []
+
+        def get(self, key):
+            self.sent.append(Deferred())
+            return self.sent[-1]
+
+    clock, redis = Clock(), Redis()
+    timed = TimedRedis(redis, clock, timeout=1.0)
+    outcomes: list = [[], [], []]
+    for i in range(3):
+        timed.call("get", b"k").addBoth(outcomes[i].append)
+        clock.advance(0.25)
+    redis.sent[1].callback(b"v")  # answered at 0.75
+    clock.advance(0.2)  # 0.95: nothing is late yet
+    assert outcomes == [[], [b"v"], []]
+    clock.advance(0.05)  # 1.0: the first call's deadline
+    assert isinstance(outcomes[0][0].value, StoreUnavailable) and outcomes[2] == []
+    clock.advance(0.45)  # 1.45: not yet the third's (1.5)
+    assert outcomes[2] == []
+    clock.advance(0.05)
+    assert isinstance(outcomes[2][0].value, StoreUnavailable)
+    assert timed.errors == 2 and clock.getDelayedCalls() == []
+    redis.sent[0].callback(b"late")  # an answer after the deadline changes nothing
+    assert len(outcomes[0]) == 1
+    timed.call("get", b"k")
+    redis.sent[-1].callback(b"v")
+    assert clock.getDelayedCalls() == []

@@ -39,6 +39,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from msisdnd.masking import mask_number
+from msisdnd.numbers import facts
 from msisdnd.state import keys
 from msisdnd.state.lua import Script
 from msisdnd.state.redis import TimedRedis, text
@@ -397,8 +398,8 @@ class Limits:
 
         @raise Refused: L{Limit.NUMBER_TYPE} or L{Limit.COUNTRY_NOT_ALLOWED}.
         """
-        number = phonenumbers.parse(msisdn, None)
-        region = phonenumbers.region_code_for_number(number) or ""
+        number = facts(msisdn)
+        region = number.region
         settings = self.settings
         if region == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY and not any(
                 msisdn.startswith(prefix) for prefix in settings.allow_prefixes):
@@ -407,9 +408,7 @@ class Limits:
         if settings.countries and region not in settings.countries:
             self.counters.refused[Limit.COUNTRY_NOT_ALLOWED.value] += 1
             raise Refused(Limit.COUNTRY_NOT_ALLOWED)
-        kind = phonenumbers.number_type(number)
-        names = {v: k for k, v in vars(phonenumbers.PhoneNumberType).items() if k.isupper()}
-        if names.get(kind, "UNKNOWN") not in settings.number_types:
+        if number.kind not in settings.number_types:
             self.counters.refused[Limit.NUMBER_TYPE.value] += 1
             raise Refused(Limit.NUMBER_TYPE)
 
@@ -434,14 +433,14 @@ class Limits:
         now = self._now_ms()
         day, to_day_end = self._day(now)
         prefix = prefix_of(msisdn)
-        parsed = phonenumbers.parse(msisdn, None)
-        country = str(parsed.country_code)
+        number = facts(msisdn)
+        country = str(number.country_code)
         network = f"{mcc}{mnc}" if mcc and mnc else ""
         # Without a network the client named consistently, the network budget
         # counts the number's region instead, never nothing; the pumping guard
         # watches real networks only (a region's would block a whole country
         # for one prefix's pumping, which the prefix guard already catches).
-        budgeted = network or "region-" + (phonenumbers.region_code_for_number(parsed) or country)
+        budgeted = network or "region-" + (number.region or country)
         return SendCheck(self, msisdn, prefix, network, dict(
             lock=keys.number_lock(number_ref),
             number_10min=keys.number_sends_10min(number_ref, now // 600_000),

@@ -16,7 +16,7 @@ from typing import Any
 import txredisapi
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionClosed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 #: What a lost or refused Redis connection fails a command with.
@@ -37,6 +37,8 @@ class TimedRedis:
 
     @param redis: a txredisapi connection or pool made with C{charset=None}
         (values are bytes); it may be set on C{redis} later, once connected.
+    @param timeout: seconds each call may take; fixed for the connection's
+        life (the pending calls' deadlines are then in the order they were made).
     @ivar errors: how many calls failed or timed out, for metrics.
     """
 
@@ -45,6 +47,11 @@ class TimedRedis:
         self.clock = clock
         self.timeout = timeout
         self.errors = 0
+        # Calls waiting for Redis -> their deadlines.  Every call gets the
+        # same timeout, so insertion order is deadline order, and one timer
+        # (set for the oldest call's deadline) serves them all.
+        self._pending: dict[Deferred, float] = {}
+        self._sweeper: IDelayedCall | None = None
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Deferred:
         """One txredisapi command, bounded by C{timeout}.
@@ -57,45 +64,7 @@ class TimedRedis:
         the server is a replica now, and the pool must find the master.
         """
         result: Deferred = Deferred()
-
-        def expire() -> None:
-            if not result.called:
-                self.errors += 1
-                result.errback(StoreUnavailable(f"Redis did not answer within {self.timeout}s"))
-
-        timer = self.clock.callLater(self.timeout, expire)
-
-        def done(value: Any) -> None:
-            if timer.active():
-                timer.cancel()
-            if result.called:
-                return
-            if isinstance(value, Failure):
-                if value.check(txredisapi.ScriptDoesNotExist):  # L{script} sends it whole
-                    result.errback(value)
-                    return
-                self.errors += 1
-                if value.check(*_CONNECTION_ERRORS):
-                    result.errback(StoreUnavailable(str(value.value)))
-                elif value.check(txredisapi.ResponseError) and _refusal(value.value):
-                    if _refusal(value.value) == "READONLY":
-                        rediscover = getattr(self.redis, "rediscover", None)
-                        if rediscover is not None:
-                            rediscover()
-                    result.errback(StoreUnavailable(f"Redis answered {value.value}"))
-                else:
-                    result.errback(value)
-            else:
-                result.callback(value)
-
-        try:
-            d = getattr(self.redis, method)(*args, **kwargs)
-        except Exception as e:
-            timer.cancel()
-            self.errors += 1
-            result.errback(StoreUnavailable(f"Redis call failed: {e!r}"))
-            return result
-        d.addBoth(done)
+        self._send(result, method, args, kwargs, None)
         return result
 
     def script(self, source: str, keys: list[bytes], args: list[Any]) -> Deferred:
@@ -107,12 +76,67 @@ class TimedRedis:
         """
         sha = _SHAS.get(source) or _sha1(source)
         args = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+        result: Deferred = Deferred()
+        self._send(result, "evalsha", (sha, keys, args), {}, source)
+        return result
 
-        def unknown(failure: Failure) -> Deferred:
-            failure.trap(txredisapi.ScriptDoesNotExist)
-            return self.call("eval", source, keys, args)
+    def _send(self, result: Deferred, method: str, args: tuple, kwargs: dict,
+              source: str | None) -> None:
+        """Send one command whose outcome fires C{result} by its deadline; a
+        C{source} is sent by C{EVAL} when Redis does not know its script."""
+        try:
+            d = getattr(self.redis, method)(*args, **kwargs)
+        except Exception as e:
+            self.errors += 1
+            result.errback(StoreUnavailable(f"Redis call failed: {e!r}"))
+            return
+        self._pending[result] = self.clock.seconds() + self.timeout
+        if self._sweeper is None:
+            self._sweeper = self.clock.callLater(self.timeout, self._sweep)
+        d.addBoth(self._done, result, args, source)
 
-        return self.call("evalsha", sha, keys, args).addErrback(unknown)
+    def _done(self, value: Any, result: Deferred, args: tuple, source: str | None) -> None:
+        pending = self._pending
+        if pending.pop(result, None) is None:  # it timed out
+            return
+        if not pending and self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if not isinstance(value, Failure):
+            result.callback(value)
+            return
+        if value.check(txredisapi.ScriptDoesNotExist):  # L{script} sends it whole
+            if source is not None:
+                self._send(result, "eval", (source, *args[1:]), {}, None)
+            else:
+                result.errback(value)
+            return
+        self.errors += 1
+        if value.check(*_CONNECTION_ERRORS):
+            result.errback(StoreUnavailable(str(value.value)))
+        elif value.check(txredisapi.ResponseError) and _refusal(value.value):
+            if _refusal(value.value) == "READONLY":
+                rediscover = getattr(self.redis, "rediscover", None)
+                if rediscover is not None:
+                    rediscover()
+            result.errback(StoreUnavailable(f"Redis answered {value.value}"))
+        else:
+            result.errback(value)
+
+    def _sweep(self) -> None:
+        """Fail the calls past their deadline; wait for the next one's."""
+        self._sweeper = None
+        pending, now, late = self._pending, self.clock.seconds(), []
+        for result, deadline in pending.items():
+            if deadline > now:
+                self._sweeper = self.clock.callLater(deadline - now, self._sweep)
+                break
+            late.append(result)
+        for result in late:
+            del pending[result]
+        for result in late:
+            self.errors += 1
+            result.errback(StoreUnavailable(f"Redis did not answer within {self.timeout}s"))
 
     def ping(self) -> Deferred:
         return self.call("ping")

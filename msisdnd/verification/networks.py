@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import phonenumbers
-
+from msisdnd.numbers import facts
 from msisdnd.sms.regions import mcc_regions
 
 
 def region_of(msisdn: str) -> str:
     """The number's region (C{"001"} for non-geographic numbers)."""
-    return phonenumbers.region_code_for_number(phonenumbers.parse(msisdn, None)) or ""
+    return facts(msisdn).region
 
 
 @dataclass(frozen=True, slots=True)
