@@ -82,3 +82,16 @@ def machine_busy_seconds() -> float:
         fields = [int(v) for v in f.readline().split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     return (sum(fields[:8]) - idle) / _CLOCK_TICKS
+
+
+def react(main) -> None:
+    """Run C{main(reactor)} (a coroutine function, or one returning a
+    Deferred) under C{task.react}, returning when it succeeded; a failure
+    still ends the process with C{task.react}'s status 1."""
+    from twisted.internet import defer, task
+
+    try:
+        task.react(lambda reactor: defer.ensureDeferred(main(reactor)), [])
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise

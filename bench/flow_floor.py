@@ -53,7 +53,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 import load  # noqa: E402
-from _common import cpu_seconds, machine_busy_seconds  # noqa: E402
+from _common import cpu_seconds, machine_busy_seconds, react  # noqa: E402
 from twisted.internet import defer, reactor, task  # noqa: E402
 
 FLOWS = ("device-jwt", "device-browserid", "backend")
@@ -465,10 +465,7 @@ def main(argv=None) -> int:
                       flush=True)
 
     try:
-        task.react(lambda r: defer.Deferred.fromCoroutine(body(r)), [])
-    except SystemExit as e:
-        if e.code not in (0, None):
-            raise
+        react(body)
     finally:
         for b in bare:
             b.stop()

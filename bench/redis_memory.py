@@ -59,7 +59,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from _common import machine  # noqa: E402
+from _common import machine, react  # noqa: E402
 from _common import run as run_in_repo  # noqa: E402
 
 import txredisapi  # noqa: E402
@@ -710,10 +710,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Phase]]:
 
     server.start()
     try:
-        task.react(lambda reactor: main(reactor), [])
-    except SystemExit as e:
-        if e.code:
-            raise
+        react(main)
     finally:
         server.stop()
     return env, phases

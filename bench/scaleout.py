@@ -41,11 +41,10 @@ import os
 import sys
 from pathlib import Path
 
-from twisted.internet import defer, task
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import load  # noqa: E402
+from _common import react  # noqa: E402
 
 #: Flows per daemon CPU-second with N daemons / with one, same run (issue 15).
 TARGET = load.TARGET_SCALE_OUT
@@ -266,10 +265,7 @@ def main(argv=None) -> int:
                 print(format_level(rows[-1]), flush=True)
 
     try:
-        task.react(lambda r: defer.Deferred.fromCoroutine(body(r)), [])
-    except SystemExit as e:
-        if e.code not in (0, None):
-            raise
+        react(body)
     finally:
         for cluster in clusters.values():
             cluster.stop()

@@ -64,7 +64,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 import _smpp  # noqa: E402
-from _common import machine  # noqa: E402
+from _common import machine, react  # noqa: E402
 # Twisted only: msisdnd is imported by a worker once its --source tree is first on
 # sys.path (the exported twisted/plugins/ is no package: the installed Twisted wins).
 from twisted.internet.defer import Deferred  # noqa: E402
@@ -225,7 +225,6 @@ def worker(args: argparse.Namespace) -> int:
         if str(_smpp.REPO) not in sys.path:
             sys.path.append(str(_smpp.REPO))  # smpp_throughput puts it first otherwise
     from twisted.internet import reactor as _reactor  # noqa: F401
-    from twisted.internet import task
     from twisted.internet.defer import inlineCallbacks
 
     result: dict = {"contender": args.worker, "window": args.window}
@@ -293,11 +292,7 @@ def worker(args: argparse.Namespace) -> int:
             yield service.stopService()
 
     measure = measure_bare if args.worker == "bare" else measure_msisdnd
-    try:
-        task.react(lambda reactor: measure(reactor), [])
-    except SystemExit as e:
-        if e.code:
-            raise
+    react(measure)
     print(json.dumps(result), flush=True)
     return 0
 
