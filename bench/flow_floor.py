@@ -3,6 +3,8 @@
     .venv/bin/python bench/flow_floor.py                       # 50 users, 3 rounds
     .venv/bin/python bench/flow_floor.py --rounds 6 --duration 15 --json out.json
     .venv/bin/python bench/flow_floor.py --profile device-jwt  # py-spy on that level
+    .venv/bin/python bench/flow_floor.py --flows device-jwt --rounds 3 --no-redis-count
+                                          # the latency goal: run as root with tcpdump
 
 The floor is a bare Klein route in its own process (C{flow_floor.py --role
 bare}): C{POST /echo} reads a small JSON body and answers a small JSON, on
@@ -30,7 +32,19 @@ between sessions; the ratio is what RESULTS.md compares.
 Then (unless C{--no-latency}) the device JWT flow again at half the flows/s
 it reached saturated: latency per endpoint (p50/p95/p99) at both loads and
 the time from the driver's C{mt/verify} write to the fake SMSC's receipt of
-the C{submit_sm}; and (unless C{--no-redis-count}) Redis's commands per
+the C{submit_sm}.  Those are the apparatus's times: they include the
+driver's and the fake SMSC's own scheduling (Python processes, each busy
+with hundreds of flows).  So when it can (root, C{tcpdump} on C{PATH}; it
+says why not otherwise, and C{--no-wire} turns it off) the latency phase
+captures the loopback (L{_wire}: C{tcpdump -i lo} on the API and SMPP
+ports, read back in Python) during a saturated level of its own and the
+half-load level, and reports beside each figure the same on the wire, from
+kernel timestamps: per endpoint, the request's last segment to the answer's
+first (the daemon's own answer time), and "HTTP accept to C{submit_sm} on
+the wire" (issue 16's goal, p99 < 5 ms at half load), the C{mt/verify}'s
+last segment to the segment completing the C{submit_sm} to its number.  A
+capture that lost data, or matched no C{mt/verify} to a C{submit_sm}, is a
+PROBLEM (exit status 1).  And (unless C{--no-redis-count}) Redis's commands per
 flow, from C{MONITOR} over a few flows of one user: the round trips (the
 daemon's own commands) and the commands scripts ran.
 """
