@@ -42,7 +42,10 @@ half-load level, and reports beside each figure the same on the wire, from
 kernel timestamps: per endpoint, the request's last segment to the answer's
 first (the daemon's own answer time), and "HTTP accept to C{submit_sm} on
 the wire" (issue 16's goal, p99 < 5 ms at half load), the C{mt/verify}'s
-last segment to the segment completing the C{submit_sm} to its number.  A
+last segment to the segment completing the C{submit_sm} to its number.
+Beside each latency level, how long the daemon's reactor thread was
+runnable but waiting for a CPU (C{/proc/<pid>/schedstat}), per second: on a
+machine shared with other work the tail is mostly that wait.  A
 capture that lost data, or matched no C{mt/verify} to a C{submit_sm}, is a
 PROBLEM (exit status 1).  And (unless C{--no-redis-count}) Redis's commands per
 flow, from C{MONITOR} over a few flows of one user: the round trips (the
@@ -68,7 +71,7 @@ if str(BENCH) not in sys.path:
 
 import _wire  # noqa: E402
 import load  # noqa: E402
-from _common import cpu_seconds, machine_busy_seconds, react  # noqa: E402
+from _common import cpu_seconds, cpu_wait_seconds, machine_busy_seconds, react  # noqa: E402
 from twisted.internet import defer, reactor, task  # noqa: E402
 
 FLOWS = ("device-jwt", "device-browserid", "backend")
@@ -198,7 +201,8 @@ async def measure(cluster: load.Cluster, bare: Bare, mix: str, args, *,
     # Made once per cluster (a subprocess, seconds): before the level's clock starts.
     api_key = cluster.api_key() if mix == "backend" else None
     wire = (_wire.Capture.start(cluster.dir, [api_port(cluster), cluster.smpp_port],
-                                name=f"wire-{mix}") if capture else None)
+                                name=f"wire-{mix}-" + (f"{rate:.0f}-per-s" if rate else "saturated"))
+            if capture else None)
     start = time.time() + 0.3
     t0 = start + args.warmup
     t1 = t0 + args.duration
@@ -209,6 +213,7 @@ async def measure(cluster: load.Cluster, bare: Bare, mix: str, args, *,
     run = defer.Deferred.fromCoroutine(load.Driver(spec).run())
     await task.deferLater(reactor, max(0.0, t0 - time.time()), lambda: None)
     cpu0, busy0, own0 = cpu_seconds(target), machine_busy_seconds(), cpu_seconds(os.getpid())
+    wait0 = cpu_wait_seconds(target)
     spy = None
     if profile:
         out = BENCH / "out"
@@ -221,6 +226,7 @@ async def measure(cluster: load.Cluster, bare: Bare, mix: str, args, *,
             spy_out)
     await task.deferLater(reactor, max(0.0, t1 - time.time()), lambda: None)
     cpu = cpu_seconds(target) - cpu0
+    waited = cpu_wait_seconds(target) - wait0
     own = cpu_seconds(os.getpid()) - own0
     busy = machine_busy_seconds() - busy0
     try:
@@ -237,6 +243,7 @@ async def measure(cluster: load.Cluster, bare: Bare, mix: str, args, *,
         "cpu_s": cpu, "cpu_ms_per_flow": 1000 * cpu / max(flows, 1),
         "cpu_ms_per_request": 1000 * cpu / max(requests, 1),
         "driver_cpu_s": own, "other_cpu_pct": 100 * max(0.0, busy - cpu - own) / args.duration,
+        "cpu_wait_ms_per_s": 1000 * waited / args.duration,
         "latency_ms": {k: load.summarize_ms(v) for k, v in stats["latency"].items()},
         "accept_submit_ms": load.summarize_ms(stats["accept_submit"]),
     }
@@ -374,7 +381,9 @@ def latency_table(title: str, r: dict) -> str:
     last segment -> answer's first segment, kernel timestamps)."""
     wire = r.get("wire")
     lines = [f"{title}: {r['flows_per_s']:,.1f} flows/s, {r['users']} users"
-             + (f", rate {r['rate']:.1f}/s" if r["rate"] else "")]
+             + (f", rate {r['rate']:.1f}/s" if r["rate"] else "")
+             + f"; the daemon on CPU {1000 * r['cpu_s'] / r['duration']:.0f} ms/s, runnable but "
+               f"waiting for a CPU {r['cpu_wait_ms_per_s']:.0f} ms/s"]
     head = "| endpoint | n | p50 ms | p95 ms | p99 ms |"
     rule = "|---|---:|---:|---:|---:|"
     if wire:

@@ -44,6 +44,9 @@ def test_the_flow_floor_benchmark_prints_its_figures(tmp_path):
     assert re.search(rf"^bare Klein route / bare twisted.web Resource, CPU per request: {FIGURE}",
                      out, re.M), out
     assert re.search(rf"^mt/verify -> submit_sm p99 at half load: {FIGURE} ms", out, re.M), out
+    for load in ("saturated", "half the saturated flows/s"):
+        assert re.search(rf"^device JWT flow, {load}: .*; the daemon on CPU {FIGURE} ms/s, "
+                         rf"runnable but waiting for a CPU {FIGURE} ms/s$", out, re.M), out
     # On the wire when this machine can capture the loopback (root and tcpdump), else why not.
     wire = re.search(r"^latency on the wire: (on \(tcpdump -i lo\)|off \((.+)\))$", out, re.M)
     assert wire, out
