@@ -291,6 +291,23 @@ def _smpp_start(payload: bytes) -> bool:
 _NO_BODY = frozenset({204, 304})
 
 
+def head_fields(lines: list[bytes]) -> tuple[int | None, bool, bool]:
+    """An HTTP head's C{Content-Length} (None without one), whether it is
+    chunked, and whether it says C{Connection: close}; C{lines}: the head's
+    lines after the start line."""
+    length, chunked, close = None, False, False
+    for line in lines:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif name == b"connection":
+            close = b"close" in value.lower()
+    return length, chunked, close
+
+
 def _http_message(buf: bytearray, response: bool):
     """C{(length, start line, body)} of the HTTP message at the start of C{buf},
     or None while it is incomplete."""
@@ -298,14 +315,8 @@ def _http_message(buf: bytearray, response: bool):
     if end < 0:
         return None
     lines = bytes(buf[:end]).split(b"\r\n")
-    length, chunked = 0, False
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"transfer-encoding":
-            chunked = b"chunked" in value.lower()
+    length, chunked, _ = head_fields(lines[1:])
+    length = length or 0
     pos = end + 4
     status = int(lines[0][9:12]) if response else None
     if status is not None and (status in _NO_BODY or status < 200):
@@ -331,13 +342,10 @@ def _http_message(buf: bytearray, response: bool):
         pos = eol + 2 + size + 2
 
 
-class _HTTPSide:
-    """Parses one direction of an HTTP connection into requests or answers."""
+class _Side:
+    """One direction of a connection: its L{Stream}, parsed as segments come."""
 
-    def __init__(self, connection: "_Connection", response: bool):
-        self.connection = connection
-        self.response = response
-        self.stream = Stream(_http_start)
+    stream: Stream
 
     def feed(self, segment: Segment) -> None:
         self.stream.feed(segment)
@@ -346,6 +354,18 @@ class _HTTPSide:
     def finish(self) -> None:
         self.stream.finish()
         self.parse()
+
+    def parse(self) -> None:
+        raise NotImplementedError
+
+
+class _HTTPSide(_Side):
+    """Parses one direction of an HTTP connection into requests or answers."""
+
+    def __init__(self, connection: "_Connection", response: bool):
+        self.connection = connection
+        self.response = response
+        self.stream = Stream(_http_start)
 
     def parse(self) -> None:
         stream = self.stream
@@ -398,18 +418,12 @@ class _Connection:
         self.outstanding.clear()
 
 
-class _SMPPSide:
+class _SMPPSide(_Side):
+    """Reads the C{submit_sm} PDUs of an ESME's side of an SMPP connection."""
+
     def __init__(self, wire: "Wire"):
         self.wire = wire
         self.stream = Stream(_smpp_start)
-
-    def feed(self, segment: Segment) -> None:
-        self.stream.feed(segment)
-        self.parse()
-
-    def finish(self) -> None:
-        self.stream.finish()
-        self.parse()
 
     def parse(self) -> None:
         from msisdnd.smpp import codec
@@ -477,14 +491,14 @@ class Wire:
         return {name: _percentiles(v) for name, v in sorted(times.items())}
 
     def accept_submit_times(self, t0: float = float("-inf"),
-                            t1: float = float("inf")) -> tuple[list[float], int]:
+                            t1: float = float("inf")) -> tuple[list[float], list[Request]]:
         """The seconds from each SMS-sending request's last segment (in [t0, t1])
-        to the first C{submit_sm} to its number after it; and how many such
-        requests had none."""
+        to the first C{submit_sm} to its number after it; and the requests
+        that had none."""
         by_number: dict[str, list[float]] = defaultdict(list)
         for s in self.submits:
             by_number[s.destination].append(s.last)
-        out, missing = [], 0
+        out, missing = [], []
         for r in self.requests:
             key = SENDS.get((r.method, r.path.split("?", 1)[0]))
             if key is None or not t0 <= r.last <= t1:
@@ -492,19 +506,25 @@ class Wire:
             try:
                 number = str(json.loads(r.body)[key]).lstrip("+")
             except (ValueError, KeyError, TypeError):
-                missing += 1
+                missing.append(r)
                 continue
             later = [ts for ts in by_number.get(number, ()) if ts >= r.last]
             if later:
                 out.append(min(later) - r.last)
             else:
-                missing += 1
+                missing.append(r)
         return out, missing
 
     def accept_submit(self, t0: float = float("-inf"), t1: float = float("inf")) -> dict:
-        """L{accept_submit_times} as p50/p95/p99/max in ms, with C{missing}."""
-        times, missing = self.accept_submit_times(t0, t1)
-        return {**_percentiles(times), "missing": missing}
+        """L{accept_submit_times} as p50/p95/p99/max in ms; C{missing}: how many
+        requests the daemon answered as sent (2xx) had no C{submit_sm} in the
+        capture, C{refused}: those answered otherwise or not at all (no SMS
+        expected), C{missing_at}: the first few missing, (time, status)."""
+        times, without = self.accept_submit_times(t0, t1)
+        sent = [r for r in without if r.status is not None and 200 <= r.status < 300]
+        return {**_percentiles(times), "missing": len(sent),
+                "refused": len(without) - len(sent),
+                "missing_at": [(r.last, r.status) for r in sent[:5]]}
 
 
 def read_capture(data: bytes, *, api_ports, smpp_ports) -> Wire:

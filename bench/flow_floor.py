@@ -407,7 +407,8 @@ def latency_table(title: str, r: dict) -> str:
     if wire:
         lines.append(f"(capture: {wire['requests']:,} requests, {wire['submits']:,} submit_sm, "
                      f"{wire['gaps']} gaps, {wire['unpaired']} answers unpaired, "
-                     f"{wire['accept_submit_ms']['missing']} sends without their submit_sm, "
+                     f"{wire['accept_submit_ms']['missing']} sends answered 2xx without their "
+                     f"submit_sm, {wire['accept_submit_ms']['refused']} refused or unanswered, "
                      f"tcpdump dropped {wire['dropped']})")
     return "\n".join(lines)
 

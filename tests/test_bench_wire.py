@@ -108,7 +108,7 @@ def test_an_mt_verify_is_matched_to_the_submit_sm_that_carried_its_code():
         ("POST", "/sms/mt/verify", 204)]
     assert [s.destination for s in wire.submits] == ["33699999999", "33612345678"]
     times, missing = wire.accept_submit_times()
-    assert missing == 0
+    assert missing == []
     assert times == [pytest.approx(0.0045, abs=1e-9)]  # last request byte -> last PDU byte
     ms = wire.answer_times()["POST /sms/mt/verify 204"]
     assert ms["n"] == 1 and ms["p99"] == pytest.approx(8.0, abs=1e-6)
@@ -187,14 +187,18 @@ def test_a_lost_segment_is_skipped_and_counted():
 def test_a_window_and_a_number_without_submit_sm():
     up, down = Side(CLIENT, ("127.0.0.1", API), 0), Side(("127.0.0.1", API), CLIENT, 0)
     records = [up.syn(0.0), down.syn(0.0)]
-    for ts, number in ((1.0, "+33600000001"), (5.0, "+33600000002")):
+    # Answered as sent (204) with no submit_sm; refused (429); one more, later.
+    for ts, number, status in ((1.0, "+33600000001", 204), (1.5, "+33600000003", 429),
+                               (5.0, "+33600000002", 204)):
         records.append(up.send(ts, request("/sms/mt/verify",
                                            json.dumps({"msisdn": number}).encode())))
-        records.append(down.send(ts + 0.01, answer(204)))
+        records.append(down.send(ts + 0.01, answer(status, b"{}")))
     wire = read(records)
     early = wire.accept_submit(0.5, 2.0)
-    assert (early["n"], early["missing"]) == (0, 1)
+    assert (early["n"], early["missing"], early["refused"]) == (0, 1, 1)
+    assert early["missing_at"] == [(pytest.approx(1.0), 204)]
     assert wire.answer_times(4.0, 6.0)["POST /sms/mt/verify 204"]["n"] == 1
+    assert wire.answer_times(0.5, 2.0)["POST /sms/mt/verify 429"]["n"] == 1
 
 
 def test_what_is_not_a_pcap_is_refused():
