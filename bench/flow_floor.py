@@ -37,8 +37,9 @@ driver's and the fake SMSC's own scheduling (Python processes, each busy
 with hundreds of flows).  So when it can (root, C{tcpdump} on C{PATH}; it
 says why not otherwise, and C{--no-wire} turns it off) the latency phase
 captures the loopback (L{_wire}: C{tcpdump -i lo} on the API and SMPP
-ports, read back in Python) during a saturated level of its own and the
-half-load level, and reports beside each figure the same on the wire, from
+ports, read back in Python) during a saturated level of its own (its
+figures are then the saturated ones; the half rate stays half the best
+round's) and the half-load level, and reports beside each figure the same on the wire, from
 kernel timestamps: per endpoint, the request's last segment to the answer's
 first (the daemon's own answer time), and "HTTP accept to C{submit_sm} on
 the wire" (issue 16's goal, p99 < 5 ms at half load), the C{mt/verify}'s
