@@ -76,6 +76,13 @@ def cpu_seconds(pid: int | str) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def cpu_wait_seconds(pid: int | str) -> float:
+    """How long C{pid}'s main thread (a Twisted process's reactor) has been
+    runnable but waiting for a CPU, from C{/proc/<pid>/schedstat}."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine spent not idle (all CPUs), from C{/proc/stat}."""
     with open("/proc/stat") as f:

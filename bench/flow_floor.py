@@ -3,6 +3,8 @@
     .venv/bin/python bench/flow_floor.py                       # 50 users, 3 rounds
     .venv/bin/python bench/flow_floor.py --rounds 6 --duration 15 --json out.json
     .venv/bin/python bench/flow_floor.py --profile device-jwt  # py-spy on that level
+    .venv/bin/python bench/flow_floor.py --flows device-jwt --rounds 3 --no-redis-count
+                                          # the latency goal: run as root with tcpdump
 
 The floor is a bare Klein route in its own process (C{flow_floor.py --role
 bare}): C{POST /echo} reads a small JSON body and answers a small JSON, on
@@ -30,7 +32,23 @@ between sessions; the ratio is what RESULTS.md compares.
 Then (unless C{--no-latency}) the device JWT flow again at half the flows/s
 it reached saturated: latency per endpoint (p50/p95/p99) at both loads and
 the time from the driver's C{mt/verify} write to the fake SMSC's receipt of
-the C{submit_sm}; and (unless C{--no-redis-count}) Redis's commands per
+the C{submit_sm}.  Those are the apparatus's times: they include the
+driver's and the fake SMSC's own scheduling (Python processes, each busy
+with hundreds of flows).  So when it can (root, C{tcpdump} on C{PATH}; it
+says why not otherwise, and C{--no-wire} turns it off) the latency phase
+captures the loopback (L{_wire}: C{tcpdump -i lo} on the API and SMPP
+ports, read back in Python) during a saturated level of its own (its
+figures are then the saturated ones; the half rate stays half the best
+round's) and the half-load level, and reports beside each figure the same on the wire, from
+kernel timestamps: per endpoint, the request's last segment to the answer's
+first (the daemon's own answer time), and "HTTP accept to C{submit_sm} on
+the wire" (issue 16's goal, p99 < 5 ms at half load), the C{mt/verify}'s
+last segment to the segment completing the C{submit_sm} to its number.
+Beside each latency level, how long the daemon's reactor thread was
+runnable but waiting for a CPU (C{/proc/<pid>/schedstat}), per second: on a
+machine shared with other work the tail is mostly that wait.  A
+capture that lost data, or matched no C{mt/verify} to a C{submit_sm}, is a
+PROBLEM (exit status 1).  And (unless C{--no-redis-count}) Redis's commands per
 flow, from C{MONITOR} over a few flows of one user: the round trips (the
 daemon's own commands) and the commands scripts ran.
 """
@@ -52,8 +70,9 @@ BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
+import _wire  # noqa: E402
 import load  # noqa: E402
-from _common import cpu_seconds, machine_busy_seconds, react  # noqa: E402
+from _common import cpu_seconds, cpu_wait_seconds, machine_busy_seconds, react  # noqa: E402
 from twisted.internet import defer, reactor, task  # noqa: E402
 
 FLOWS = ("device-jwt", "device-browserid", "backend")
@@ -63,6 +82,11 @@ TARGET_RATIO = 2.0
 FLOORS = ("bare", "bare-resource", "bare-lean")
 #: The bare route's answer.
 BARE_ANSWER = b'{"ok": true, "msisdn": "+33612345678"}'
+#: The driver's name of each daemon endpoint, for the wire's figures beside its own.
+ENDPOINT_NAMES = {"/register": "register", "/sms/mt/verify": "sms/mt/verify",
+                  "/sms/verify_code": "sms/verify_code", "/certificate/sign": "certificate/sign",
+                  "/unregister": "unregister", "/v2/verifications": "backend create",
+                  "/v2/verifications/check": "backend check"}
 
 
 # -- the floor: a bare Klein route -------------------------------------------------------
@@ -137,9 +161,38 @@ class Bare:
 # -- one level -----------------------------------------------------------------------------
 
 
+def endpoint_name(request: _wire.Request) -> str:
+    """A captured request's endpoint, as the driver names it (its status added
+    when it is an error)."""
+    path = request.path.split("?", 1)[0]
+    name = ENDPOINT_NAMES.get(path, f"{request.method} {path}")
+    return name if request.status is None or request.status < 400 else f"{name} ({request.status})"
+
+
+def api_port(cluster: load.Cluster) -> int:
+    return int(cluster.api[0].rsplit(":", 1)[1])
+
+
+def wire_figures(cluster: load.Cluster, capture: _wire.Capture, t0: float, t1: float) -> dict:
+    """The level's latencies on the wire, from its capture (read, then deleted)."""
+    capture.stop()
+    try:
+        wire = _wire.read_capture(capture.path.read_bytes(), api_ports={api_port(cluster)},
+                                  smpp_ports={cluster.smpp_port})
+    finally:
+        if not cluster.keep_logs:
+            capture.path.unlink(missing_ok=True)
+    return {"answer_ms": wire.answer_times(t0, t1, name=endpoint_name),
+            "accept_submit_ms": wire.accept_submit(t0, t1),
+            "requests": len(wire.requests), "submits": len(wire.submits),
+            "gaps": wire.gaps, "unpaired": wire.unpaired, "dropped": capture.dropped}
+
+
 async def measure(cluster: load.Cluster, bare: Bare, mix: str, args, *,
-                  rate: float | None = None, profile: bool = False) -> dict:
-    """One level of C{mix}: warm up, measure C{args.duration} s, return its figures."""
+                  rate: float | None = None, profile: bool = False,
+                  capture: bool = False) -> dict:
+    """One level of C{mix}: warm up, measure C{args.duration} s, return its figures;
+    with C{capture}, the loopback captured too (L{_wire}) and its figures added."""
     floor = mix in FLOORS
     target = bare.proc.pid if floor else cluster.daemon_pids[0]
     url = {"bare": bare.url, "bare-resource": bare.resource_url,
@@ -148,6 +201,9 @@ async def measure(cluster: load.Cluster, bare: Bare, mix: str, args, *,
         cluster.clear_messages()
     # Made once per cluster (a subprocess, seconds): before the level's clock starts.
     api_key = cluster.api_key() if mix == "backend" else None
+    wire = (_wire.Capture.start(cluster.dir, [api_port(cluster), cluster.smpp_port],
+                                name=f"wire-{mix}-" + (f"{rate:.0f}-per-s" if rate else "saturated"))
+            if capture else None)
     start = time.time() + 0.3
     t0 = start + args.warmup
     t1 = t0 + args.duration
@@ -158,6 +214,7 @@ async def measure(cluster: load.Cluster, bare: Bare, mix: str, args, *,
     run = defer.Deferred.fromCoroutine(load.Driver(spec).run())
     await task.deferLater(reactor, max(0.0, t0 - time.time()), lambda: None)
     cpu0, busy0, own0 = cpu_seconds(target), machine_busy_seconds(), cpu_seconds(os.getpid())
+    wait0 = cpu_wait_seconds(target)
     spy = None
     if profile:
         out = BENCH / "out"
@@ -170,9 +227,13 @@ async def measure(cluster: load.Cluster, bare: Bare, mix: str, args, *,
             spy_out)
     await task.deferLater(reactor, max(0.0, t1 - time.time()), lambda: None)
     cpu = cpu_seconds(target) - cpu0
+    waited = cpu_wait_seconds(target) - wait0
     own = cpu_seconds(os.getpid()) - own0
     busy = machine_busy_seconds() - busy0
-    stats = await run
+    try:
+        stats = await run
+    finally:
+        result_wire = wire_figures(cluster, wire, t0, t1) if wire is not None else None
     flows = stats["flows"]
     requests = sum(n for name, n in stats["requests"].items() if not name.startswith("smsc"))
     result = {
@@ -183,9 +244,12 @@ async def measure(cluster: load.Cluster, bare: Bare, mix: str, args, *,
         "cpu_s": cpu, "cpu_ms_per_flow": 1000 * cpu / max(flows, 1),
         "cpu_ms_per_request": 1000 * cpu / max(requests, 1),
         "driver_cpu_s": own, "other_cpu_pct": 100 * max(0.0, busy - cpu - own) / args.duration,
+        "cpu_wait_ms_per_s": 1000 * waited / args.duration,
         "latency_ms": {k: load.summarize_ms(v) for k, v in stats["latency"].items()},
         "accept_submit_ms": load.summarize_ms(stats["accept_submit"]),
     }
+    if result_wire is not None:
+        result["wire"] = result_wire
     if spy is not None:
         proc, path = spy
         proc.communicate(timeout=60)
@@ -306,17 +370,62 @@ def level_row(rnd: int, r: dict) -> str:
             f"{r['other_cpu_pct']:.0f} |")
 
 
+def _cells(s: dict | None, count: str = "n") -> str:
+    if not s or not s.get(count):
+        return "- | - | - | -"
+    return f"{s[count]:,} | {s['p50']:.2f} | {s['p95']:.2f} | {s['p99']:.2f}"
+
+
 def latency_table(title: str, r: dict) -> str:
+    """Per endpoint p50/p95/p99: the driver's (request written -> answer read,
+    the apparatus) and, when the level was captured, the wire's (request's
+    last segment -> answer's first segment, kernel timestamps)."""
+    wire = r.get("wire")
     lines = [f"{title}: {r['flows_per_s']:,.1f} flows/s, {r['users']} users"
-             + (f", rate {r['rate']:.1f}/s" if r["rate"] else ""),
-             "| endpoint | n | p50 ms | p95 ms | p99 ms |", "|---|---:|---:|---:|---:|"]
-    for name, s in sorted(r["latency_ms"].items()):
-        lines.append(f"| {name} | {s['n']:,} | {s['p50']:.2f} | {s['p95']:.2f} | "
-                     f"{s['p99']:.2f} |")
-    s = r["accept_submit_ms"]
-    lines.append(f"| mt/verify written -> submit_sm at the SMSC | {s['n']:,} | {s['p50']:.2f} | "
-                 f"{s['p95']:.2f} | {s['p99']:.2f} |")
+             + (f", rate {r['rate']:.1f}/s" if r["rate"] else "")
+             + f"; the daemon on CPU {1000 * r['cpu_s'] / r['duration']:.0f} ms/s, runnable but "
+               f"waiting for a CPU {r['cpu_wait_ms_per_s']:.0f} ms/s"]
+    head = "| endpoint | n | p50 ms | p95 ms | p99 ms |"
+    rule = "|---|---:|---:|---:|---:|"
+    if wire:
+        head += " on the wire: n | p50 ms | p95 ms | p99 ms |"
+        rule += "---:|---:|---:|---:|"
+    lines += [head, rule]
+    names = sorted(set(r["latency_ms"]) | set(wire["answer_ms"] if wire else ()))
+    for name in names:
+        row = f"| {name} | {_cells(r['latency_ms'].get(name))} |"
+        if wire:
+            row += f" {_cells(wire['answer_ms'].get(name))} |"
+        lines.append(row)
+    row = f"| **mt/verify -> submit_sm** | {_cells(r['accept_submit_ms'])} |"
+    if wire:
+        row += f" {_cells(wire['accept_submit_ms'])} |"
+    lines.append(row)
+    lines.append("(the apparatus: the driver's write -> its read of the answer, and of the "
+                 "mt/verify -> submit_sm row the fake SMSC's time of receipt"
+                 + ("; on the wire: the request's last segment -> the answer's first, and "
+                    "the submit_sm's segment, kernel timestamps)" if wire else ")"))
+    if wire:
+        lines.append(f"(capture: {wire['requests']:,} requests, {wire['submits']:,} submit_sm, "
+                     f"{wire['gaps']} gaps, {wire['unpaired']} answers unpaired, "
+                     f"{wire['accept_submit_ms']['missing']} sends answered 2xx without their "
+                     f"submit_sm, {wire['accept_submit_ms']['refused']} refused or unanswered, "
+                     f"tcpdump dropped {wire['dropped']})")
     return "\n".join(lines)
+
+
+def wire_problems(r: dict) -> list[str]:
+    """What says a level's capture cannot be trusted."""
+    wire = r.get("wire")
+    if wire is None:
+        return []
+    out = []
+    if r["flows"] and not wire["accept_submit_ms"]["n"]:
+        out.append("no mt/verify matched to a submit_sm on the wire")
+    if wire["dropped"] is None or wire["dropped"] or wire["gaps"]:
+        out.append(f"the capture lost data: tcpdump dropped {wire['dropped']}, "
+                   f"{wire['gaps']} gaps")
+    return out
 
 
 def parse_flows(value: str) -> list[str]:
@@ -346,6 +455,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="skip the device JWT flow at half its saturated flows/s")
     p.add_argument("--latency-rate", type=float, default=None, metavar="R",
                    help="measure latency at R flows/s instead of half the saturated flows/s")
+    p.add_argument("--no-wire", action="store_true",
+                   help="do not capture the loopback during the latency phase (on by default "
+                        "when root with tcpdump: the latencies on the wire)")
     p.add_argument("--no-redis-count", action="store_true",
                    help="skip counting Redis commands per flow (MONITOR)")
     p.add_argument("--redis-flows", type=int, default=20,
@@ -439,18 +551,33 @@ def main(argv=None) -> int:
         if not args.no_latency and "device-jwt" in args.flows:
             saturated = [levels["device-jwt"] for levels in document["rounds"]]
             best = max(saturated, key=lambda r: r["flows_per_s"])
+            rate = args.latency_rate or best["flows_per_s"] / 2
+            why_not = "--no-wire" if args.no_wire else _wire.unavailable()
+            print(f"\nlatency on the wire: "
+                  + (f"off ({why_not})" if why_not else "on (tcpdump -i lo)"), flush=True)
+            if why_not is None:
+                progress("device-jwt saturated, the loopback captured")
+                best = await measure(cluster, bare[0], "device-jwt", args, capture=True)
             progress("device-jwt at half load")
-            half = await measure(cluster, bare[0], "device-jwt", args,
-                                 rate=args.latency_rate or best["flows_per_s"] / 2)
-            if half["errors"] or not half["flows"]:
-                failed.append(f"half load: {half['flows']} flows, errors {half['error_kinds']}")
-            document["latency"] = {"saturated": best, "half": half}
+            half = await measure(cluster, bare[0], "device-jwt", args, rate=rate,
+                                 capture=why_not is None)
+            for name, r in (("saturated", best), ("half load", half)):
+                if r["errors"] or not r["flows"]:
+                    failed.append(f"{name}: {r['flows']} flows, errors {r['error_kinds']}")
+                failed.extend(f"{name}: {problem}" for problem in wire_problems(r))
+            document["latency"] = {"saturated": best, "half": half, "wire": why_not or "on"}
             print("\n" + latency_table("device JWT flow, saturated", best))
+            where = "--latency-rate" if args.latency_rate else "half load"
             print("\n" + latency_table("device JWT flow, " + (
                 "--latency-rate" if args.latency_rate else "half the saturated flows/s"), half))
-            print(f"\nmt/verify -> submit_sm p99 at "
-                  f"{'--latency-rate' if args.latency_rate else 'half load'}: "
-                  f"{half['accept_submit_ms']['p99']:.2f} ms", flush=True)
+            print(f"\nmt/verify -> submit_sm p99 at {where}: "
+                  f"{half['accept_submit_ms']['p99']:.2f} ms (the apparatus: the driver's "
+                  f"write -> the fake SMSC's receipt)", flush=True)
+            if "wire" in half:
+                print(f"mt/verify -> submit_sm p99 at {where}, on the wire: "
+                      f"{half['wire']['accept_submit_ms']['p99']:.2f} ms (the request's last "
+                      f"segment -> the submit_sm's segment; goal < "
+                      f"{load.TARGET_ACCEPT_SUBMIT_P99_MS:g} ms)", flush=True)
         if not args.no_redis_count:
             document["redis"] = []
             print("\n| flow | Redis round trips | commands (scripts' included) | by the daemon "

@@ -102,6 +102,7 @@ if str(REPO) not in sys.path:
 
 from _common import (  # noqa: E402
     cpu_seconds, http_ok, machine, machine_busy_seconds, redis_answers, run)
+from _wire import head_fields  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -714,17 +715,7 @@ class HTTPConnection(Protocol):
             return None
         lines = buf[:end].split(b"\r\n")
         status = int(lines[0][9:12])
-        length = None
-        chunked = close = False
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                close = b"close" in value.lower()
+        length, chunked, close = head_fields(lines[1:])
         pos = end + 4
         if chunked:
             body = []

@@ -44,6 +44,21 @@ def test_the_flow_floor_benchmark_prints_its_figures(tmp_path):
     assert re.search(rf"^bare Klein route / bare twisted.web Resource, CPU per request: {FIGURE}",
                      out, re.M), out
     assert re.search(rf"^mt/verify -> submit_sm p99 at half load: {FIGURE} ms", out, re.M), out
+    for load in ("saturated", "half the saturated flows/s"):
+        assert re.search(rf"^device JWT flow, {load}: .*; the daemon on CPU {FIGURE} ms/s, "
+                         rf"runnable but waiting for a CPU {FIGURE} ms/s$", out, re.M), out
+    # On the wire when this machine can capture the loopback (root and tcpdump), else why not.
+    wire = re.search(r"^latency on the wire: (on \(tcpdump -i lo\)|off \((.+)\))$", out, re.M)
+    assert wire, out
+    if wire.group(1).startswith("on"):
+        assert re.search(rf"^mt/verify -> submit_sm p99 at half load, on the wire: {FIGURE} ms",
+                         out, re.M), out
+        assert re.search(rf"^\| sms/mt/verify \| {FIGURE} \|.* \| {FIGURE} \| {FIGURE} \| "
+                         rf"{FIGURE} \| {FIGURE} \|$", out, re.M), out
+        assert re.search(r"^\(capture: .* 0 gaps, .* tcpdump dropped 0\)$", out, re.M), out
+    else:
+        assert wire.group(2) in ("not root (tcpdump needs CAP_NET_RAW)",
+                                 "no tcpdump on PATH (apt-get install tcpdump)"), wire.group(2)
     # Redis round trips and commands per flow, for every flow.
     for flow in ("device-jwt", "device-browserid", "backend"):
         assert re.search(rf"^\| {flow} \| {FIGURE} \| {FIGURE} \| .*evalsha", out, re.M), flow
@@ -55,3 +70,11 @@ def test_the_flow_floor_benchmark_prints_its_figures(tmp_path):
     device = result["rounds"][0]["device-jwt"]
     assert round(device["requests_per_flow"]) == 5
     assert result["latency"]["half"]["flows"] > 0
+    if result["latency"]["wire"] == "on":
+        for load in ("saturated", "half"):
+            figures = result["latency"][load]["wire"]
+            # Every flow's mt/verify found its submit_sm, and every endpoint was answered.
+            assert figures["accept_submit_ms"]["n"] > 0, figures
+            assert figures["accept_submit_ms"]["missing"] == 0, figures
+            assert {"register", "sms/mt/verify", "sms/verify_code", "certificate/sign",
+                    "unregister"} <= set(figures["answer_ms"]), figures
