@@ -89,17 +89,19 @@ class DeviceRoutes(Routes):
     backend: Any
     cors_origins: frozenset[str]
 
-    @inlineCallbacks
-    def _authenticate(self, request: IRequest):
+    def _authenticate(self, request: IRequest) -> Deferred:
         """The request's C{Authenticated} (Hawk id and nonce, for the step to
-        claim), once the MAC, the payload hash and the clock check out."""
+        claim), once the MAC, the payload hash and the clock check out.
+
+        @raise APIError: two C{Authorization} headers (a route's generator
+            sees it as it would a failed Deferred)."""
         header = self._authorization(request)
         path, _, query = request.uri.decode("latin-1").partition("?")
-        return (yield self.verifier.authenticate(
+        return self.verifier.authenticate(
             header, method=request.method.decode("ascii"), url=self.public_url.url_for(path, query),
             content=self._raw(request),
             content_type=(request.getHeader(b"Content-Type") or b"").decode("latin-1"),
-        ).addErrback(_unauthorized))
+        ).addErrback(_unauthorized)
 
     @staticmethod
     def _step(step: Deferred) -> Deferred:
