@@ -593,7 +593,8 @@ class Verifier:
     @inlineCallbacks
     def verifiedNumber(self, hawk_id: str, nonce: Nonce | None = None):
         """Fires with the session's L{VerifiedNumber}; fails with L{NotVerified}."""
-        fields = yield self.store.session(self._ref(hawk_id), nonce).addErrback(_replayRefused)
+        ref = self._ref(hawk_id)
+        fields = yield self.store.session(ref, nonce).addErrback(_replayRefused)
         if not fields:
             raise NoSession()
         if "v" not in fields:
@@ -601,7 +602,7 @@ class Verifier:
         msisdn = codes.open_number(hawk_id, fields.get("n", b""))
         if msisdn is None:
             raise NotVerified()
-        if not codes.proves_verified(self.secrets.verified, self._ref(hawk_id), fields, msisdn,
+        if not codes.proves_verified(self.secrets.verified, ref, fields, msisdn,
                                      self.secrets.number):
             self.log.warn("A session's verified state fails its proof: it was not written by "
                           "msisdnd (someone wrote to Redis?)")
