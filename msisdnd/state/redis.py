@@ -121,9 +121,7 @@ class TimedRedis:
                     args: list, source: str) -> None:
         """C{EVALSHA} written to C{connection}; its reply fires C{result} by its deadline."""
         connection.transport.write(_command((b"EVALSHA", sha, len(keys), *keys, *args)))
-        self._pending[result] = (self.clock.seconds() + self.timeout, connection)
-        if self._sweeper is None:
-            self._sweeper = self.clock.callLater(self.timeout, self._sweep)
+        self._wait(result, connection)
         # The connection queues each reply (an exception for an error reply
         # or a lost connection) for the commands in the order they were written.
         connection.replyQueue.get().addCallback(self._scriptReplied, result,
@@ -150,10 +148,14 @@ class TimedRedis:
             self.errors += 1
             result.errback(StoreUnavailable(f"Redis call failed: {e!r}"))
             return
-        self._pending[result] = (self.clock.seconds() + self.timeout, None)
+        self._wait(result, None)
+        d.addBoth(self._done, result, args, source)
+
+    def _wait(self, result: Deferred, connection: Any) -> None:
+        """C{result} waits for Redis until its deadline (see L{_sweep})."""
+        self._pending[result] = (self.clock.seconds() + self.timeout, connection)
         if self._sweeper is None:
             self._sweeper = self.clock.callLater(self.timeout, self._sweep)
-        d.addBoth(self._done, result, args, source)
 
     def _done(self, value: Any, result: Deferred, args: tuple, source: str | None) -> None:
         pending = self._pending
