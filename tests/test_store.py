@@ -303,6 +303,7 @@ def test_a_script_on_a_frozen_redis_fails_at_its_deadline_and_its_connection_is_
         yield wait_until(lambda: any(c.connected for c in timed._ready), 10.0)
         assert (yield script.run(timed)) == 7
         assert timed.errors == 1 and not timed._pending and not timed._overdue
+        assert timed._sweeper is None  # no timer left once nothing waits
     finally:
         yield pool.disconnect()
         server.stop()

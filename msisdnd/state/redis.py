@@ -128,8 +128,8 @@ class TimedRedis:
                                                  (sha, keys, args), source)
 
     def _scriptReplied(self, reply: Any, result: Deferred, args: tuple, source: str) -> None:
-        if self._overdue:
-            self._overdue.pop(result, None)
+        if self._overdue and self._overdue.pop(result, None) is not None:
+            self._idle()  # a late reply: its caller was failed at its deadline
         if isinstance(reply, Exception):
             if isinstance(reply, txredisapi.ResponseError) and \
                     str(reply.args[0] if reply.args else "").startswith("NOSCRIPT"):
@@ -161,9 +161,7 @@ class TimedRedis:
         pending = self._pending
         if pending.pop(result, None) is None:  # it timed out
             return
-        if not pending and not self._overdue and self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        self._idle()
         if not isinstance(value, Failure):
             result.callback(value)
             return
@@ -184,6 +182,12 @@ class TimedRedis:
             result.errback(StoreUnavailable(f"Redis answered {value.value}"))
         else:
             result.errback(value)
+
+    def _idle(self) -> None:
+        """No timer is left once no call waits."""
+        if not self._pending and not self._overdue and self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
     def _sweep(self) -> None:
         """Fail the calls past their deadline; drop the connections whose
