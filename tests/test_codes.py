@@ -25,3 +25,14 @@ def test_a_number_opens_with_its_id_only():
     sealed = codes.seal_number(hawk_id, "+33612345678")
     assert codes.open_number(hawk_id, sealed) == "+33612345678"
     assert codes.open_number(other, sealed) is None
+
+
+def test_a_session_ref_is_the_truncated_hmac_of_its_id_remembered_or_not():
+    import hashlib
+    import hmac
+
+    key, other = b"k" * 32, b"o" * 32
+    hawk_id = "ab" * 32
+    expected = hmac.new(key, bytes.fromhex(hawk_id), hashlib.sha256).digest()[:16]
+    assert codes.session_ref(key, hawk_id) == codes.session_ref(key, hawk_id) == expected
+    assert codes.session_ref(other, hawk_id) != expected  # the secret is part of the key

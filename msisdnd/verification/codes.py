@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 _MAC_BYTES = 16
 _NONCE_BYTES = 12
-#: How many sessions' number keys a daemon keeps (L{_id_key}).
+#: How many sessions' number keys and stored ids a daemon keeps (L{_id_key},
+#: L{session_ref}).
 ID_KEYS_CACHED = 4096
 
 
@@ -45,8 +46,12 @@ def same_mac(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
+@functools.lru_cache(maxsize=ID_KEYS_CACHED)
 def session_ref(key: bytes, hawk_id: str) -> bytes:
-    """The stored form of a Hawk id: HMAC(secret, id), truncated to 128 bits."""
+    """The stored form of a Hawk id: HMAC(secret, id), truncated to 128 bits.
+
+    Each step of a session's flow asks for it: the last L{ID_KEYS_CACHED}
+    are kept in process memory, as the number keys are (L{_id_key})."""
     return hmac.new(key, bytes.fromhex(hawk_id), hashlib.sha256).digest()[:_MAC_BYTES]
 
 
