@@ -35,6 +35,7 @@ import math
 import re
 import secrets
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 import mohawk
@@ -100,9 +101,11 @@ class HawkCredentials:
         return {"id": self.id, "key": self.key, "algorithm": self.algorithm}
 
 
-@dataclass(frozen=True)
-class ParsedHeader:
+class ParsedHeader(NamedTuple):
     """A syntactically valid Hawk C{Authorization} header, not yet verified.
+
+    A named tuple: immutable as a frozen dataclass is, made in under half
+    its time (one per device request).
 
     @ivar id: the Hawk id, 64 lowercase hex digits.
     @ivar ts: the client's timestamp, seconds since the epoch.

@@ -1276,3 +1276,22 @@ def test_number_facts_are_phonenumbers_own():
             assert got.country_code == number.country_code
             assert getattr(PhoneNumberType, got.kind) == phonenumbers.number_type(number)
     assert (facts("+881612345678").region, facts("+33123456789").kind) == ("001", "FIXED_LINE")
+
+
+def test_client_levels_are_the_same_remembered_and_the_cache_is_bounded(monkeypatch):
+    """A client's level keys are those worked out afresh, whether remembered
+    or not; past the bound the oldest client is forgotten, and worked out
+    again the same when it comes back."""
+    from twisted.internet.task import Clock
+
+    from msisdnd.state import limits as limits_module
+
+    monkeypatch.setattr(limits_module, "CLIENT_LEVELS_CACHED", 3)
+    limits = Limits(None, LimitSettings(), b"s" * 32, Clock())
+    clients = ["192.0.2.1", "2001:db8:1:2::7", "not an address", "198.51.100.9"]
+    first = [limits._client_levels(c) for c in clients]
+    assert len(limits._levels) == 3 and clients[0] not in limits._levels
+    assert first == [limits._levels_of(c) for c in clients] == [
+        limits._client_levels(c) for c in clients]
+    assert first[1][1] is True and len(set(first[1][0])) == 3  # /64, /56, /48
+    assert first[0][1] is False and len(set(first[0][0])) == 1

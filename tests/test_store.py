@@ -224,3 +224,86 @@ def test_each_redis_call_fails_at_its_own_deadline():
     timed.call("get", b"k")
     redis.sent[-1].callback(b"v")
     assert clock.getDelayedCalls() == []
+
+
+#: Replies of every shape a script returns, and an error it raises.
+_SHAPES = """
+if ARG.what == 'error' then return redis.error_reply('ERR not this one') end
+return {1, -2, 'text', false, {KEY.k, ARG.what, {3}}, redis.call('GET', KEY.k)}
+"""
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_script_goes_to_a_ready_connection_and_answers_as_through_txredisapi(redis_server):
+    """With a pool's connection ready, a script is written to it directly (the
+    pool's list of ready connections is found); its replies, and its error
+    replies, are those txredisapi gives for the same script."""
+    import txredisapi
+
+    from msisdnd.config import RedisConfig
+    from msisdnd.state.connection import connect_pool
+    from msisdnd.state.lua import Script
+    from msisdnd.state.redis import TimedRedis
+
+    pool = connect_pool(RedisConfig(host="127.0.0.1", port=redis_server.port, timeout=1.0))
+    try:
+        yield pool._connected
+        timed = TimedRedis(pool, reactor, timeout=1.0)
+        assert timed._ready and all(c.connected for c in timed._ready)
+        script = Script(keys=("k",), args=("what",), body=_SHAPES)
+        redis_server.command("SET", "shapes", "\u00e9t\u00e9")
+        direct = yield script.run(timed, k=b"shapes", what="caf\u00e9")
+        through = yield pool.eval(script.source, [b"shapes"], ["caf\u00e9".encode()])
+        assert direct == through == [
+            1, -2, b"text", None, [b"shapes", "caf\u00e9".encode(), [3]], "\u00e9t\u00e9".encode()]
+        with pytest.raises(txredisapi.ResponseError, match="not this one"):
+            yield script.run(timed, k=b"shapes", what="error")
+        assert timed.errors == 1
+    finally:
+        yield pool.disconnect()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_script_on_a_frozen_redis_fails_at_its_deadline_and_its_connection_is_made_again(
+        tmp_path):
+    """A Redis that stops answering (its process stopped): a script fails with
+    StoreUnavailable at its deadline; its connection, its reply overdue by
+    the pool's reply timeout, is dropped and made again, and scripts work
+    once the Redis answers."""
+    import os
+    import signal
+
+    from conftest import RedisServer, free_port, wait_until
+    from msisdnd.config import RedisConfig
+    from msisdnd.state.connection import REPLY_TIMEOUTS, connect_pool
+    from msisdnd.state.embedded import redis_executable
+    from msisdnd.state.lua import Script
+    from msisdnd.state.redis import TimedRedis
+
+    server = RedisServer(redis_executable(), free_port(), str(tmp_path))
+    server.start()
+    pool = connect_pool(RedisConfig(host="127.0.0.1", port=server.port, timeout=0.2))
+    try:
+        yield pool._connected
+        timed = TimedRedis(pool, reactor, timeout=0.2)
+        script = Script(keys=(), args=(), body="return 7")
+        assert (yield script.run(timed)) == 7
+        first = timed._ready[0]
+        os.kill(server.process.pid, signal.SIGSTOP)
+        started = reactor.seconds()
+        try:
+            with pytest.raises(StoreUnavailable, match="within 0.2s"):
+                yield script.run(timed)
+            assert 0.2 <= reactor.seconds() - started < REPLY_TIMEOUTS * 0.2
+            assert first.connected  # not yet: its reply is overdue at twice the timeout
+            yield wait_until(lambda: not first.connected, 2.0)
+            assert reactor.seconds() - started >= REPLY_TIMEOUTS * 0.2
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        yield wait_until(lambda: any(c.connected for c in timed._ready), 10.0)
+        assert (yield script.run(timed)) == 7
+        assert timed.errors == 1 and not timed._pending and not timed._overdue
+        assert timed._sweeper is None  # no timer left once nothing waits
+    finally:
+        yield pool.disconnect()
+        server.stop()

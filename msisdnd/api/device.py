@@ -89,17 +89,19 @@ class DeviceRoutes(Routes):
     backend: Any
     cors_origins: frozenset[str]
 
-    @inlineCallbacks
-    def _authenticate(self, request: IRequest):
+    def _authenticate(self, request: IRequest) -> Deferred:
         """The request's C{Authenticated} (Hawk id and nonce, for the step to
-        claim), once the MAC, the payload hash and the clock check out."""
+        claim), once the MAC, the payload hash and the clock check out.
+
+        @raise APIError: two C{Authorization} headers (a route's generator
+            sees it as it would a failed Deferred)."""
         header = self._authorization(request)
         path, _, query = request.uri.decode("latin-1").partition("?")
-        return (yield self.verifier.authenticate(
+        return self.verifier.authenticate(
             header, method=request.method.decode("ascii"), url=self.public_url.url_for(path, query),
             content=self._raw(request),
             content_type=(request.getHeader(b"Content-Type") or b"").decode("latin-1"),
-        ).addErrback(_unauthorized))
+        ).addErrback(_unauthorized)
 
     @staticmethod
     def _step(step: Deferred) -> Deferred:
@@ -215,25 +217,34 @@ class DeviceRoutes(Routes):
         return self._json(request, self.discovery.discover(mcc, mnc, msisdn is not None))
 
     @app.route("/register", methods=["POST"])
-    @inlineCallbacks
-    def register(self, request: IRequest):
+    def register(self, request: IRequest) -> Deferred:
         self._body(request)  # a bad body is refused before anything is spent or written
-        token = yield shielded(self.verifier.register(self._client(request)))
-        return self._json(request, {"msisdnSessionToken": token})
+        return shielded(self.verifier.register(self._client(request))).addCallback(
+            lambda token: self._json(request, {"msisdnSessionToken": token}))
 
     # -- Hawk routes ---------------------------------------------------------
+    #
+    # Each is its Hawk check, then a function of the request and the caller
+    # that returns the step's Deferred (plain callbacks: the routes most
+    # requests take, without an inlineCallbacks generator each).
+
+    def _hawkRoute(self, request: IRequest, route: Callable[[IRequest, Any], Any]) -> Deferred:
+        """C{route(request, caller)} once the request's Hawk header checks out."""
+        return self._authenticate(request).addCallback(lambda caller: route(request, caller))
 
     @app.route("/unregister", methods=["POST"])
-    @inlineCallbacks
-    def unregister(self, request: IRequest):
-        caller = yield self._authenticate(request)
-        yield self._step(self.verifier.unregister(caller.id, caller.nonce))
-        return self._empty(request)
+    def unregister(self, request: IRequest) -> Deferred:
+        return self._hawkRoute(request, self._unregister)
+
+    def _unregister(self, request: IRequest, caller) -> Deferred:
+        return self._step(self.verifier.unregister(caller.id, caller.nonce)).addCallback(
+            lambda _: self._empty(request))
 
     @app.route("/sms/mt/verify", methods=["POST"])
-    @inlineCallbacks
-    def mtVerify(self, request: IRequest):
-        caller = yield self._authenticate(request)
+    def mtVerify(self, request: IRequest) -> Deferred:
+        return self._hawkRoute(request, self._mtVerify)
+
+    def _mtVerify(self, request: IRequest, caller) -> Deferred:
         body = self._body(request)
         for name in ("msisdn", "mcc"):
             if name not in body:
@@ -244,11 +255,10 @@ class DeviceRoutes(Routes):
         if mnc is not None:
             mnc = fields.digits(mnc, "MNC", (2, 3))
         app_hash = self._appHash(body.get("appHash"))
-        yield self._step(self.verifier.sendCode(
+        return self._step(self.verifier.sendCode(
             caller.id, msisdn, mcc=mcc, mnc=mnc, short=body.get("shortVerificationCode") is True,
             locale=self._locale(request), app_hash=app_hash, client=self._client(request),
-            nonce=caller.nonce))
-        return self._empty(request)
+            nonce=caller.nonce)).addCallback(lambda _: self._empty(request))
 
     @app.route("/sms/resend_code", methods=["POST"])
     @inlineCallbacks
@@ -261,9 +271,10 @@ class DeviceRoutes(Routes):
         return self._empty(request)
 
     @app.route("/sms/verify_code", methods=["POST"])
-    @inlineCallbacks
-    def verifyCode(self, request: IRequest):
-        caller = yield self._authenticate(request)
+    def verifyCode(self, request: IRequest) -> Deferred:
+        return self._hawkRoute(request, self._verifyCode)
+
+    def _verifyCode(self, request: IRequest, caller) -> Deferred:
         body = self._body(request)
         if "code" not in body:
             raise errors.missing("code")
@@ -277,14 +288,15 @@ class DeviceRoutes(Routes):
             and all(c in "0123456789abcdef" for c in code)
         if not (short or long_):
             raise errors.invalid("Invalid code.")
-        msisdn = yield self._step(self.verifier.verifyCode(caller.id, code, self._client(request),
-                                                           caller.nonce))
-        return self._json(request, {"msisdn": msisdn})
+        return self._step(self.verifier.verifyCode(caller.id, code, self._client(request),
+                                                   caller.nonce)).addCallback(
+            lambda msisdn: self._json(request, {"msisdn": msisdn}))
 
     @app.route("/certificate/sign", methods=["POST"])
-    @inlineCallbacks
-    def sign(self, request: IRequest):
-        caller = yield self._authenticate(request)
+    def sign(self, request: IRequest) -> Deferred:
+        return self._hawkRoute(request, self._sign)
+
+    def _sign(self, request: IRequest, caller) -> Deferred:
         body = self._body(request)
         for name in ("publicKey", "duration"):
             if name not in body:
@@ -302,7 +314,11 @@ class DeviceRoutes(Routes):
             duration = certs.parse_duration(body["duration"], self.settings.certificate_max_duration)
         except certs.CertificateError as e:
             raise errors.invalid(str(e)) from None
-        number = yield self._step(self.verifier.verifiedNumber(caller.id, caller.nonce))
+        return self._step(self.verifier.verifiedNumber(caller.id, caller.nonce)).addCallback(
+            self._certificate, request, fmt, public_key, duration, audience)
+
+    def _certificate(self, number, request: IRequest, fmt: str, public_key, duration: float,
+                     audience: str | None) -> bytes:
         now = self.clock.seconds()
         if fmt == "jwt":
             cert = self.signer.jwt_certificate(public_key=public_key, msisdn=number.msisdn,

@@ -123,6 +123,9 @@ IPV6_MULTIPLIERS = (4, 16)
 
 #: Limits that are policies (403) rather than rates (429).
 POLICIES = frozenset({Limit.COUNTRY_NOT_ALLOWED, Limit.NUMBER_TYPE, Limit.PUMPING_BLOCK})
+#: How many client addresses' level keys a daemon keeps (a client's flow
+#: asks for them three or four times).
+CLIENT_LEVELS_CACHED = 4096
 
 
 def prefix_of(msisdn: str) -> str:
@@ -330,6 +333,7 @@ class Limits:
         self.clock = clock
         self.counters = Counters()
         self._guard_buckets = 12
+        self._levels: dict[str, tuple[tuple[bytes, ...], bool]] = {}
         self.use(settings)
 
     def use(self, settings: LimitSettings) -> None:
@@ -341,23 +345,33 @@ class Limits:
     def _hash(self, kind: bytes, value: str) -> bytes:
         return hmac.new(self.secret, kind + b"\0" + value.encode(), hashlib.sha256).digest()[:12]
 
-    def _client_levels(self, client: str) -> tuple[list[bytes], bool]:
+    def _client_levels(self, client: str) -> tuple[tuple[bytes, ...], bool]:
         """The keys of C{client}'s address levels, and whether it is IPv6.
 
         An IPv4 address counts alone (many mobile users share one behind
         carrier-grade NAT, so there is no /24 level).  An IPv6 address counts
         by its /64 (what one subscriber holds), its /56 and its /48, the
         wider levels with L{IPV6_MULTIPLIERS} times the budgets: one /48 no
-        longer makes 65,536 clients.
+        longer makes 65,536 clients.  The last L{CLIENT_LEVELS_CACHED}
+        clients' keys are kept.
         """
+        levels = self._levels.get(client)
+        if levels is None:
+            if len(self._levels) >= CLIENT_LEVELS_CACHED:
+                self._levels.pop(next(iter(self._levels)))
+            levels = self._levels[client] = self._levels_of(client)
+        return levels
+
+    def _levels_of(self, client: str) -> tuple[tuple[bytes, ...], bool]:
         try:
             address = ipaddress.ip_address(client)
         except ValueError:
-            return [self._hash(b"ip", client)] * 3, False
+            return (self._hash(b"ip", client),) * 3, False
         if address.version == 4:
-            return [self._hash(b"ip", str(address))] * 3, False
-        return [self._hash(b"ip", str(ipaddress.ip_network(f"{address}/{bits}", strict=False)))
-                for bits in (64, 56, 48)], True
+            return (self._hash(b"ip", str(address)),) * 3, False
+        return tuple(self._hash(b"ip", str(ipaddress.ip_network(f"{address}/{bits}",
+                                                               strict=False)))
+                     for bits in (64, 56, 48)), True
 
     def _client_buckets(self, client: str, minute_kind: str, day_kind: str) -> dict:
         """The named keys and arguments of C{client}'s buckets, for a script."""

@@ -23,7 +23,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, execute, fail, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from msisdnd import hawk
@@ -95,10 +95,9 @@ class HawkAuthenticator:
         session dropped meanwhile (on any daemon) is still refused, since every
         step after authentication reads the session itself.
         """
-        now = self.clock.seconds()
-        cached = self._keys.get(hawk_id)
-        if cached is not None and cached[1] > now:
-            return succeed(cached[0])
+        cached = self._cachedKey(hawk_id)
+        if cached is not None:
+            return succeed(cached)
 
         def found(raw: bytes | None) -> str | None:
             if not raw:
@@ -109,6 +108,12 @@ class HawkAuthenticator:
 
         ref = codes.session_ref(self.session_secret, hawk_id)
         return self.sessions.hawkKey(ref).addCallback(found)
+
+    def _cachedKey(self, hawk_id: str) -> str | None:
+        cached = self._keys.get(hawk_id)
+        if cached is not None and cached[1] > self.clock.seconds():
+            return cached[0]
+        return None
 
     def remember(self, hawk_id: str, key: str) -> None:
         """Cache a session's Hawk key (hex) for L{KEY_CACHE_SECONDS}: one it
@@ -122,21 +127,31 @@ class HawkAuthenticator:
         """Drop a session's cached key (it was unregistered here)."""
         self._keys.pop(hawk_id, None)
 
-    @inlineCallbacks
     def authenticate(self, authorization: str | None, *, method: str, url: str, content: bytes,
-                     content_type: str):
+                     content_type: str) -> Deferred:
         """Fires with the L{Authenticated} request once the MAC, the payload
-        hash and the clock check out, and this daemon has not seen its nonce.
+        hash and the clock check out, and this daemon has not seen its nonce;
+        fails with a L{hawk.HawkError} (the subclass says why: 400 or 401).
 
         The nonce is not claimed in Redis here: the request's step does it in
-        its first script (see L{Authenticated}).
+        its first script (see L{Authenticated}).  With the session's key
+        cached, the Deferred has fired when this returns.
 
         @param url: the URL the client signed, rebuilt from the configured
             public URL (never from the Host header).
-        @raise hawk.HawkError: the subclass says why (400 or 401).
         """
-        parsed = hawk.parse_header(authorization)
-        key = yield self.hawkKey(parsed.id)
+        try:
+            parsed = hawk.parse_header(authorization)
+        except hawk.HawkError:
+            return fail()
+        key = self._cachedKey(parsed.id)
+        if key is not None:
+            return execute(self._check, key, parsed, method, url, content, content_type)
+        return self.hawkKey(parsed.id).addCallback(self._check, parsed, method, url, content,
+                                                   content_type)
+
+    def _check(self, key: str | None, parsed: hawk.ParsedHeader, method: str, url: str,
+               content: bytes, content_type: str) -> Authenticated:
         if key is None:
             raise hawk.UnknownSession("Unknown session.")
         hawk.verify_request(parsed, hawk.HawkCredentials(parsed.id, key), method=method, url=url,

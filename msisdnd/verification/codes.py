@@ -9,6 +9,7 @@ lookups.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -20,6 +21,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 _MAC_BYTES = 16
 _NONCE_BYTES = 12
+#: How many sessions' number keys and stored ids a daemon keeps (L{_id_key},
+#: L{session_ref}).
+ID_KEYS_CACHED = 4096
 
 
 def short_code(digits: int = 6) -> str:
@@ -42,8 +46,12 @@ def same_mac(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
+@functools.lru_cache(maxsize=ID_KEYS_CACHED)
 def session_ref(key: bytes, hawk_id: str) -> bytes:
-    """The stored form of a Hawk id: HMAC(secret, id), truncated to 128 bits."""
+    """The stored form of a Hawk id: HMAC(secret, id), truncated to 128 bits.
+
+    Each step of a session's flow asks for it: the last L{ID_KEYS_CACHED}
+    are kept in process memory, as the number keys are (L{_id_key})."""
     return hmac.new(key, bytes.fromhex(hawk_id), hashlib.sha256).digest()[:_MAC_BYTES]
 
 
@@ -73,7 +81,16 @@ def proves_verified(key: bytes, session_ref: bytes, fields: dict, msisdn: str,
     return same_mac(verified_mac(key, session_ref, number, int(verified), method), proof)
 
 
+@functools.lru_cache(maxsize=ID_KEYS_CACHED)
 def _id_key(hawk_id: str) -> bytes:
+    """The key a session's number is sealed under: HKDF-SHA256 of its Hawk id,
+    no salt, info C{msisdnd/number-at-rest}, 32 bytes.
+
+    A session's steps open its number several times within minutes (a flow
+    seals it once and opens it two or three times): the last
+    L{ID_KEYS_CACHED} keys are kept in process memory, beside the Hawk keys
+    the authenticator caches.
+    """
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                 info=b"msisdnd/number-at-rest").derive(bytes.fromhex(hawk_id))
 

@@ -201,6 +201,11 @@ def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 
 
+def _deleted(deleted: int) -> None:
+    if not deleted:
+        raise NoSession()
+
+
 def _replayRefused(failure):
     """A step's first script found its Hawk nonce claimed: the request is a replay."""
     failure.trap(NonceReplayed)
@@ -275,8 +280,7 @@ class Verifier:
 
     # -- register / Hawk -----------------------------------------------------
 
-    @inlineCallbacks
-    def register(self, client: str | None = None):
+    def register(self, client: str | None = None) -> Deferred:
         """Create a session; fires with the token (64 hex) the client keeps.
 
         @param client: the client's address, whose registrations the abuse
@@ -287,10 +291,14 @@ class Verifier:
         token = hawk.new_session_token()
         credentials = hawk.derive_session(token)
         admission = (self.limits, client) if client is not None and self.limits else None
-        yield self.store.createSession(self._ref(credentials.id), bytes.fromhex(credentials.key),
-                                       _ms(self.settings.unverified_session_ttl), admission)
-        self.hawk.remember(credentials.id, credentials.key)
-        return token.hex()
+
+        def created(_: object) -> str:
+            self.hawk.remember(credentials.id, credentials.key)
+            return token.hex()
+
+        return self.store.createSession(
+            self._ref(credentials.id), bytes.fromhex(credentials.key),
+            _ms(self.settings.unverified_session_ttl), admission).addCallback(created)
 
     def authenticate(self, authorization: str | None, *, method: str, url: str, content: bytes,
                      content_type: str) -> Deferred:
@@ -304,24 +312,26 @@ class Verifier:
         return self.hawk.authenticate(authorization, method=method, url=url, content=content,
                                       content_type=content_type)
 
-    @inlineCallbacks
-    def unregister(self, hawk_id: str, nonce: Nonce | None = None):
+    def unregister(self, hawk_id: str, nonce: Nonce | None = None) -> Deferred:
         """Drop the session and everything in it (a verified one's end is an event).
 
-        @raise NoSession: there was no such session (a key cached here may
-            outlive it)."""
+        Fails with L{NoSession} when there was no such session (a key cached
+        here may outlive it)."""
         self.hawk.forget(hawk_id)
         ref = self._ref(hawk_id)
         if self.store.events_stream:
-            fields = yield self.store.session(ref, nonce).addErrback(_replayRefused)
-            if not fields:
-                raise NoSession()
-            msisdn = codes.open_number(hawk_id, fields["n"]) if "v" in fields else None
-            sealed = self._sealForEvents(msisdn) if msisdn else b""
-            yield self.store.deleteSession(ref, sealed, _ms(self.now()))
-        elif not (yield self.store.deleteSession(ref, b"", _ms(self.now()), nonce).addErrback(
-                _replayRefused)):
+            return self._unregisterWithEvent(hawk_id, ref, nonce)
+        return self.store.deleteSession(ref, b"", _ms(self.now()), nonce).addCallbacks(
+            _deleted, _replayRefused)
+
+    @inlineCallbacks
+    def _unregisterWithEvent(self, hawk_id: str, ref: bytes, nonce: Nonce | None):
+        fields = yield self.store.session(ref, nonce).addErrback(_replayRefused)
+        if not fields:
             raise NoSession()
+        msisdn = codes.open_number(hawk_id, fields["n"]) if "v" in fields else None
+        sealed = self._sealForEvents(msisdn) if msisdn else b""
+        yield self.store.deleteSession(ref, sealed, _ms(self.now()))
 
     def _sealForEvents(self, msisdn: str) -> bytes:
         return codes.seal(self.secrets.events, msisdn.encode())
@@ -590,10 +600,13 @@ class Verifier:
         return self.check(self._ref(hawk_id), code, _ms(self.settings.verified_session_ttl),
                           lambda sealed: codes.open_number(hawk_id, sealed), client, nonce)
 
-    @inlineCallbacks
-    def verifiedNumber(self, hawk_id: str, nonce: Nonce | None = None):
+    def verifiedNumber(self, hawk_id: str, nonce: Nonce | None = None) -> Deferred:
         """Fires with the session's L{VerifiedNumber}; fails with L{NotVerified}."""
-        fields = yield self.store.session(self._ref(hawk_id), nonce).addErrback(_replayRefused)
+        ref = self._ref(hawk_id)
+        return self.store.session(ref, nonce).addCallbacks(
+            self._verifiedNumber, _replayRefused, (hawk_id, ref))
+
+    def _verifiedNumber(self, fields: dict, hawk_id: str, ref: bytes) -> VerifiedNumber:
         if not fields:
             raise NoSession()
         if "v" not in fields:
@@ -601,7 +614,7 @@ class Verifier:
         msisdn = codes.open_number(hawk_id, fields.get("n", b""))
         if msisdn is None:
             raise NotVerified()
-        if not codes.proves_verified(self.secrets.verified, self._ref(hawk_id), fields, msisdn,
+        if not codes.proves_verified(self.secrets.verified, ref, fields, msisdn,
                                      self.secrets.number):
             self.log.warn("A session's verified state fails its proof: it was not written by "
                           "msisdnd (someone wrote to Redis?)")
