@@ -24,7 +24,7 @@ from msisdnd.smpp.config import CarrierConfig
 from msisdnd.smpp.router import Router
 from msisdnd.smpp.session import ESMESession, SessionState
 
-from pdus import take_pdus
+from pdus import Part, take_pdus
 
 NUMBER = "+33612345678"
 
@@ -225,10 +225,11 @@ def test_a_success_handler_that_raises_still_frees_its_slot(clock):
     freed = []
     link.session.onWindowFreed = lambda: freed.append(True)
 
-    def broken(message_id, terminated, context):
+    def broken(accepted, now):
         raise RuntimeError("a bug in a handler")
 
-    link.session.submitWith(c._encode(sms())[0], broken, lambda e, context: None, None)
+    link.session.onAccepted = broken
+    link.session.submitParts([Part(c._encode(sms())[0])])
     [submit] = link.written()
     link.answer(submit)
     assert freed == [True] and link.session.in_flight == 0

@@ -76,8 +76,9 @@ from msisdnd.smpp.session import ESMESession
 MAX_SUBMITS = 5
 #: The pause before a part whose submit had no answer goes again (doubling).
 RESUBMIT_PAUSE = 0.25
-#: A L{SendResult} from a (carrier, message_ids) tuple, without a Python C{__new__} call.
-_new_result = SendResult._make
+#: C{_new_result(SendResult, (carrier, message_ids))}: a L{SendResult}
+#: without the Python calls of its C{__new__} or C{_make}.
+_new_result = tuple.__new__
 
 
 class CarrierDown(NoRouteError):
@@ -370,15 +371,16 @@ class Carrier:
             return
         rate, leases = self._rate, self._leases
         recent, window, per_window = self._recent, self._window, self._per_window
-        accepted, failed = self._accepted, self._failed
         sessions = self._sessions
         count = len(sessions)
         start = self._next_session
         self._next_session = start + 1
+        held = False  # the cap or the account's tokens hold the rest back
         for offset in range(count):
             session = sessions[(start + offset) % count]
             # Fill this session's window, then move on to the next session.
             room = session.room
+            parts = []
             while queue and room > 0:
                 part = queue[0]
                 message = part.message if part.index else part  # a message is its own first part
@@ -388,17 +390,23 @@ class Carrier:
                 if rate:
                     if len(recent) == per_window and now - recent[0] < window:
                         self._wakeAt(recent[0] + window)
-                        return
+                        held = True
+                        break
                     if leases is not None and not self._token(now):
-                        return
+                        held = True
+                        break
                     recent.append(now)
                 queue.popleft()
                 part.submits += 1
                 message.flying += 1
                 if part.submits > 1:
                     self.resubmitted += 1
-                session.submitWith(part.body, accepted, failed, part)
+                parts.append(part)
                 room -= 1
+            if parts:
+                session.submitParts(parts)
+            if held:
+                return
             if not queue:
                 break
         self._notifyIdle()
@@ -456,34 +464,46 @@ class Carrier:
 
     # -- outcomes ----------------------------------------------------------
 
-    def _accepted(self, message_id: str, terminated: bool, part: _Part) -> None:
-        self.sent += 1
-        self.last_submit_at = now = self.clock.seconds()
+    def _accepted(self, accepted: list[tuple[_Part, str, bool]], now: float) -> None:
+        """The session's L{ESMESession.onAccepted}: the parts the SMSC took
+        in one chunk of data, which arrived at C{now}."""
+        self.sent += len(accepted)
+        self.last_submit_at = now
         self._throttle_streak = False
-        index = part.index
-        message = part.message if index else part  # a message is its own first part
-        message.flying -= 1
-        message.submitted = True
-        if not message_id or not terminated:
-            problem = "no message_id" if not message_id else "a message_id without its NUL"
-            self.errors["id_empty" if not message_id else "id_unterminated"] += 1
-            self._warnings.warn("{carrier}: the SMSC accepted a message with {problem}; "
-                                "kept as {id!r}, not resubmitted (its receipt may not match)",
-                                carrier=self.name, problem=problem, id=message_id)
-        message.message_ids[index] = message_id
-        message.remaining -= 1
-        if message.remaining == 0 and not message.done:
-            message.done = True
-            if message.deadline is not None and message.deadline.active():
-                message.deadline.cancel()
-            deadlines = self._deadlines
-            while deadlines and deadlines[0].done:
-                deadlines.popleft()
-            elapsed = now - message.started
-            self.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
-            self.latency_sum += elapsed
-            message.deferred.callback(_new_result((self.name, tuple(message.message_ids))))
-        # The session calls _pump (onWindowFreed) once it has read its whole chunk.
+        deadlines, name = self._deadlines, self.name
+        for part, message_id, terminated in accepted:
+            try:
+                index = part.index
+                message = part.message if index else part  # a message is its own first part
+                message.flying -= 1
+                message.submitted = True
+                if not (message_id and terminated):
+                    self._oddId(message_id)
+                message.message_ids[index] = message_id
+                message.remaining -= 1
+                if message.remaining or message.done:
+                    continue
+                message.done = True
+                if message.deadline is not None and message.deadline.active():
+                    message.deadline.cancel()
+                while deadlines and deadlines[0].done:
+                    deadlines.popleft()
+                elapsed = now - message.started
+                self.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+                self.latency_sum += elapsed
+                message.deferred.callback(_new_result(
+                    SendResult, (name, tuple(message.message_ids))))
+            except Exception:
+                self.log.failure("{carrier}: an acceptance could not be told", carrier=name)
+        # The session calls _pump (onWindowFreed) once it has told the whole chunk.
+
+    def _oddId(self, message_id: str) -> None:
+        """The SMSC accepted a part with no id, or one without its NUL."""
+        problem = "no message_id" if not message_id else "a message_id without its NUL"
+        self.errors["id_empty" if not message_id else "id_unterminated"] += 1
+        self._warnings.warn("{carrier}: the SMSC accepted a message with {problem}; "
+                            "kept as {id!r}, not resubmitted (its receipt may not match)",
+                            carrier=self.name, problem=problem, id=message_id)
 
     def _failed(self, error: SMPPError, part: _Part) -> None:
         part.message.flying -= 1
@@ -598,6 +618,7 @@ class Carrier:
 
     def bindUp(self, bind: object, session: ESMESession) -> None:
         if session.mode != "receiver":
+            session.onAccepted, session.onFailed = self._accepted, self._failed
             session.onWindowFreed = self._pump
             self._sessions.append(session)
             if self._grace_timer is not None:
