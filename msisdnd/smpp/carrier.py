@@ -222,8 +222,8 @@ class Carrier:
         self._down_since: float | None = None
         self._grace_timer: IDelayedCall | None = None
         self._warnings = WarningBudget(self.log)
-        self._templates: dict[str | None, codec.SubmitTemplate] = {
-            None: self._template(config.mt_source_addr, *config.source_ton_npi)}
+        self._mt_template = self._template(config.mt_source_addr, *config.source_ton_npi)
+        self._templates: dict[str | None, codec.SubmitTemplate] = {None: self._mt_template}
         # What the carrier's options change in each message, chosen once:
         # GSM text's data_coding (0 stays 0 unless data_coding = 1; UCS-2 and
         # latin-1 keep theirs), and how validity_period is written.
@@ -342,8 +342,9 @@ class Carrier:
         return template
 
     def _encode(self, sms: OutboundSMS) -> list[bytes]:
-        self._reference = reference = (self._reference + 1) & 0xFF
-        template = self._templates.get(sms.sender) or self._templateFor(sms.sender)
+        sender = sms.sender
+        template = (self._mt_template if sender is None
+                    else self._templates.get(sender) or self._templateFor(sender))
         destination = sms.destination.lstrip("+")
         validity = self._validity(sms.validity) if sms.validity else ""
         single = alphabet.single_part(sms.text, self._alphabet)
@@ -351,6 +352,7 @@ class Carrier:
             data_coding, short_message = single
             return [template.body(destination, short_message, 0,
                                   data_coding or self._gsm_data_coding, validity)]
+        self._reference = reference = (self._reference + 1) & 0xFF
         encoded = alphabet.encode_text(sms.text, self._alphabet, reference)
         esm_class = encoded.esm_class
         data_coding = encoded.data_coding or self._gsm_data_coding  # only GSM's 0 changes
