@@ -122,7 +122,8 @@ class _Message:
         self.unanswered = 0
         self.sms = sms
         self.deferred: Deferred = Deferred()
-        self.message_ids: list[str] = [""] * parts
+        # Each part's id, once accepted; a one-part message's is its result's alone.
+        self.message_ids: list[str] | None = [""] * parts if parts > 1 else None
         self.remaining = parts
         self.deadline: IDelayedCall | None = None
         self.started = started
@@ -264,7 +265,7 @@ class Carrier:
         router's check before it offers a message.  (A method: on the hot
         path, a call costs less than a property.)"""
         return (self.accepting and not self.tripped and not self.suspended
-                and (bool(self._sessions) or self._grace_timer is not None)
+                and (self._sessions or self._grace_timer is not None)
                 and len(self._queue) < self.config.queue_size)
 
     @property
@@ -294,26 +295,26 @@ class Carrier:
             bodies = self._encode(sms)
         except ValueError as e:
             return fail(RejectedError(codec.ESME_RINVMSGLEN, f"unencodable: {e}", self.name))
-        if len(self._queue) + len(bodies) > self.config.queue_size:
+        queue, parts = self._queue, len(bodies)
+        if len(queue) + parts > self.config.queue_size:
             self.errors["queue_full"] += 1
             raise QueueFullError(f"{self.name}: the queue is full")
         now = self.clock.seconds()
-        queue = self._queue
-        waiting = bool(queue)
+        idle = not queue
         order = self._order
-        self._order = order + len(bodies)
+        self._order = order + parts
         if timeout is None or timeout == self.send_timeout:
-            message = _Message(sms, len(bodies), now, now + self.send_timeout, bodies[0], order)
+            message = _Message(sms, parts, now, now + self.send_timeout, bodies[0], order)
             self._deadlines.append(message)
             if self._deadline_timer is None:
                 self._deadline_timer = self.clock.callLater(self.send_timeout, self._expireDue)
         else:
-            message = _Message(sms, len(bodies), now, 0.0, bodies[0], order)
+            message = _Message(sms, parts, now, 0.0, bodies[0], order)
             message.deadline = self.clock.callLater(timeout, self._expire, message)
         queue.append(message)
-        if len(bodies) > 1:
-            queue.extend(_Part(message, i, bodies[i], order + i) for i in range(1, len(bodies)))
-        if not waiting:
+        if parts > 1:
+            queue.extend(_Part(message, i, bodies[i], order + i) for i in range(1, parts))
+        if idle:
             # A queue that already held parts is waiting on a response, a
             # timer or a bind, each of which pumps it: no need to look now.
             self._pump()
@@ -472,7 +473,7 @@ class Carrier:
         self.sent += len(accepted)
         self.last_submit_at = now
         self._throttle_streak = False
-        deadlines, name = self._deadlines, self.name
+        name, counts, waited = self.name, self.latency_counts, 0.0
         for part, message_id, terminated in accepted:
             try:
                 index = part.index
@@ -481,22 +482,30 @@ class Carrier:
                 message.submitted = True
                 if not (message_id and terminated):
                     self._oddId(message_id)
-                message.message_ids[index] = message_id
-                message.remaining -= 1
-                if message.remaining or message.done:
-                    continue
+                ids = message.message_ids
+                if ids is None:  # one part
+                    if message.done:
+                        continue
+                    ids = (message_id,)
+                else:
+                    ids[index] = message_id
+                    message.remaining -= 1
+                    if message.remaining or message.done:
+                        continue
+                    ids = tuple(ids)
                 message.done = True
                 if message.deadline is not None and message.deadline.active():
                     message.deadline.cancel()
-                while deadlines and deadlines[0].done:
-                    deadlines.popleft()
                 elapsed = now - message.started
-                self.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
-                self.latency_sum += elapsed
-                message.deferred.callback(_new_result(
-                    SendResult, (name, tuple(message.message_ids))))
+                counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+                waited += elapsed
+                message.deferred.callback(_new_result(SendResult, (name, ids)))
             except Exception:
                 self.log.failure("{carrier}: an acceptance could not be told", carrier=name)
+        self.latency_sum += waited
+        deadlines = self._deadlines
+        while deadlines and deadlines[0].done:
+            deadlines.popleft()
         # The session calls _pump (onWindowFreed) once it has told the whole chunk.
 
     def _oddId(self, message_id: str) -> None:
