@@ -206,9 +206,12 @@ class Carrier:
         self._throttle_streak = False
         self._rate = config.throughput
         # The throughput cap: at most _per_window submits in any _window seconds.
+        # _cap holds [when, how many] of the submits of the last _window
+        # seconds, oldest first (one entry per pump), and _capped their sum.
         self._window = max(1.0, 1.0 / config.throughput) if config.throughput else 1.0
         self._per_window = max(1, int(config.throughput * self._window))
-        self._recent: deque[float] = deque(maxlen=self._per_window)
+        self._cap: deque[list] = deque()
+        self._capped = 0
         # The account's shared tokens: those of the last lease, good until _tokens_until.
         self._leases = leases if config.throughput else None
         self.account = config.account()
@@ -373,33 +376,34 @@ class Carrier:
             self._wakeAt(self._paused_until)
             return
         rate, leases = self._rate, self._leases
-        recent, window, per_window = self._recent, self._window, self._per_window
+        allowed = self._capRoom(now) if rate else 0  # submits the cap lets go now
         sessions = self._sessions
         count = len(sessions)
         start = self._next_session
         self._next_session = start + 1
-        held = False  # the cap or the account's tokens hold the rest back
+        held = capped = False  # the account's tokens, or the cap, hold the rest back
         for offset in range(count):
             session = sessions[(start + offset) % count]
             # Fill this session's window, then move on to the next session.
             room = session.room
             parts = []
             while queue and room > 0:
-                part = queue[0]
+                part = queue.popleft()
                 message = part.message if part.index else part  # a message is its own first part
                 if message.done:
-                    queue.popleft()
                     continue
                 if rate:
-                    if len(recent) == per_window and now - recent[0] < window:
-                        self._wakeAt(recent[0] + window)
-                        held = True
+                    if allowed <= 0:
+                        queue.appendleft(part)
+                        held = capped = True
                         break
-                    if leases is not None and not self._token(now):
-                        held = True
-                        break
-                    recent.append(now)
-                queue.popleft()
+                    if leases is not None:
+                        queue.appendleft(part)  # a lease is asked for what the queue holds
+                        if not self._token(now):
+                            held = True
+                            break
+                        queue.popleft()
+                    allowed -= 1
                 part.submits += 1
                 message.flying += 1
                 if part.submits > 1:
@@ -407,12 +411,32 @@ class Carrier:
                 parts.append(part)
                 room -= 1
             if parts:
+                if rate:
+                    self._capSpent(now, len(parts))
                 session.submitParts(parts)
             if held:
+                if capped:
+                    self._wakeAt(self._cap[0][0] + self._window)
                 return
             if not queue:
                 break
         self._notifyIdle()
+
+    def _capRoom(self, now: float) -> int:
+        """How many submits the throughput cap lets go at C{now}."""
+        cap, window = self._cap, self._window
+        while cap and now - cap[0][0] >= window:
+            self._capped -= cap.popleft()[1]
+        return self._per_window - self._capped
+
+    def _capSpent(self, now: float, submits: int) -> None:
+        """C{submits} went at C{now}: they count against the cap for a window."""
+        cap = self._cap
+        if cap and cap[-1][0] == now:
+            cap[-1][1] += submits
+        else:
+            cap.append([now, submits])
+        self._capped += submits
 
     def _token(self, now: float) -> bool:
         """Spend one of the account's tokens; without one, ask for a lease
