@@ -109,13 +109,13 @@ class _Message:
     every PIN, is one object; its other parts are L{_Part}s.
     """
 
-    __slots__ = ("body", "order", "submits", "unanswered",
+    __slots__ = ("index", "body", "order", "submits", "unanswered",
                  "sms", "deferred", "message_ids", "remaining", "deadline", "expires", "done",
                  "started", "submitted", "flying")
-    index = 0
 
     def __init__(self, sms: OutboundSMS, parts: int, started: float, expires: float,
                  body: bytes, order: int):
+        self.index = 0  # a slot, not a class attribute: read faster, twice per submit
         self.body = body
         self.order = order
         self.submits = 0

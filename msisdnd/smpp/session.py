@@ -679,10 +679,10 @@ class ESMESession(PDUStream):
             if (command_id != _SUBMIT_SM_RESP or end - pos < length
                     or length < _HEADER_LENGTH or length > max_length):
                 break
-            entry = pending.get(sequence)
-            if entry is None:
+            try:
+                part = pending[sequence][0]
+            except KeyError:  # answers nothing in flight: the general way says so
                 break
-            part = entry[0]
             if type(part) is _Pending:
                 break
             del pending[sequence]
