@@ -263,14 +263,6 @@ class Carrier:
     def queue_depth(self) -> int:
         return len(self._queue)
 
-    def takes(self) -> bool:
-        """L{available}, with room in the queue for one part more: the
-        router's check before it offers a message.  (A method: on the hot
-        path, a call costs less than a property.)"""
-        return (self.accepting and not self.tripped and not self.suspended
-                and (self._sessions or self._grace_timer is not None)
-                and len(self._queue) < self.config.queue_size)
-
     @property
     def in_flight(self) -> int:
         return sum(s.in_flight for s in self._sessions)
@@ -292,6 +284,28 @@ class Carrier:
             (counted in C{errors["queue_full"]}).  Every other failure fails
             the returned Deferred.
         """
+        d = self.offer(sms, timeout, anyway=True)
+        if d is None:
+            raise QueueFullError(f"{self.name}: the queue is full")
+        return d
+
+    def offer(self, sms: OutboundSMS, timeout: float | None = None,
+              anyway: bool = False) -> Deferred | None:
+        """L{send} C{sms} if this carrier takes it now: the router's one call
+        per carrier it tries.
+
+        @param anyway: whether to queue C{sms} even when the carrier is not
+            L{available} (L{send}); otherwise an unavailable carrier, or one
+            whose queue is full, takes nothing.
+        @return: L{send}'s Deferred, or C{None}: nothing was queued, because
+            the carrier is not available (unless C{anyway}) or its queue has no
+            room for every part (counted in C{errors["queue_full"]} when it
+            had room for one part more).
+        """
+        if not (anyway or self.accepting and not self.tripped and not self.suspended
+                and (self._sessions or self._grace_timer is not None)
+                and len(self._queue) < self.config.queue_size):
+            return None
         if not self.accepting:
             return fail(NoRouteError(f"{self.name} is shutting down"))
         try:
@@ -301,7 +315,7 @@ class Carrier:
         queue, parts = self._queue, len(bodies)
         if len(queue) + parts > self.config.queue_size:
             self.errors["queue_full"] += 1
-            raise QueueFullError(f"{self.name}: the queue is full")
+            return None
         now = self.clock.seconds()
         idle = not queue
         order = self._order
