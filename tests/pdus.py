@@ -14,3 +14,15 @@ def take_pdus(transport) -> list[codec.PDU]:
         pdus.append(codec.decode(data[:length]))
         data = data[length:]
     return pdus
+
+
+class Part:
+    """A part for L{msisdnd.smpp.session.ESMESession.submitParts}: what a
+    carrier queues, as far as the session reads it (its C{body})."""
+
+    def __init__(self, body: bytes, name: object = None):
+        self.body = body
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Part({self.name!r})"

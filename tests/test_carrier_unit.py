@@ -24,7 +24,7 @@ from msisdnd.smpp.config import CarrierConfig
 from msisdnd.smpp.router import Router
 from msisdnd.smpp.session import ESMESession, SessionState
 
-from pdus import take_pdus
+from pdus import Part, take_pdus
 
 NUMBER = "+33612345678"
 
@@ -225,10 +225,11 @@ def test_a_success_handler_that_raises_still_frees_its_slot(clock):
     freed = []
     link.session.onWindowFreed = lambda: freed.append(True)
 
-    def broken(message_id, terminated, context):
+    def broken(accepted, now):
         raise RuntimeError("a bug in a handler")
 
-    link.session.submitWith(c._encode(sms())[0], broken, lambda e, context: None, None)
+    link.session.onAccepted = broken
+    link.session.submitParts([Part(c._encode(sms())[0])])
     [submit] = link.written()
     link.answer(submit)
     assert freed == [True] and link.session.in_flight == 0
@@ -268,6 +269,28 @@ def test_no_second_sees_more_than_the_cap(clock):
     assert len(times) == 200
     for start in times:
         assert sum(1 for t in times if start <= t < start + 1.0) <= 50
+
+
+def test_the_cap_holds_across_the_binds_of_one_pump_and_wakes_when_its_window_ends(clock):
+    """The cap counts a pump's submits together, whichever bind took them:
+    with room for 20 on two binds and a cap of 5 per second, 5 go, the rest
+    wait for the window's end, then 5 more go."""
+    c = carrier(clock, throughput=5, window=10, queue_size=100)
+    links = [Link(clock, c, window=10) for _ in range(2)]
+    for i in range(12):
+        c.send(sms(to=f"+336123{i:05d}")).addErrback(lambda f: None)
+
+    def written() -> int:
+        return sum(len([p for p in link.written() if p.command == "submit_sm"])
+                   for link in links)
+
+    assert written() == 5
+    clock.advance(0.999)
+    assert written() == 0
+    clock.advance(0.001)
+    assert written() == 5
+    clock.advance(1.0)
+    assert written() == 2 and c.queue_depth == 0
 
 
 # -- a cut link: queue within the grace, then fail over ----------------------------------

@@ -44,14 +44,14 @@ class FakeSession:
     def room(self) -> int:
         return self.window - self.in_flight
 
-    def submitWith(self, body, succeeded, failed, context) -> None:
-        self.submitted.append((body, succeeded, failed, context))
+    def submitParts(self, parts) -> None:
+        self.submitted.extend(parts)
 
     def acceptAll(self) -> None:
-        """The SMSC answers every outstanding submit_sm with ESME_ROK."""
+        """The SMSC answers every outstanding submit_sm with ESME_ROK, in one chunk."""
         submitted, self.submitted = self.submitted, []
-        for index, (_, succeeded, _, context) in enumerate(submitted):
-            succeeded(f"id{index}", True, context)
+        self.onAccepted([(part, f"id{index}", True) for index, part in enumerate(submitted)],
+                        0.0)
 
 
 def carrier(name: str, clock: Clock, *, live: bool = True, window: int = 10,

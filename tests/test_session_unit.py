@@ -29,7 +29,7 @@ from msisdnd.smpp.errors import (
 )
 from msisdnd.smpp.session import ESMESession, SessionState
 
-from pdus import take_pdus
+from pdus import Part, take_pdus
 
 WINDOW = 3
 RESPONSE_TIMEOUT = 10.0
@@ -84,6 +84,22 @@ class Link:
         """submit() one message; return its L{Outcome} and the submit_sm written."""
         d = self.session.submit(submit_body(to))
         return Outcome(d), self.one("submit_sm")
+
+    def telling(self) -> list:
+        """Record what the session tells of L{ESMESession.submitParts}' parts:
+        per chunk of acceptances, a list of (part name, message_id, terminated);
+        per failure, (part name, error type, status)."""
+        told: list = []
+        self.session.onAccepted = lambda accepted, now: told.append(
+            [(part.name, message_id, terminated) for part, message_id, terminated in accepted])
+        self.session.onFailed = lambda error, part: told.append(
+            (part.name, type(error), getattr(error, "status", None)))
+        return told
+
+    def submitParts(self, *names, to: str = "33612345678") -> list[codec.PDU]:
+        """submitParts() one part per name; return the submit_sms written."""
+        self.session.submitParts([Part(submit_body(to), name) for name in names])
+        return self.written()
 
     @property
     def closed(self) -> bool:
@@ -230,42 +246,96 @@ def test_response_for_no_pending_request_is_ignored():
 
 
 @pytest.mark.parametrize("traced", [False, True], ids=["lean", "traced"])
-def test_submit_with_is_told_the_id_as_submit_is(traced):
-    """submitWith's answers are read in place, without a PDU (traced, through
+def test_submit_parts_are_told_the_id_as_submit_is(traced):
+    """submitParts' answers are read in place, without a PDU (traced, through
     the general decoder): the same id, whether it had its NUL, the same errors."""
     link = Link().bound()
     if traced:
         link.session.enableTrace("t")
-    told, responses = [], link.session.responses
-
-    def accepted(message_id, terminated, context):
-        told.append((message_id, terminated, context))
-
-    def failed(error, context):
-        told.append((type(error), error.status, context))
+    told, responses = link.telling(), link.session.responses
 
     bodies = [b"abc\0", b"\x41" * 70, b"", b"\0", b"7" * 80 + b"\0tail"]
     for n, body in enumerate(bodies):
-        link.session.submitWith(submit_body("33612345678"), accepted, failed, n)
-        request = link.one("submit_sm")
+        (request,) = link.submitParts(n)
         link.session.dataReceived(codec.frame(codec.SUBMIT_SM_RESP, request.sequence, body))
-    link.session.submitWith(submit_body("33612345678"), accepted, failed, "refused")
-    request = link.one("submit_sm")
+    (request,) = link.submitParts("refused")
     link.session.dataReceived(codec.frame(codec.SUBMIT_SM_RESP, request.sequence, b"",
                                           codec.ESME_RTHROTTLED))
-    assert told == [("abc", True, 0), ("A" * 70, False, 1), ("", True, 2), ("", True, 3),
-                    ("7" * 80, True, 4),
-                    (CommandStatusError, codec.ESME_RTHROTTLED, "refused")]
+    assert told == [[(0, "abc", True)], [(1, "A" * 70, False)], [(2, "", True)],
+                    [(3, "", True)], [(4, "7" * 80, True)],
+                    ("refused", CommandStatusError, codec.ESME_RTHROTTLED)]
     assert link.session.in_flight == 0 and link.session.responses == responses + 6
 
     # A deliver_sm_resp carrying a submit's sequence is not its answer.
-    link.session.submitWith(submit_body("33612345678"), accepted, failed, "waits")
-    request = link.one("submit_sm")
+    (request,) = link.submitParts("waits")
     link.session.dataReceived(codec.frame(codec.DELIVER_SM_RESP, request.sequence, b"\0"))
     link.session.dataReceived(codec.frame(codec.SUBMIT_SM_RESP, request.sequence + 1, b"x\0"))
     assert told[6:] == [] and link.session.in_flight == 1
     link.session.dataReceived(codec.frame(codec.SUBMIT_SM_RESP, request.sequence, b"ok\0"))
-    assert told[6:] == [("ok", True, "waits")] and not link.closed
+    assert told[6:] == [[("waits", "ok", True)]] and not link.closed
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["lean", "traced"])
+def test_a_chunks_acceptances_are_told_at_once_in_order_before_what_follows_them(traced):
+    """One onAccepted call per chunk, with every acceptance in the order read;
+    a failure, an inbound deliver_sm (a receipt) or the window-freed call in
+    the same chunk comes after the acceptances read before it."""
+    link = Link(window=6).bound()
+    if traced:
+        link.session.enableTrace("t")
+    told = link.telling()
+    link.session.onInbound = lambda pdu: told.append(("inbound", pdu.command))
+    link.session.onWindowFreed = lambda: told.append("freed")
+    r = link.submitParts(*"abcdef")
+    link.session.dataReceived(
+        codec.frame(codec.SUBMIT_SM_RESP, r[1].sequence, b"1\0")
+        + codec.frame(codec.SUBMIT_SM_RESP, r[0].sequence, b"0\0")
+        + codec.frame(codec.SUBMIT_SM_RESP, r[2].sequence, b"", codec.ESME_RMSGQFUL)
+        + codec.frame(codec.SUBMIT_SM_RESP, r[3].sequence, b"3\0")
+        + codec.encode("deliver_sm", 7, source_addr="33612345678", destination_addr="Verify",
+                       esm_class=4, short_message=b"id:3 stat:DELIVRD")
+        + codec.frame(codec.SUBMIT_SM_RESP, r[4].sequence, b"4\0")
+        + codec.frame(codec.SUBMIT_SM_RESP, r[5].sequence, b"5")[:-1])  # the rest later
+    assert told == [[("b", "1", True), ("a", "0", True)],
+                    ("c", CommandStatusError, codec.ESME_RMSGQFUL),
+                    [("d", "3", True)], ("inbound", "deliver_sm"),
+                    [("e", "4", True)], "freed"]
+    assert link.session.in_flight == 1
+    del told[:]
+    link.session.dataReceived(b"5")
+    assert told == [[("f", "5", False)], "freed"] and link.session.in_flight == 0
+
+
+def test_acceptances_read_before_the_connection_is_lost_are_told():
+    """A link lost inside a chunk (a generic_nack with sequence 0 aborts it,
+    and this transport calls connectionLost at once) loses no acceptance:
+    those read before are told, first, and the parts still out fail."""
+    link = Link(window=4).bound()
+    told = link.telling()
+    r = link.submitParts(*"abcd")
+    link.session.dataReceived(
+        codec.frame(codec.SUBMIT_SM_RESP, r[0].sequence, b"0\0")
+        + codec.frame(codec.SUBMIT_SM_RESP, r[1].sequence, b"", codec.ESME_RSYSERR)
+        + codec.frame(codec.SUBMIT_SM_RESP, r[2].sequence, b"2\0")
+        + codec.generic_nack(0, codec.ESME_RSYSERR)
+        + codec.frame(codec.SUBMIT_SM_RESP, r[3].sequence, b"3\0"))
+    assert told == [[("a", "0", True)], ("b", CommandStatusError, codec.ESME_RSYSERR),
+                    [("c", "2", True)], ("d", SessionClosed, None)]
+    assert link.closed and link.session.in_flight == 0
+
+
+def test_submit_parts_needs_a_bound_session_with_room_taken_in_order():
+    link = Link()
+    link.telling()
+    with pytest.raises(NotBound):
+        link.session.submitParts([Part(submit_body("33612345678"))])
+    link.bound()
+    r = link.submitParts("a", "b")
+    assert [p.command for p in r] == ["submit_sm", "submit_sm"]
+    assert r[1].sequence == r[0].sequence + 1 and link.session.room == WINDOW - 2
+    link.session.closeLink()
+    with pytest.raises(NotBound):
+        link.session.submitParts([Part(submit_body("33612345678"))])
 
 
 def test_an_ok_submit_sm_resp_is_an_acceptance_whatever_its_id():
@@ -547,12 +617,11 @@ def test_submits_the_window_freed_handler_makes_go_out_in_one_write():
     writes = []
     write = link.transport.write
     link.transport.write = lambda data: (writes.append(data), write(data))
-    told = []
+    told = link.telling()
 
     def refill():
         while link.session.can_submit:
-            link.session.submitWith(submit_body("33612345678"),
-                                    lambda *a: told.append(a), lambda *a: None, None)
+            link.session.submitParts([Part(submit_body("33612345678"))])
 
     link.session.onWindowFreed = refill
     refill()
@@ -560,7 +629,7 @@ def test_submits_the_window_freed_handler_makes_go_out_in_one_write():
     first = link.written()
     link.session.dataReceived(b"".join(
         codec.frame(codec.SUBMIT_SM_RESP, p.sequence, b"id\0") for p in first))
-    assert len(told) == 3 and len(writes) == 4  # the refill: one write of three PDUs
+    assert len(told[0]) == 3 and len(writes) == 4  # the refill: one write of three PDUs
     refilled = link.written()
     assert [p.command for p in refilled] == ["submit_sm"] * 3
     assert [p.sequence for p in refilled] == [first[-1].sequence + n for n in (1, 2, 3)]
@@ -575,12 +644,10 @@ def test_submits_the_window_freed_handler_makes_go_out_in_one_write():
     assert link.closed
 
     aborting = Link(window=1).bound()
-    aborting.session.submitWith(submit_body("33612345678"), lambda *a: None,
-                                lambda *a: None, None)
-    (submit,) = aborting.written()
+    aborting.telling()
+    (submit,) = aborting.submitParts("a")
     aborting.session.onWindowFreed = lambda: (
-        aborting.session.submitWith(submit_body("33612345678"), lambda *a: None,
-                                    lambda *a: None, None),
+        aborting.session.submitParts([Part(submit_body("33612345678"))]),
         aborting.session.closeLink(abort=True))
     aborting.session.dataReceived(codec.frame(codec.SUBMIT_SM_RESP, submit.sequence, b"a\0"))
     assert aborting.written() == [] and aborting.closed
@@ -596,8 +663,7 @@ def test_a_window_freed_handler_run_again_inside_itself_keeps_the_outer_cork():
 
     def handler():
         depth.append(len(depth))
-        link.session.submitWith(submit_body(f"3361234567{len(depth)}"), lambda *a: None,
-                                lambda *a: None, None)
+        link.session.submitParts([Part(submit_body(f"3361234567{len(depth)}"))])
         if len(depth) == 1:
             link.session._freed()  # as a synchronous failure of a request would
 

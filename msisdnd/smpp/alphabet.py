@@ -100,19 +100,22 @@ def _septet_table() -> dict[int, str]:
 
 _SEPTETS: Final = _septet_table()
 _GSM_CHARACTERS: Final = frozenset(chr(c) for c in _SEPTETS)
-# The ASCII characters that are one septet each, and a bytes.translate table
-# from them to their septets: most texts are made of them alone.
-_ASCII_ONE_SEPTET: Final = bytes(c for c in range(0x80) if len(_SEPTETS.get(c, "")) == 1)
-_ASCII_TO_SEPTETS: Final = bytes(ord(_SEPTETS[c]) if c in _ASCII_ONE_SEPTET else 0
-                                 for c in range(0x100))
+# A bytes.translate table from the ASCII characters that are one septet each
+# to their septets, and from every other octet to _NO_SEPTET (no septet is
+# over 0x7F): most texts are made of those characters alone, and one
+# translation and one search of an int (memchr) say so.
+_NO_SEPTET: Final = 0xFF
+_ASCII_TO_SEPTETS: Final = bytes(
+    ord(_SEPTETS[c]) if c < 0x80 and len(_SEPTETS.get(c, "")) == 1 else _NO_SEPTET
+    for c in range(0x100))
 
 
 def _gsm_septets(text: str) -> bytes | None:
     """The unpacked GSM 03.38 septets for C{text}, or C{None} if it does not fit."""
     if text.isascii():
-        octets = text.encode("ascii")
-        if not octets.translate(None, _ASCII_ONE_SEPTET):  # nothing but those
-            return octets.translate(_ASCII_TO_SEPTETS)
+        septets = text.encode("ascii").translate(_ASCII_TO_SEPTETS)
+        if _NO_SEPTET not in septets:  # nothing but one-septet characters
+            return septets
     if not _GSM_CHARACTERS.issuperset(text):
         return None
     return text.translate(_SEPTETS).encode("latin-1")
@@ -124,9 +127,9 @@ def single_part(text: str, alphabet: str) -> tuple[int, bytes] | None:
     common case, made cheap); C{None} otherwise (ask L{encode_text})."""
     if alphabet == "gsm7" and len(text) <= GSM_SINGLE:
         if text.isascii():  # _gsm_septets's first step, inline on the hot path
-            octets = text.encode("ascii")
-            if not octets.translate(None, _ASCII_ONE_SEPTET):
-                return DATA_CODING_DEFAULT, octets.translate(_ASCII_TO_SEPTETS)
+            septets = text.encode("ascii").translate(_ASCII_TO_SEPTETS)
+            if _NO_SEPTET not in septets:
+                return DATA_CODING_DEFAULT, septets
         septets = _gsm_septets(text)
         if septets is not None and len(septets) <= GSM_SINGLE:
             return DATA_CODING_DEFAULT, septets

@@ -76,8 +76,9 @@ from msisdnd.smpp.session import ESMESession
 MAX_SUBMITS = 5
 #: The pause before a part whose submit had no answer goes again (doubling).
 RESUBMIT_PAUSE = 0.25
-#: A L{SendResult} from a (carrier, message_ids) tuple, without a Python C{__new__} call.
-_new_result = SendResult._make
+#: C{_new_result(SendResult, (carrier, message_ids))}: a L{SendResult}
+#: without the Python calls of its C{__new__} or C{_make}.
+_new_result = tuple.__new__
 
 
 class CarrierDown(NoRouteError):
@@ -108,20 +109,21 @@ class _Message:
     every PIN, is one object; its other parts are L{_Part}s.
     """
 
-    __slots__ = ("body", "order", "submits", "unanswered",
+    __slots__ = ("index", "body", "order", "submits", "unanswered",
                  "sms", "deferred", "message_ids", "remaining", "deadline", "expires", "done",
                  "started", "submitted", "flying")
-    index = 0
 
     def __init__(self, sms: OutboundSMS, parts: int, started: float, expires: float,
                  body: bytes, order: int):
+        self.index = 0  # a slot, not a class attribute: read faster, twice per submit
         self.body = body
         self.order = order
         self.submits = 0
         self.unanswered = 0
         self.sms = sms
         self.deferred: Deferred = Deferred()
-        self.message_ids: list[str] = [""] * parts
+        # Each part's id, once accepted; a one-part message's is its result's alone.
+        self.message_ids: list[str] | None = [""] * parts if parts > 1 else None
         self.remaining = parts
         self.deadline: IDelayedCall | None = None
         self.started = started
@@ -204,9 +206,12 @@ class Carrier:
         self._throttle_streak = False
         self._rate = config.throughput
         # The throughput cap: at most _per_window submits in any _window seconds.
+        # _cap holds [when, how many] of the submits of the last _window
+        # seconds, oldest first (one entry per pump), and _capped their sum.
         self._window = max(1.0, 1.0 / config.throughput) if config.throughput else 1.0
         self._per_window = max(1, int(config.throughput * self._window))
-        self._recent: deque[float] = deque(maxlen=self._per_window)
+        self._cap: deque[list] = deque()
+        self._capped = 0
         # The account's shared tokens: those of the last lease, good until _tokens_until.
         self._leases = leases if config.throughput else None
         self.account = config.account()
@@ -221,8 +226,8 @@ class Carrier:
         self._down_since: float | None = None
         self._grace_timer: IDelayedCall | None = None
         self._warnings = WarningBudget(self.log)
-        self._templates: dict[str | None, codec.SubmitTemplate] = {
-            None: self._template(config.mt_source_addr, *config.source_ton_npi)}
+        self._mt_template = self._template(config.mt_source_addr, *config.source_ton_npi)
+        self._templates: dict[str | None, codec.SubmitTemplate] = {None: self._mt_template}
         # What the carrier's options change in each message, chosen once:
         # GSM text's data_coding (0 stays 0 unless data_coding = 1; UCS-2 and
         # latin-1 keep theirs), and how validity_period is written.
@@ -258,14 +263,6 @@ class Carrier:
     def queue_depth(self) -> int:
         return len(self._queue)
 
-    def takes(self) -> bool:
-        """L{available}, with room in the queue for one part more: the
-        router's check before it offers a message.  (A method: on the hot
-        path, a call costs less than a property.)"""
-        return (self.accepting and not self.tripped and not self.suspended
-                and (bool(self._sessions) or self._grace_timer is not None)
-                and len(self._queue) < self.config.queue_size)
-
     @property
     def in_flight(self) -> int:
         return sum(s.in_flight for s in self._sessions)
@@ -287,32 +284,54 @@ class Carrier:
             (counted in C{errors["queue_full"]}).  Every other failure fails
             the returned Deferred.
         """
+        d = self.offer(sms, timeout, anyway=True)
+        if d is None:
+            raise QueueFullError(f"{self.name}: the queue is full")
+        return d
+
+    def offer(self, sms: OutboundSMS, timeout: float | None = None,
+              anyway: bool = False) -> Deferred | None:
+        """L{send} C{sms} if this carrier takes it now: the router's one call
+        per carrier it tries.
+
+        @param anyway: whether to queue C{sms} even when the carrier is not
+            L{available} (L{send}); otherwise an unavailable carrier, or one
+            whose queue is full, takes nothing.
+        @return: L{send}'s Deferred, or C{None}: nothing was queued, because
+            the carrier is not available (unless C{anyway}) or its queue has no
+            room for every part (counted in C{errors["queue_full"]} when it
+            had room for one part more).
+        """
+        if not (anyway or self.accepting and not self.tripped and not self.suspended
+                and (self._sessions or self._grace_timer is not None)
+                and len(self._queue) < self.config.queue_size):
+            return None
         if not self.accepting:
             return fail(NoRouteError(f"{self.name} is shutting down"))
         try:
             bodies = self._encode(sms)
         except ValueError as e:
             return fail(RejectedError(codec.ESME_RINVMSGLEN, f"unencodable: {e}", self.name))
-        if len(self._queue) + len(bodies) > self.config.queue_size:
+        queue, parts = self._queue, len(bodies)
+        if len(queue) + parts > self.config.queue_size:
             self.errors["queue_full"] += 1
-            raise QueueFullError(f"{self.name}: the queue is full")
+            return None
         now = self.clock.seconds()
-        queue = self._queue
-        waiting = bool(queue)
+        idle = not queue
         order = self._order
-        self._order = order + len(bodies)
+        self._order = order + parts
         if timeout is None or timeout == self.send_timeout:
-            message = _Message(sms, len(bodies), now, now + self.send_timeout, bodies[0], order)
+            message = _Message(sms, parts, now, now + self.send_timeout, bodies[0], order)
             self._deadlines.append(message)
             if self._deadline_timer is None:
                 self._deadline_timer = self.clock.callLater(self.send_timeout, self._expireDue)
         else:
-            message = _Message(sms, len(bodies), now, 0.0, bodies[0], order)
+            message = _Message(sms, parts, now, 0.0, bodies[0], order)
             message.deadline = self.clock.callLater(timeout, self._expire, message)
         queue.append(message)
-        if len(bodies) > 1:
-            queue.extend(_Part(message, i, bodies[i], order + i) for i in range(1, len(bodies)))
-        if not waiting:
+        if parts > 1:
+            queue.extend(_Part(message, i, bodies[i], order + i) for i in range(1, parts))
+        if idle:
             # A queue that already held parts is waiting on a response, a
             # timer or a bind, each of which pumps it: no need to look now.
             self._pump()
@@ -341,8 +360,9 @@ class Carrier:
         return template
 
     def _encode(self, sms: OutboundSMS) -> list[bytes]:
-        self._reference = reference = (self._reference + 1) & 0xFF
-        template = self._templates.get(sms.sender) or self._templateFor(sms.sender)
+        sender = sms.sender
+        template = (self._mt_template if sender is None
+                    else self._templates.get(sender) or self._templateFor(sender))
         destination = sms.destination.lstrip("+")
         validity = self._validity(sms.validity) if sms.validity else ""
         single = alphabet.single_part(sms.text, self._alphabet)
@@ -350,6 +370,7 @@ class Carrier:
             data_coding, short_message = single
             return [template.body(destination, short_message, 0,
                                   data_coding or self._gsm_data_coding, validity)]
+        self._reference = reference = (self._reference + 1) & 0xFF
         encoded = alphabet.encode_text(sms.text, self._alphabet, reference)
         esm_class = encoded.esm_class
         data_coding = encoded.data_coding or self._gsm_data_coding  # only GSM's 0 changes
@@ -369,39 +390,67 @@ class Carrier:
             self._wakeAt(self._paused_until)
             return
         rate, leases = self._rate, self._leases
-        recent, window, per_window = self._recent, self._window, self._per_window
-        accepted, failed = self._accepted, self._failed
+        allowed = self._capRoom(now) if rate else 0  # submits the cap lets go now
         sessions = self._sessions
         count = len(sessions)
         start = self._next_session
         self._next_session = start + 1
+        held = capped = False  # the account's tokens, or the cap, hold the rest back
         for offset in range(count):
             session = sessions[(start + offset) % count]
             # Fill this session's window, then move on to the next session.
             room = session.room
+            parts = []
             while queue and room > 0:
-                part = queue[0]
+                part = queue.popleft()
                 message = part.message if part.index else part  # a message is its own first part
                 if message.done:
-                    queue.popleft()
                     continue
                 if rate:
-                    if len(recent) == per_window and now - recent[0] < window:
-                        self._wakeAt(recent[0] + window)
-                        return
-                    if leases is not None and not self._token(now):
-                        return
-                    recent.append(now)
-                queue.popleft()
+                    if allowed <= 0:
+                        queue.appendleft(part)
+                        held = capped = True
+                        break
+                    if leases is not None:
+                        queue.appendleft(part)  # a lease is asked for what the queue holds
+                        if not self._token(now):
+                            held = True
+                            break
+                        queue.popleft()
+                    allowed -= 1
                 part.submits += 1
                 message.flying += 1
                 if part.submits > 1:
                     self.resubmitted += 1
-                session.submitWith(part.body, accepted, failed, part)
+                parts.append(part)
                 room -= 1
+            if parts:
+                if rate:
+                    self._capSpent(now, len(parts))
+                session.submitParts(parts)
+            if held:
+                if capped:
+                    self._wakeAt(self._cap[0][0] + self._window)
+                return
             if not queue:
                 break
         self._notifyIdle()
+
+    def _capRoom(self, now: float) -> int:
+        """How many submits the throughput cap lets go at C{now}."""
+        cap, window = self._cap, self._window
+        while cap and now - cap[0][0] >= window:
+            self._capped -= cap.popleft()[1]
+        return self._per_window - self._capped
+
+    def _capSpent(self, now: float, submits: int) -> None:
+        """C{submits} went at C{now}: they count against the cap for a window."""
+        cap = self._cap
+        if cap and cap[-1][0] == now:
+            cap[-1][1] += submits
+        else:
+            cap.append([now, submits])
+        self._capped += submits
 
     def _token(self, now: float) -> bool:
         """Spend one of the account's tokens; without one, ask for a lease
@@ -456,34 +505,54 @@ class Carrier:
 
     # -- outcomes ----------------------------------------------------------
 
-    def _accepted(self, message_id: str, terminated: bool, part: _Part) -> None:
-        self.sent += 1
-        self.last_submit_at = now = self.clock.seconds()
+    def _accepted(self, accepted: list[tuple[_Part, str, bool]], now: float) -> None:
+        """The session's L{ESMESession.onAccepted}: the parts the SMSC took
+        in one chunk of data, which arrived at C{now}."""
+        self.sent += len(accepted)
+        self.last_submit_at = now
         self._throttle_streak = False
-        index = part.index
-        message = part.message if index else part  # a message is its own first part
-        message.flying -= 1
-        message.submitted = True
-        if not message_id or not terminated:
-            problem = "no message_id" if not message_id else "a message_id without its NUL"
-            self.errors["id_empty" if not message_id else "id_unterminated"] += 1
-            self._warnings.warn("{carrier}: the SMSC accepted a message with {problem}; "
-                                "kept as {id!r}, not resubmitted (its receipt may not match)",
-                                carrier=self.name, problem=problem, id=message_id)
-        message.message_ids[index] = message_id
-        message.remaining -= 1
-        if message.remaining == 0 and not message.done:
-            message.done = True
-            if message.deadline is not None and message.deadline.active():
-                message.deadline.cancel()
-            deadlines = self._deadlines
-            while deadlines and deadlines[0].done:
-                deadlines.popleft()
-            elapsed = now - message.started
-            self.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
-            self.latency_sum += elapsed
-            message.deferred.callback(_new_result((self.name, tuple(message.message_ids))))
-        # The session calls _pump (onWindowFreed) once it has read its whole chunk.
+        name, counts, waited = self.name, self.latency_counts, 0.0
+        for part, message_id, terminated in accepted:
+            try:
+                index = part.index
+                message = part.message if index else part  # a message is its own first part
+                message.flying -= 1
+                message.submitted = True
+                if not (message_id and terminated):
+                    self._oddId(message_id)
+                ids = message.message_ids
+                if ids is None:  # one part
+                    if message.done:
+                        continue
+                    ids = (message_id,)
+                else:
+                    ids[index] = message_id
+                    message.remaining -= 1
+                    if message.remaining or message.done:
+                        continue
+                    ids = tuple(ids)
+                message.done = True
+                if message.deadline is not None and message.deadline.active():
+                    message.deadline.cancel()
+                elapsed = now - message.started
+                counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+                waited += elapsed
+                message.deferred.callback(_new_result(SendResult, (name, ids)))
+            except Exception:
+                self.log.failure("{carrier}: an acceptance could not be told", carrier=name)
+        self.latency_sum += waited
+        deadlines = self._deadlines
+        while deadlines and deadlines[0].done:
+            deadlines.popleft()
+        # The session calls _pump (onWindowFreed) once it has told the whole chunk.
+
+    def _oddId(self, message_id: str) -> None:
+        """The SMSC accepted a part with no id, or one without its NUL."""
+        problem = "no message_id" if not message_id else "a message_id without its NUL"
+        self.errors["id_empty" if not message_id else "id_unterminated"] += 1
+        self._warnings.warn("{carrier}: the SMSC accepted a message with {problem}; "
+                            "kept as {id!r}, not resubmitted (its receipt may not match)",
+                            carrier=self.name, problem=problem, id=message_id)
 
     def _failed(self, error: SMPPError, part: _Part) -> None:
         part.message.flying -= 1
@@ -598,6 +667,7 @@ class Carrier:
 
     def bindUp(self, bind: object, session: ESMESession) -> None:
         if session.mode != "receiver":
+            session.onAccepted, session.onFailed = self._accepted, self._failed
             session.onWindowFreed = self._pump
             self._sessions.append(session)
             if self._grace_timer is not None:

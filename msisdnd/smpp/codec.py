@@ -172,6 +172,10 @@ def _cstring(value: str, limit: int, name: str) -> bytes:
     return raw
 
 
+#: Each octet's value as one byte, keyed by the value (an int out of range is no key).
+_OCTETS: dict[int, bytes] = {value: bytes((value,)) for value in range(256)}
+
+
 class SubmitTemplate:
     """The fixed part of a carrier's C{submit_sm} bodies, encoded once.
 
@@ -213,9 +217,9 @@ class SubmitTemplate:
             # From destination_addr's NUL to data_coding, for esm_class 0 and
             # no validity_period (most messages).
             self._plain_middle = b"\0\0" + self._after_esm + b"\0" + self._before_coding
-            self._default_msg_id = sm_default_msg_id
             if not 0 <= sm_default_msg_id <= 255:
                 raise EncodeError("sm_default_msg_id must be one octet")
+            self._default_msg_id = _OCTETS[sm_default_msg_id]
         except EncodeError:
             raise
         except ValueError as e:  # an octet out of range, a non-latin-1 character
@@ -233,21 +237,24 @@ class SubmitTemplate:
             raise EncodeError("short_message must be at most 254 octets")
         try:
             destination = destination_addr.encode("latin-1")
-            coding = bytes((data_coding, self._default_msg_id, length))
             if esm_class or validity_period:
-                middle = (b"\0" + bytes((esm_class,)) + self._after_esm
+                middle = (b"\0" + _OCTETS[esm_class] + self._after_esm
                           + (_cstring(validity_period, 17, "validity_period")
                              if validity_period else b"\0")
                           + self._before_coding)
             else:
                 middle = self._plain_middle
+            coding = _OCTETS[data_coding]
         except EncodeError:
             raise
-        except ValueError as e:  # an octet out of range, a non-latin-1 character
+        except KeyError as e:
+            raise EncodeError(f"{e.args[0]!r} is not an octet") from None
+        except ValueError as e:  # a non-latin-1 character
             raise EncodeError(str(e)) from None
-        if len(destination) > 20 or b"\0" in destination:
+        if len(destination) > 20 or 0 in destination:
             raise EncodeError("destination_addr must be under 21 bytes with no NUL")
-        return b"".join((self._front, destination, middle, coding, short_message))
+        return b"".join((self._front, destination, middle, coding, self._default_msg_id,
+                         _OCTETS[length], short_message))
 
 
 def encode_submit_sm_body(

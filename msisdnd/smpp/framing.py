@@ -35,8 +35,9 @@ class PDUStream(Protocol):
     log = Logger()
     max_length = codec.MAX_PDU_LENGTH
     #: The command_id whose frames go to L{leanReceived}, read in place from
-    #: the buffer (no slice, no L{codec.PDU}), or C{None}: the hot response
-    #: of a subclass.  Every other frame goes to L{frameReceived}.
+    #: the buffer (no slice, no L{codec.PDU}), a run of them at a time, or
+    #: C{None}: the hot response of a subclass.  Every other frame, and those
+    #: L{leanReceived} leaves, go to L{frameReceived}.
     lean_command: int | None = None
     _buffer = b""
     _closing = False
@@ -83,10 +84,10 @@ class PDUStream(Protocol):
         buf = self._buffer + data if self._buffer else data
         pos, end = 0, len(buf)
         from_bytes, unpack = int.from_bytes, _HEADER_UNPACK
-        lean, lean_received = self.lean_command, self.leanReceived
+        lean = self.lean_command
         while end - pos >= 4:
             if end - pos >= _HEADER_LENGTH:
-                length, command_id, status, sequence = unpack(buf, pos)
+                length, command_id, _, _ = unpack(buf, pos)
             else:
                 # Too short for a header: its length alone, to refuse a bad one early.
                 length, command_id = from_bytes(buf[pos:pos + 4], "big"), -1
@@ -95,14 +96,16 @@ class PDUStream(Protocol):
                 return
             if end - pos < length:
                 break
-            start, pos = pos, pos + length
+            start = pos
             try:
                 if command_id == lean:
-                    lean_received(status, sequence, buf, start, pos)
-                else:
+                    pos = self.leanReceived(buf, start, end)
+                if pos == start:
+                    pos = start + length
                     self.frameReceived(buf[start:pos])
             except Exception:
                 self.log.failure("Handling a PDU failed; the session goes on")
+                pos = max(pos, start + length)
             if self._closing:
                 return
         self._buffer = buf[pos:]
@@ -115,11 +118,13 @@ class PDUStream(Protocol):
         else:
             self.pduReceived(pdu)
 
-    def leanReceived(self, status: int, sequence: int, data: bytes, start: int,
-                     end: int) -> None:
-        """A frame of L{lean_command}: C{data[start:end]}, whose header says
-        C{status} and C{sequence}.  By default, as any other frame."""
-        self.frameReceived(data[start:end])
+    def leanReceived(self, data: bytes, pos: int, end: int) -> int:
+        """Read frames at C{data[pos:end]}, the first of which is a whole
+        frame of L{lean_command}, in place, as many as it takes of those that
+        follow, and return where it stopped: C{pos} leaves the first frame to
+        L{frameReceived}.  It must check each frame's length as
+        L{dataReceived} does, and not raise.  By default, it reads none."""
+        return pos
 
     def pduReceived(self, pdu: codec.PDU) -> None:
         raise NotImplementedError

@@ -120,11 +120,8 @@ class Router:
                     candidates = sorted(candidates, key=lambda c: not c.bound)
                     break
         for carrier in candidates:
-            if carrier.takes():
-                try:
-                    d = carrier.send(sms, timeout)
-                except QueueFullError:
-                    continue  # room, but not for every part of this message: try the next one
+            d = carrier.offer(sms, timeout)
+            if d is not None:  # else unavailable, or no room for every part: the next one
                 if carrier is not first or self._away:
                     self._taken(first, carrier)
                 return d

@@ -58,30 +58,37 @@ class SessionState(enum.Enum):
 
 
 Succeeded = Callable[[codec.PDU, object], object]
-#: What L{ESMESession.submitWith} calls on acceptance: (message_id, whether
-#: it came with its NUL, context).
-Accepted = Callable[[str, bool, object], object]
 Failed = Callable[[SMPPError, object], object]
-_submit_sm_resp_id = codec.submit_sm_resp_id
+#: What L{ESMESession.onAccepted} is called with: the acceptances read in one
+#: chunk of data, in the order they came, as (part, message_id, whether the id
+#: came with its NUL), and when that chunk arrived (the clock's seconds).
+Accepted = Callable[[list[tuple[object, str, bool]], float], object]
+_SUBMIT_SM = codec.SUBMIT_SM
+_SUBMIT_SM_RESP = codec.SUBMIT_SM_RESP
+_HEADER_UNPACK = codec.HEADER.unpack_from
+_HEADER_LENGTH = codec.HEADER_LENGTH
 
 
 class _Pending:
-    """One request awaiting its response: whom to tell, and by when.
+    """One request of L{ESMESession._request}'s awaiting its response: whom to tell.
 
-    A C{lean} one (L{ESMESession.submitWith}'s) is told of its acceptance
-    with the message_id alone (an L{Accepted}), not a L{codec.PDU}.
+    An entry of the session's in-flight map is (whom, deadline): C{whom} is
+    a C{_Pending}, or for a part of L{ESMESession.submitParts} the part
+    itself (told through the session's C{onAccepted} / C{onFailed}).
     """
 
-    __slots__ = ("succeeded", "failed", "context", "deadline", "command_id", "lean")
+    __slots__ = ("succeeded", "failed", "context", "command_id")
 
-    def __init__(self, succeeded: Succeeded | Accepted, failed: Failed, context: object,
-                 deadline: float, command_id: int, lean: bool = False):
+    def __init__(self, succeeded: Succeeded, failed: Failed, context: object, command_id: int):
         self.succeeded = succeeded
         self.failed = failed
         self.context = context
-        self.deadline = deadline
         self.command_id = command_id
-        self.lean = lean
+
+
+def _commandOf(whom: object) -> int:
+    """The command_id of the request an in-flight entry's C{whom} stands for."""
+    return whom.command_id if type(whom) is _Pending else _SUBMIT_SM
 
 
 def _fireCallback(pdu: codec.PDU, d: Deferred) -> None:
@@ -112,14 +119,25 @@ class ESMESession(PDUStream):
         responses, timeouts, C{generic_nack}s), whatever they were: an
         C{enquire_link} that held the last slot must wake whoever waits for
         room too.  Responses read in one chunk of data make one call, after
-        the chunk; a timeout makes one at once.  Not called once the
-        connection is closed, or being closed.
+        the chunk (and after its C{onAccepted}); a timeout makes one at once.
+        Not called once the connection is closed, or being closed.
+    @ivar onAccepted: an L{Accepted}, told of the parts of L{submitParts}
+        that the SMSC accepted (ESME_ROK): once per chunk of data, with
+        every acceptance it held, in order.  A chunk's acceptances are told
+        before anything else that chunk makes happen after them (a failure,
+        an inbound C{deliver_sm}, the window-freed call), so that a receipt
+        never overtakes its acceptance; a connection lost tells the
+        acceptances read before it first.
+    @ivar onFailed: called with (error, part) for a part of L{submitParts}
+        that failed (the errors of L{submit}'s Deferred), at once.
     @ivar trace_label: what this session's trace lines are labelled with,
         or C{None} while it is not traced (see L{enableTrace}).
     """
 
     trace_label: str | None = None
     lean_command = codec.SUBMIT_SM_RESP
+    onAccepted: Accepted | None = None
+    onFailed: Failed | None = None
     #: PDUs written while the window-freed handler runs, written as one when it returns.
     _corked: list[bytes] | None = None
     _receiving = False
@@ -145,7 +163,10 @@ class ESMESession(PDUStream):
         self.state = SessionState.CLOSED
         self.last_enquire_link_rtt: float | None = None
         self.responses = 0
-        self._pending: dict[int, _Pending] = {}
+        #: sequence -> (whom, deadline), in the order sent (see L{_Pending}).
+        self._pending: dict[int, tuple[object, float]] = {}
+        #: This chunk's acceptances, not yet told (L{onAccepted}).
+        self._accepted: list[tuple[object, str, bool]] = []
         self._sequence = 0
         self._last_received = 0.0
         self._idle_timer: IDelayedCall | None = None
@@ -171,15 +192,20 @@ class ESMESession(PDUStream):
         """
         self.trace_label = label
         cls = type(self)
-        send_request, write = cls._send, cls.send
+        send_request, submit_parts, write = cls._send, cls.submitParts, cls.send
         received, undecodable = cls.pduReceived, cls.undecodable
 
-        def tracedRequest(command_id: int, body: bytes, timeout: float,
-                          succeeded: Succeeded | Accepted, failed: Failed, context: object,
-                          lean: bool = False) -> None:
-            send_request(self, command_id, body, timeout, succeeded, failed, context, lean)
+        def tracedRequest(command_id: int, body: bytes, timeout: float, whom: _Pending) -> None:
+            send_request(self, command_id, body, timeout, whom)
             self._trace("sent", codec.describe_frame(
                 _HEADER_PACK(16 + len(body), command_id, 0, self._sequence) + body))
+
+        def tracedParts(parts: list) -> None:
+            for part in parts:
+                submit_parts(self, [part])
+                self._trace("sent", codec.describe_frame(
+                    _HEADER_PACK(16 + len(part.body), _SUBMIT_SM, 0, self._sequence)
+                    + part.body))
 
         def tracedWrite(data: bytes) -> None:
             self._trace("sent", codec.describe_frame(data))
@@ -194,6 +220,7 @@ class ESMESession(PDUStream):
             undecodable(self, error)
 
         self._send = tracedRequest
+        self.submitParts = tracedParts
         self.send = tracedWrite
         self.lean_command = None  # every frame through pduReceived, to be traced
         self.pduReceived = tracedReceived
@@ -219,9 +246,11 @@ class ESMESession(PDUStream):
             if timer is not None and timer.active():
                 timer.cancel()
         self._idle_timer = self._expiry_timer = None
+        if self._accepted:
+            self._tellAccepted()  # read before the loss: they were accepted
         pending, self._pending = self._pending, {}
-        for entry in pending.values():
-            self._fail(entry, SessionClosed("the connection closed before the response"))
+        for whom, _ in pending.values():
+            self._fail(whom, SessionClosed("the connection closed before the response"))
         self._fireDrained()
         waiters, self._closed_waiters = self._closed_waiters, []
         for d in waiters:
@@ -282,18 +311,26 @@ class ESMESession(PDUStream):
 
     def _request(self, command_id: int, body: bytes, timeout: float) -> Deferred:
         d = Deferred()
-        self._send(command_id, body, timeout, _fireCallback, _fireErrback, d)
+        self._send(command_id, body, timeout,
+                   _Pending(_fireCallback, _fireErrback, d, command_id))
         return d
 
-    def _send(self, command_id: int, body: bytes, timeout: float,
-              succeeded: Succeeded | Accepted, failed: Failed, context: object,
-              lean: bool = False) -> None:
+    def _send(self, command_id: int, body: bytes, timeout: float, whom: _Pending) -> None:
         seq = self._sequence + 1
         if seq > _MAX_SEQUENCE:
             seq = 1
         self._sequence = seq
         deadline = self.clock.seconds() + timeout
-        self._pending[seq] = _Pending(succeeded, failed, context, deadline, command_id, lean)
+        self._pending[seq] = (whom, deadline)
+        self._expiresAt(deadline, timeout)
+        corked = self._corked
+        if corked is None:
+            self.transport.write(_HEADER_PACK(16 + len(body), command_id, 0, seq) + body)
+        else:
+            corked += (_HEADER_PACK(16 + len(body), command_id, 0, seq), body)
+
+    def _expiresAt(self, deadline: float, timeout: float) -> None:
+        """A request sent now is due at C{deadline}: the expiry timer fires by then."""
         timer = self._expiry_timer
         if timer is None:
             self._expiry_timer = self.clock.callLater(timeout, self._expireDue)
@@ -301,11 +338,6 @@ class ESMESession(PDUStream):
         elif self._expiry_at > deadline:
             timer.reset(timeout)  # a bind's longer timer outlived the bind
             self._expiry_at = deadline
-        corked = self._corked
-        if corked is None:
-            self.transport.write(_HEADER_PACK(16 + len(body), command_id, 0, seq) + body)
-        else:
-            corked += (_HEADER_PACK(16 + len(body), command_id, 0, seq), body)
 
     def send(self, data: bytes) -> None:
         """Write one encoded PDU (after the requests corked before it, if any)."""
@@ -320,31 +352,55 @@ class ESMESession(PDUStream):
         if corked:
             self.transport.write(b"".join(corked))
 
-    def _fail(self, entry: _Pending, error: SMPPError) -> None:
+    def _tellAccepted(self) -> None:
+        """Tell C{onAccepted} the acceptances read and not yet told."""
+        accepted, self._accepted = self._accepted, []
         try:
-            entry.failed(error, entry.context)
+            self.onAccepted(accepted, self._last_received)
+        except Exception:
+            self.log.failure("The acceptance handler failed")
+
+    def _fail(self, whom: object, error: SMPPError) -> None:
+        if self._accepted:
+            self._tellAccepted()  # those read before this failure, first
+        try:
+            if type(whom) is _Pending:
+                whom.failed(error, whom.context)
+            else:
+                self.onFailed(error, whom)
         except Exception:
             self.log.failure("A request's failure handler failed")
         self._freed()
 
     def _freed(self) -> None:
-        """A request left the window: tell C{onWindowFreed}, after the chunk being read."""
+        """Requests left the window: tell C{onAccepted} of the acceptances
+        among them, then C{onWindowFreed}, after the chunk being read."""
         if self._receiving:
             self._freed_while_receiving = True
-        elif self.onWindowFreed is not None and self.state is not SessionState.CLOSED \
-                and not self._closing:
-            # The submits the handler makes go out in one write: the
-            # transport's per-write bookkeeping costs as much as a submit.
-            outermost = self._corked is None
+            return
+        if not (self._accepted or self._refillable()):
+            return
+        # The submits the handlers make go out in one write: the
+        # transport's per-write bookkeeping costs as much as a submit.
+        outermost = self._corked is None
+        if outermost:
+            self._corked = []
+        try:
+            if self._accepted:
+                self._tellAccepted()
+            if self._refillable():
+                try:
+                    self.onWindowFreed()
+                except Exception:
+                    self.log.failure("The window-freed handler failed")
+        finally:
             if outermost:
-                self._corked = []
-            try:
-                self.onWindowFreed()
-            except Exception:
-                self.log.failure("The window-freed handler failed")
-            finally:
-                if outermost:
-                    self._uncork()
+                self._uncork()
+
+    def _refillable(self) -> bool:
+        """Whether C{onWindowFreed} is to be told of freed slots now."""
+        return (self.onWindowFreed is not None and self.state is not SessionState.CLOSED
+                and not self._closing)
 
     def submit(self, body: bytes) -> Deferred:
         """Send one C{submit_sm} whose body L{codec.encode_submit_sm_body} made.
@@ -358,20 +414,40 @@ class ESMESession(PDUStream):
             raise NotBound(f"session is {self.state.value}")
         return self._request(codec.SUBMIT_SM, body, self.response_timeout)
 
-    def submitWith(self, body: bytes, accepted: Accepted, failed: Failed,
-                   context: object) -> None:
-        """L{submit} without a Deferred or a L{codec.PDU}, for the carrier's hot path.
+    def submitParts(self, parts: list) -> None:
+        """Send one C{submit_sm} per part, in order, for the carrier's hot path:
+        no Deferred, no L{codec.PDU}, one clock read and one write for all.
 
-        Calls C{accepted(message_id, terminated, context)} when the
-        C{submit_sm_resp} says ESME_ROK (L{codec.submit_sm_resp_id}: the id,
-        and whether it came with its NUL; a bare header is an empty id), or
-        C{failed(error, context)} with the L{SMPPError} that L{submit}'s
-        Deferred would have failed with.
+        Each part is an object whose C{body} is a C{submit_sm} body
+        (L{codec.SubmitTemplate.body}); no more parts than L{room} allows.
+        Its outcome goes to L{onAccepted} (per chunk: its id, read in place
+        by L{codec.submit_sm_resp_id}'s rules, and whether it came with its
+        NUL; a bare header is an empty id) or L{onFailed} (with the
+        L{SMPPError} that L{submit}'s Deferred would have failed with),
+        both of which must be set.
+
+        @raise NotBound: the session is not bound for sending, or closing.
         """
-        if self._state is not SessionState.BOUND or self._closing:
+        if not self._submittable:
             raise NotBound(f"session is {'closing' if self._closing else self.state.value}")
-        self._send(codec.SUBMIT_SM, body, self.response_timeout, accepted, failed, context,
-                   True)
+        timeout = self.response_timeout
+        deadline = self.clock.seconds() + timeout
+        seq, pending = self._sequence, self._pending
+        corked = self._corked
+        out = [] if corked is None else corked
+        for part in parts:
+            seq += 1
+            if seq > _MAX_SEQUENCE:
+                seq = 1
+            pending[seq] = (part, deadline)
+            body = part.body
+            out.append(_HEADER_PACK(16 + len(body), _SUBMIT_SM, 0, seq))
+            out.append(body)
+        self._sequence = seq
+        if self._expiry_timer is None or self._expiry_at > deadline:
+            self._expiresAt(deadline, timeout)
+        if corked is None and out:
+            self.transport.write(b"".join(out))
 
     def bind(
         self,
@@ -472,10 +548,10 @@ class ESMESession(PDUStream):
         self._expiry_timer = None
         now = self.clock.seconds()
         due = []
-        for seq, entry in self._pending.items():
-            if entry.deadline > now:
-                self._expiry_timer = self.clock.callLater(entry.deadline - now, self._expireDue)
-                self._expiry_at = entry.deadline
+        for seq, (_, deadline) in self._pending.items():
+            if deadline > now:
+                self._expiry_timer = self.clock.callLater(deadline - now, self._expireDue)
+                self._expiry_at = deadline
                 break
             due.append(seq)
         for seq in due:
@@ -485,12 +561,14 @@ class ESMESession(PDUStream):
         entry = self._pending.pop(seq, None)
         if entry is None:
             return
-        name = codec.COMMAND_NAMES.get(entry.command_id, "request")
-        if entry.command_id == codec.ENQUIRE_LINK:
+        whom = entry[0]
+        command_id = _commandOf(whom)
+        name = codec.COMMAND_NAMES.get(command_id, "request")
+        if command_id == codec.ENQUIRE_LINK:
             self.log.warn("No enquire_link_resp within {timeout}s: the peer is dead",
                           timeout=self.response_timeout)
             self.closeLink(abort=True)
-        self._fail(entry, ResponseTimeout(f"no response to {name} seq {seq}"))
+        self._fail(whom, ResponseTimeout(f"no response to {name} seq {seq}"))
         self._fireDrained()
 
     # -- liveness ----------------------------------------------------------
@@ -524,7 +602,7 @@ class ESMESession(PDUStream):
             super().dataReceived(data)
         finally:
             self._receiving = False
-        if self._freed_while_receiving:
+        if self._freed_while_receiving or self._accepted:
             self._freed_while_receiving = False
             self._freed()
 
@@ -544,6 +622,8 @@ class ESMESession(PDUStream):
                                       codec.ESME_RINVBNDSTS))
                 return
             self.send(codec.frame(command_id | codec.RESPONSE_BIT, pdu.sequence, b"\0"))
+            if self._accepted:
+                self._tellAccepted()  # a receipt never overtakes its acceptance
             if self.onInbound is not None:
                 try:
                     self.onInbound(pdu)
@@ -576,36 +656,55 @@ class ESMESession(PDUStream):
         elif error.command_id & codec.RESPONSE_BIT:
             entry = self._pending.pop(error.sequence, None)
             if entry is not None:
-                self._fail(entry, MalformedResponse(error.reason))
+                self._fail(entry[0], MalformedResponse(error.reason))
                 self._fireDrained()
         else:
             super().undecodable(error)
 
-    def leanReceived(self, status: int, sequence: int, data: bytes, start: int,
-                     end: int) -> None:
-        """A C{submit_sm_resp}, read in place: a L{submitWith}'s answer is
-        matched and told without a L{codec.PDU}; anything else (no such
-        request, one that wants a PDU) goes the general way."""
-        entry = self._pending.get(sequence)
-        if entry is None or not entry.lean:
-            self.frameReceived(data[start:end])
-            return
-        del self._pending[sequence]
-        self.responses += 1
-        if status:
-            self._fail(entry, CommandStatusError(status, "submit_sm_resp"))
-        else:
-            message_id, terminated = _submit_sm_resp_id(data, start, end)
+    def leanReceived(self, data: bytes, pos: int, end: int) -> int:
+        """Read the run of C{submit_sm_resp}s at C{data[pos:end]} in place:
+        each answer to a part of L{submitParts} is matched and kept for
+        L{onAccepted} (or, refused, told to L{onFailed}) without a slice of
+        its frame or a L{codec.PDU}.  Stops at the first frame that is
+        something else, incomplete, of a bad length, or an answer to no such
+        part (the general way reads it).
+
+        @return: where it stopped.
+        """
+        pending, accepted, find = self._pending, self._accepted, data.find
+        max_length = self.max_length
+        responses = 0
+        while end - pos >= _HEADER_LENGTH:
+            length, command_id, status, sequence = _HEADER_UNPACK(data, pos)
+            if (command_id != _SUBMIT_SM_RESP or end - pos < length
+                    or length < _HEADER_LENGTH or length > max_length):
+                break
             try:
-                entry.succeeded(message_id, terminated, entry.context)
-            except Exception:
-                self.log.failure("A request's success handler failed")
-            if self._receiving:
-                self._freed_while_receiving = True  # what _freed does, without a call
+                part = pending[sequence][0]
+            except KeyError:  # answers nothing in flight: the general way says so
+                break
+            if type(part) is _Pending:
+                break
+            del pending[sequence]
+            responses += 1
+            body = pos + _HEADER_LENGTH
+            pos += length
+            if status:
+                self._fail(part, CommandStatusError(status, "submit_sm_resp"))
+                if self._closing:
+                    break
+                accepted = self._accepted  # those before went with the failure
+                continue
+            # codec.submit_sm_resp_id, inline.
+            nul = find(b"\0", body, pos)
+            if nul < 0:
+                accepted.append((part, data[body:pos].decode("latin-1"), body == pos))
             else:
-                self._freed()
+                accepted.append((part, data[body:nul].decode("latin-1"), True))
+        self.responses += responses
         if self._drain_waiters:
             self._fireDrained()
+        return pos
 
     def _response(self, pdu: codec.PDU) -> None:
         entry = self._pending.get(pdu.sequence)
@@ -613,27 +712,31 @@ class ESMESession(PDUStream):
             self.log.debug("A {command} for no pending request (seq {sequence})",
                            command=pdu.command, sequence=pdu.sequence)
             return
-        if pdu.command_id != entry.command_id | codec.RESPONSE_BIT:
+        whom = entry[0]
+        command_id = _commandOf(whom)
+        if pdu.command_id != command_id | codec.RESPONSE_BIT:
             # Not the answer to that request (a deliver_sm_resp carrying a
             # submit's sequence is no acceptance): it still waits for its own.
             self.warn("A {command} with the sequence of a {request} (seq {sequence}): ignored",
                       command=pdu.command, sequence=pdu.sequence,
-                      request=codec.COMMAND_NAMES.get(entry.command_id, "request"))
+                      request=codec.COMMAND_NAMES.get(command_id, "request"))
             return
         del self._pending[pdu.sequence]
         self.responses += 1
         if pdu.status:
-            self._fail(entry, CommandStatusError(pdu.status, pdu.command))
-        else:
+            self._fail(whom, CommandStatusError(pdu.status, pdu.command))
+        elif type(whom) is _Pending:
+            if self._accepted:
+                self._tellAccepted()
             try:
-                if entry.lean:
-                    fields = pdu.fields
-                    entry.succeeded(fields.get("message_id", ""),
-                                    codec.UNTERMINATED_ID not in fields, entry.context)
-                else:
-                    entry.succeeded(pdu, entry.context)
+                whom.succeeded(pdu, whom.context)
             except Exception:
                 self.log.failure("A request's success handler failed")
+            self._freed()
+        else:
+            fields = pdu.fields
+            self._accepted.append((whom, fields.get("message_id", ""),
+                                   codec.UNTERMINATED_ID not in fields))
             self._freed()
         if self._drain_waiters:
             self._fireDrained()
@@ -649,5 +752,5 @@ class ESMESession(PDUStream):
             self.warn("generic_nack for no pending request (seq {sequence})",
                       sequence=pdu.sequence)
             return
-        self._fail(entry, CommandStatusError(pdu.status, "generic_nack"))
+        self._fail(entry[0], CommandStatusError(pdu.status, "generic_nack"))
         self._fireDrained()
