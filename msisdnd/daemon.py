@@ -59,6 +59,7 @@ from msisdnd.state.idempotency import Idempotency
 from msisdnd.state.limits import Limits
 from msisdnd.state.sessions import SessionStore
 from msisdnd.state.suspensions import Suspensions
+from msisdnd.transport import listen_flushing
 from msisdnd.verification import certs
 from msisdnd.verification.authentication import ApiKeyAuthenticator
 from msisdnd.verification.backend import BackendVerifications
@@ -134,7 +135,9 @@ class PartFailed(Exception):
 class Listener(Service):
     """A listener on a strports description, whose start fires once it
     listens or fails saying why (Twisted's C{strports.service} only logs a
-    port it could not open, and the daemon would run on without it).
+    port it could not open, and the daemon would run on without it).  The
+    connections a TCP listener accepts send at the end of the reactor's turn
+    (L{msisdnd.transport}).
 
     @ivar part: what the daemon calls it in a failure, e.g. C{[http].listen tcp:8000}.
     """
@@ -151,7 +154,7 @@ class Listener(Service):
         endpoint = endpoints.serverFromString(self.reactor, self.description)
 
         def listening(port: Any) -> None:
-            self.port = port
+            self.port = listen_flushing(port)
 
         return endpoint.listen(self.factory).addCallback(listening)
 

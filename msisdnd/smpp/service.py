@@ -18,6 +18,7 @@ from msisdnd.smpp.bind import SMPPBind
 from msisdnd.smpp.carrier import Carrier
 from msisdnd.smpp.config import CarrierConfig, SessionConfig
 from msisdnd.smpp.router import Router
+from msisdnd.transport import flushing
 
 log = Logger()
 
@@ -28,13 +29,14 @@ def _read(path: str) -> bytes:
 
 
 def endpoint_for(reactor: object, spec: SessionConfig) -> IStreamClientEndpoint:
-    """The client endpoint for one session spec: TCP, or TLS over it.
+    """The client endpoint for one session spec: TCP (sending at the end of
+    the reactor's turn, L{msisdnd.transport}), or TLS over it.
 
     With TLS, the SMSC's certificate is checked against C{ca_file} (the
     platform's trust store when absent) for C{hostname} (the host when
     absent); C{cert_file} and C{key_file} present a client certificate.
     """
-    tcp = HostnameEndpoint(reactor, spec.host, spec.port)
+    tcp = HostnameEndpoint(flushing(reactor), spec.host, spec.port)
     tls = spec.tls
     if tls is None:
         return tcp

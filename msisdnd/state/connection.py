@@ -4,7 +4,10 @@ and the master of a Redis watched by Sentinel.
 One place makes every connection the daemon and its tools open
 (L{connect_pool}, L{connect_alone}), from the C{[redis]} settings
 (L{msisdnd.config.RedisConfig}, read here by attribute): a server by
-address or Unix socket, or the master the sentinels name.
+address or Unix socket, or the master the sentinels name.  Connections to
+a server by address send at the end of the reactor's turn
+(L{msisdnd.transport}); by Unix socket and through Sentinel they are
+txredisapi's own.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ from typing import Any, Callable
 import txredisapi
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from msisdnd.state.redis import StoreUnavailable, TimedRedis, text
+from msisdnd.transport import flushing
 
 _log = Logger()
 
@@ -240,8 +245,7 @@ def connect_pool(settings: Any, *, socket: str | None = None,
     if settings.unix_socket:
         return txredisapi.lazyUnixConnectionPool(settings.unix_socket, dbid=settings.db,
                                                  **common)
-    return txredisapi.lazyConnectionPool(settings.host, settings.port, dbid=settings.db,
-                                         **common)
+    return _tcp(settings.host, settings.port, settings.db, lazy=True, **common)
 
 
 def connect_alone(settings: Any, *, socket: str | None = None,
@@ -257,7 +261,25 @@ def connect_alone(settings: Any, *, socket: str | None = None,
         return txredisapi.UnixConnection(socket, **common)
     if settings.unix_socket:
         return txredisapi.UnixConnection(settings.unix_socket, dbid=settings.db, **common)
-    return txredisapi.Connection(settings.host, settings.port, dbid=settings.db, **common)
+    return _tcp(settings.host, settings.port, settings.db, lazy=False, **common)
+
+
+def _tcp(host: str, port: int, dbid: int, *, lazy: bool, reconnect: bool, charset: Any,
+         convertNumbers: bool, password: Any, username: Any, connectTimeout: float,
+         replyTimeout: float | None = None, poolsize: int = 1) -> Any:
+    """txredisapi's C{lazyConnectionPool} (C{lazy}) or C{Connection}, its
+    connections sending at the end of the reactor's turn (L{msisdnd.transport}):
+    txredisapi connects through the global reactor, so its factory is started
+    here on an endpoint of our own."""
+    from twisted.internet import reactor
+
+    factory = txredisapi.RedisFactory(f"{host}:{port}", dbid, poolsize, lazy,
+                                      txredisapi.ConnectionHandler, charset, password,
+                                      replyTimeout, convertNumbers, username)
+    factory.reconnect = reconnect
+    factory.startConnecting(HostnameEndpoint(flushing(reactor), host, port,
+                                             timeout=connectTimeout))
+    return factory.handler if lazy else factory.deferred
 
 
 class RedisConnection(Service):
