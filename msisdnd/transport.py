@@ -49,9 +49,20 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from twisted.internet import tcp
+from twisted.internet import abstract, tcp
 from twisted.internet.posixbase import PosixReactorBase
 from zope.interface import directlyProvides, providedBy
+
+#: What L{FlushAtTurnEnd} reads and sets of Twisted's TCP connection, beyond
+#: its interfaces: with a Twisted that has not all of them, connections keep
+#: Twisted's own transport (L{flushing}, L{listen_flushing}).
+_RELIED_ON = ("connected", "disconnecting", "_aborting", "_writeDisconnecting",
+              "_writeDisconnected", "TLS", "producer", "streamingProducer", "producerPaused",
+              "dataBuffer", "offset", "_maybePauseProducer", "writeSomeData", "startWriting")
+_SET_IN_INIT = ("_tempDataBuffer", "_tempDataLen")
+FITS_TWISTED = (all(hasattr(tcp.Connection, name) for name in _RELIED_ON)
+                and all(name in abstract.FileDescriptor.__init__.__code__.co_names
+                        for name in _SET_IN_INIT))
 
 #: Per reactor, the connections holding bytes for the end of this turn.
 _held: dict[Any, list[FlushAtTurnEnd]] = {}
@@ -160,14 +171,17 @@ class FlushingReactor:
 
 def flushing(reactor: Any) -> Any:
     """C{reactor} as a L{FlushingReactor} when it makes real sockets (a
-    C{PosixReactorBase}); any other (a C{MemoryReactor} in tests) as it is."""
-    return FlushingReactor(reactor) if isinstance(reactor, PosixReactorBase) else reactor
+    C{PosixReactorBase}) and this Twisted has what the flush relies on
+    (L{FITS_TWISTED}); any other (a C{MemoryReactor} in tests) as it is."""
+    if FITS_TWISTED and isinstance(reactor, PosixReactorBase):
+        return FlushingReactor(reactor)
+    return reactor
 
 
 def listen_flushing(port: Any) -> Any:
     """Make the connections C{port} accepts from now on L{Server}s, when it is a
     C{tcp.Port} (whose C{doRead} builds each with its C{transport}); any other
     port is left as it is.  Returns C{port}."""
-    if isinstance(port, tcp.Port) and port.transport is tcp.Server:
+    if FITS_TWISTED and isinstance(port, tcp.Port) and port.transport is tcp.Server:
         port.transport = Server
     return port

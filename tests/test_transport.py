@@ -14,7 +14,7 @@ import struct
 
 import pytest
 import pytest_twisted
-from twisted.internet import error, reactor
+from twisted.internet import error, reactor, tcp
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.interfaces import IPushProducer
@@ -275,3 +275,21 @@ def test_redis_by_address_connects_flushing(redis_server):
     finally:
         yield pool.disconnect()
         yield alone.disconnect()
+
+
+def test_this_twisted_has_what_the_flush_relies_on():
+    """The flush reads and sets attributes of Twisted's TCP connection that are
+    not its interface; a Twisted without one of them would fail every write."""
+    assert transport.FITS_TWISTED
+
+
+def test_a_twisted_without_what_the_flush_relies_on_keeps_its_own_transport(monkeypatch):
+    monkeypatch.setattr(transport, "FITS_TWISTED", False)
+    assert flushing(reactor) is reactor
+    port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+    try:
+        assert listen_flushing(port).transport is tcp.Server
+    finally:
+        port.stopListening()
+    monkeypatch.setattr(transport, "FITS_TWISTED", True)
+    assert isinstance(flushing(reactor), transport.FlushingReactor)
