@@ -587,3 +587,27 @@ def test_sending_leaves_no_reference_cycle(clock):
         assert gc.collect() < 50
     finally:
         gc.enable()
+
+
+# -- review: a part answered twice --------------------------------------------------------
+
+
+def test_a_late_answer_to_a_timed_out_part_does_not_count_its_message_twice(clock):
+    """Part 1 of 2 gets no answer in time and goes again; the SMSC then
+    answers both copies (the late one in the same chunk as the new one) and
+    not yet part 2: the message is not accepted until part 2 is."""
+    c = carrier(clock, send_timeout=60.0)
+    link = Link(clock, c)
+    results = Results()
+    results.add(c.send(sms("x" * 200)))
+    first, second = link.written()
+    clock.advance(5.0)          # no answer to either: both time out
+    clock.advance(RESUBMIT_PAUSE)
+    again = link.written()
+    assert len(again) == 2
+    late = codec.frame(codec.SUBMIT_SM_RESP, first.sequence, b"old\0")
+    link.feed(late + codec.frame(codec.SUBMIT_SM_RESP, again[0].sequence, b"p1\0"))
+    link.feed(codec.frame(codec.SUBMIT_SM_RESP, first.sequence, b"old\0"))  # and again
+    assert results.values == []
+    link.answer(again[1], b"p2\0")
+    assert [r.message_ids for r in results.values] == [("p1", "p2")]
