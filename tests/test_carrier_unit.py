@@ -611,3 +611,28 @@ def test_a_late_answer_to_a_timed_out_part_does_not_count_its_message_twice(cloc
     assert results.values == []
     link.answer(again[1], b"p2\0")
     assert [r.message_ids for r in results.values] == [("p1", "p2")]
+
+
+def test_one_chunk_with_an_acceptance_a_nack_and_a_receipt_tells_them_in_order(clock):
+    """Part 1 accepted, part 2 nacked (throttled), and part 1's receipt, in one
+    chunk: the receipt is handled after part 1's acceptance, part 2 goes
+    again after the pause, and the message is accepted once, with both ids."""
+    c = carrier(clock, send_timeout=60.0)
+    link = Link(clock, c)
+    seen = []
+    link.session.onInbound = lambda pdu: seen.append(("receipt", c.sent))
+    results = Results()
+    results.add(c.send(sms("x" * 200)))
+    first, second = link.written()
+    receipt = codec.encode("deliver_sm", 9, source_addr="33612345678", destination_addr="x",
+                           esm_class=0x04, short_message=b"id:p1 stat:DELIVRD")
+    link.feed(codec.frame(codec.SUBMIT_SM_RESP, first.sequence, b"p1\0")
+              + codec.frame(codec.GENERIC_NACK, second.sequence, b"", codec.ESME_RTHROTTLED)
+              + receipt)
+    assert seen == [("receipt", 1)]
+    assert results.values == []
+    clock.advance(60.0 - 1.0)
+    again = [p for p in link.written() if p.command == "submit_sm"]
+    assert len(again) == 1 and again[0].fields["short_message"] == second.fields["short_message"]
+    link.answer(again[0], b"p2\0")
+    assert [r.message_ids for r in results.values] == [("p1", "p2")]
