@@ -636,3 +636,19 @@ def test_one_chunk_with_an_acceptance_a_nack_and_a_receipt_tells_them_in_order(c
     assert len(again) == 1 and again[0].fields["short_message"] == second.fields["short_message"]
     link.answer(again[0], b"p2\0")
     assert [r.message_ids for r in results.values] == [("p1", "p2")]
+
+
+def test_an_answer_repeated_or_to_no_submit_in_one_chunk_counts_nothing_more(clock):
+    """In one chunk: an answer to a sequence never sent, part 1's answer
+    twice, then part 2's: the message is accepted once, with the first ids."""
+    c = carrier(clock)
+    link = Link(clock, c)
+    results = Results()
+    results.add(c.send(sms("x" * 200)))
+    first, second = link.written()
+    resp = codec.SUBMIT_SM_RESP
+    link.feed(codec.frame(resp, 4242, b"none\0") + codec.frame(resp, first.sequence, b"p1\0")
+              + codec.frame(resp, first.sequence, b"again\0"))
+    assert results.values == [] and c.sent == 1
+    link.feed(codec.frame(resp, second.sequence, b"p2\0"))
+    assert [r.message_ids for r in results.values] == [("p1", "p2")] and c.sent == 2
