@@ -652,3 +652,31 @@ def test_an_answer_repeated_or_to_no_submit_in_one_chunk_counts_nothing_more(clo
     assert results.values == [] and c.sent == 1
     link.feed(codec.frame(resp, second.sequence, b"p2\0"))
     assert [r.message_ids for r in results.values] == [("p1", "p2")] and c.sent == 2
+
+
+def test_an_unbind_mid_chunk_keeps_the_acceptances_before_it_and_drops_those_after(clock):
+    """Part 1's answer, the SMSC's unbind, then part 2's answer, in one chunk:
+    part 1 is accepted; nothing after the unbind is acted on, so part 2 goes
+    again on the other bind once the first is gone, and the message is
+    accepted once, with both ids."""
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+
+    c = carrier(clock, send_timeout=60.0)
+    first_link = Link(clock, c, closes_later=True)
+    results = Results()
+    results.add(c.send(sms("x" * 200)))
+    first, second = first_link.written()
+    other = Link(clock, c)
+    first_link.feed(codec.frame(codec.SUBMIT_SM_RESP, first.sequence, b"p1\0")
+                    + codec.encode("unbind", 77)
+                    + codec.frame(codec.SUBMIT_SM_RESP, second.sequence, b"lost\0"))
+    assert c.sent == 1 and results.values == []
+    assert [p.command for p in first_link.written()] == ["unbind_resp"]
+    first_link.session.connectionLost(Failure(ConnectionDone()))
+    c.bindDown(None, first_link.session)
+    clock.advance(RESUBMIT_PAUSE)
+    again = [p for p in other.written() if p.command == "submit_sm"]
+    assert [p.fields["short_message"] for p in again] == [second.fields["short_message"]]
+    other.answer(again[0], b"p2\0")
+    assert [r.message_ids for r in results.values] == [("p1", "p2")]
