@@ -325,3 +325,43 @@ def test_a_host_werkzeug_refuses_is_a_json_400_and_logs_nothing(gateway, host):
     assert json_error(klein)[::2] == (400, 107), klein
     assert direct.startswith(b"HTTP/1.1 200 "), direct
     assert not loud(events)
+
+
+class HawkVerifier(Verifier):
+    """A verifier whose Hawk check passes, and whose unregister step is C{step()}."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def authenticate(self, authorization, **kwargs):
+        from msisdnd.verification.authentication import Authenticated
+        return succeed(Authenticated("ab" * 32, None))
+
+    def unregister(self, hawk_id, nonce=None):
+        return self.step()
+
+
+HAWK = {"Authorization": 'Hawk id="%s", ts="1", nonce="n", mac="m"' % ("a" * 64)}
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_a_client_that_hangs_up_mid_step_does_not_cancel_the_step(direct):
+    cancelled = []
+    step = Deferred(cancelled.append)
+    api = gateway(HawkVerifier(lambda: step))
+    channel, transport = connect(api.resource() if direct else api.app.resource())
+    channel.dataReceived(request(b"POST", b"/unregister", headers=HAWK))
+    channel.connectionLost(Failure(ConnectionDone()))
+    assert not cancelled and not step.called
+    step.callback(1)  # the step finishes; nothing is written to the gone client
+    assert transport.value() == b""
+
+
+def test_a_step_that_raises_at_once_is_answered_500_999():
+    def raises():
+        raise RuntimeError("a bug")
+
+    raw = both(request(b"POST", b"/unregister", headers=HAWK), HawkVerifier(raises))
+    assert status(raw) == 500
+    assert json.loads(raw.split(b"\r\n\r\n", 1)[1].split(b"\r\n")[1])["errno"] == 999

@@ -587,3 +587,96 @@ def test_sending_leaves_no_reference_cycle(clock):
         assert gc.collect() < 50
     finally:
         gc.enable()
+
+
+# -- review: a part answered twice --------------------------------------------------------
+
+
+def test_a_late_answer_to_a_timed_out_part_does_not_count_its_message_twice(clock):
+    """Part 1 of 2 gets no answer in time and goes again; the SMSC then
+    answers both copies (the late one in the same chunk as the new one) and
+    not yet part 2: the message is not accepted until part 2 is."""
+    c = carrier(clock, send_timeout=60.0)
+    link = Link(clock, c)
+    results = Results()
+    results.add(c.send(sms("x" * 200)))
+    first, second = link.written()
+    clock.advance(5.0)          # no answer to either: both time out
+    clock.advance(RESUBMIT_PAUSE)
+    again = link.written()
+    assert len(again) == 2
+    late = codec.frame(codec.SUBMIT_SM_RESP, first.sequence, b"old\0")
+    link.feed(late + codec.frame(codec.SUBMIT_SM_RESP, again[0].sequence, b"p1\0"))
+    link.feed(codec.frame(codec.SUBMIT_SM_RESP, first.sequence, b"old\0"))  # and again
+    assert results.values == []
+    link.answer(again[1], b"p2\0")
+    assert [r.message_ids for r in results.values] == [("p1", "p2")]
+
+
+def test_one_chunk_with_an_acceptance_a_nack_and_a_receipt_tells_them_in_order(clock):
+    """Part 1 accepted, part 2 nacked (throttled), and part 1's receipt, in one
+    chunk: the receipt is handled after part 1's acceptance, part 2 goes
+    again after the pause, and the message is accepted once, with both ids."""
+    c = carrier(clock, send_timeout=60.0)
+    link = Link(clock, c)
+    seen = []
+    link.session.onInbound = lambda pdu: seen.append(("receipt", c.sent))
+    results = Results()
+    results.add(c.send(sms("x" * 200)))
+    first, second = link.written()
+    receipt = codec.encode("deliver_sm", 9, source_addr="33612345678", destination_addr="x",
+                           esm_class=0x04, short_message=b"id:p1 stat:DELIVRD")
+    link.feed(codec.frame(codec.SUBMIT_SM_RESP, first.sequence, b"p1\0")
+              + codec.frame(codec.GENERIC_NACK, second.sequence, b"", codec.ESME_RTHROTTLED)
+              + receipt)
+    assert seen == [("receipt", 1)]
+    assert results.values == []
+    clock.advance(60.0 - 1.0)
+    again = [p for p in link.written() if p.command == "submit_sm"]
+    assert len(again) == 1 and again[0].fields["short_message"] == second.fields["short_message"]
+    link.answer(again[0], b"p2\0")
+    assert [r.message_ids for r in results.values] == [("p1", "p2")]
+
+
+def test_an_answer_repeated_or_to_no_submit_in_one_chunk_counts_nothing_more(clock):
+    """In one chunk: an answer to a sequence never sent, part 1's answer
+    twice, then part 2's: the message is accepted once, with the first ids."""
+    c = carrier(clock)
+    link = Link(clock, c)
+    results = Results()
+    results.add(c.send(sms("x" * 200)))
+    first, second = link.written()
+    resp = codec.SUBMIT_SM_RESP
+    link.feed(codec.frame(resp, 4242, b"none\0") + codec.frame(resp, first.sequence, b"p1\0")
+              + codec.frame(resp, first.sequence, b"again\0"))
+    assert results.values == [] and c.sent == 1
+    link.feed(codec.frame(resp, second.sequence, b"p2\0"))
+    assert [r.message_ids for r in results.values] == [("p1", "p2")] and c.sent == 2
+
+
+def test_an_unbind_mid_chunk_keeps_the_acceptances_before_it_and_drops_those_after(clock):
+    """Part 1's answer, the SMSC's unbind, then part 2's answer, in one chunk:
+    part 1 is accepted; nothing after the unbind is acted on, so part 2 goes
+    again on the other bind once the first is gone, and the message is
+    accepted once, with both ids."""
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+
+    c = carrier(clock, send_timeout=60.0)
+    first_link = Link(clock, c, closes_later=True)
+    results = Results()
+    results.add(c.send(sms("x" * 200)))
+    first, second = first_link.written()
+    other = Link(clock, c)
+    first_link.feed(codec.frame(codec.SUBMIT_SM_RESP, first.sequence, b"p1\0")
+                    + codec.encode("unbind", 77)
+                    + codec.frame(codec.SUBMIT_SM_RESP, second.sequence, b"lost\0"))
+    assert c.sent == 1 and results.values == []
+    assert [p.command for p in first_link.written()] == ["unbind_resp"]
+    first_link.session.connectionLost(Failure(ConnectionDone()))
+    c.bindDown(None, first_link.session)
+    clock.advance(RESUBMIT_PAUSE)
+    again = [p for p in other.written() if p.command == "submit_sm"]
+    assert [p.fields["short_message"] for p in again] == [second.fields["short_message"]]
+    other.answer(again[0], b"p2\0")
+    assert [r.message_ids for r in results.values] == [("p1", "p2")]

@@ -307,3 +307,39 @@ def test_a_script_on_a_frozen_redis_fails_at_its_deadline_and_its_connection_is_
     finally:
         yield pool.disconnect()
         server.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_scripts_and_txredisapi_commands_on_one_connection_each_get_their_reply(redis_server):
+    """On a pool of one connection: scripts written directly, txredisapi's own
+    commands, a script Redis forgot (EVAL again) and a blocking command
+    (which txredisapi takes the connection out of the pool for), all started
+    in one turn, each get their own reply."""
+    from twisted.internet.defer import gatherResults
+
+    from msisdnd.config import RedisConfig
+    from msisdnd.state.connection import connect_pool
+    from msisdnd.state.lua import Script
+    from msisdnd.state.redis import TimedRedis
+
+    pool = connect_pool(RedisConfig(host="127.0.0.1", port=redis_server.port, timeout=1.0),
+                        poolsize=1)
+    try:
+        yield pool._connected
+        timed = TimedRedis(pool, reactor, timeout=1.0)
+        echo = Script(keys=(), args=("v",), body="return ARGV[1]")
+        forgotten = Script(keys=(), args=("v",), body="return 'again ' .. ARGV[1]")
+        assert (yield echo.run(timed, v="warm")) == b"warm"
+        redis_server.command("SCRIPT", "FLUSH")
+        yield echo.run(timed, v="known again")  # after the flush: EVAL once
+        calls = [echo.run(timed, v="1"), timed.call("set", b"r3:k", b"v"),
+                 forgotten.run(timed, v="2"), echo.run(timed, v="3"),
+                 timed.call("get", b"r3:k")]
+        redis_server.command("RPUSH", "r3:list", "popped")
+        calls.append(pool.blpop([b"r3:list"], timeout=1))
+        calls.append(echo.run(timed, v="4"))
+        results = yield gatherResults(calls)
+        assert results == [b"1", b"OK", b"again 2", b"3", b"v", [b"r3:list", b"popped"], b"4"]
+        assert not timed._pending and timed.errors == 0
+    finally:
+        yield pool.disconnect()

@@ -12,11 +12,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor, ssl
+from twisted.internet.defer import DeferredList
 
 from msisdnd.fakesmsc.smsc import FakeSMSC
 from msisdnd.smpp.bind import BindState
 from msisdnd.smpp.config import CarrierConfig
 from msisdnd.smpp.service import CarriersService
+from msisdnd.sms.interfaces import OutboundSMS
 
 from conftest import wait_until
 
@@ -86,6 +88,14 @@ def test_binds_over_tls_with_client_certificate(pki):
     try:
         yield wait_until(lambda: service.binds[0].state is BindState.BOUND)
         assert [s.mode for s in smsc.bound] == ["transceiver"]
+        # Submits go over TLS on a connection that sends at the turn's end:
+        # many in one turn, and a long text's parts, all arrive and are answered.
+        sent = [service.router.send(OutboundSMS(destination=f"+3361234{i:04d}",
+                                                text="x" * (30 if i else 500), validity=600))
+                for i in range(40)]
+        results = yield DeferredList(sent, consumeErrors=True)
+        assert all(ok for ok, _ in results), results
+        assert len(smsc.messages) == 40
     finally:
         yield service.stopService()
         yield port.stopListening()

@@ -293,3 +293,35 @@ def test_a_twisted_without_what_the_flush_relies_on_keeps_its_own_transport(monk
         port.stopListening()
     monkeypatch.setattr(transport, "FITS_TWISTED", True)
     assert isinstance(flushing(reactor), transport.FlushingReactor)
+
+
+@pytest.mark.parametrize("flush", [True, False], ids=["flushing", "twisted"])
+@pytest_twisted.inlineCallbacks
+def test_writes_around_loseWriteConnection_as_twisted(flush):
+    """A half-close right after a held write sends it, and what is written
+    before the half-close happens (as Twisted does), then the FIN."""
+    server, client = yield pair(flush)
+    server.transport.write(b"before")
+    server.transport.loseWriteConnection()
+    server.transport.write(b" and after")
+    yield wait_until(lambda: client.lost)
+    assert bytes(client.received) == b"before and after"
+    close(server, client)
+
+
+@pytest.mark.parametrize("flush", [True, False], ids=["flushing", "twisted"])
+@pytest_twisted.inlineCallbacks
+def test_a_write_from_connectionLost_is_dropped_quietly(flush):
+    server, client = yield pair(flush)
+    lost = server.connectionLost
+
+    def writeWhenLost(reason):
+        server.transport.write(b"too late")
+        lost(reason)
+
+    server.connectionLost = writeWhenLost
+    client.transport.write(b"bye")
+    client.transport.loseConnection()
+    yield wait_until(lambda: client.lost and server.lost)
+    assert bytes(server.received) == b"bye" and bytes(client.received) == b""
+    server.lost[0].trap(error.ConnectionDone)
