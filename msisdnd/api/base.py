@@ -211,8 +211,10 @@ class Routes:
         return self._error(request, errors.unavailable("The storage backend is unavailable."))
 
     def redirected(self, request: IRequest, failure: Failure) -> bytes:
-        """A path Werkzeug would redirect (C{//}, a slash too many): no such resource
-        (a redirect built from the Host header would not be ours to give)."""
+        """A path Werkzeug would redirect to another spelling of a route: no such
+        resource (a redirect built from the Host header would not be ours to
+        give).  Repeated slashes do not come here: C{//register} is served as
+        C{/register}, by Klein as by the fixed routes."""
         return self.notFound(request, failure)
 
     def notFound(self, request: IRequest, failure: Failure) -> bytes:
