@@ -227,7 +227,8 @@ class Carrier:
         self._grace_timer: IDelayedCall | None = None
         self._warnings = WarningBudget(self.log)
         self._mt_template = self._template(config.mt_source_addr, *config.source_ton_npi)
-        self._templates: dict[str | None, codec.SubmitTemplate] = {None: self._mt_template}
+        # Each sender's template but the carrier's own (_mt_template), up to 64.
+        self._templates: dict[str, codec.SubmitTemplate] = {}
         # What the carrier's options change in each message, chosen once:
         # GSM text's data_coding (0 stays 0 unless data_coding = 1; UCS-2 and
         # latin-1 keep theirs), and how validity_period is written.
@@ -350,13 +351,13 @@ class Carrier:
             priority_flag=config.priority_flag,
             registered_delivery=config.registered_delivery)
 
-    def _templateFor(self, sender: str | None) -> codec.SubmitTemplate:
-        template = self._templates.get(sender)
-        if template is None:
-            source = sender.lstrip("+")
-            template = self._template(source, *((1, 1) if source.isdigit() else (5, 0)))
-            if len(self._templates) < 64:
-                self._templates[sender] = template
+    def _templateFor(self, sender: str) -> codec.SubmitTemplate:
+        """A new template for C{sender}, which L{_templates} has not: kept there
+        while it has room."""
+        source = sender.lstrip("+")
+        template = self._template(source, *((1, 1) if source.isdigit() else (5, 0)))
+        if len(self._templates) < 64:
+            self._templates[sender] = template
         return template
 
     def _encode(self, sms: OutboundSMS) -> list[bytes]:
