@@ -303,6 +303,7 @@ class Carrier:
             room for every part (counted in C{errors["queue_full"]} when it
             had room for one part more).
         """
+        # L{available}, inline (a property is a Python call per message), and room.
         if not (anyway or self.accepting and not self.tripped and not self.suspended
                 and (self._sessions or self._grace_timer is not None)
                 and len(self._queue) < self.config.queue_size):
