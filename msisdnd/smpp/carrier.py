@@ -507,7 +507,7 @@ class Carrier:
 
     # -- outcomes ----------------------------------------------------------
 
-    def _accepted(self, accepted: list[tuple[_Part, str, bool]], now: float) -> None:
+    def _accepted(self, accepted: list[tuple[_Part | _Message, str, bool]], now: float) -> None:
         """The session's L{ESMESession.onAccepted}: the parts the SMSC took
         in one chunk of data, which arrived at C{now}."""
         self.sent += len(accepted)
@@ -556,7 +556,7 @@ class Carrier:
                             "kept as {id!r}, not resubmitted (its receipt may not match)",
                             carrier=self.name, problem=problem, id=message_id)
 
-    def _failed(self, error: SMPPError, part: _Part) -> None:
+    def _failed(self, error: SMPPError, part: _Part | _Message) -> None:
         part.message.flying -= 1
         if isinstance(error, CommandStatusError):
             status = error.status
@@ -584,10 +584,10 @@ class Carrier:
                 self._requeueAfter(pause, part)
         self._pump()
 
-    def _requeueAfter(self, pause: float, part: _Part) -> None:
+    def _requeueAfter(self, pause: float, part: _Part | _Message) -> None:
         self._later[part] = self.clock.callLater(pause, self._requeue, part)
 
-    def _requeue(self, part: _Part, pump: bool = True) -> None:
+    def _requeue(self, part: _Part | _Message, pump: bool = True) -> None:
         """Put C{part} back in its place in send order."""
         self._later.pop(part, None)
         if part.message.done:
