@@ -227,7 +227,8 @@ class Carrier:
         self._grace_timer: IDelayedCall | None = None
         self._warnings = WarningBudget(self.log)
         self._mt_template = self._template(config.mt_source_addr, *config.source_ton_npi)
-        self._templates: dict[str | None, codec.SubmitTemplate] = {None: self._mt_template}
+        # Each sender's template but the carrier's own (_mt_template), up to 64.
+        self._templates: dict[str, codec.SubmitTemplate] = {}
         # What the carrier's options change in each message, chosen once:
         # GSM text's data_coding (0 stays 0 unless data_coding = 1; UCS-2 and
         # latin-1 keep theirs), and how validity_period is written.
@@ -302,6 +303,7 @@ class Carrier:
             room for every part (counted in C{errors["queue_full"]} when it
             had room for one part more).
         """
+        # L{available}, inline (a property is a Python call per message), and room.
         if not (anyway or self.accepting and not self.tripped and not self.suspended
                 and (self._sessions or self._grace_timer is not None)
                 and len(self._queue) < self.config.queue_size):
@@ -350,13 +352,13 @@ class Carrier:
             priority_flag=config.priority_flag,
             registered_delivery=config.registered_delivery)
 
-    def _templateFor(self, sender: str | None) -> codec.SubmitTemplate:
-        template = self._templates.get(sender)
-        if template is None:
-            source = sender.lstrip("+")
-            template = self._template(source, *((1, 1) if source.isdigit() else (5, 0)))
-            if len(self._templates) < 64:
-                self._templates[sender] = template
+    def _templateFor(self, sender: str) -> codec.SubmitTemplate:
+        """A new template for C{sender}, which L{_templates} has not: kept there
+        while it has room."""
+        source = sender.lstrip("+")
+        template = self._template(source, *((1, 1) if source.isdigit() else (5, 0)))
+        if len(self._templates) < 64:
+            self._templates[sender] = template
         return template
 
     def _encode(self, sms: OutboundSMS) -> list[bytes]:
@@ -505,7 +507,7 @@ class Carrier:
 
     # -- outcomes ----------------------------------------------------------
 
-    def _accepted(self, accepted: list[tuple[_Part, str, bool]], now: float) -> None:
+    def _accepted(self, accepted: list[tuple[_Part | _Message, str, bool]], now: float) -> None:
         """The session's L{ESMESession.onAccepted}: the parts the SMSC took
         in one chunk of data, which arrived at C{now}."""
         self.sent += len(accepted)
@@ -554,7 +556,7 @@ class Carrier:
                             "kept as {id!r}, not resubmitted (its receipt may not match)",
                             carrier=self.name, problem=problem, id=message_id)
 
-    def _failed(self, error: SMPPError, part: _Part) -> None:
+    def _failed(self, error: SMPPError, part: _Part | _Message) -> None:
         part.message.flying -= 1
         if isinstance(error, CommandStatusError):
             status = error.status
@@ -582,10 +584,10 @@ class Carrier:
                 self._requeueAfter(pause, part)
         self._pump()
 
-    def _requeueAfter(self, pause: float, part: _Part) -> None:
+    def _requeueAfter(self, pause: float, part: _Part | _Message) -> None:
         self._later[part] = self.clock.callLater(pause, self._requeue, part)
 
-    def _requeue(self, part: _Part, pump: bool = True) -> None:
+    def _requeue(self, part: _Part | _Message, pump: bool = True) -> None:
         """Put C{part} back in its place in send order."""
         self._later.pop(part, None)
         if part.message.done:

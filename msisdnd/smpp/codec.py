@@ -283,10 +283,11 @@ def encode_submit_sm_body(
 UNTERMINATED_ID = "message_id_unterminated"
 
 
-def submit_sm_resp_id(data: bytes, start: int = 0, end: int | None = None) -> tuple[str, bool]:
-    """The message_id of the C{submit_sm_resp} frame C{data[start:end]}, and
-    whether it came with its NUL: the one reading of that body, which
-    L{decode} and the session's lean path share.
+def submit_sm_resp_id(data: bytes) -> tuple[str, bool]:
+    """The message_id of the C{submit_sm_resp} frame C{data}, and whether it
+    came with its NUL: the one reading of that body, L{decode}'s (the
+    session's lean path reads it the same way, inline, in place in its
+    buffer: L{msisdnd.smpp.session.ESMESession.leanReceived}).
 
     Whatever its body, the header says whether the SMSC took the message, and
     resubmitting an accepted PIN is worse than not knowing its id: so a
@@ -294,13 +295,10 @@ def submit_sm_resp_id(data: bytes, start: int = 0, end: int | None = None) -> tu
     without its NUL is kept as far as it goes (C{False}), and a bare header
     is an empty id.  Nothing here raises.
     """
-    if end is None:
-        end = len(data)
-    body = start + HEADER_LENGTH
-    nul = data.find(b"\0", body, end)
+    nul = data.find(b"\0", HEADER_LENGTH)
     if nul < 0:
-        return data[body:end].decode("latin-1"), body == end
-    return data[body:nul].decode("latin-1"), True
+        return data[HEADER_LENGTH:].decode("latin-1"), len(data) == HEADER_LENGTH
+    return data[HEADER_LENGTH:nul].decode("latin-1"), True
 
 
 def _decode_submit_sm_resp(status: int, sequence: int, data: bytes) -> PDU:

@@ -186,9 +186,9 @@ class ESMESession(PDUStream):
 
         The lines (L{codec.describe}) go to L{trace_log}, labelled C{label}:
         numbers masked, of a message's text only its length and encoding.
-        Tracing swaps traced methods in for C{_send}, C{send} and the
-        inbound handlers of this instance only, so an untraced session
-        pays nothing for it: no formatting, not even a test per PDU.
+        Tracing swaps traced methods in for C{_send}, C{submitParts}, C{send}
+        and the inbound handlers of this instance only, so an untraced
+        session pays nothing for it: no formatting, not even a test per PDU.
         """
         self.trace_label = label
         cls = type(self)
@@ -197,15 +197,13 @@ class ESMESession(PDUStream):
 
         def tracedRequest(command_id: int, body: bytes, timeout: float, whom: _Pending) -> None:
             send_request(self, command_id, body, timeout, whom)
-            self._trace("sent", codec.describe_frame(
-                _HEADER_PACK(16 + len(body), command_id, 0, self._sequence) + body))
+            self._trace("sent", codec.describe_frame(codec.frame(command_id, self._sequence, body)))
 
         def tracedParts(parts: list) -> None:
             for part in parts:
                 submit_parts(self, [part])
                 self._trace("sent", codec.describe_frame(
-                    _HEADER_PACK(16 + len(part.body), _SUBMIT_SM, 0, self._sequence)
-                    + part.body))
+                    codec.frame(_SUBMIT_SM, self._sequence, part.body)))
 
         def tracedWrite(data: bytes) -> None:
             self._trace("sent", codec.describe_frame(data))
