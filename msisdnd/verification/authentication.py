@@ -98,6 +98,10 @@ class HawkAuthenticator:
         cached = self._cachedKey(hawk_id)
         if cached is not None:
             return succeed(cached)
+        return self._fetchKey(hawk_id)
+
+    def _fetchKey(self, hawk_id: str) -> Deferred:
+        """The session's Hawk key from the store (see L{hawkKey}), then cached."""
 
         def found(raw: bytes | None) -> str | None:
             if not raw:
@@ -147,8 +151,8 @@ class HawkAuthenticator:
         key = self._cachedKey(parsed.id)
         if key is not None:
             return execute(self._check, key, parsed, method, url, content, content_type)
-        return self.hawkKey(parsed.id).addCallback(self._check, parsed, method, url, content,
-                                                   content_type)
+        return self._fetchKey(parsed.id).addCallback(self._check, parsed, method, url, content,
+                                                     content_type)
 
     def _check(self, key: str | None, parsed: hawk.ParsedHeader, method: str, url: str,
                content: bytes, content_type: str) -> Authenticated:
