@@ -23,7 +23,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from twisted.internet.defer import Deferred, execute, fail, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, execute, fail, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 
 from msisdnd import hawk
@@ -88,20 +88,14 @@ class HawkAuthenticator:
         nonces[nonce] = now + 2 * self.skew
         return False
 
-    def hawkKey(self, hawk_id: str) -> Deferred:
-        """Fires with the session's Hawk key (hex, as clients use it), or C{None}.
-
-        Keys are cached for L{KEY_CACHE_SECONDS}: a key never changes, and a
-        session dropped meanwhile (on any daemon) is still refused, since every
-        step after authentication reads the session itself.
-        """
-        cached = self._cachedKey(hawk_id)
-        if cached is not None:
-            return succeed(cached)
-        return self._fetchKey(hawk_id)
-
     def _fetchKey(self, hawk_id: str) -> Deferred:
-        """The session's Hawk key from the store (see L{hawkKey}), then cached."""
+        """Fires with the session's Hawk key (hex, as clients use it) from the
+        store, or C{None}.
+
+        Keys are cached for L{KEY_CACHE_SECONDS} (L{_cachedKey}): a key never
+        changes, and a session dropped meanwhile (on any daemon) is still
+        refused, since every step after authentication reads the session itself.
+        """
 
         def found(raw: bytes | None) -> str | None:
             if not raw:
