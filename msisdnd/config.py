@@ -801,6 +801,8 @@ class _Reader:
     def limits(self, t: Table) -> LimitSettings:
         import phonenumbers
 
+        from msisdnd.numbers import KINDS
+
         values = self.ranged(t, _LIMIT_RANGES, LimitSettings())
         # Defaults give way to what the operator wrote for the other side.
         if t.raw("number_lock_max") is None:
@@ -836,12 +838,10 @@ class _Reader:
             prefixes.append(item)
         values["allow_prefixes"] = frozenset(prefixes)
         if "number_types" in t.data:
-            known = {k for k, v in vars(phonenumbers.PhoneNumberType).items()
-                     if k.isupper() and isinstance(v, int)}
             kinds = []
             for i, item in enumerate(t.array("number_types")):
-                if item not in known:
-                    t.fail(f"number_types[{i}]", f"must be one of {sorted(known)}, not {item!r}")
+                if item not in KINDS:
+                    t.fail(f"number_types[{i}]", f"must be one of {sorted(KINDS)}, not {item!r}")
                 kinds.append(item)
             values["number_types"] = frozenset(kinds)
         return LimitSettings(**values)

@@ -15,6 +15,8 @@ from functools import lru_cache
 import phonenumbers
 
 _TYPE_NAMES = {v: k for k, v in vars(phonenumbers.PhoneNumberType).items() if k.isupper()}
+#: Every kind L{facts} may name (C{[limits] number_types} is checked against them).
+KINDS = frozenset(_TYPE_NAMES.values())
 
 
 @dataclass(frozen=True, slots=True)

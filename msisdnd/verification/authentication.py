@@ -23,7 +23,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from twisted.internet.defer import Deferred, execute, fail, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, execute, fail, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 
 from msisdnd import hawk
@@ -88,16 +88,14 @@ class HawkAuthenticator:
         nonces[nonce] = now + 2 * self.skew
         return False
 
-    def hawkKey(self, hawk_id: str) -> Deferred:
-        """Fires with the session's Hawk key (hex, as clients use it), or C{None}.
+    def _fetchKey(self, hawk_id: str) -> Deferred:
+        """Fires with the session's Hawk key (hex, as clients use it) from the
+        store, or C{None}.
 
-        Keys are cached for L{KEY_CACHE_SECONDS}: a key never changes, and a
-        session dropped meanwhile (on any daemon) is still refused, since every
-        step after authentication reads the session itself.
+        Keys are cached for L{KEY_CACHE_SECONDS} (L{_cachedKey}): a key never
+        changes, and a session dropped meanwhile (on any daemon) is still
+        refused, since every step after authentication reads the session itself.
         """
-        cached = self._cachedKey(hawk_id)
-        if cached is not None:
-            return succeed(cached)
 
         def found(raw: bytes | None) -> str | None:
             if not raw:
@@ -147,8 +145,8 @@ class HawkAuthenticator:
         key = self._cachedKey(parsed.id)
         if key is not None:
             return execute(self._check, key, parsed, method, url, content, content_type)
-        return self.hawkKey(parsed.id).addCallback(self._check, parsed, method, url, content,
-                                                   content_type)
+        return self._fetchKey(parsed.id).addCallback(self._check, parsed, method, url, content,
+                                                     content_type)
 
     def _check(self, key: str | None, parsed: hawk.ParsedHeader, method: str, url: str,
                content: bytes, content_type: str) -> Authenticated:

@@ -302,9 +302,10 @@ class Verifier:
 
     def authenticate(self, authorization: str | None, *, method: str, url: str, content: bytes,
                      content_type: str) -> Deferred:
-        """Fires with the L{Authenticated<msisdnd.verification.authentication.Authenticated>} request (its Hawk id and nonce) whose
-        Hawk header checks out (see L{HawkAuthenticator.authenticate}); fails
-        with a L{hawk.HawkError}.
+        """Fires with the
+        L{Authenticated<msisdnd.verification.authentication.Authenticated>}
+        request (its Hawk id and nonce) whose Hawk header checks out (see
+        L{HawkAuthenticator.authenticate}); fails with a L{hawk.HawkError}.
 
         The nonce is the request's step's to claim: every device step below
         takes it as C{nonce} and claims it in its first script, so a replay
